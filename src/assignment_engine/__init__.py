@@ -1,0 +1,55 @@
+"""assignment-engine: territory and owner assignment for sales accounts.
+
+The public API is what this module exports; everything else is private and may
+change. Typical library use (a CRM integration)::
+
+    from assignment_engine import Engine
+    engine = Engine.from_file("rules/territories.yaml")   # once
+    engine.match({"id": "A1", "country": "US", "state": "CA"})  # on every save
+    plan = engine.assign(engine.table(records), users)     # batch
+"""
+
+from .batch import assign_files, demo_files, plan_files
+from .compile import CompiledRules, compile_rules, load_rules
+from .engine import Engine, TerritoryMatch
+from .errors import (
+    AssignmentEngineError,
+    DataError,
+    Finding,
+    HierarchyError,
+    InfeasibleError,
+    Location,
+    RuleFileError,
+)
+from .plan import AccountResult, Plan, Status
+from .readers import read_accounts, read_users
+from .ruleset import json_schema
+from .table import AccountTable, User
+from .writers import write_plan
+
+__all__ = [
+    "AccountResult",
+    "AccountTable",
+    "AssignmentEngineError",
+    "CompiledRules",
+    "DataError",
+    "Engine",
+    "Finding",
+    "HierarchyError",
+    "InfeasibleError",
+    "Location",
+    "Plan",
+    "RuleFileError",
+    "Status",
+    "TerritoryMatch",
+    "User",
+    "assign_files",
+    "compile_rules",
+    "demo_files",
+    "json_schema",
+    "load_rules",
+    "plan_files",
+    "read_accounts",
+    "read_users",
+    "write_plan",
+]

@@ -1,0 +1,74 @@
+"""File-level workflows shared by the CLI and scripts: read inputs, run, write outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .engine import Engine
+from .plan import Plan
+from .readers import read_accounts, read_users
+from .writers import write_plan
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Run:
+    plan: Plan
+    summary: dict[str, Any]
+
+
+def plan_files(
+    rules: str | Path,
+    accounts: str | Path,
+    users: str | Path,
+    *,
+    seed: int | None = None,
+    time_limit: float | None = None,
+    on_hierarchy_error: Literal["raise", "independent"] = "raise",
+    progress: Progress | None = None,
+) -> Plan:
+    """Load the rule file and data files and compute the plan (nothing written)."""
+    say = progress or (lambda _m: None)
+    engine = Engine.from_file(rules)
+    say(f"reading {accounts}")
+    table = read_accounts(accounts, engine.rules.field_types)
+    user_list = read_users(users, list(engine.rules.measures))
+    return engine.assign(
+        table,
+        user_list,
+        seed=seed,
+        time_limit=time_limit,
+        on_hierarchy_error=on_hierarchy_error,
+        progress=say,
+        users_source=f"users file {users}",
+    )
+
+
+def assign_files(rules: str | Path, accounts: str | Path, users: str | Path, out: str | Path, **options: Any) -> Run:
+    """Plan and write ``accounts.csv``, ``accounts.jsonl`` and ``summary.json`` into ``out``."""
+    plan = plan_files(rules, accounts, users, **options)
+    summary = write_plan(plan, out, options.get("progress"))
+    return Run(plan, summary)
+
+
+def demo_files() -> dict[str, Path]:
+    """The embedded example: the rule file and the demo book.
+
+    Installed packages carry them under ``assignment_engine/_demo``; a source
+    checkout has them at the top level (``rules/``, ``fixtures/``).
+    """
+    here = Path(__file__).resolve().parent
+    for base, rules_dir, data_dir in ((here / "_demo", "rules", "fixtures"), (here.parents[1], "rules", "fixtures")):
+        rules = base / rules_dir / "territories.yaml"
+        if rules.is_file():
+            return {
+                "rules": rules,
+                "accounts": base / data_dir / "accounts.csv",
+                "users": base / data_dir / "users.csv",
+                "opportunities": base / data_dir / "opportunities.csv",
+            }
+    raise FileNotFoundError("the embedded demo files are missing from this installation")

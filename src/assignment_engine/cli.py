@@ -1,0 +1,214 @@
+"""``assignment-engine``: a thin terminal layer over the library (needs the ``cli`` extra).
+
+Exit codes: 0 success, 1 findings (invalid rules, bad data, infeasible), 2 usage.
+Messages go to stderr, results to stdout; ``--format json`` prints machine output.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .batch import assign_files, demo_files, plan_files
+from .compile import load_rules
+from .errors import AssignmentEngineError
+from .readers import read_users
+from .engine import Engine
+from .ruleset import json_schema
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="output for people or for machines")
+
+
+def _progress(quiet: bool):
+    start = time.perf_counter()
+
+    def say(message: str) -> None:
+        if not quiet:
+            err.print(f"[dim]{time.perf_counter() - start:7.1f}s[/dim] {message}")
+
+    return say
+
+
+def _fail(error: AssignmentEngineError) -> None:
+    click.echo(str(error), err=True)  # plain: file:line:col lines must not be wrapped
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="assignment-engine")
+def main() -> None:
+    """Assign accounts to territories and owners from YAML rules, balanced by value."""
+
+
+@main.command()
+@click.argument("rules", type=click.Path(dir_okay=False))
+@click.option("--users", type=click.Path(exists=True, dir_okay=False), help="also check that every member is a user")
+@FORMAT
+def validate(rules: str, users: str | None, fmt: str) -> None:
+    """Check a rule file; print every problem as file:line:col."""
+    try:
+        compiled = load_rules(rules)
+        if users:
+            Engine(compiled).check_members(read_users(users, list(compiled.measures)), f"users file {users}")
+    except AssignmentEngineError as exc:
+        if fmt == "json":
+            click.echo(json.dumps({"valid": False, "findings": [{"location": str(f.location), "message": f.message} for f in exc.findings]}, indent=2))
+            sys.exit(1)
+        _fail(exc)
+    owners = {m.user for t in compiled.territories.values() for m in t.members}
+    if fmt == "json":
+        click.echo(json.dumps({"valid": True, "territories": len(compiled.territories), "members": len(owners)}))
+    else:
+        out.print(f"{rules}: valid ({len(compiled.territories)} territories, {len(owners)} members)")
+
+
+def _assign_options(f):
+    for option in reversed(
+        [
+            click.option("--rules", required=True, type=click.Path(dir_okay=False), help="rule file (YAML)"),
+            click.option("--accounts", required=True, type=click.Path(dir_okay=False), help="accounts (CSV or JSON Lines)"),
+            click.option("--users", required=True, type=click.Path(dir_okay=False), help="users (CSV or JSON Lines)"),
+            click.option("--seed", type=int, default=None, help="solver seed (default: the rule file's)"),
+            click.option("--time-limit", type=float, default=None, help="solver effort per component, deterministic seconds"),
+            click.option("--hierarchy-errors", type=click.Choice(["raise", "independent"]), default="raise", show_default=True, help="on a bad parent link: stop, or report and treat the accounts as independent"),
+            click.option("--quiet", "-q", is_flag=True, help="no progress on stderr"),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+@main.command()
+@_assign_options
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="directory for accounts.csv, accounts.jsonl, summary.json")
+@FORMAT
+def assign(rules: str, accounts: str, users: str, seed: int | None, time_limit: float | None, hierarchy_errors: str, quiet: bool, out: str, fmt: str) -> None:
+    """Assign every account to a territory and an owner; write the plan to --out."""
+    try:
+        run = assign_files(rules, accounts, users, out, seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, progress=_progress(quiet))
+    except AssignmentEngineError as exc:
+        _fail(exc)
+    _report(run.summary, fmt, out)
+
+
+@main.command()
+@click.argument("account_id")
+@_assign_options
+@FORMAT
+def explain(account_id: str, rules: str, accounts: str, users: str, seed: int | None, time_limit: float | None, hierarchy_errors: str, quiet: bool, fmt: str) -> None:
+    """Why ACCOUNT_ID lands where it does: rules matched or failed, territory, owner."""
+    try:
+        plan = plan_files(rules, accounts, users, seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, progress=_progress(quiet))
+    except AssignmentEngineError as exc:
+        _fail(exc)
+    if account_id not in plan.accounts.index:
+        err.print(f"account '{account_id}' is not in {accounts}")
+        sys.exit(1)
+    if fmt == "json":
+        record = plan.account(account_id)
+        click.echo(json.dumps({**record.__dict__, "explanation": plan.explain(account_id)}, indent=2))
+    else:
+        click.echo("\n".join(plan.explain(account_id)))
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False), help="write to a file instead of stdout")
+def schema(out: str | None) -> None:
+    """JSON Schema of the rule file (for '# yaml-language-server: $schema=...')."""
+    text = json.dumps(json_schema(), indent=2)
+    if out:
+        Path(out).write_text(text + "\n", encoding="utf-8")
+    else:
+        click.echo(text)
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="where to write the plan (default: a temporary directory)")
+@click.option("--quiet", "-q", is_flag=True, help="no progress on stderr")
+@FORMAT
+def demo(out: str | None, quiet: bool, fmt: str) -> None:
+    """Run on the embedded example book and show loads before and after."""
+    files = demo_files()
+    target = out or tempfile.mkdtemp(prefix="assignment-engine-demo-")
+    try:
+        run = assign_files(files["rules"], files["accounts"], files["users"], target, progress=_progress(quiet))
+    except AssignmentEngineError as exc:  # pragma: no cover - the demo files are tested
+        _fail(exc)
+    _report(run.summary, fmt, target)
+
+
+def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(summary, indent=2))
+        return
+    balance = [b["balance"] for b in summary["balance"]]
+    table = Table(title="Load per user: share of fair share, before → after")
+    table.add_column("user")
+    table.add_column("accounts", justify="right")
+    for label in balance:
+        table.add_column(label, justify="right")
+    for user in summary["users"]:
+        loads = user["loads"]
+        count = loads.get("accounts") or {"before": 0, "after": 0}
+        cells = [user["user_id"] + ("" if user["active"] else " (inactive)"), f"{count['before']:.0f} → {count['after']:.0f}"]
+        for label in balance:
+            entry = loads[label]
+            fair = entry.get("fair_share") or 0
+            cells.append(_share(entry["before"], fair) + " → " + _share(entry["after"], fair, entry.get("deviation"), label, summary))
+        table.add_row(*cells)
+    out.print(table)
+    bands = Table(title="Balance: deviation from fair share (min / max)")
+    for column in ("measure", "tolerance", "before", "after", "users outside"):
+        bands.add_column(column, justify="right" if column != "measure" else "left")
+    for b in summary["balance"]:
+        bands.add_row(
+            b["balance"],
+            f"±{b['tolerance']:.0%}",
+            f"{_pct(b['min_deviation_before'])} / {_pct(b['max_deviation_before'])}",
+            f"{_pct(b['min_deviation'])} / {_pct(b['max_deviation'])}",
+            str(len(b["users_outside_tolerance"])),
+        )
+    out.print(bands)
+    moved = summary["moved"]
+    counts = summary["status_counts"]
+    out.print(
+        f"accounts: {summary['accounts']:,}  moved: {moved['accounts']:,} ({moved['value']:,.0f} {moved['value_measure']})  "
+        f"locked: {counts['locked']}  excluded: {counts['excluded']}  following a pinned parent: {counts['pinned']}  unassigned: {counts['unassigned']}"
+    )
+    if summary["unassigned"]:
+        reasons = Counter(u["reason"] for u in summary["unassigned"])
+        out.print("unassigned accounts by reason:")
+        for reason, count in reasons.most_common(10):
+            out.print(f"  {count:5}  {reason}", markup=False)
+    solver = summary["solver"]
+    out.print(
+        f"solver: {solver['components']} components {solver['status']}, moves {solver['optimized_moves']} "
+        f"(lower bound {solver['moves_lower_bound']:.0f}, greedy start {solver['greedy_moves']}), {solver['seconds']:.1f}s"
+    )
+    out.print(f"plan written to {target}/accounts.csv, accounts.jsonl, summary.json", markup=False)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+.0%}"
+
+
+def _share(load: float, fair: float, deviation: float | None = None, label: str = "", summary: dict[str, Any] | None = None) -> str:
+    if fair <= 0:
+        return f"{load:,.0f}"
+    text = f"{load / fair:.0%}"
+    if summary is not None and deviation is not None:
+        tolerance = next(b["tolerance"] for b in summary["balance"] if b["balance"] == label)
+        if abs(deviation) > tolerance + 1e-9:
+            return f"[red]{text}[/red]"
+    return text

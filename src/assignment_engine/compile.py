@@ -1,0 +1,267 @@
+"""Rule file → compiled rules: validate everything at once, then build the territory tree.
+
+Loading reports every problem in one pass (YAML syntax, unknown keys, unknown
+fields and operators, duplicate ids, bad types) as ``file:line:col: message``.
+The result, :class:`CompiledRules`, is immutable and holds no file handles, so
+a CRM integration loads it once and calls it for every account save.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from . import ruleset as rs
+from .conditions import Condition, ConditionError, parse_condition
+from .errors import Finding, Location, RuleFileError, suggest
+from .yamlfile import LoadedYaml, load_yaml
+
+OWNER_ROLE = "owner"
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    territory: str  # where it is written
+    number: int  # 1-based position in that territory's rules
+    name: str | None
+    inherit: bool
+    condition: Condition
+
+    @property
+    def label(self) -> str:
+        return self.name or f"rule {self.number}"
+
+
+@dataclass(frozen=True)
+class MemberRef:
+    user: str
+    role: str
+    location: Location
+
+
+@dataclass
+class TerritoryNode:
+    id: str
+    name: str
+    type: str
+    priority: int
+    overlay: bool
+    order: int  # position in file (pre-order), the deterministic tie-break
+    parent: str | None
+    depth: int
+    children: list[str] = field(default_factory=list)
+    rules: list[CompiledRule] = field(default_factory=list)  # local rules
+    applicable: list[CompiledRule] = field(default_factory=list)  # inherited from ancestors + local
+    members: list[MemberRef] = field(default_factory=list)
+
+    @property
+    def owners(self) -> list[str]:
+        """Users who may own this territory's accounts, in file order, without repeats."""
+        return list(dict.fromkeys(m.user for m in self.members if m.role == OWNER_ROLE))
+
+
+@dataclass(frozen=True)
+class BalanceSpec:
+    """One balance requirement, resolved: a measure, optionally restricted to a tier."""
+
+    measure: str
+    tier: str | None
+    tolerance: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.measure}[{self.tier}]" if self.tier else self.measure
+
+
+@dataclass
+class CompiledRules:
+    """A validated, compiled territory plan."""
+
+    source: str
+    model: rs.RuleFile
+    territories: dict[str, TerritoryNode]  # pre-order, file order
+    balance: list[BalanceSpec]
+    lines: list[str] = field(default_factory=list, repr=False)
+
+    @property
+    def field_types(self) -> dict[str, Any]:
+        return dict(self.model.fields)
+
+    @property
+    def measures(self) -> dict[str, rs.Measure]:
+        return dict(self.model.measures)
+
+    @property
+    def policy(self) -> rs.Assignment:
+        return self.model.assignment
+
+    def post_order(self) -> list[TerritoryNode]:
+        return sorted(self.territories.values(), key=lambda t: (-t.depth, t.order))
+
+
+def load_rules(path: str | Path) -> CompiledRules:
+    """Read, validate and compile a rule file; raises :class:`RuleFileError` with every finding."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RuleFileError([Finding(Location(str(path)), f"cannot read rule file: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        raise RuleFileError([Finding(Location(str(path)), f"not UTF-8 text: {exc.reason}")]) from None
+    return compile_rules(text, str(path))
+
+
+def compile_rules(text: str, source: str = "<rules>") -> CompiledRules:
+    """Validate and compile rule-file text (``source`` names it in messages)."""
+    loaded = load_yaml(text, source)
+    try:
+        model = rs.RuleFile.model_validate(loaded.data)
+    except ValidationError as exc:
+        raise RuleFileError(_pydantic_findings(exc, loaded), loaded.lines) from None
+    findings: list[Finding] = []
+    compiled = _Compiler(model, loaded, findings).run()
+    if findings:
+        raise RuleFileError(sorted(findings, key=_order), loaded.lines)
+    return compiled
+
+
+def _order(f: Finding) -> tuple[int, int]:
+    return (f.location.line or 0, f.location.col or 0)
+
+
+_MODELS: tuple[type[BaseModel], ...] = (
+    rs.RuleFile, rs.Measure, rs.TierLevel, rs.Tiers, rs.TerritoryType, rs.Rule, rs.Member, rs.Territory, rs.BalanceEntry, rs.Assignment,
+)
+_KNOWN_KEYS = sorted({key for model in _MODELS for key in model.model_fields})
+
+
+def _pydantic_findings(exc: ValidationError, loaded: LoadedYaml) -> list[Finding]:
+    findings = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            findings.append(Finding(loaded.location(loc, key=True), f"unknown key '{key}'{suggest(key, _KNOWN_KEYS)}"))
+            continue
+        if err["type"] == "missing":
+            findings.append(Finding(loaded.location(loc[:-1]), f"missing required key '{loc[-1]}'"))
+            continue
+        where = ".".join(str(p) for p in loc if not str(p).startswith(("function-", "literal")))
+        message = err["msg"].removeprefix("Value error, ")
+        findings.append(Finding(loaded.location(loc), f"{where}: {message}" if where else message))
+    return sorted(findings, key=_order)
+
+
+class _Compiler:
+    def __init__(self, model: rs.RuleFile, loaded: LoadedYaml, findings: list[Finding]):
+        self.model, self.loaded, self.findings = model, loaded, findings
+        self.types = {t.name: t for t in model.territory_types}
+        self.nodes: dict[str, TerritoryNode] = {}
+
+    def error(self, path: tuple[Any, ...], message: str, *, key: bool = False) -> None:
+        self.findings.append(Finding(self.loaded.location(path, key=key), message))
+
+    def run(self) -> CompiledRules:
+        self.check_types()
+        self.check_measures()
+        for i, t in enumerate(self.model.territories):
+            self.territory(t, ("territories", i), None, None, [])
+        balance = self.balance()
+        return CompiledRules(self.loaded.file, self.model, self.nodes, balance, self.loaded.lines)
+
+    def check_types(self) -> None:
+        names: set[str] = set()
+        priorities: dict[int, str] = {}
+        for i, t in enumerate(self.model.territory_types):
+            if t.name in names:
+                self.error(("territory_types", i, "name"), f"duplicate territory type '{t.name}'")
+            if t.priority in priorities:
+                self.error(("territory_types", i, "priority"), f"priority {t.priority} is already used by type '{priorities[t.priority]}'; priorities must be unique")
+            names.add(t.name)
+            priorities.setdefault(t.priority, t.name)
+
+    def check_measures(self) -> None:
+        fields = self.model.fields
+        for name, m in self.model.measures.items():
+            if m.field is None:
+                continue
+            if m.field not in fields:
+                self.error(("measures", name, "field"), f"unknown field '{m.field}'{suggest(m.field, list(fields))}; declare it under 'fields'")
+            elif fields[m.field] not in ("integer", "number"):
+                self.error(("measures", name, "field"), f"measure '{name}' needs a numeric field; '{m.field}' is {fields[m.field]}")
+        tiers = self.model.tiers
+        if tiers is None:
+            return
+        if tiers.by not in self.model.measures:
+            self.error(("tiers", "by"), f"unknown measure '{tiers.by}'{suggest(tiers.by, list(self.model.measures))}")
+        previous, names = 0.0, set()
+        for i, level in enumerate(tiers.levels):
+            last = i == len(tiers.levels) - 1
+            if level.name in names:
+                self.error(("tiers", "levels", i, "name"), f"duplicate tier '{level.name}'")
+            names.add(level.name)
+            if level.top is None and not last:
+                self.error(("tiers", "levels", i), f"tier '{level.name}' needs 'top' (only the last level may omit it)")
+            elif level.top is not None and level.top <= previous:
+                self.error(("tiers", "levels", i, "top"), f"'top' must grow from level to level ({level.top} ≤ {previous})")
+            previous = level.top or previous
+
+    def territory(self, t: rs.Territory, path: tuple[Any, ...], parent: TerritoryNode | None, inherited_type: str | None, inherited: list[CompiledRule]) -> None:
+        if t.id in self.nodes:
+            self.error((*path, "id"), f"duplicate territory id '{t.id}'")
+            return
+        type_name = t.type or inherited_type
+        ttype = self.types.get(type_name) if type_name else None
+        if type_name is None:
+            self.error(path, f"territory '{t.id}' has no type and no parent to take one from")
+        elif ttype is None:
+            self.error((*path, "type"), f"unknown territory type '{type_name}'{suggest(type_name, list(self.types))}")
+        node = TerritoryNode(
+            id=t.id,
+            name=t.name or t.id,
+            type=type_name or "",
+            priority=ttype.priority if ttype else 0,
+            overlay=ttype.overlay if ttype else False,
+            order=len(self.nodes),
+            parent=parent.id if parent else None,
+            depth=parent.depth + 1 if parent else 0,
+        )
+        self.nodes[t.id] = node
+        if parent:
+            parent.children.append(t.id)
+        for j, rule in enumerate(t.rules):
+            errors: list[ConditionError] = []
+            where = (*path, "rules", j, "when")
+            condition = parse_condition(rule.when, where, self.model.fields, errors)
+            for e in errors:
+                self.error(e.path, str(e), key=e.key)
+            node.rules.append(CompiledRule(t.id, j + 1, rule.name, rule.inherit, condition))
+        node.applicable = inherited + node.rules
+        seen: set[str] = set()
+        for j, m in enumerate(t.members):
+            if m.user in seen:
+                self.error((*path, "members", j, "user"), f"user '{m.user}' is listed twice in territory '{t.id}'")
+            seen.add(m.user)
+            node.members.append(MemberRef(m.user, m.role, self.loaded.location((*path, "members", j, "user"))))
+        passed_on = inherited + [r for r in node.rules if r.inherit]
+        for k, child in enumerate(t.children):
+            self.territory(child, (*path, "children", k), node, type_name, passed_on)
+
+    def balance(self) -> list[BalanceSpec]:
+        entries = self.model.assignment.balance
+        if entries is None:
+            return [BalanceSpec(name, None, 0.10) for name in self.model.measures]
+        tiers = {lv.name for lv in self.model.tiers.levels} if self.model.tiers else set()
+        out = []
+        for i, b in enumerate(entries):
+            path = ("assignment", "balance", i)
+            if b.measure not in self.model.measures:
+                self.error((*path, "measure"), f"unknown measure '{b.measure}'{suggest(b.measure, list(self.model.measures))}")
+            if b.tier is not None and b.tier not in tiers:
+                hint = suggest(b.tier, sorted(tiers)) if tiers else "; declare 'tiers' first"
+                self.error((*path, "tier"), f"unknown tier '{b.tier}'{hint}")
+            out.append(BalanceSpec(b.measure, b.tier, b.tolerance))
+        return out

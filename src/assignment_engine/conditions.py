@@ -1,0 +1,332 @@
+"""The condition mini-language of rule files: parse, evaluate on whole tables, explain.
+
+Grammar (a YAML value)::
+
+    condition := mapping            # every entry must hold (AND)
+    entry     := "all": [condition, ...]
+               | "any": [condition, ...]
+               | "not": condition
+               | FIELD: {OP: VALUE, ...}   # several operators = AND
+               | FIELD: [v1, v2]           # shorthand for in
+               | FIELD: v                  # shorthand for eq
+
+Missing values: ``ne`` and ``not_in`` hold for a missing value (it is not equal
+to anything); every other comparison fails on it, ``exists``/``is_null`` test it.
+Text comparisons (eq, ne, in, not_in, starts_with, ends_with, contains) ignore
+case, as CRM users expect; ordering (lt … between) compares strings as strings,
+so postal-code ranges work; ``matches`` is an RE2 regular expression (linear
+time: no pattern can hang the engine). Nothing in a rule file is ever evaluated
+as code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import re2
+
+from .errors import suggest
+from .table import EPOCH, AccountTable, FieldType, NumericColumn, StringColumn
+
+Locate = Callable[[tuple[Any, ...]], Any]
+
+EQUALITY = ("eq", "ne", "in", "not_in")
+ORDERING = ("lt", "lte", "gt", "gte", "between")
+TEXT = ("starts_with", "ends_with", "contains", "matches")
+PRESENCE = ("exists", "is_null")
+OPERATORS = EQUALITY + ORDERING + TEXT + PRESENCE
+_SYMBOL = {"eq": "=", "ne": "≠", "lt": "<", "lte": "≤", "gt": ">", "gte": "≥"}
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.max_mem = 8 << 20
+
+
+class ConditionError(ValueError):
+    """A problem in a condition, with the YAML path it was found at."""
+
+    def __init__(self, path: tuple[Any, ...], message: str, *, key: bool = False):
+        super().__init__(message)
+        self.path, self.key = path, key
+
+
+class Condition:
+    """A node of a parsed condition."""
+
+    def mask(self, table: AccountTable) -> np.ndarray:
+        """One boolean per account: does the condition hold?"""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def trace(self, table: AccountTable, row: int, depth: int = 0) -> list[tuple[int, str, bool]]:
+        """(indent, text, held) lines explaining the outcome for one account."""
+        held = bool(self.mask(table)[row])
+        return [(depth, self.describe(), held)]
+
+
+@dataclass
+class AllOf(Condition):
+    parts: list[Condition]
+
+    def mask(self, table: AccountTable) -> np.ndarray:
+        out = np.ones(len(table), dtype=bool)
+        for part in self.parts:
+            out &= part.mask(table)
+        return out
+
+    def describe(self) -> str:
+        return " and ".join(_wrap(p) for p in self.parts)
+
+    def trace(self, table: AccountTable, row: int, depth: int = 0) -> list[tuple[int, str, bool]]:
+        if len(self.parts) == 1:
+            return self.parts[0].trace(table, row, depth)
+        lines = [(depth, "all of:", bool(self.mask(table)[row]))]
+        for p in self.parts:
+            lines += p.trace(table, row, depth + 1)
+        return lines
+
+
+@dataclass
+class AnyOf(Condition):
+    parts: list[Condition]
+
+    def mask(self, table: AccountTable) -> np.ndarray:
+        out = np.zeros(len(table), dtype=bool)
+        for part in self.parts:
+            out |= part.mask(table)
+        return out
+
+    def describe(self) -> str:
+        return " or ".join(_wrap(p) for p in self.parts)
+
+    def trace(self, table: AccountTable, row: int, depth: int = 0) -> list[tuple[int, str, bool]]:
+        lines = [(depth, "any of:", bool(self.mask(table)[row]))]
+        for p in self.parts:
+            lines += p.trace(table, row, depth + 1)
+        return lines
+
+
+@dataclass
+class Not(Condition):
+    part: Condition
+
+    def mask(self, table: AccountTable) -> np.ndarray:
+        return ~self.part.mask(table)
+
+    def describe(self) -> str:
+        return f"not ({self.part.describe()})"
+
+    def trace(self, table: AccountTable, row: int, depth: int = 0) -> list[tuple[int, str, bool]]:
+        return [(depth, "not:", bool(self.mask(table)[row])), *self.part.trace(table, row, depth + 1)]
+
+
+def _wrap(c: Condition) -> str:
+    return f"({c.describe()})" if isinstance(c, (AllOf, AnyOf)) and len(c.parts) > 1 else c.describe()
+
+
+@dataclass
+class Compare(Condition):
+    """``field op value`` on one typed column."""
+
+    field: str
+    kind: FieldType
+    op: str
+    value: Any  # normalised: str / float / tuple / bool / compiled regex
+    shown: tuple[str, ...]  # the operands as the rule file wrote them
+
+    def describe(self) -> str:
+        f, op, shown = self.field, self.op, self.shown
+        if op in _SYMBOL:
+            return f"{f} {_SYMBOL[op]} {shown[0]}"
+        if op in ("in", "not_in"):
+            return f"{f} {'in' if op == 'in' else 'not in'} {', '.join(shown)}"
+        if op == "between":
+            return f"{f} between {shown[0]} and {shown[1]}"
+        if op in PRESENCE:
+            missing = (op == "is_null") == self.value
+            return f"{f} is {'missing' if missing else 'present'}"
+        if op == "matches":
+            return f"{f} matches /{shown[0]}/"
+        return f"{f} {op.replace('_', ' ')} {' or '.join(shown)}"
+
+    def trace(self, table: AccountTable, row: int, depth: int = 0) -> list[tuple[int, str, bool]]:
+        actual = table.fields[self.field].value(row)
+        shown = "missing" if actual is None else repr(actual if not isinstance(actual, dt.date) else actual.isoformat())
+        held = bool(self.mask(table)[row])
+        return [(depth, f"{self.describe()}  [{self.field} is {shown}]", held)]
+
+    def mask(self, table: AccountTable) -> np.ndarray:
+        column = table.fields[self.field]
+        if isinstance(column, StringColumn):
+            per_category = self._on_strings(column.categories)
+            return column.gather(per_category, missing=self._on_missing())
+        return self._on_numbers(column)
+
+    def _on_missing(self) -> bool:
+        if self.op in ("ne", "not_in"):
+            return True
+        if self.op == "exists":
+            return not self.value
+        if self.op == "is_null":
+            return bool(self.value)
+        return False
+
+    def _on_strings(self, categories: list[str]) -> np.ndarray:
+        op, v = self.op, self.value
+        if op in ("exists", "is_null"):
+            present = op == "exists"
+            return np.full(len(categories), present == v, dtype=bool)
+        if op == "matches":
+            return np.fromiter((v.search(c) is not None for c in categories), bool, len(categories))
+        if op in ORDERING:
+            test = _ordering(op, v)
+            return np.fromiter((test(c) for c in categories), bool, len(categories))
+        folded = [c.casefold() for c in categories]
+        if op == "eq":
+            return np.fromiter((c == v for c in folded), bool, len(folded))
+        if op == "ne":
+            return np.fromiter((c != v for c in folded), bool, len(folded))
+        if op == "in":
+            return np.fromiter((c in v for c in folded), bool, len(folded))
+        if op == "not_in":
+            return np.fromiter((c not in v for c in folded), bool, len(folded))
+        method = {"starts_with": str.startswith, "ends_with": str.endswith, "contains": str.__contains__}[op]
+        return np.fromiter((any(method(c, x) for x in v) for c in folded), bool, len(folded))
+
+    def _on_numbers(self, column: NumericColumn) -> np.ndarray:
+        x, op, v = column.values, self.op, self.value
+        present = ~np.isnan(x)
+        if op in ("exists", "is_null"):
+            return present if (op == "exists") == v else ~present
+        with np.errstate(invalid="ignore"):
+            if op == "eq":
+                return x == v
+            if op == "ne":
+                return ~(x == v)
+            if op == "in":
+                return np.isin(x, np.asarray(v, dtype=np.float64))
+            if op == "not_in":
+                return ~np.isin(x, np.asarray(v, dtype=np.float64))
+            if op == "between":
+                return (x >= v[0]) & (x <= v[1])
+            return {"lt": np.less, "lte": np.less_equal, "gt": np.greater, "gte": np.greater_equal}[op](x, v)
+
+
+def _ordering(op: str, v: Any) -> Callable[[str], bool]:
+    if op == "between":
+        lo, hi = v
+        return lambda c: lo <= c <= hi
+    return {"lt": lambda c: c < v, "lte": lambda c: c <= v, "gt": lambda c: c > v, "gte": lambda c: c >= v}[op]
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def parse_condition(raw: Any, path: tuple[Any, ...], fields: dict[str, FieldType], errors: list[ConditionError]) -> Condition:
+    """Parse a ``when`` value; problems are appended to ``errors`` (all of them, not the first)."""
+    if isinstance(raw, list):
+        return AllOf([parse_condition(item, (*path, i), fields, errors) for i, item in enumerate(raw)])
+    if not isinstance(raw, dict) or not raw:
+        errors.append(ConditionError(path, "a condition must be a non-empty mapping such as {country: US}"))
+        return AllOf([])
+    parts: list[Condition] = []
+    for key, value in raw.items():
+        where = (*path, key)
+        if key in ("all", "any"):
+            if not isinstance(value, list) or not value:
+                errors.append(ConditionError(where, f"'{key}' takes a non-empty list of conditions"))
+                continue
+            items = [parse_condition(item, (*where, i), fields, errors) for i, item in enumerate(value)]
+            parts.append(AllOf(items) if key == "all" else AnyOf(items))
+        elif key == "not":
+            parts.append(Not(parse_condition(value, where, fields, errors)))
+        elif key not in fields:
+            known = sorted(fields) + ["all", "any", "not"]
+            errors.append(ConditionError(where, f"unknown field '{key}'{suggest(str(key), known)}; declare it under 'fields'", key=True))
+        else:
+            parts.extend(_parse_field(str(key), fields[key], value, where, errors))
+    return parts[0] if len(parts) == 1 else AllOf(parts)
+
+
+def _parse_field(name: str, kind: FieldType, value: Any, path: tuple[Any, ...], errors: list[ConditionError]) -> list[Condition]:
+    if isinstance(value, list):
+        value = {"in": value}
+    elif not isinstance(value, dict):
+        value = {"eq": value}
+    elif not value:
+        errors.append(ConditionError(path, f"no operator given for '{name}'"))
+        return []
+    out: list[Condition] = []
+    for op, operand in value.items():
+        where = (*path, op)
+        if op not in OPERATORS:
+            errors.append(ConditionError(where, f"unknown operator '{op}'{suggest(str(op), list(OPERATORS))}", key=True))
+            continue
+        items = operand if isinstance(operand, list) else [operand]
+        try:
+            out.append(Compare(name, kind, op, _operand(name, kind, op, operand), tuple(_show(x) for x in items)))
+        except ValueError as exc:
+            errors.append(ConditionError(where, str(exc)))
+    return out
+
+
+def _operand(name: str, kind: FieldType, op: str, operand: Any) -> Any:
+    if op in PRESENCE:
+        if not isinstance(operand, bool):
+            raise ValueError(f"'{op}' takes true or false")
+        return operand
+    if op == "matches":
+        if kind != "string" or not isinstance(operand, str):
+            raise ValueError(f"'matches' needs a string field and a pattern (field '{name}' is {kind})")
+        try:
+            return re2.compile(operand, _RE2_OPTIONS)
+        except re2.error as exc:
+            raise ValueError(f"bad regular expression {operand!r}: {exc}") from None
+    if op in ("in", "not_in", "between") or op in TEXT:
+        items = operand if isinstance(operand, list) else [operand]
+        if op == "between" and len(items) != 2:
+            raise ValueError("'between' takes two values: [low, high]")
+        if not items:
+            raise ValueError(f"'{op}' takes at least one value")
+        if op in TEXT and kind != "string":
+            raise ValueError(f"'{op}' needs a string field (field '{name}' is {kind})")
+        values = [_scalar(name, kind, x, fold=op != "between") for x in items]
+        if op in ("in", "not_in"):
+            return frozenset(values) if kind == "string" else tuple(values)
+        return tuple(values)
+    return _scalar(name, kind, operand, fold=op in ("eq", "ne"))
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _scalar(name: str, kind: FieldType, v: Any, *, fold: bool) -> Any:
+    if v is None or isinstance(v, (list, dict)):
+        raise ValueError(f"expected a single {kind} value for '{name}', got {v!r}; use exists/is_null for missing values")
+    if kind == "string":
+        if isinstance(v, bool):
+            raise ValueError(f"'{name}' is a string field: quote the value {str(v).lower()!r}")
+        s = str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+        return s.casefold() if fold else s
+    if kind == "boolean":
+        if not isinstance(v, bool):
+            raise ValueError(f"'{name}' is a boolean field: use true or false, not {v!r}")
+        return v
+    if kind == "date":
+        try:
+            return float((dt.date.fromisoformat(str(v)) - EPOCH).days)
+        except ValueError:
+            raise ValueError(f"'{name}' is a date field: use YYYY-MM-DD, not {v!r}") from None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"'{name}' is a {kind} field: {v!r} is not a number")
+    return float(v)

@@ -1,0 +1,207 @@
+"""The pipeline: match → families → rank → optimize → plan. No files, no terminal.
+
+:class:`Engine` holds compiled rules and nothing else, so one instance serves
+any number of calls (batch runs, or one account on every CRM save).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .compile import CompiledRules, load_rules
+from .errors import Finding, RuleFileError
+from .families import build_families
+from .match import match_accounts, rule_trace
+from .optimize import LoadDim, Problem, solve
+from .plan import Plan, Status
+from .rank import balance_values, measure_values, rank_tiers
+from .table import AccountTable, User
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TerritoryMatch:
+    """Where one account belongs by the rules, before any balancing."""
+
+    territories: list[str]  # every territory it is in (deepest per branch), file order
+    owning: list[str]  # the owning territory, or the tied ones (empty: matched nothing)
+    candidates: list[str]  # users who may own it (owner members of ``owning``)
+    trace: list[str]  # per territory: which rules held or failed, and why
+
+
+class Engine:
+    """Compiled rules plus the operations on them."""
+
+    def __init__(self, rules: CompiledRules):
+        self.rules = rules
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Engine:
+        return cls(load_rules(path))
+
+    # -- one account --------------------------------------------------------------
+
+    def table(self, records: Sequence[dict[str, Any]], source: str = "<accounts>") -> AccountTable:
+        """Typed table from plain dicts (as a CRM integration holds records)."""
+        return AccountTable.from_records(records, self.rules.field_types, source=source)
+
+    def match(self, record: dict[str, Any]) -> TerritoryMatch:
+        """Territories and candidate owners of one account, with the rule trace."""
+        table = self.table([record])
+        matches = match_accounts(self.rules, table)
+        ids = matches.territory_ids
+        owning = [ids[t] for t in matches.owning_candidates(0)]
+        nodes = self.rules.territories
+        candidates = list(dict.fromkeys(u for t in owning for u in nodes[t].owners))
+        return TerritoryMatch([ids[t] for t in matches.territories_of(0)], owning, candidates, rule_trace(self.rules, table, 0))
+
+    # -- a whole book -------------------------------------------------------------
+
+    def assign(
+        self,
+        accounts: AccountTable,
+        users: Sequence[User],
+        *,
+        seed: int | None = None,
+        time_limit: float | None = None,
+        on_hierarchy_error: Literal["raise", "independent"] = "raise",
+        progress: Progress | None = None,
+        users_source: str = "users file",
+    ) -> Plan:
+        """Assign every account of ``accounts`` to a territory and an owner among ``users``."""
+        say = progress or (lambda _msg: None)
+        rules = self.rules
+        policy = rules.policy
+        self.check_members(users, users_source)
+        user_ids = [u.id for u in users]
+        user_index = {u: i for i, u in enumerate(user_ids)}
+        active = {u.id for u in users if u.active}
+
+        say(f"matching {len(accounts):,} accounts to {len(rules.territories)} territories")
+        matches = match_accounts(rules, accounts)
+        say("building account families")
+        families = build_families(accounts, on_hierarchy_error)
+        root = families.root if policy.hierarchy == "follow_ultimate_parent" else np.arange(len(accounts))
+        values = measure_values(rules, accounts)
+        tier, tier_names = rank_tiers(rules, accounts, values, ~accounts.excluded)
+
+        n = len(accounts)
+        status = np.full(n, Status.ASSIGNED, dtype=np.int8)
+        status[accounts.excluded] = Status.EXCLUDED
+        status[accounts.locked & ~accounts.excluded] = Status.LOCKED
+        rooted = root != np.arange(n)
+        pinned_root = (status[root] != Status.ASSIGNED) & rooted & (status == Status.ASSIGNED)
+        status[pinned_root] = Status.PINNED
+        free = status == Status.ASSIGNED
+
+        # units: one per distinct root of a free account
+        unit_roots, unit_of_free = np.unique(root[free], return_inverse=True)
+        unit = np.full(n, -1, dtype=np.int64)
+        unit[free] = unit_of_free
+        nodes = [rules.territories[t] for t in matches.territory_ids]
+        set_index: dict[tuple[int, ...], int] = {}
+        candidate_sets: list[tuple[int, ...]] = []
+        pair_territory: dict[tuple[int, int], int] = {}  # (candidate set, user) → territory index
+        unit_set = np.empty(len(unit_roots), dtype=np.int64)
+        for k, r in enumerate(unit_roots):
+            owning = matches.owning_candidates(int(r))
+            s = set_index.get(owning)
+            if s is None:
+                s = set_index[owning] = len(candidate_sets)
+                users_here: dict[int, int] = {}
+                for t in owning:
+                    for u in nodes[t].owners:
+                        if u in active:
+                            users_here.setdefault(user_index[u], t)
+                candidate_sets.append(tuple(users_here))
+                pair_territory.update({(s, u): t for u, t in users_here.items()})
+            unit_set[k] = s
+
+        value_measure = self.value_measure()
+        value = values[value_measure] if value_measure else np.ones(n)
+        owner_index = np.array([user_index.get(o, -1) if o is not None else -1 for o in accounts.owner_ids], dtype=np.int64)
+        fixed_rows = np.flatnonzero(~free)  # locked, excluded and pinned accounts stay where they are
+        fixed_owner = np.where(status == Status.PINNED, owner_index[root], owner_index)
+
+        def per_unit(v: np.ndarray) -> np.ndarray:
+            return np.bincount(unit_of_free, weights=v[free], minlength=len(unit_roots))
+
+        def per_user_fixed(v: np.ndarray) -> np.ndarray:
+            rows = fixed_rows[fixed_owner[fixed_rows] >= 0]
+            return np.bincount(fixed_owner[rows], weights=v[rows], minlength=len(users))
+
+        dims = []
+        for spec in rules.balance:
+            v = balance_values(spec, values, tier, tier_names)
+            dims.append(LoadDim(spec.label, per_unit(v), per_user_fixed(v), tolerance=spec.tolerance))
+        capacity_keys = sorted({k for u in users for k in u.capacity})
+        for key in capacity_keys:
+            v = np.ones(n) if key == "accounts" and key not in values else values[key]
+            caps = np.array([u.capacity.get(key, np.inf) for u in users], dtype=np.float64)
+            dims.append(LoadDim(f"max_{key}", per_unit(v), per_user_fixed(v), capacity=caps))
+
+        current: list[dict[int, tuple[int, float]]] = [{} for _ in unit_roots]
+        for i in np.flatnonzero(free):
+            o = int(owner_index[i])
+            if o >= 0:
+                held = current[unit[i]]
+                accounts_, value_ = held.get(o, (0, 0.0))
+                held[o] = (accounts_ + 1, value_ + float(value[i]))
+
+        problem = Problem(
+            user_ids=user_ids,
+            weight=np.array([u.weight if u.active else 0.0 for u in users], dtype=np.float64),
+            candidate_sets=candidate_sets,
+            unit_set=unit_set,
+            unit_size=np.bincount(unit_of_free, minlength=len(unit_roots)),
+            unit_value=per_unit(value),
+            current=current,
+            dims=dims,
+            time_limit=time_limit if time_limit is not None else policy.time_limit,
+            seed=policy.seed if seed is None else seed,
+        )
+        say(f"optimizing {len(unit_roots):,} units over {len(users)} users")
+        solution = solve(problem)
+        say("writing the plan")
+        return Plan.build(
+            rules=rules,
+            accounts=accounts,
+            users=list(users),
+            matches=matches,
+            families=families,
+            root=root,
+            status=status,
+            unit=unit,
+            unit_set=unit_set,
+            candidate_sets=candidate_sets,
+            pair_territory=pair_territory,
+            solution=solution,
+            values=values,
+            tier=tier,
+            tier_names=tier_names,
+            value_measure=value_measure,
+        )
+
+    def value_measure(self) -> str | None:
+        """The measure that 'value moved' is counted in: the tier ranking's, else the first field measure."""
+        if self.rules.model.tiers is not None:
+            return self.rules.model.tiers.by
+        return next((name for name, m in self.rules.measures.items() if m.field is not None), None)
+
+    def check_members(self, users: Sequence[User], users_source: str) -> None:
+        """Every member of every territory must be a user; report each at its rule-file line."""
+        known = {u.id for u in users}
+        findings = [
+            Finding(m.location, f"user '{m.user}' is not in the {users_source}")
+            for node in self.rules.territories.values()
+            for m in node.members
+            if m.user not in known
+        ]
+        if findings:
+            raise RuleFileError(findings, self.rules.lines)

@@ -1,0 +1,60 @@
+"""Account hierarchies: ``parent_id`` links as a networkx forest, one root per family.
+
+Each account has at most one parent, so a weakly connected component of the link
+graph is either a tree (exactly one account without a parent: the ultimate
+parent) or contains exactly one cycle. Bad links (self-parent, missing parent,
+cycle) are errors naming the accounts; with ``on_error="independent"`` they are
+reported and the accounts concerned are treated as independent instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import networkx as nx
+import numpy as np
+
+from .errors import Finding, HierarchyError
+from .table import AccountTable
+
+
+@dataclass
+class Families:
+    """``root[i]`` is the index of account i's ultimate parent (itself when independent)."""
+
+    root: np.ndarray
+    problems: list[Finding] = field(default_factory=list)  # reported, not raised, with on_error="independent"
+
+    def size_of(self, account: int) -> int:
+        return int(np.count_nonzero(self.root == self.root[account]))
+
+
+def build_families(table: AccountTable, on_error: Literal["raise", "independent"] = "raise") -> Families:
+    n = len(table)
+    root = np.arange(n, dtype=np.int64)
+    problems: list[Finding] = []
+    graph = nx.DiGraph()
+    for i, parent in enumerate(table.parent_ids):
+        if parent is None:
+            continue
+        p = table.index.get(parent)
+        if p is None:
+            problems.append(Finding(table.location(i, "parent_id"), f"account '{table.ids[i]}' names parent '{parent}', which is not in the accounts file"))
+        elif p == i:
+            problems.append(Finding(table.location(i, "parent_id"), f"account '{table.ids[i]}' is its own parent"))
+        else:
+            graph.add_edge(p, i)
+    for component in nx.weakly_connected_components(graph):
+        tops = [v for v in component if graph.in_degree(v) == 0]
+        if tops:
+            top = tops[0]
+            root[list(component)] = top
+            continue
+        cycle = [u for u, _ in nx.find_cycle(graph.subgraph(component))]
+        first = min(cycle)
+        names = " → ".join(table.ids[v] for v in [*cycle, cycle[0]])
+        problems.append(Finding(table.location(first, "parent_id"), f"parent_id links form a cycle: {names}"))
+    if problems and on_error == "raise":
+        raise HierarchyError(problems[:50])
+    return Families(root, problems)

@@ -1,0 +1,128 @@
+"""Match accounts to territories, Salesforce-style, one array operation per rule.
+
+An account is in territory T when every rule that applies to T (its own rules
+and the ``inherit: true`` rules of its ancestors) holds. A territory without
+applicable rules takes manual assignments only. When an account is in several
+territories of one branch, the deepest wins; territories on different branches
+all keep it. Its owning territory is the one, among non-overlay territories,
+whose type has the highest priority; equal priorities are a tie the optimizer
+decides (never an empty territory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .compile import CompiledRules, CompiledRule, TerritoryNode
+from .table import AccountTable
+
+NO_TERRITORY = -1
+TIED = -2
+
+
+@dataclass
+class Matches:
+    """Territory membership of every account of a table."""
+
+    territory_ids: list[str]  # index → id, file order
+    members: list[np.ndarray]  # per territory: sorted account indices that are in it (deepest on the branch)
+    owning: np.ndarray  # per account: territory index, NO_TERRITORY or TIED
+    ties: dict[int, tuple[int, ...]]  # account → tied territory indices, file order
+
+    def territories_of(self, account: int) -> list[int]:
+        """Every territory the account is in (owning, overlays, other branches), file order."""
+        return [t for t, rows in enumerate(self.members) if _contains(rows, account)]
+
+    def owning_candidates(self, account: int) -> tuple[int, ...]:
+        """The owning territory, or the tied ones; empty when nothing matched."""
+        t = int(self.owning[account])
+        if t == TIED:
+            return self.ties[account]
+        return () if t == NO_TERRITORY else (t,)
+
+
+def _contains(sorted_rows: np.ndarray, value: int) -> bool:
+    i = int(np.searchsorted(sorted_rows, value))
+    return i < len(sorted_rows) and int(sorted_rows[i]) == value
+
+
+def match_accounts(rules: CompiledRules, table: AccountTable) -> Matches:
+    """Evaluate every rule once over the whole table and resolve deepest-wins and priority."""
+    n = len(table)
+    order = list(rules.territories)
+    position = {tid: i for i, tid in enumerate(order)}
+    rule_masks: dict[int, np.ndarray] = {}
+
+    def rule_mask(rule: CompiledRule) -> np.ndarray:
+        key = id(rule)
+        if key not in rule_masks:
+            rule_masks[key] = rule.condition.mask(table)
+        return rule_masks[key]
+
+    members: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(order)
+    in_subtree: dict[str, np.ndarray] = {}
+    for node in rules.post_order():
+        matched = _territory_mask(node, rule_mask, n)
+        below = np.zeros(n, dtype=bool)
+        for child in node.children:
+            below |= in_subtree.pop(child)
+        if matched is None:
+            in_subtree[node.id] = below
+            continue
+        members[position[node.id]] = np.flatnonzero(matched & ~below)
+        in_subtree[node.id] = matched | below
+
+    owning, ties = _owning(rules, order, members, n)
+    return Matches(order, members, owning, ties)
+
+
+def _territory_mask(node: TerritoryNode, rule_mask, n: int) -> np.ndarray | None:
+    if not node.applicable:
+        return None
+    mask = np.ones(n, dtype=bool)
+    for rule in node.applicable:
+        mask &= rule_mask(rule)
+    return mask
+
+
+def _owning(rules: CompiledRules, order: list[str], members: list[np.ndarray], n: int) -> tuple[np.ndarray, dict[int, tuple[int, ...]]]:
+    best = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    owning_nodes = [(i, rules.territories[tid]) for i, tid in enumerate(order) if not rules.territories[tid].overlay]
+    for i, node in owning_nodes:
+        rows = members[i]
+        best[rows] = np.minimum(best[rows], node.priority)
+    count = np.zeros(n, dtype=np.int32)
+    owning = np.full(n, NO_TERRITORY, dtype=np.int64)
+    for i, node in owning_nodes:
+        rows = members[i]
+        rows = rows[best[rows] == node.priority]
+        count[rows] += 1
+        owning[rows] = np.where(count[rows] == 1, i, TIED)
+    tied_rows = np.flatnonzero(owning == TIED)
+    ties: dict[int, list[int]] = {int(r): [] for r in tied_rows}
+    if len(tied_rows):
+        is_tied = owning == TIED
+        for i, node in owning_nodes:
+            rows = members[i]
+            for r in rows[is_tied[rows] & (best[rows] == node.priority)]:
+                ties[int(r)].append(i)
+    return owning, {r: tuple(ts) for r, ts in ties.items()}
+
+
+def rule_trace(rules: CompiledRules, table: AccountTable, row: int) -> list[str]:
+    """Human lines: for every territory with rules, whether each applicable rule held and why."""
+    lines: list[str] = []
+    for node in rules.territories.values():
+        if not node.applicable:
+            lines.append(f"{node.id}: no rules (manual assignments only)")
+            continue
+        held_all = all(bool(r.condition.mask(table)[row]) for r in node.applicable)
+        lines.append(f"{node.id} ({node.type}, priority {node.priority}{', overlay' if node.overlay else ''}): {'MATCHED' if held_all else 'no match'}")
+        for r in node.applicable:
+            origin = "" if r.territory == node.id else f", inherited from {r.territory}"
+            for depth, text, held in r.condition.trace(table, row):
+                prefix = f"  {r.label}{origin}: " if depth == 0 else "    " * (depth + 1)
+                lines.append(f"{prefix}{'✓' if held else '✗'} {text}")
+    return lines

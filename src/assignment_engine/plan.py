@@ -1,0 +1,338 @@
+"""The result of a run: per-account owner, territory and reason; the summary; explanations.
+
+A plan is columnar (arrays and lists, one entry per input account) so a run over
+a million accounts does not build a million objects; :meth:`Plan.rows` yields
+plain dicts for writers and :meth:`Plan.account` a typed record for one account.
+Reasons are assembled from pieces cached per territory and per candidate set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import IntEnum
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from .compile import CompiledRules
+from .families import Families
+from .match import Matches, rule_trace
+from .optimize import Solution
+from .rank import balance_values
+from .table import AccountTable, User
+
+
+class Status(IntEnum):
+    ASSIGNED = 0  # placed by rules and the optimizer
+    LOCKED = 1  # flagged locked: keeps its owner
+    EXCLUDED = 2  # flagged excluded: not touched by rules
+    PINNED = 3  # follows a locked or excluded ultimate parent
+    UNASSIGNED = 4  # no territory, no eligible owner, or no capacity
+
+
+@dataclass(frozen=True)
+class AccountResult:
+    account_id: str
+    owner_id: str | None
+    territory_id: str | None
+    previous_owner_id: str | None
+    moved: bool
+    status: str
+    rule: str
+    reason: str
+    territories: list[str]
+
+
+@dataclass
+class Plan:
+    rules: CompiledRules
+    accounts: AccountTable
+    users: list[User]
+    matches: Matches
+    families: Families
+    root: np.ndarray
+    status: np.ndarray
+    owner_ids: list[str | None]
+    territory: np.ndarray  # territory index per account, -1 none
+    reasons_owner: list[str]  # owner part of the reason, per account (shared strings)
+    solution: Solution
+    values: dict[str, np.ndarray]
+    tier: np.ndarray
+    tier_names: list[str]
+    value_measure: str | None
+    _territory_text: dict[int, str] = field(default_factory=dict, repr=False)
+
+    # -- construction -------------------------------------------------------------
+
+    @classmethod
+    def build(cls, *, rules, accounts, users, matches, families, root, status, unit, unit_set, candidate_sets, pair_territory, solution, values, tier, tier_names, value_measure) -> Plan:
+        n = len(accounts)
+        ids = matches.territory_ids
+        nodes = [rules.territories[t] for t in ids]
+        user_ids = [u.id for u in users]
+        owner_ids: list[str | None] = list(accounts.owner_ids)
+        territory = np.full(n, -1, dtype=np.int64)
+        reasons: list[str] = [""] * n
+        status = status.copy()
+        balanced_on = ", ".join(spec.label for spec in rules.balance) or "account count"
+
+        def rules_territory(i: int, owner: str | None) -> int:
+            """The territory a kept owner holds account i in: the owning one containing the owner, else the first."""
+            options = matches.owning_candidates(i)
+            for t in options:
+                if owner in nodes[t].owners:
+                    return t
+            return options[0] if options else -1
+
+        owner_text: dict[tuple[int, int], str] = {}
+        for i in range(n):
+            st = status[i]
+            previous = accounts.owner_ids[i]
+            if st == Status.EXCLUDED:
+                reasons[i] = f"excluded from territory rules; keeps owner {previous or '(none)'}"
+            elif st == Status.LOCKED:
+                t = rules_territory(i, previous)
+                territory[i] = t
+                note = "" if t < 0 or previous in nodes[t].owners else f" (not an owner of {ids[t]})"
+                reasons[i] = f"locked: keeps owner {previous or '(none)'}{note}"
+            elif st == Status.PINNED:
+                r = int(root[i])
+                owner_ids[i] = accounts.owner_ids[r]
+                territory[i] = -1 if status[r] == Status.EXCLUDED else rules_territory(r, owner_ids[i])
+                why = "excluded" if status[r] == Status.EXCLUDED else "locked"
+                reasons[i] = f"follows ultimate parent {accounts.ids[r]}, which is {why}, to owner {owner_ids[i] or '(none)'}"
+            else:
+                k = int(unit[i])
+                s = int(unit_set[k])
+                chosen = int(solution.owner[k])
+                r = int(root[i])
+                if not matches.owning_candidates(r):
+                    status[i] = Status.UNASSIGNED
+                    owner_ids[i] = None
+                    reasons[i] = "matched no territory" if r == i else f"its ultimate parent {accounts.ids[r]} matched no territory"
+                    continue
+                if not candidate_sets[s]:
+                    status[i] = Status.UNASSIGNED
+                    owner_ids[i] = None
+                    names = " and ".join(ids[t] for t in matches.owning_candidates(r))
+                    reasons[i] = f"{names} has no active owner member"
+                    continue
+                if chosen < 0:
+                    status[i] = Status.UNASSIGNED
+                    owner_ids[i] = None
+                    reasons[i] = f"no capacity left among {', '.join(user_ids[u] for u in candidate_sets[s])}"
+                    continue
+                owner_ids[i] = user_ids[chosen]
+                territory[i] = pair_territory[(s, chosen)]
+                key = (s, chosen)
+                if key not in owner_text:
+                    cands = candidate_sets[s]
+                    owner_text[key] = (
+                        f"sole owner {user_ids[chosen]}" if len(cands) == 1 else f"balanced between {_names([user_ids[u] for u in cands])} on {balanced_on}"
+                    )
+                reasons[i] = owner_text[key]
+        return cls(rules, accounts, users, matches, families, root, status, owner_ids, territory, reasons, solution, values, tier, tier_names, value_measure)
+
+    # -- per account ---------------------------------------------------------------
+
+    def territory_text(self, t: int) -> str:
+        """'matched amer-west by rule 1 (state in CA, OR, WA, NV)' for a territory index."""
+        if t not in self._territory_text:
+            node = self.rules.territories[self.matches.territory_ids[t]]
+            local = [f"{r.label} ({r.condition.describe()})" for r in node.rules]
+            inherited = [f"{r.label} from {r.territory}" for r in node.applicable if r.territory != node.id]
+            text = f"matched {node.id} by {' and '.join(local) if local else 'inherited rules'}"
+            if inherited:
+                text += f" with {', '.join(inherited)}"
+            self._territory_text[t] = text
+        return self._territory_text[t]
+
+    def reason(self, i: int) -> str:
+        st = self.status[i]
+        if st in (Status.EXCLUDED, Status.UNASSIGNED) or self.territory[i] < 0:
+            return self.reasons_owner[i]
+        base = self.territory_text(int(self.territory[i]))
+        tied = self.matches.owning_candidates(int(self.root[i]) if st == Status.ASSIGNED else i)
+        if len(tied) > 1:
+            base = f"tie between {_names([self.matches.territory_ids[t] for t in tied])} (same type priority) decided by balance; {base}"
+        r = int(self.root[i])
+        if st == Status.ASSIGNED and r != i:
+            base = f"follows ultimate parent {self.accounts.ids[r]}, which {base}"
+        return f"{base}; {self.reasons_owner[i]}"
+
+    def rule_label(self, i: int) -> str:
+        t = int(self.territory[i])
+        if t < 0:
+            return ""
+        node = self.rules.territories[self.matches.territory_ids[t]]
+        return " & ".join(f"{r.territory}:{r.label}" for r in node.applicable)
+
+    @cached_property
+    def moved(self) -> np.ndarray:
+        return np.array([o != p for o, p in zip(self.owner_ids, self.accounts.owner_ids)], dtype=bool)
+
+    def territories_of(self, i: int) -> list[str]:
+        return [self.matches.territory_ids[t] for t in self.matches.territories_of(i)]
+
+    def account(self, account_id: str) -> AccountResult:
+        i = self.accounts.index[account_id]
+        t = int(self.territory[i])
+        return AccountResult(
+            account_id=account_id,
+            owner_id=self.owner_ids[i],
+            territory_id=self.matches.territory_ids[t] if t >= 0 else None,
+            previous_owner_id=self.accounts.owner_ids[i],
+            moved=bool(self.moved[i]),
+            status=Status(int(self.status[i])).name.lower(),
+            rule=self.rule_label(i),
+            reason=self.reason(i),
+            territories=self.territories_of(i),
+        )
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """One plain dict per input account, in input order (for writers)."""
+        ids = self.matches.territory_ids
+        moved = self.moved
+        for i, account_id in enumerate(self.accounts.ids):
+            t = int(self.territory[i])
+            yield {
+                "account_id": account_id,
+                "owner_id": self.owner_ids[i] or "",
+                "territory_id": ids[t] if t >= 0 else "",
+                "previous_owner_id": self.accounts.owner_ids[i] or "",
+                "moved": bool(moved[i]),
+                "status": Status(int(self.status[i])).name.lower(),
+                "rule": self.rule_label(i),
+                "reason": self.reason(i),
+            }
+
+    def explain(self, account_id: str) -> list[str]:
+        """Why this account is where it is: rules, territories, family, owner and loads."""
+        i = self.accounts.index.get(account_id)
+        if i is None:
+            raise KeyError(account_id)
+        result = self.account(account_id)
+        lines = [f"account {account_id} ({self.accounts.names[i] or 'no name'})", "", "rules:"]
+        one = AccountTable.from_records([self.accounts.record(i)], self.rules.field_types)
+        lines += [f"  {line}" for line in rule_trace(self.rules, one, 0)]
+        lines += ["", f"territories: {', '.join(result.territories) or 'none'}"]
+        r = int(self.root[i])
+        if r != i:
+            lines.append(f"family: ultimate parent {self.accounts.ids[r]} ({self.families.size_of(i)} accounts; policy {self.rules.policy.hierarchy})")
+        elif self.families.size_of(i) > 1:
+            lines.append(f"family: ultimate parent of {self.families.size_of(i)} accounts (policy {self.rules.policy.hierarchy})")
+        lines += [
+            f"status: {result.status}",
+            f"territory: {result.territory_id or 'none'}",
+            f"owner: {result.owner_id or 'none'} (previously {result.previous_owner_id or 'none'}{', moved' if result.moved else ', kept'})",
+            f"reason: {result.reason}",
+        ]
+        t = int(self.territory[i])
+        if t >= 0 and self.rules.balance:
+            after = self.loads(self.owner_ids)
+            index = {u.id: k for k, u in enumerate(self.users)}
+            node = self.rules.territories[self.matches.territory_ids[t]]
+            lines.append("owner loads after the plan (share of fair share):")
+            for user in node.owners:
+                k = index[user]
+                parts = []
+                for spec in self.rules.balance:
+                    fair = float(self.solution.fair[spec.label][k])
+                    parts.append(f"{spec.label} {after[spec.label][k] / fair:.0%}" if fair > 0 else f"{spec.label} n/a")
+                mark = "*" if user == result.owner_id else " "
+                lines.append(f"  {mark} {user}: {', '.join(parts)}")
+        return lines
+
+    # -- summary --------------------------------------------------------------------
+
+    def loads(self, owners: list[str | None]) -> dict[str, np.ndarray]:
+        """Per user, the load of every measure and balance requirement under ``owners``."""
+        index = {u.id: k for k, u in enumerate(self.users)}
+        who = np.array([index.get(o, -1) if o else -1 for o in owners], dtype=np.int64)
+        held = who >= 0
+        out: dict[str, np.ndarray] = {}
+        for name, v in self.values.items():
+            out[name] = np.bincount(who[held], weights=v[held], minlength=len(self.users))
+        for spec in self.rules.balance:
+            v = balance_values(spec, self.values, self.tier, self.tier_names)
+            out[spec.label] = np.bincount(who[held], weights=v[held], minlength=len(self.users))
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        before = self.loads(self.accounts.owner_ids)
+        after = self.loads(self.owner_ids)
+        counts = {s.name.lower(): int(np.count_nonzero(self.status == s)) for s in Status}
+        moved = self.moved
+        value = self.values[self.value_measure] if self.value_measure else np.ones(len(self.accounts))
+        balance = []
+        for spec in self.rules.balance:
+            fair = self.solution.fair[spec.label]
+            dev_before, dev_after = _deviation(before[spec.label], fair), _deviation(after[spec.label], fair)
+            outside = [self.users[k].id for k in np.flatnonzero(np.abs(np.nan_to_num(dev_after)) > spec.tolerance + 1e-9)]
+            balance.append(
+                {
+                    "balance": spec.label,
+                    "tolerance": spec.tolerance,
+                    "max_deviation": _extreme(dev_after, np.nanmax),
+                    "min_deviation": _extreme(dev_after, np.nanmin),
+                    "max_deviation_before": _extreme(dev_before, np.nanmax),
+                    "min_deviation_before": _extreme(dev_before, np.nanmin),
+                    "users_outside_tolerance": outside,
+                }
+            )
+        users = []
+        for k, u in enumerate(self.users):
+            loads = {}
+            for name in after:
+                entry: dict[str, Any] = {"before": float(before[name][k]), "after": float(after[name][k])}
+                if name in self.solution.fair:
+                    fair = float(self.solution.fair[name][k])
+                    entry["fair_share"] = fair
+                    entry["deviation"] = (entry["after"] - fair) / fair if fair > 0 else None
+                loads[name] = entry
+            users.append({"user_id": u.id, "weight": u.weight, "active": u.active, "loads": loads})
+        unassigned = [{"account_id": self.accounts.ids[i], "reason": self.reason(i)} for i in np.flatnonzero(self.status == Status.UNASSIGNED)]
+        comps = self.solution.components
+        moves = sum(c.moves for c in comps)
+        bound = sum(c.moves_bound for c in comps)
+        statuses: dict[str, int] = {}
+        for c in comps:
+            statuses[c.status] = statuses.get(c.status, 0) + 1
+        return {
+            "accounts": len(self.accounts),
+            "status_counts": counts,
+            "moved": {
+                "accounts": int(np.count_nonzero(moved)),
+                "value": float(value[moved].sum()),
+                "value_measure": self.value_measure or "accounts",
+            },
+            "balance": balance,
+            "users": users,
+            "unassigned": unassigned,
+            "hierarchy_problems": [str(f) for f in self.families.problems],
+            "solver": {
+                "components": len(comps),
+                "status": statuses,
+                "optimized_moves": moves,
+                "moves_lower_bound": bound,
+                "gap": (moves - bound) / moves if moves > 0 else 0.0,
+                "greedy_moves": sum(c.greedy_moves for c in comps),
+                "band_violation": sum(c.violation for c in comps),
+                "seconds": sum(c.seconds for c in comps),
+            },
+        }
+
+
+def _names(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _deviation(load: np.ndarray, fair: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(fair > 0, (load - fair) / np.where(fair > 0, fair, 1), np.nan)
+
+
+def _extreme(dev: np.ndarray, fn) -> float | None:
+    return None if np.all(np.isnan(dev)) else float(fn(dev))

@@ -1,0 +1,53 @@
+"""Value measures and the value ranking into tiers.
+
+A measure gives every account a workload value (a numeric field, missing = 0,
+or a constant). Tiers rank accounts by one measure, highest first, ties broken
+by account id so the ranking does not depend on row order, and cut the ranking
+at cumulative shares (``key`` = top 5 %, ``growth`` = up to 30 %, ``core`` = rest).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .compile import BalanceSpec, CompiledRules
+from .table import AccountTable, NumericColumn
+
+
+def measure_values(rules: CompiledRules, table: AccountTable) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name, m in rules.measures.items():
+        if m.constant is not None:
+            out[name] = np.full(len(table), float(m.constant))
+        else:
+            column = table.fields[m.field]
+            assert isinstance(column, NumericColumn)
+            out[name] = np.nan_to_num(column.values, nan=0.0)
+    return out
+
+
+def rank_tiers(rules: CompiledRules, table: AccountTable, values: dict[str, np.ndarray], ranked: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Tier index per account (-1 for accounts not ranked, e.g. excluded) and the tier names."""
+    tier = np.full(len(table), -1, dtype=np.int8)
+    spec = rules.model.tiers
+    if spec is None:
+        return tier, []
+    rows = np.flatnonzero(ranked)
+    ids = np.array([table.ids[i] for i in rows])
+    order = rows[np.lexsort((ids, -values[spec.by][rows]))]
+    start = 0
+    for level_index, level in enumerate(spec.levels):
+        stop = len(order) if level.top is None else min(len(order), math.ceil(level.top * len(order)))
+        tier[order[start:stop]] = level_index
+        start = max(start, stop)
+    return tier, [lv.name for lv in spec.levels]
+
+
+def balance_values(spec: BalanceSpec, values: dict[str, np.ndarray], tier: np.ndarray, tier_names: list[str]) -> np.ndarray:
+    """Per-account contribution to one balance requirement (zero outside its tier)."""
+    v = values[spec.measure]
+    if spec.tier is None:
+        return v
+    return np.where(tier == tier_names.index(spec.tier), v, 0.0)

@@ -1,0 +1,329 @@
+"""Column-oriented, typed account data: the core's in-memory form of a book.
+
+Strings are dictionary-encoded (integer codes into a list of distinct values), so
+a rule on a string field is evaluated once per distinct value and then gathered
+for every row: matching a million accounts costs a few array operations per
+condition. Every other type (integer, number, boolean, date) is a float64 array
+with NaN for a missing value; dates are days since 1970-01-01.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import DataError, Finding, Location, suggest
+
+FieldType = Literal["string", "integer", "number", "boolean", "date"]
+EPOCH = dt.date(1970, 1, 1)
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+
+
+@dataclass(slots=True)
+class StringColumn:
+    """Codes into ``categories``; code -1 is a missing value."""
+
+    codes: np.ndarray
+    categories: list[str]
+
+    def value(self, row: int) -> str | None:
+        code = int(self.codes[row])
+        return None if code < 0 else self.categories[code]
+
+    def gather(self, per_category: np.ndarray, missing: bool) -> np.ndarray:
+        """Broadcast a per-category boolean result to every row (missing rows get ``missing``)."""
+        lookup = np.append(per_category.astype(bool), missing)
+        return lookup[self.codes]
+
+
+@dataclass(slots=True)
+class NumericColumn:
+    """float64 values, NaN when missing; ``kind`` says how to read them back."""
+
+    values: np.ndarray
+    kind: FieldType
+
+    def value(self, row: int) -> Any:
+        v = float(self.values[row])
+        if math.isnan(v):
+            return None
+        if self.kind == "integer":
+            return int(v)
+        if self.kind == "boolean":
+            return bool(v)
+        if self.kind == "date":
+            return EPOCH + dt.timedelta(days=int(v))
+        return v
+
+
+Column = StringColumn | NumericColumn
+
+
+class CellError(ValueError):
+    """A cell that cannot be read as its declared type."""
+
+
+def encode_strings(raw: Sequence[Any]) -> StringColumn:
+    index: dict[str, int] = {}
+    codes = np.empty(len(raw), dtype=np.int32)
+    for i, v in enumerate(raw):
+        if v is None:
+            codes[i] = -1
+            continue
+        s = v if isinstance(v, str) else _text(v)
+        s = s.strip()
+        codes[i] = -1 if s == "" else index.setdefault(s, len(index))
+    return StringColumn(codes, list(index))
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def parse_cell(v: Any, kind: FieldType) -> float:
+    """One non-string cell as float (NaN when empty); raises :class:`CellError`."""
+    if v is None or (isinstance(v, str) and v.strip() == ""):
+        return math.nan
+    if kind == "boolean":
+        if isinstance(v, bool):
+            return float(v)
+        s = str(v).strip().lower()
+        if s in _TRUE:
+            return 1.0
+        if s in _FALSE:
+            return 0.0
+        raise CellError(f"{v!r} is not a boolean (use true/false)")
+    if kind == "date":
+        if isinstance(v, dt.date):
+            return float((v - EPOCH).days)
+        try:
+            return float((dt.date.fromisoformat(str(v).strip()[:10]) - EPOCH).days)
+        except ValueError:
+            raise CellError(f"{v!r} is not a date (use YYYY-MM-DD)") from None
+    if isinstance(v, bool):
+        raise CellError(f"{v!r} is not a {kind}")
+    try:
+        x = float(v) if not isinstance(v, str) else float(v.strip())
+    except ValueError:
+        raise CellError(f"{v!r} is not a {kind}") from None
+    if not math.isfinite(x):
+        raise CellError(f"{v!r} is not a finite {kind}")
+    if kind == "integer" and not x.is_integer():
+        raise CellError(f"{v!r} is not an integer")
+    return x
+
+
+@dataclass
+class AccountTable:
+    """A book of accounts: identity, hierarchy, current owner, flags and typed fields."""
+
+    ids: list[str]
+    names: list[str]
+    parent_ids: list[str | None]
+    owner_ids: list[str | None]
+    locked: np.ndarray
+    excluded: np.ndarray
+    fields: dict[str, Column]
+    source: str = "<accounts>"
+    rows: Sequence[int] | None = None  # source row of each account, for messages
+    index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.index = {aid: i for i, aid in enumerate(self.ids)}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def location(self, i: int, column: str | None = None) -> Location:
+        row = self.rows[i] if self.rows is not None else i + 1
+        return Location(self.source, row, column=column)
+
+    def record(self, i: int) -> dict[str, Any]:
+        """One account as a plain dict (for explanations and single-account calls)."""
+        out: dict[str, Any] = {
+            "id": self.ids[i],
+            "name": self.names[i],
+            "parent_id": self.parent_ids[i],
+            "owner_id": self.owner_ids[i],
+            "locked": bool(self.locked[i]),
+            "excluded": bool(self.excluded[i]),
+        }
+        out.update({name: col.value(i) for name, col in self.fields.items()})
+        return out
+
+    @classmethod
+    def from_columns(
+        cls,
+        columns: dict[str, Sequence[Any]],
+        field_types: dict[str, FieldType],
+        *,
+        source: str = "<accounts>",
+        rows: Sequence[int] | None = None,
+        locate: Callable[[int, str], Location] | None = None,
+    ) -> AccountTable:
+        """Build from raw columns (as read from CSV/JSONL or given by a caller).
+
+        ``id`` is required; every declared field must be present. All bad cells
+        (up to 50) are reported together, each at its file:row:column.
+        """
+        n = len(columns.get("id", ()))
+        rows_ = rows if rows is not None else range(2, n + 2)
+
+        def where(i: int, column: str) -> Location:
+            return locate(i, column) if locate else Location(source, rows_[i], column=column)
+
+        findings: list[Finding] = []
+        if "id" not in columns:
+            raise DataError([Finding(Location(source, 1), "missing required column 'id'")])
+        ids: list[str] = []
+        for i, v in enumerate(columns["id"]):
+            s = "" if v is None else _text(v).strip()
+            if not s:
+                findings.append(Finding(where(i, "id"), "empty account id"))
+            ids.append(s)
+        seen: dict[str, int] = {}
+        for i, aid in enumerate(ids):
+            if aid and aid in seen:
+                findings.append(Finding(where(i, "id"), f"duplicate account id '{aid}' (first at row {rows_[seen[aid]]})"))
+            seen.setdefault(aid, i)
+
+        def optional_text(name: str) -> list[str | None]:
+            col = columns.get(name)
+            if col is None:
+                return [None] * n
+            out: list[str | None] = []
+            for v in col:
+                s = None if v is None else _text(v).strip()
+                out.append(s or None)
+            return out
+
+        def flag(name: str) -> np.ndarray:
+            col = columns.get(name)
+            if col is None:
+                return np.zeros(n, dtype=bool)
+            out = np.zeros(n, dtype=bool)
+            for i, v in enumerate(col):
+                try:
+                    x = parse_cell(v, "boolean")
+                except CellError as exc:
+                    findings.append(Finding(where(i, name), str(exc)))
+                    continue
+                out[i] = x == 1.0
+            return out
+
+        typed: dict[str, Column] = {}
+        for name, kind in field_types.items():
+            raw = columns.get(name)
+            if raw is None:
+                raise DataError([Finding(Location(source, 1), f"missing column '{name}', declared in the rule file's fields")])
+            if kind == "string":
+                typed[name] = encode_strings(raw)
+                continue
+            values = np.empty(n, dtype=np.float64)
+            for i, v in enumerate(raw):
+                try:
+                    values[i] = parse_cell(v, kind)
+                except CellError as exc:
+                    values[i] = math.nan
+                    findings.append(Finding(where(i, name), str(exc)))
+                    if len(findings) >= 50:
+                        break
+            typed[name] = NumericColumn(values, kind)
+        locked, excluded = flag("locked"), flag("excluded")
+        if findings:
+            raise DataError(findings[:50])
+        names = [s or "" for s in optional_text("name")]
+        return cls(
+            ids=ids,
+            names=names,
+            parent_ids=optional_text("parent_id"),
+            owner_ids=optional_text("owner_id"),
+            locked=locked,
+            excluded=excluded,
+            fields=typed,
+            source=source,
+            rows=rows,
+        )
+
+    @classmethod
+    def from_records(cls, records: Sequence[dict[str, Any]], field_types: dict[str, FieldType], *, source: str = "<accounts>") -> AccountTable:
+        """Build from dicts, as a CRM integration holds them; row numbers are 1-based positions."""
+        keys = {"id", "name", "parent_id", "owner_id", "locked", "excluded", *field_types}
+        columns = {k: [r.get(k) for r in records] for k in keys if any(k in r for r in records)}
+        columns.setdefault("id", [r.get("id") for r in records])
+        for k in field_types:
+            columns.setdefault(k, [None] * len(records))
+        return cls.from_columns(columns, field_types, source=source, rows=range(1, len(records) + 1))
+
+
+@dataclass(frozen=True)
+class User:
+    """A seller who can own accounts.
+
+    ``weight`` scales the fair share (1 = full FTE, 0.5 = ramping); ``capacity``
+    maps ``accounts`` or a measure name to a hard maximum load.
+    """
+
+    id: str
+    name: str = ""
+    weight: float = 1.0
+    active: bool = True
+    capacity: dict[str, float] = field(default_factory=dict)
+
+
+def users_from_columns(columns: dict[str, Sequence[Any]], measures: Sequence[str], *, source: str = "<users>", rows: Sequence[int] | None = None) -> list[User]:
+    """Users from raw columns: ``id`` (or ``user_id``), ``name``, ``weight``, ``active``, ``max_<measure>``."""
+    id_column = "id" if "id" in columns else "user_id"
+    if id_column not in columns:
+        raise DataError([Finding(Location(source, 1), "missing required column 'id'")])
+    n = len(columns[id_column])
+    rows_ = rows if rows is not None else range(2, n + 2)
+    caps = {c.removeprefix("max_"): c for c in columns if c.startswith("max_")}
+    findings: list[Finding] = []
+    for measure, column in caps.items():
+        if measure != "accounts" and measure not in measures:
+            known = ["max_accounts", *(f"max_{m}" for m in measures)]
+            findings.append(Finding(Location(source, 1, column=column), f"capacity column '{column}' names no measure{suggest(column, known)}"))
+    users: list[User] = []
+    seen: set[str] = set()
+
+    def cell(i: int, column: str, kind: FieldType) -> float:
+        try:
+            return parse_cell(columns[column][i], kind)
+        except CellError as exc:
+            findings.append(Finding(Location(source, rows_[i], column=column), str(exc)))
+            return math.nan
+
+    for i in range(n):
+        uid = _text(columns[id_column][i]).strip() if columns[id_column][i] is not None else ""
+        if not uid:
+            findings.append(Finding(Location(source, rows_[i], column=id_column), "empty user id"))
+            continue
+        if uid in seen:
+            findings.append(Finding(Location(source, rows_[i], column=id_column), f"duplicate user id '{uid}'"))
+        seen.add(uid)
+        weight = cell(i, "weight", "number") if "weight" in columns else 1.0
+        weight = 1.0 if math.isnan(weight) else weight
+        if weight < 0:
+            findings.append(Finding(Location(source, rows_[i], column="weight"), f"weight must be ≥ 0, got {weight:g}"))
+        active = cell(i, "active", "boolean") if "active" in columns else 1.0
+        capacity = {}
+        for measure, column in caps.items():
+            value = cell(i, column, "number")
+            if not math.isnan(value):
+                capacity[measure] = value
+        name = columns["name"][i] if "name" in columns else ""
+        users.append(User(uid, "" if name is None else str(name), weight, active != 0.0, capacity))
+    if findings:
+        raise DataError(findings[:50])
+    return users

@@ -30,6 +30,7 @@ def plan_files(
     time_limit: float | None = None,
     on_hierarchy_error: Literal["raise", "independent"] = "raise",
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> Plan:
     """Load the rule file and data files and compute the plan (nothing written)."""
     say = progress or (lambda _m: None)
@@ -45,6 +46,7 @@ def plan_files(
         on_hierarchy_error=on_hierarchy_error,
         progress=say,
         users_source=f"users file {users}",
+        workers=workers,
     )
 
 

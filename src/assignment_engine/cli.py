@@ -7,6 +7,7 @@ Messages go to stderr, results to stdout; ``--format json`` prints machine outpu
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -82,6 +83,7 @@ def _assign_options(f):
             click.option("--seed", type=int, default=None, help="solver seed (default: the rule file's)"),
             click.option("--time-limit", type=float, default=None, help="solver effort per component, deterministic seconds"),
             click.option("--hierarchy-errors", type=click.Choice(["raise", "independent"]), default="raise", show_default=True, help="on a bad parent link: stop, or report and treat the accounts as independent"),
+            click.option("--workers", type=int, default=os.cpu_count() or 1, show_default="CPU count", help="processes for independent components (same plan for any number)"),
             click.option("--quiet", "-q", is_flag=True, help="no progress on stderr"),
         ]
     ):
@@ -93,10 +95,10 @@ def _assign_options(f):
 @_assign_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="directory for accounts.csv, accounts.jsonl, summary.json")
 @FORMAT
-def assign(rules: str, accounts: str, users: str, seed: int | None, time_limit: float | None, hierarchy_errors: str, quiet: bool, out: str, fmt: str) -> None:
+def assign(rules: str, accounts: str, users: str, seed: int | None, time_limit: float | None, hierarchy_errors: str, workers: int, quiet: bool, out: str, fmt: str) -> None:
     """Assign every account to a territory and an owner; write the plan to --out."""
     try:
-        run = assign_files(rules, accounts, users, out, seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, progress=_progress(quiet))
+        run = assign_files(rules, accounts, users, out, seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet))
     except AssignmentEngineError as exc:
         _fail(exc)
     _report(run.summary, fmt, out)
@@ -106,10 +108,10 @@ def assign(rules: str, accounts: str, users: str, seed: int | None, time_limit: 
 @click.argument("account_id")
 @_assign_options
 @FORMAT
-def explain(account_id: str, rules: str, accounts: str, users: str, seed: int | None, time_limit: float | None, hierarchy_errors: str, quiet: bool, fmt: str) -> None:
+def explain(account_id: str, rules: str, accounts: str, users: str, seed: int | None, time_limit: float | None, hierarchy_errors: str, workers: int, quiet: bool, fmt: str) -> None:
     """Why ACCOUNT_ID lands where it does: rules matched or failed, territory, owner."""
     try:
-        plan = plan_files(rules, accounts, users, seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, progress=_progress(quiet))
+        plan = plan_files(rules, accounts, users, seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet))
     except AssignmentEngineError as exc:
         _fail(exc)
     if account_id not in plan.accounts.index:
@@ -142,7 +144,7 @@ def demo(out: str | None, quiet: bool, fmt: str) -> None:
     files = demo_files()
     target = out or tempfile.mkdtemp(prefix="assignment-engine-demo-")
     try:
-        run = assign_files(files["rules"], files["accounts"], files["users"], target, progress=_progress(quiet))
+        run = assign_files(files["rules"], files["accounts"], files["users"], target, workers=os.cpu_count() or 1, progress=_progress(quiet))
     except AssignmentEngineError as exc:  # pragma: no cover - the demo files are tested
         _fail(exc)
     _report(run.summary, fmt, target)

@@ -73,8 +73,13 @@ class Engine:
         on_hierarchy_error: Literal["raise", "independent"] = "raise",
         progress: Progress | None = None,
         users_source: str = "users file",
+        workers: int = 1,
     ) -> Plan:
-        """Assign every account of ``accounts`` to a territory and an owner among ``users``."""
+        """Assign every account of ``accounts`` to a territory and an owner among ``users``.
+
+        ``workers`` > 1 solves independent components in that many processes;
+        the plan is the same for any number of workers.
+        """
         say = progress or (lambda _msg: None)
         rules = self.rules
         policy = rules.policy
@@ -167,7 +172,7 @@ class Engine:
             seed=policy.seed if seed is None else seed,
         )
         say(f"optimizing {len(unit_roots):,} units over {len(users)} users")
-        solution = solve(problem)
+        solution = solve(problem, workers)
         say("writing the plan")
         return Plan.build(
             rules=rules,

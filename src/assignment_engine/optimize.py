@@ -21,6 +21,7 @@ in the model are integers: each dimension is scaled so the mean fair share is
 from __future__ import annotations
 
 import time
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -120,27 +121,47 @@ def components(problem: Problem) -> list[tuple[list[int], np.ndarray]]:
     return out
 
 
-def solve(problem: Problem) -> Solution:
+def solve(problem: Problem, workers: int = 1) -> Solution:
+    """Solve every component; with ``workers`` > 1 the ones that need CP-SAT run in worker processes.
+
+    Components are independent and each is solved with one deterministic CP-SAT
+    worker, so the answer does not depend on ``workers`` or on scheduling.
+    """
     owner = np.full(problem.n_units, -1, dtype=np.int64)
     fair = {d.label: np.zeros(len(problem.user_ids)) for d in problem.dims if d.tolerance is not None}
-    results = []
+    parts = []
     for users, units in components(problem):
         if not users:
-            continue  # units without any candidate: unassigned
+            continue  # units without any candidate stay unassigned
         part = _Component(problem, users, units)
         for label, shares in part.fair.items():
             fair[label][users] = shares
-        chosen, result = part.solve()
-        owner[units] = chosen
+        parts.append(part)
+    heavy = [p for p in parts if p.needs_solver]
+    if workers > 1 and len(heavy) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            solved = dict(zip(map(id, heavy), pool.map(_solve_part, heavy, chunksize=max(1, len(heavy) // (8 * workers)))))
+    else:
+        solved = {id(p): p.solve() for p in heavy}
+    results = []
+    for part in parts:
+        chosen, result = solved[id(part)] if id(part) in solved else part.solve()
+        owner[part.units] = chosen
         results.append(result)
     return Solution(owner, fair, results)
+
+
+def _solve_part(part: _Component) -> tuple[np.ndarray, ComponentResult]:
+    return part.solve()
 
 
 class _Component:
     """One independent part, with loads as scaled integers."""
 
     def __init__(self, problem: Problem, users: list[int], units: np.ndarray):
-        self.p, self.users, self.units = problem, users, units
+        self.users, self.units = users, units
+        self.user_ids = [problem.user_ids[u] for u in users]
+        self.seed, self.time_limit = problem.seed, problem.time_limit
         local = {u: k for k, u in enumerate(users)}
         self.cands = [[local[u] for u in problem.candidate_sets[s]] for s in problem.unit_set[units]]
         self.size = problem.unit_size[units]
@@ -300,18 +321,22 @@ class _Component:
 
     # -- CP-SAT -----------------------------------------------------------------
 
+    @property
+    def needs_solver(self) -> bool:
+        """False when every unit has one candidate and no capacity can bind: the greedy is the answer."""
+        return bool(len(self.units)) and (any(len(c) > 1 for c in self.cands) or any(cap is not None for *_, cap in self.dims))
+
     def solve(self) -> tuple[np.ndarray, ComponentResult]:
         start = time.perf_counter()
         start_choice = self.greedy()
         g_unassigned, g_violation, g_moves = self.score(start_choice)
         pairs = sum(len(c) for c in self.cands)
-        trivial = all(len(c) == 1 for c in self.cands) and not any(cap is not None for *_, cap in self.dims)
         status, choice, bound = "TRIVIAL", start_choice, float(g_moves)
-        if not trivial and len(self.units):
+        if self.needs_solver:
             status, choice, bound = self._cp_sat(start_choice, (g_unassigned, g_violation, g_moves))
         _, violation, moves = self.score(choice)
         result = ComponentResult(
-            users=[self.p.user_ids[u] for u in self.users],
+            users=self.user_ids,
             units=len(self.units),
             pairs=pairs,
             status=status,
@@ -369,8 +394,8 @@ class _Component:
 
         solver = cp_model.CpSolver()
         solver.parameters.num_workers = 1
-        solver.parameters.random_seed = self.p.seed
-        solver.parameters.max_deterministic_time = self.p.time_limit / 2
+        solver.parameters.random_seed = self.seed
+        solver.parameters.max_deterministic_time = self.time_limit / 2
 
         best = hint
         best_score = hint_score

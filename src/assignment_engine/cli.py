@@ -195,8 +195,8 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
             out.print(f"  {count:5}  {reason}", markup=False)
     solver = summary["solver"]
     out.print(
-        f"solver: {solver['components']} components {solver['status']}, moves {solver['optimized_moves']} "
-        f"(lower bound {solver['moves_lower_bound']:.0f}, greedy start {solver['greedy_moves']}), {solver['seconds']:.1f}s"
+        f"solver: {solver['components']} components {solver['status']}; accounts moved {solver['moves']} "
+        f"(proven lower bound {solver['moves_lower_bound']}), {solver['seconds']:.1f}s"
     )
     out.print(f"plan written to {target}/accounts.csv, accounts.jsonl, summary.json", markup=False)
 

@@ -2,45 +2,47 @@
 
 The problem decomposes: a unit can only go to the owners of its territory, so
 users who never compete for the same unit are independent. Each component of
-the user–candidate graph is solved on its own, in this order of objectives:
+the user–candidate graph is solved on its own, with objectives in strict order:
 
-1. hard: one owner per unit among its candidates, user capacities (a unit no
-   candidate has room for stays unassigned, with the reason);
+1. hard: one owner per unit among its candidates, user capacities; a unit no
+   candidate has room for stays unassigned (fewest such accounts first);
 2. balance: every balance requirement within its band around the user's fair
-   share (weight's part of the component total); a band that cannot hold is
-   relaxed with penalised slack, so locks never make a run fail;
-3. continuity: fewest accounts moved, then least value moved.
+   share (the weight's part of the component total); a band that cannot hold
+   is relaxed with penalised slack, so locks never make a run fail;
+3. continuity: fewest accounts moved, then least value moved;
+4. affinity: least total per-pair cost (CRM fit, travel time, …).
 
-A continuity-first greedy gives a feasible start; CP-SAT, hinted with it, first
-minimises band violations, then, with violations capped at the best found,
-minimises moves. The result is never worse than the greedy start. All numbers
-in the model are integers: each dimension is scaled so the mean fair share is
-10,000 (a resolution of 0.01 % of a fair share).
+A continuity-first greedy gives a feasible start; CP-SAT, hinted with it,
+optimises each objective in turn with the earlier ones capped at their best
+value, so the result is never worse than the greedy start. A phase whose hint
+already meets its trivial lower bound is not solved. All model numbers are
+integers: balance dimensions are scaled so the mean fair share is 10,000.
 """
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import ProcessPoolExecutor
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from ortools.sat.python import cp_model
 
 RESOLUTION = 10_000  # integer units per mean fair share
+VALUE_STEPS = 1_000  # value moved is a tie-break in steps of 0.1 % of the component's value
 _NO_CAP = np.iinfo(np.int64).max // 4
 
 
 @dataclass
 class LoadDim:
-    """One load a user carries: per-unit values and per-user fixed load (locked accounts)."""
+    """One load a user carries: per-unit values (or per pair) and per-user fixed load."""
 
     label: str
     unit_values: np.ndarray  # float, per unit
-    fixed: np.ndarray  # float, per user
-    tolerance: float | None = None  # a balance band
+    fixed: np.ndarray  # float, per user (locked and excluded accounts)
+    tolerance: float | None = None  # a balance band around the fair share
     capacity: np.ndarray | None = None  # float per user (inf = none): a hard cap
+    pair_values: dict[tuple[int, int], float] | None = None  # (unit, user) → value, when it depends on the user
 
 
 @dataclass
@@ -53,8 +55,10 @@ class Problem:
     unit_set: np.ndarray  # per unit: index into candidate_sets
     unit_size: np.ndarray  # accounts per unit
     unit_value: np.ndarray  # value per unit (for value moved)
-    current: list[dict[int, tuple[int, float]]]  # per unit: user → (accounts, value) currently held
+    current: list[dict[int, tuple[int, float]]]  # per unit: user → (accounts, value) it holds now
     dims: list[LoadDim]
+    pair_cost: dict[tuple[int, int], float] | None = None  # (unit, user) → affinity cost
+    pair_allowed: set[tuple[int, int]] | None = None  # when given, only these pairs are eligible
     time_limit: float = 10.0
     seed: int = 0
 
@@ -64,32 +68,47 @@ class Problem:
 
 
 @dataclass
+class Objective:
+    name: str  # unassigned, balance, continuity, affinity
+    value: float
+    bound: float
+    greedy: float
+    status: str  # OPTIMAL (proven), FEASIBLE, START (greedy kept)
+
+    @property
+    def gap(self) -> float:
+        return 0.0 if self.value <= self.bound else (self.value - self.bound) / max(abs(self.value), 1e-9)
+
+
+@dataclass
 class ComponentResult:
     users: list[str]
     units: int
     pairs: int
-    status: str  # TRIVIAL, OPTIMAL, FEASIBLE (CP-SAT improved or kept greedy), GREEDY
-    violation: float  # sum of band violations, in fair shares
-    moves: int
-    moves_bound: float
-    greedy_moves: int
-    greedy_violation: float
+    objectives: list[Objective]
+    moves: int  # accounts moved
+    moves_bound: int  # proven lower bound on accounts moved, given the earlier objectives
     seconds: float
 
+    def objective(self, name: str) -> Objective | None:
+        return next((o for o in self.objectives if o.name == name), None)
+
     @property
-    def gap(self) -> float:
-        return 0.0 if self.moves <= self.moves_bound else (self.moves - self.moves_bound) / max(self.moves, 1)
+    def status(self) -> str:
+        if not self.objectives:
+            return "TRIVIAL"
+        return "OPTIMAL" if all(o.status == "OPTIMAL" for o in self.objectives) else "FEASIBLE"
 
 
 @dataclass
 class Solution:
-    owner: np.ndarray  # per unit: user index, -1 = no candidate had capacity
+    owner: np.ndarray  # per unit: user index, -1 = unassigned (no eligible candidate or no capacity)
     fair: dict[str, np.ndarray]  # per balance dim label: fair share per user
     components: list[ComponentResult] = field(default_factory=list)
 
 
 def components(problem: Problem) -> list[tuple[list[int], np.ndarray]]:
-    """(users, units) of each independent part, deterministic order."""
+    """(users, units) of each independent part, in a deterministic order."""
     parent = list(range(len(problem.user_ids)))
 
     def find(x: int) -> int:
@@ -98,42 +117,35 @@ def components(problem: Problem) -> list[tuple[list[int], np.ndarray]]:
             x = parent[x]
         return x
 
-    used_sets = np.unique(problem.unit_set)
-    for s in used_sets:
+    for s in np.unique(problem.unit_set):
         users = problem.candidate_sets[s]
         for u in users[1:]:
             a, b = find(users[0]), find(u)
             if a != b:
                 parent[max(a, b)] = min(a, b)
-    set_root = np.array([find(problem.candidate_sets[s][0]) if problem.candidate_sets[s] else -1 for s in range(len(problem.candidate_sets))], dtype=np.int64)
+    set_root = np.array([find(c[0]) if c else -1 for c in problem.candidate_sets] or [-1], dtype=np.int64)
     unit_root = set_root[problem.unit_set] if problem.n_units else np.empty(0, dtype=np.int64)
     order = np.argsort(unit_root, kind="stable")
-    bounds = np.flatnonzero(np.diff(unit_root[order])) + 1
-    by_root = {int(unit_root[chunk[0]]): chunk for chunk in np.split(order, bounds) if len(chunk)}
+    cuts = np.flatnonzero(np.diff(unit_root[order])) + 1
+    by_root = {int(unit_root[chunk[0]]): chunk for chunk in np.split(order, cuts) if len(chunk)}
     groups: dict[int, list[int]] = {}
     for u in range(len(problem.user_ids)):
         groups.setdefault(find(u), []).append(u)
-    out = []
-    for root, users in sorted(groups.items()):
-        out.append((users, np.sort(by_root.get(root, np.empty(0, dtype=np.int64)))))
-    if -1 in by_root:
-        out.append(([], np.sort(by_root[-1])))
-    return out
+    empty = np.empty(0, dtype=np.int64)
+    return [(users, np.sort(by_root.get(root, empty))) for root, users in sorted(groups.items())]
 
 
 def solve(problem: Problem, workers: int = 1) -> Solution:
     """Solve every component; with ``workers`` > 1 the ones that need CP-SAT run in worker processes.
 
-    Components are independent and each is solved with one deterministic CP-SAT
+    Components are independent and each is solved by one deterministic CP-SAT
     worker, so the answer does not depend on ``workers`` or on scheduling.
     """
     owner = np.full(problem.n_units, -1, dtype=np.int64)
     fair = {d.label: np.zeros(len(problem.user_ids)) for d in problem.dims if d.tolerance is not None}
     parts = []
     for users, units in components(problem):
-        if not users:
-            continue  # units without any candidate stay unassigned
-        part = _Component(problem, users, units)
+        part = Component(problem, users, units)
         for label, shares in part.fair.items():
             fair[label][users] = shares
         parts.append(part)
@@ -151,286 +163,309 @@ def solve(problem: Problem, workers: int = 1) -> Solution:
     return Solution(owner, fair, results)
 
 
-def _solve_part(part: _Component) -> tuple[np.ndarray, ComponentResult]:
+def _solve_part(part: Component) -> tuple[np.ndarray, ComponentResult]:
     return part.solve()
 
 
-class _Component:
-    """One independent part, with loads as scaled integers."""
+@dataclass
+class _Dim:
+    """A load dimension inside a component, as integers per candidate pair."""
+
+    values: np.ndarray  # int64 per pair
+    fixed: np.ndarray  # int64 per local user
+    lo: np.ndarray | None = None  # band, per local user
+    hi: np.ndarray | None = None
+    cap: np.ndarray | None = None  # capacity, per local user
+
+
+class Component:
+    """One independent part. Pairs are stored flat: unit k owns pairs ``ptr[k]:ptr[k+1]``."""
 
     def __init__(self, problem: Problem, users: list[int], units: np.ndarray):
         self.users, self.units = users, units
         self.user_ids = [problem.user_ids[u] for u in users]
         self.seed, self.time_limit = problem.seed, problem.time_limit
         local = {u: k for k, u in enumerate(users)}
-        self.cands = [[local[u] for u in problem.candidate_sets[s]] for s in problem.unit_set[units]]
-        self.size = problem.unit_size[units]
-        self.value = problem.unit_value[units]
-        weight = problem.weight[users]
-        total_weight = weight.sum()
-        self.fair: dict[str, np.ndarray] = {}
-        self.dims: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]] = []
-        for d in problem.dims:
-            values, fixed = d.unit_values[units], d.fixed[users]
-            total = float(values.sum() + fixed.sum())
-            lo = hi = cap = None
-            if d.tolerance is not None:
-                share = weight / total_weight * total if total_weight > 0 else np.zeros(len(users))
-                self.fair[d.label] = share
-            if d.capacity is not None and np.isfinite(d.capacity[users]).any():
-                scale = 1.0 if np.all(np.mod(values, 1) == 0) and np.all(np.mod(fixed, 1) == 0) else 1e6 / max(float(np.nanmax(np.where(np.isfinite(d.capacity[users]), d.capacity[users], 0))), 1e-9)
-                ivalues = np.ceil(values * scale).astype(np.int64)
-                ifixed = np.ceil(fixed * scale).astype(np.int64)
-                caps = d.capacity[users]
-                cap = np.where(np.isfinite(caps), np.floor(np.where(np.isfinite(caps), caps, 0) * scale), _NO_CAP).astype(np.int64)
-                self.dims.append((ivalues, ifixed, None, None, cap))
-            if d.tolerance is not None and total > 0:
-                scale = RESOLUTION * len(users) / total
-                ivalues = np.round(values * scale).astype(np.int64)
-                ifixed = np.round(fixed * scale).astype(np.int64)
-                lo = np.floor(self.fair[d.label] * (1 - d.tolerance) * scale).astype(np.int64)
-                hi = np.ceil(self.fair[d.label] * (1 + d.tolerance) * scale).astype(np.int64)
-                self.dims.append((ivalues, ifixed, lo, hi, None))
-        self.moves_to: list[list[int]] = []
-        self.value_moved_to: list[list[float]] = []
+        pair_unit: list[int] = []
+        pair_user: list[int] = []
+        allowed = problem.pair_allowed
         for k, unit in enumerate(units):
-            held = problem.current[unit]
-            moves, moved = [], []
-            for c in self.cands[k]:
-                kept_accounts, kept_value = held.get(users[c], (0, 0.0))
-                moves.append(int(self.size[k]) - kept_accounts)
-                moved.append(float(self.value[k]) - kept_value)
-            self.moves_to.append(moves)
-            self.value_moved_to.append(moved)
+            for u in problem.candidate_sets[problem.unit_set[unit]]:
+                if allowed is None or (int(unit), u) in allowed:
+                    pair_unit.append(k)
+                    pair_user.append(local[u])
+        self.pair_unit = np.asarray(pair_unit, dtype=np.int64)
+        self.pair_user = np.asarray(pair_user, dtype=np.int64)
+        self.ptr = np.searchsorted(self.pair_unit, np.arange(len(units) + 1))
+        self.size = problem.unit_size[units].astype(np.int64)
+        global_unit = units[self.pair_unit] if len(units) else self.pair_unit
+        global_user = np.asarray(users, dtype=np.int64)[self.pair_user] if users else self.pair_user
+        keys = list(zip(global_unit.tolist(), global_user.tolist()))
 
-    # -- evaluation -------------------------------------------------------------
+        def per_pair(unit_values: np.ndarray, overrides: dict[tuple[int, int], float] | None) -> np.ndarray:
+            values = unit_values[global_unit].astype(np.float64)
+            if overrides:
+                values = np.array([overrides.get(key, v) for key, v in zip(keys, values)], dtype=np.float64)
+            return values
 
-    def loads(self, choice: Sequence[int]) -> list[np.ndarray]:
-        """Per dim, integer load per local user (choice: local user per unit, -1 = none)."""
-        choice = np.asarray(choice)
-        placed = choice >= 0
-        out = []
-        for values, fixed, *_ in self.dims:
-            load = fixed.copy()
-            np.add.at(load, choice[placed], values[placed])
-            out.append(load)
-        return out
+        weight = problem.weight[users]
+        self.fair: dict[str, np.ndarray] = {}
+        self.dims: list[_Dim] = []
+        for d in problem.dims:
+            values, fixed = per_pair(d.unit_values, d.pair_values), d.fixed[users]
+            if d.capacity is not None and np.isfinite(d.capacity[users]).any():
+                caps = d.capacity[users]
+                integral = np.all(np.mod(values, 1) == 0) and np.all(np.mod(fixed, 1) == 0)
+                scale = 1.0 if integral else 1e6 / max(float(np.max(np.where(np.isfinite(caps), caps, 0))), 1e-9)
+                cap = np.where(np.isfinite(caps), np.floor(np.nan_to_num(caps, posinf=0) * scale), _NO_CAP).astype(np.int64)
+                self.dims.append(_Dim(np.ceil(values * scale).astype(np.int64), np.ceil(fixed * scale).astype(np.int64), cap=cap))
+            if d.tolerance is not None:
+                # a unit's expected value is the mean over its candidates (equal unless it depends on the user)
+                counts = np.maximum(np.diff(self.ptr), 1)
+                total = float(np.add.reduceat(values, self.ptr[:-1]).dot(1 / counts) if len(values) else 0.0) + float(fixed.sum())
+                share = weight / weight.sum() * total if weight.sum() > 0 else np.zeros(len(users))
+                self.fair[d.label] = share
+                if total > 0:
+                    scale = RESOLUTION * len(users) / total
+                    lo = np.floor(share * (1 - d.tolerance) * scale).astype(np.int64)
+                    hi = np.ceil(share * (1 + d.tolerance) * scale).astype(np.int64)
+                    self.dims.append(_Dim(np.round(values * scale).astype(np.int64), np.round(fixed * scale).astype(np.int64), lo=lo, hi=hi))
+        # continuity: accounts moved per pair, and value moved as a tie-break
+        moves = np.repeat(self.size, np.diff(self.ptr)).astype(np.int64)
+        moved_value = problem.unit_value[global_unit].astype(np.float64)
+        for p, (unit, user) in enumerate(keys):
+            held = problem.current[unit].get(user)
+            if held:
+                moves[p] -= held[0]
+                moved_value[p] -= held[1]
+        total_value = float(problem.unit_value[units].sum())
+        steps = np.round(moved_value / total_value * VALUE_STEPS).astype(np.int64) if total_value > 0 else np.zeros(len(keys), dtype=np.int64)
+        self.moves = moves
+        self.continuity = moves * (VALUE_STEPS + 1) + steps
+        self.cost = np.zeros(len(keys), dtype=np.int64)
+        if problem.pair_cost:
+            raw = np.array([problem.pair_cost.get(key, 0.0) for key in keys], dtype=np.float64)
+            integral = np.all(np.mod(raw, 1) == 0)
+            self.cost = np.round(raw * (1.0 if integral else 1e6 / max(float(np.abs(raw).max()), 1e-9))).astype(np.int64)
 
-    def violation(self, loads: list[np.ndarray]) -> int:
-        total = 0
-        for load, (_, _, lo, hi, _) in zip(loads, self.dims):
-            if lo is not None:
-                total += int(np.maximum(load - hi, 0).sum() + np.maximum(lo - load, 0).sum())
-        return total
+    # -- evaluation ---------------------------------------------------------------
 
-    def max_violation(self) -> int:
-        """An upper bound of ``violation``: every load at 0 or at the whole total."""
-        return sum(int(values.sum() + fixed.sum() + np.maximum(lo, 0).sum()) * 2 for values, fixed, lo, _, _ in self.dims if lo is not None)
+    @property
+    def needs_solver(self) -> bool:
+        """False when every unit has at most one candidate and no capacity can bind."""
+        if not len(self.units):
+            return False
+        return bool(np.any(np.diff(self.ptr) > 1)) or any(d.cap is not None for d in self.dims)
 
-    def moves(self, choice: Sequence[int]) -> int:
-        return sum(self.moves_to[k][self.cands[k].index(c)] if c >= 0 else int(self.size[k]) for k, c in enumerate(choice))
+    def loads(self, chosen: np.ndarray) -> list[np.ndarray]:
+        """Per dim, the integer load of every local user for chosen pairs (-1 = unit unassigned)."""
+        picked = chosen[chosen >= 0]
+        return [d.fixed + np.bincount(self.pair_user[picked], weights=d.values[picked], minlength=len(self.users)).astype(np.int64) for d in self.dims]
 
-    def score(self, choice: Sequence[int]) -> tuple[int, int, int]:
-        unassigned = int(sum(int(self.size[k]) for k, c in enumerate(choice) if c < 0))
-        return (unassigned, self.violation(self.loads(choice)), self.moves(choice))
+    def scores(self, chosen: np.ndarray) -> dict[str, int]:
+        picked = chosen[chosen >= 0]
+        violation = 0
+        for d, load in zip(self.dims, self.loads(chosen)):
+            if d.lo is not None:
+                violation += int(np.maximum(load - d.hi, 0).sum() + np.maximum(d.lo - load, 0).sum())
+        return {
+            "unassigned": int(self.size[chosen < 0].sum()),
+            "balance": violation,
+            "continuity": int(self.continuity[picked].sum()),
+            "affinity": int(self.cost[picked].sum()),
+        }
 
-    # -- greedy -----------------------------------------------------------------
+    # -- greedy ---------------------------------------------------------------------
 
-    def greedy(self) -> list[int]:
+    def greedy(self) -> np.ndarray:
         """Keep current owners where capacity allows, place the rest largest first, then repair bands."""
-        load = [fixed.copy() for _, fixed, *_ in self.dims]
-        caps = [cap for *_, cap in self.dims]
-        choice = [-1] * len(self.units)
+        n_units = len(self.units)
+        load = [d.fixed.copy() for d in self.dims]
+        chosen = np.full(n_units, -1, dtype=np.int64)
+        caps = [(i, d.cap) for i, d in enumerate(self.dims) if d.cap is not None]
+        bands = [(i, d) for i, d in enumerate(self.dims) if d.lo is not None]
 
-        def fits(k: int, c: int) -> bool:
-            return all(cap is None or load[d][c] + self.dims[d][0][k] <= cap[c] for d, cap in enumerate(caps))
+        def fits(p: int) -> bool:
+            c = self.pair_user[p]
+            return all(load[i][c] + self.dims[i].values[p] <= cap[c] for i, cap in caps)
 
-        def place(k: int, c: int, sign: int = 1) -> None:
-            for d in range(len(self.dims)):
-                load[d][c] += sign * self.dims[d][0][k]
+        def move(p: int, sign: int) -> None:
+            c = self.pair_user[p]
+            for i, d in enumerate(self.dims):
+                load[i][c] += sign * d.values[p]
 
         pending = []
-        for k in range(len(self.units)):
-            moves = self.moves_to[k]
-            best = min(range(len(moves)), key=lambda i: (moves[i], i))
-            c = self.cands[k][best]
-            if moves[best] < self.size[k] and fits(k, c):
-                choice[k] = c
-                place(k, c)
+        for k in range(n_units):
+            lo, hi = self.ptr[k], self.ptr[k + 1]
+            if lo == hi:
+                continue
+            p = lo + int(np.argmin(self.moves[lo:hi]))
+            if self.moves[p] < self.size[k] and fits(p):
+                chosen[k] = p
+                move(p, 1)
             else:
                 pending.append(k)
-        primary = self.dims[0][0] if self.dims else np.zeros(len(self.units), dtype=np.int64)
-        pending.sort(key=lambda k: (-int(primary[k]), k))
-        band_dims = [d for d, dim in enumerate(self.dims) if dim[3] is not None]
+        size_key = self.dims[bands[0][0]].values if bands else self.cost
+        pending.sort(key=lambda k: (-int(size_key[self.ptr[k]:self.ptr[k + 1]].max(initial=0)), k))
         for k in pending:
-            options = [c for c in self.cands[k] if fits(k, c)]
-            if options:
-                c = min(options, key=lambda c: (self._fill(load, band_dims, c, k), c))
-                choice[k] = c
-                place(k, c)
-        self._repair(choice, load, band_dims, fits, place)
-        return choice
+            best, best_key = -1, None
+            for p in range(self.ptr[k], self.ptr[k + 1]):
+                if not fits(p):
+                    continue
+                c = self.pair_user[p]
+                fill = max(((load[i][c] + d.values[p]) / max(int(d.hi[c]), 1) for i, d in bands), default=0.0)
+                key = (fill, int(self.cost[p]), p)
+                if best_key is None or key < best_key:
+                    best, best_key = p, key
+            if best >= 0:
+                chosen[k] = best
+                move(best, 1)
+        if bands:
+            self._repair(chosen, load, bands, fits, move)
+        return chosen
 
-    def _fill(self, load: list[np.ndarray], band_dims: list[int], c: int, k: int) -> float:
-        """How full user c would be with unit k: the worst ratio to its band's upper end."""
-        worst = 0.0
-        for d in band_dims:
-            values, _, _, hi, _ = self.dims[d]
-            worst = max(worst, (load[d][c] + values[k]) / max(int(hi[c]), 1))
-        return worst
+    def _repair(self, chosen: np.ndarray, load: list[np.ndarray], bands, fits, move) -> None:
+        """Move single units off users outside a band while that lowers the total violation."""
 
-    def _repair(self, choice: list[int], load: list[np.ndarray], band_dims: list[int], fits, place) -> None:
-        """Move single units from users over a band to users under it while that lowers the violation."""
-        if not band_dims:
-            return
+        def violation(c: int) -> int:
+            return sum(max(int(load[i][c] - d.hi[c]), 0) + max(int(d.lo[c] - load[i][c]), 0) for i, d in bands)
 
-        def user_violation(c: int) -> int:
-            v = 0
-            for d in band_dims:
-                _, _, lo, hi, _ = self.dims[d]
-                v += max(int(load[d][c] - hi[c]), 0) + max(int(lo[c] - load[d][c]), 0)
-            return v
-
-        movable = [k for k in range(len(self.units)) if len(self.cands[k]) > 1 and choice[k] >= 0]
+        movable = [k for k in range(len(self.units)) if chosen[k] >= 0 and self.ptr[k + 1] - self.ptr[k] > 1]
+        movable.sort(key=lambda k: (int(self.moves[chosen[k]]) == 0, k))  # units that move anyway first
         for _ in range(4):
             improved = False
-            for k in sorted(movable, key=lambda k: (min(self.moves_to[k]) == 0, k)):  # units that move anyway first
-                src = choice[k]
-                if user_violation(src) == 0:
+            for k in movable:
+                src = int(chosen[k])
+                if violation(self.pair_user[src]) == 0:
                     continue
-                best, gain = None, 0
-                for dst in self.cands[k]:
-                    if dst == src:
+                best, gain = -1, 0
+                for p in range(self.ptr[k], self.ptr[k + 1]):
+                    if p == src:
                         continue
-                    base = user_violation(src) + user_violation(dst)
-                    place(k, src, -1)
-                    if fits(k, dst):
-                        place(k, dst)
-                        gain_here = base - (user_violation(src) + user_violation(dst))
-                        place(k, dst, -1)
-                        if gain_here > gain:
-                            best, gain = dst, gain_here
-                    place(k, src)
-                if best is not None:
-                    place(k, src, -1)
-                    place(k, best)
-                    choice[k] = best
+                    pair_users = (self.pair_user[src], self.pair_user[p])
+                    before = sum(violation(c) for c in pair_users)
+                    move(src, -1)
+                    if fits(p):
+                        move(p, 1)
+                        after = sum(violation(c) for c in pair_users)
+                        move(p, -1)
+                        if before - after > gain:
+                            best, gain = p, before - after
+                    move(src, 1)
+                if best >= 0:
+                    move(src, -1)
+                    move(best, 1)
+                    chosen[k] = best
                     improved = True
             if not improved:
                 break
 
-    # -- CP-SAT -----------------------------------------------------------------
-
-    @property
-    def needs_solver(self) -> bool:
-        """False when every unit has one candidate and no capacity can bind: the greedy is the answer."""
-        return bool(len(self.units)) and (any(len(c) > 1 for c in self.cands) or any(cap is not None for *_, cap in self.dims))
+    # -- CP-SAT -----------------------------------------------------------------------
 
     def solve(self) -> tuple[np.ndarray, ComponentResult]:
         start = time.perf_counter()
-        start_choice = self.greedy()
-        g_unassigned, g_violation, g_moves = self.score(start_choice)
-        pairs = sum(len(c) for c in self.cands)
-        status, choice, bound = "TRIVIAL", start_choice, float(g_moves)
+        chosen = self.greedy()
+        objectives: list[Objective] = []
         if self.needs_solver:
-            status, choice, bound = self._cp_sat(start_choice, (g_unassigned, g_violation, g_moves))
-        _, violation, moves = self.score(choice)
-        result = ComponentResult(
-            users=self.user_ids,
-            units=len(self.units),
-            pairs=pairs,
-            status=status,
-            violation=violation / RESOLUTION,
-            moves=moves,
-            moves_bound=bound,
-            greedy_moves=g_moves,
-            greedy_violation=g_violation / RESOLUTION,
-            seconds=time.perf_counter() - start,
-        )
+            chosen, objectives = self._lexicographic(chosen)
+        moves = int(self.moves[chosen[chosen >= 0]].sum())
+        continuity = next((o for o in objectives if o.name == "continuity"), None)
+        # continuity = moves × (VALUE_STEPS + 1) + value steps (≤ VALUE_STEPS): a bound on it bounds the moves
+        moves_bound = moves if continuity is None else max(0, -(-(int(continuity.bound) - VALUE_STEPS) // (VALUE_STEPS + 1)))
         users = np.asarray(self.users, dtype=np.int64)
-        chosen = np.asarray(choice, dtype=np.int64)
-        return np.where(chosen >= 0, users[np.maximum(chosen, 0)], -1), result
+        owner = np.where(chosen >= 0, users[self.pair_user[np.maximum(chosen, 0)]] if len(self.pair_user) else -1, -1)
+        result = ComponentResult(self.user_ids, len(self.units), len(self.pair_user), objectives, moves, min(moves_bound, moves), time.perf_counter() - start)
+        return owner, result
 
-    def _cp_sat(self, hint: list[int], hint_score: tuple[int, int, int]) -> tuple[str, list[int], float]:
+    def lower_bounds(self) -> dict[str, int]:
+        """Trivial bounds: a phase whose start value meets it needs no solving."""
+        def per_unit_min(values: np.ndarray) -> int:
+            return int(np.minimum.reduceat(values, self.ptr[:-1][np.diff(self.ptr) > 0]).sum()) if len(values) else 0
+
+        return {"unassigned": 0, "balance": 0, "continuity": per_unit_min(self.continuity), "affinity": per_unit_min(self.cost)}
+
+    def _lexicographic(self, start: np.ndarray) -> tuple[np.ndarray, list[Objective]]:
         model = cp_model.CpModel()
-        x: list[list[cp_model.IntVar]] = []
-        unplaced = []
-        has_caps = any(cap is not None for *_, cap in self.dims)
-        for k, cands in enumerate(self.cands):
-            row = [model.new_bool_var(f"x{k}_{c}") for c in cands]
-            x.append(row)
-            if has_caps:
-                none = model.new_bool_var(f"none{k}")
+        x = [model.new_bool_var("") for _ in range(len(self.pair_user))]
+        has_caps = any(d.cap is not None for d in self.dims)
+        unplaced_terms = []
+        for k in range(len(self.units)):
+            row = x[self.ptr[k]:self.ptr[k + 1]]
+            if has_caps or not row:
+                none = model.new_bool_var("")
                 model.add_exactly_one([*row, none])
-                unplaced.append((none, int(self.size[k])))
+                unplaced_terms.append((none, int(self.size[k])))
             else:
                 model.add_exactly_one(row)
-        slack_terms = []
-        for values, fixed, lo, hi, cap in self.dims:
-            terms: list[list[tuple[int, cp_model.IntVar]]] = [[] for _ in self.users]
-            for k, cands in enumerate(self.cands):
-                if values[k]:
-                    for c, var in zip(cands, x[k]):
-                        terms[c].append((int(values[k]), var))
+        by_user = np.argsort(self.pair_user, kind="stable")
+        user_cuts = np.searchsorted(self.pair_user[by_user], np.arange(len(self.users) + 1))
+        slack = []
+        for d in self.dims:
             for c in range(len(self.users)):
-                expr = sum(v * var for v, var in terms[c]) + int(fixed[c])
-                if cap is not None and cap[c] < _NO_CAP:
-                    model.add(expr <= int(cap[c]))
-                if lo is not None:
-                    top = int(fixed[c] + sum(v for v, _ in terms[c]))
-                    over = model.new_int_var(0, max(top - int(hi[c]), 0), "")
-                    under = model.new_int_var(0, max(int(lo[c]) - int(fixed[c]), 0), "")
-                    model.add(expr - over <= int(hi[c]))
-                    model.add(expr + under >= int(lo[c]))
-                    slack_terms += [over, under]
-        unplaced_expr = sum(size * var for var, size in unplaced)
-        violation_expr = sum(slack_terms)
-        moves_expr = sum(m * var for k in range(len(x)) for m, var in zip(self.moves_to[k], x[k]) if m)
-        for k, cands in enumerate(self.cands):
-            for c, var in zip(cands, x[k]):
-                model.add_hint(var, hint[k] == c)
-            if has_caps:
-                model.add_hint(unplaced[k][0], hint[k] < 0)
-
+                pairs = by_user[user_cuts[c]:user_cuts[c + 1]]
+                pairs = pairs[d.values[pairs] != 0]
+                expr = cp_model.LinearExpr.weighted_sum([x[p] for p in pairs], d.values[pairs].tolist()) + int(d.fixed[c])
+                if d.cap is not None and d.cap[c] < _NO_CAP:
+                    model.add(expr <= int(d.cap[c]))
+                if d.lo is not None:
+                    top = int(d.fixed[c] + d.values[pairs].sum())
+                    over = model.new_int_var(0, max(top - int(d.hi[c]), 0), "")
+                    under = model.new_int_var(0, max(int(d.lo[c]) - int(d.fixed[c]), 0), "")
+                    model.add(expr - over <= int(d.hi[c]))
+                    model.add(expr + under >= int(d.lo[c]))
+                    slack += [over, under]
+        exprs = {
+            "unassigned": cp_model.LinearExpr.weighted_sum([v for v, _ in unplaced_terms], [s for _, s in unplaced_terms]),
+            "balance": cp_model.LinearExpr.sum(slack),
+            "continuity": cp_model.LinearExpr.weighted_sum(x, self.continuity.tolist()),
+            "affinity": cp_model.LinearExpr.weighted_sum(x, self.cost.tolist()),
+        }
+        relevant = ["unassigned"] * bool(unplaced_terms) + ["balance"] * bool(slack) + ["continuity"] + ["affinity"] * bool(self.cost.any())
+        bounds = self.lower_bounds()
+        best, best_scores = start, self.scores(start)
+        greedy_scores = dict(best_scores)
+        to_solve = [name for name in relevant if best_scores[name] > bounds[name]]
+        objectives = []
         solver = cp_model.CpSolver()
         solver.parameters.num_workers = 1
         solver.parameters.random_seed = self.seed
-        solver.parameters.max_deterministic_time = self.time_limit / 2
-
-        best = hint
-        best_score = hint_score
-        if hint_score[0] or hint_score[1]:
-            model.minimize(unplaced_expr * (self.max_violation() + 1) + violation_expr)
+        solver.parameters.max_deterministic_time = self.time_limit / max(len(to_solve), 1)
+        for name in relevant:
+            if name not in to_solve:
+                objectives.append(Objective(name, best_scores[name], best_scores[name], greedy_scores[name], "OPTIMAL"))
+                model.add(exprs[name] <= best_scores[name])
+                continue
+            model.clear_hints()
+            hinted = np.zeros(len(x), dtype=bool)
+            hinted[best[best >= 0]] = True
+            for var, value in zip(x, hinted.tolist()):
+                model.add_hint(var, value)
+            model.minimize(exprs[name])
             status = solver.solve(model)
+            if status == cp_model.MODEL_INVALID:  # a bug in this module, never a user error
+                raise RuntimeError(f"invalid CP-SAT model: {model.validate()}")
+            bound = float(bounds[name])
+            state = "START"
             if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
                 found = self._read(solver, x)
-                if self.score(found) < best_score:
-                    best, best_score = found, self.score(found)
-            model.clear_hints()
-            for k, cands in enumerate(self.cands):
-                for c, var in zip(cands, x[k]):
-                    model.add_hint(var, best[k] == c)
-        model.add(unplaced_expr <= best_score[0])
-        model.add(violation_expr <= best_score[1])
-        model.minimize(moves_expr)
-        status = solver.solve(model)
-        bound = float(best_score[2])
-        name = "FEASIBLE"
-        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            found = self._read(solver, x)
-            if self.score(found) <= best_score:
-                best = found
-            bound = solver.best_objective_bound
-            name = "OPTIMAL" if status == cp_model.OPTIMAL else "FEASIBLE"
-        return name, best, bound
+                scores = self.scores(found)
+                if _better(scores, best_scores, relevant):
+                    best, best_scores = found, scores
+                    state = "OPTIMAL" if status == cp_model.OPTIMAL else "FEASIBLE"
+                elif status == cp_model.OPTIMAL:
+                    state = "OPTIMAL"
+                bound = max(bound, float(solver.best_objective_bound))
+            objectives.append(Objective(name, best_scores[name], bound, greedy_scores[name], state))
+            model.add(exprs[name] <= best_scores[name])
+        return best, objectives
 
-    def _read(self, solver: cp_model.CpSolver, x: list[list[cp_model.IntVar]]) -> list[int]:
-        out = []
-        for k, cands in enumerate(self.cands):
-            chosen = -1
-            for c, var in zip(cands, x[k]):
-                if solver.boolean_value(var):
-                    chosen = c
-                    break
-            out.append(chosen)
-        return out
+    def _read(self, solver: cp_model.CpSolver, x: list[cp_model.IntVar]) -> np.ndarray:
+        values = np.fromiter((solver.boolean_value(v) for v in x), dtype=bool, count=len(x))
+        chosen = np.full(len(self.units), -1, dtype=np.int64)
+        picked = np.flatnonzero(values)
+        chosen[self.pair_unit[picked]] = picked
+        return chosen
+
+
+def _better(a: dict[str, int], b: dict[str, int], order: list[str]) -> bool:
+    return [a[n] for n in order] < [b[n] for n in order]

@@ -294,12 +294,7 @@ class Plan:
                 loads[name] = entry
             users.append({"user_id": u.id, "weight": u.weight, "active": u.active, "loads": loads})
         unassigned = [{"account_id": self.accounts.ids[i], "reason": self.reason(i)} for i in np.flatnonzero(self.status == Status.UNASSIGNED)]
-        comps = self.solution.components
-        moves = sum(c.moves for c in comps)
-        bound = sum(c.moves_bound for c in comps)
-        statuses: dict[str, int] = {}
-        for c in comps:
-            statuses[c.status] = statuses.get(c.status, 0) + 1
+        solver = solver_summary(self.solution)
         return {
             "accounts": len(self.accounts),
             "status_counts": counts,
@@ -312,17 +307,50 @@ class Plan:
             "users": users,
             "unassigned": unassigned,
             "hierarchy_problems": [str(f) for f in self.families.problems],
-            "solver": {
-                "components": len(comps),
-                "status": statuses,
-                "optimized_moves": moves,
-                "moves_lower_bound": bound,
-                "gap": (moves - bound) / moves if moves > 0 else 0.0,
-                "greedy_moves": sum(c.greedy_moves for c in comps),
-                "band_violation": sum(c.violation for c in comps),
-                "seconds": sum(c.seconds for c in comps),
-            },
+            "solver": solver,
         }
+
+
+def solver_summary(solution: Solution) -> dict[str, Any]:
+    """Objective values, proven bounds and gaps, over all components and per component."""
+    comps = solution.components
+    totals: dict[str, dict[str, float]] = {}
+    for c in comps:
+        for o in c.objectives:
+            t = totals.setdefault(o.name, {"value": 0.0, "bound": 0.0, "greedy_start": 0.0})
+            t["value"] += o.value
+            t["bound"] += o.bound
+            t["greedy_start"] += o.greedy
+    for t in totals.values():
+        t["gap"] = (t["value"] - t["bound"]) / abs(t["value"]) if t["value"] > t["bound"] else 0.0
+    moves = sum(c.moves for c in comps)
+    bound = sum(c.moves_bound for c in comps)
+    statuses: dict[str, int] = {}
+    for c in comps:
+        statuses[c.status] = statuses.get(c.status, 0) + 1
+    return {
+        "components": len(comps),
+        "status": statuses,
+        "moves": moves,
+        "moves_lower_bound": bound,
+        "moves_gap": (moves - bound) / moves if moves > bound else 0.0,
+        "objectives": totals,
+        "seconds": sum(c.seconds for c in comps),
+        "per_component": [
+            {
+                "users": len(c.users),
+                "units": c.units,
+                "pairs": c.pairs,
+                "status": c.status,
+                "moves": c.moves,
+                "moves_lower_bound": c.moves_bound,
+                "objectives": {o.name: {"value": o.value, "bound": o.bound, "gap": o.gap, "status": o.status} for o in c.objectives},
+                "seconds": round(c.seconds, 3),
+            }
+            for c in comps
+            if c.objectives
+        ],
+    }
 
 
 def _names(items: list[str]) -> str:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from .engine import Engine
 from .plan import Plan
-from .readers import read_accounts, read_users
+from .readers import read_accounts, read_pairs, read_users
 from .writers import write_plan
 
 Progress = Callable[[str], None]
@@ -31,6 +31,7 @@ def plan_files(
     on_hierarchy_error: Literal["raise", "independent"] = "raise",
     progress: Progress | None = None,
     workers: int = 1,
+    pairs: str | Path | None = None,
 ) -> Plan:
     """Load the rule file and data files and compute the plan (nothing written)."""
     say = progress or (lambda _m: None)
@@ -38,6 +39,7 @@ def plan_files(
     say(f"reading {accounts}")
     table = read_accounts(accounts, engine.rules.field_types)
     user_list = read_users(users, list(engine.rules.measures))
+    pair_table = read_pairs(pairs, table, user_list) if pairs else None
     return engine.assign(
         table,
         user_list,
@@ -47,6 +49,7 @@ def plan_files(
         progress=say,
         users_source=f"users file {users}",
         workers=workers,
+        pairs=pair_table,
     )
 
 

@@ -80,6 +80,7 @@ def _assign_options(f):
             click.option("--rules", required=True, type=click.Path(dir_okay=False), help="rule file (YAML)"),
             click.option("--accounts", required=True, type=click.Path(dir_okay=False), help="accounts (CSV or JSON Lines)"),
             click.option("--users", required=True, type=click.Path(dir_okay=False), help="users (CSV or JSON Lines)"),
+            click.option("--pairs", type=click.Path(dir_okay=False), default=None, help="per account–user cost and workload (CSV or JSON Lines)"),
             click.option("--seed", type=int, default=None, help="solver seed (default: the rule file's)"),
             click.option("--time-limit", type=float, default=None, help="solver effort per component, deterministic seconds"),
             click.option("--hierarchy-errors", type=click.Choice(["raise", "independent"]), default="raise", show_default=True, help="on a bad parent link: stop, or report and treat the accounts as independent"),
@@ -95,10 +96,10 @@ def _assign_options(f):
 @_assign_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="directory for accounts.csv, accounts.jsonl, summary.json")
 @FORMAT
-def assign(rules: str, accounts: str, users: str, seed: int | None, time_limit: float | None, hierarchy_errors: str, workers: int, quiet: bool, out: str, fmt: str) -> None:
+def assign(rules: str, accounts: str, users: str, pairs: str | None, seed: int | None, time_limit: float | None, hierarchy_errors: str, workers: int, quiet: bool, out: str, fmt: str) -> None:
     """Assign every account to a territory and an owner; write the plan to --out."""
     try:
-        run = assign_files(rules, accounts, users, out, seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet))
+        run = assign_files(rules, accounts, users, out, pairs=pairs, seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet))
     except AssignmentEngineError as exc:
         _fail(exc)
     _report(run.summary, fmt, out)
@@ -108,10 +109,10 @@ def assign(rules: str, accounts: str, users: str, seed: int | None, time_limit: 
 @click.argument("account_id")
 @_assign_options
 @FORMAT
-def explain(account_id: str, rules: str, accounts: str, users: str, seed: int | None, time_limit: float | None, hierarchy_errors: str, workers: int, quiet: bool, fmt: str) -> None:
+def explain(account_id: str, rules: str, accounts: str, users: str, pairs: str | None, seed: int | None, time_limit: float | None, hierarchy_errors: str, workers: int, quiet: bool, fmt: str) -> None:
     """Why ACCOUNT_ID lands where it does: rules matched or failed, territory, owner."""
     try:
-        plan = plan_files(rules, accounts, users, seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet))
+        plan = plan_files(rules, accounts, users, pairs=pairs, seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet))
     except AssignmentEngineError as exc:
         _fail(exc)
     if account_id not in plan.accounts.index:

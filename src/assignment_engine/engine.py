@@ -20,7 +20,7 @@ from .match import match_accounts, rule_trace
 from .optimize import LoadDim, Problem, solve
 from .plan import Plan, Status
 from .rank import balance_values, measure_values, rank_tiers
-from .table import AccountTable, User
+from .table import AccountTable, PairTable, User
 
 Progress = Callable[[str], None]
 
@@ -74,6 +74,7 @@ class Engine:
         progress: Progress | None = None,
         users_source: str = "users file",
         workers: int = 1,
+        pairs: PairTable | None = None,
     ) -> Plan:
         """Assign every account of ``accounts`` to a territory and an owner among ``users``.
 
@@ -141,15 +142,50 @@ class Engine:
             rows = fixed_rows[fixed_owner[fixed_rows] >= 0]
             return np.bincount(fixed_owner[rows], weights=v[rows], minlength=len(users))
 
+        pair_measures = {name for name, m in rules.measures.items() if m.pair is not None}
+        n_users = len(users)
+        if pairs is not None:
+            listed = free[pairs.account]
+            pair_key = unit[pairs.account[listed]] * n_users + pairs.user[listed]
+            keys, key_of_pair = np.unique(pair_key, return_inverse=True)
+            fixed_listed = np.flatnonzero(~listed & (pairs.user == fixed_owner[pairs.account]))
+
+        def pair_values(v: np.ndarray, in_scope: np.ndarray) -> tuple[dict[tuple[int, int], float], np.ndarray]:
+            """Per (unit, user) loads where the pairs file gives a workload, and the fixed-load corrections."""
+            workload = pairs.workload
+            account = pairs.account
+            given = ~np.isnan(workload) & in_scope[account]
+            delta = np.where(given, np.nan_to_num(workload) - v[account], 0.0)
+            per_key = np.bincount(key_of_pair, weights=delta[listed], minlength=len(keys))
+            base = per_unit(v)
+            overrides = {(int(q // n_users), int(q % n_users)): float(base[q // n_users] + d) for q, d in zip(keys.tolist(), per_key.tolist()) if d}
+            fixed_delta = np.bincount(pairs.user[fixed_listed], weights=delta[fixed_listed], minlength=n_users)
+            return overrides, fixed_delta
+
+        def dim(label: str, measure: str, v: np.ndarray, in_scope: np.ndarray, **kind: Any) -> LoadDim:
+            d = LoadDim(label, per_unit(v), per_user_fixed(v), **kind)
+            if pairs is not None and measure in pair_measures:
+                d.pair_values, fixed_delta = pair_values(v, in_scope)
+                d.fixed = d.fixed + fixed_delta
+            return d
+
+        everywhere = np.ones(n, dtype=bool)
         dims = []
         for spec in rules.balance:
-            v = balance_values(spec, values, tier, tier_names)
-            dims.append(LoadDim(spec.label, per_unit(v), per_user_fixed(v), tolerance=spec.tolerance))
-        capacity_keys = sorted({k for u in users for k in u.capacity})
-        for key in capacity_keys:
+            in_tier = everywhere if spec.tier is None else tier == tier_names.index(spec.tier)
+            dims.append(dim(spec.label, spec.measure, balance_values(spec, values, tier, tier_names), in_tier, tolerance=spec.tolerance))
+        for key in sorted({k for u in users for k in u.capacity}):
             v = np.ones(n) if key == "accounts" and key not in values else values[key]
             caps = np.array([u.capacity.get(key, np.inf) for u in users], dtype=np.float64)
-            dims.append(LoadDim(f"max_{key}", per_unit(v), per_user_fixed(v), capacity=caps))
+            dims.append(dim(f"max_{key}", key, v, everywhere, capacity=caps))
+        pair_cost = pair_allowed = None
+        if pairs is not None:
+            cost = np.bincount(key_of_pair, weights=pairs.cost[listed], minlength=len(keys))
+            pair_cost = {(int(q // n_users), int(q % n_users)): float(c) for q, c in zip(keys.tolist(), cost.tolist()) if c}
+            if policy.pair_eligibility == "listed":
+                members_listed = np.bincount(key_of_pair, minlength=len(keys))
+                unit_size = np.bincount(unit_of_free, minlength=len(unit_roots))
+                pair_allowed = {(int(q // n_users), int(q % n_users)) for q, c in zip(keys.tolist(), members_listed.tolist()) if c == unit_size[q // n_users]}
 
         current: list[dict[int, tuple[int, float]]] = [{} for _ in unit_roots]
         for i in np.flatnonzero(free):
@@ -168,6 +204,9 @@ class Engine:
             unit_value=per_unit(value),
             current=current,
             dims=dims,
+            pair_cost=pair_cost,
+            pair_allowed=pair_allowed,
+            objectives=list(policy.objectives),
             time_limit=time_limit if time_limit is not None else policy.time_limit,
             seed=policy.seed if seed is None else seed,
         )

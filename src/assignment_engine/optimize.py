@@ -59,6 +59,7 @@ class Problem:
     dims: list[LoadDim]
     pair_cost: dict[tuple[int, int], float] | None = None  # (unit, user) → affinity cost
     pair_allowed: set[tuple[int, int]] | None = None  # when given, only these pairs are eligible
+    objectives: list[str] = field(default_factory=lambda: ["balance", "continuity", "affinity"])  # order after "unassigned"
     time_limit: float = 10.0
     seed: int = 0
 
@@ -185,6 +186,7 @@ class Component:
         self.users, self.units = users, units
         self.user_ids = [problem.user_ids[u] for u in users]
         self.seed, self.time_limit = problem.seed, problem.time_limit
+        self.order = list(problem.objectives)
         local = {u: k for k, u in enumerate(users)}
         pair_unit: list[int] = []
         pair_user: list[int] = []
@@ -420,7 +422,8 @@ class Component:
             "continuity": cp_model.LinearExpr.weighted_sum(x, self.continuity.tolist()),
             "affinity": cp_model.LinearExpr.weighted_sum(x, self.cost.tolist()),
         }
-        relevant = ["unassigned"] * bool(unplaced_terms) + ["balance"] * bool(slack) + ["continuity"] + ["affinity"] * bool(self.cost.any())
+        present = {"balance": bool(slack), "continuity": True, "affinity": bool(self.cost.any())}
+        relevant = ["unassigned"] * bool(unplaced_terms) + [name for name in self.order if present[name]]
         bounds = self.lower_bounds()
         best, best_scores = start, self.scores(start)
         greedy_scores = dict(best_scores)

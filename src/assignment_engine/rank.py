@@ -19,8 +19,8 @@ from .table import AccountTable, NumericColumn
 def measure_values(rules: CompiledRules, table: AccountTable) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for name, m in rules.measures.items():
-        if m.constant is not None:
-            out[name] = np.full(len(table), float(m.constant))
+        if m.field is None:  # a constant, or a pair measure's value for unlisted pairs
+            out[name] = np.full(len(table), float(m.constant or 0.0))
         else:
             column = table.fields[m.field]
             assert isinstance(column, NumericColumn)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError, Finding, Location, suggest
-from .table import AccountTable, FieldType, User, users_from_columns
+from .table import AccountTable, FieldType, PairTable, User, pairs_from_columns, users_from_columns
 
 Columns = dict[str, list[Any]]
 
@@ -103,3 +103,9 @@ def read_accounts(path: str | Path, field_types: dict[str, FieldType]) -> Accoun
 def read_users(path: str | Path, measures: Sequence[str]) -> list[User]:
     columns, rows = read_columns(path)
     return users_from_columns(columns, measures, source=str(path), rows=rows)
+
+
+def read_pairs(path: str | Path, accounts: AccountTable, users: Sequence[User]) -> PairTable:
+    """Per account–user ``cost`` and ``workload`` (columns ``account_id, user_id, cost, workload``)."""
+    columns, rows = read_columns(path)
+    return pairs_from_columns(columns, accounts, users, source=str(path), rows=rows)

@@ -21,15 +21,19 @@ class _Strict(BaseModel):
 
 
 class Measure(_Strict):
-    """How much workload one account carries: a field's value or a constant."""
+    """How much workload one account carries: a field's value, a constant, or a per-pair workload."""
 
     field: str | None = Field(None, description="numeric account field summed per user, e.g. annual_revenue")
     constant: float | None = Field(None, ge=0, description="the same value for every account, e.g. 1 to count accounts")
+    pair: Literal["workload"] | None = Field(
+        None, description="take the value from the pairs file (depends on the user); field or constant then give the value of unlisted pairs (default 0)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Measure:
-        if (self.field is None) == (self.constant is None):
-            raise ValueError("a measure takes exactly one of 'field' or 'constant'")
+        sources = (self.field is not None) + (self.constant is not None)
+        if sources > 1 or (sources == 0 and self.pair is None):
+            raise ValueError("a measure takes one of 'field' or 'constant' (optionally with 'pair')")
         return self
 
 
@@ -91,7 +95,11 @@ class BalanceEntry(_Strict):
 class Assignment(_Strict):
     hierarchy: Literal["follow_ultimate_parent", "independent"] = "follow_ultimate_parent"
     balance: list[BalanceEntry] | None = Field(None, description="default: every measure within ±10 %")
-    continuity: bool = Field(True, description="among equally balanced plans, keep current owners")
+    objectives: list[Literal["balance", "continuity", "affinity"]] = Field(
+        default_factory=lambda: ["balance", "continuity", "affinity"],
+        description="objective order after the hard constraints; leave one out to ignore it",
+    )
+    pair_eligibility: Literal["any", "listed"] = Field("any", description="'listed': only account–user pairs in the pairs file are eligible")
     time_limit: float = Field(10.0, gt=0, description="solver effort per component, in deterministic seconds")
     seed: int = Field(0, ge=0)
 

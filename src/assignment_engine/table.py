@@ -327,3 +327,51 @@ def users_from_columns(columns: dict[str, Sequence[Any]], measures: Sequence[str
     if findings:
         raise DataError(findings[:50])
     return users
+
+
+@dataclass
+class PairTable:
+    """Per account–user data: affinity ``cost`` (lower is better) and ``workload`` (NaN = not given)."""
+
+    account: np.ndarray  # account index
+    user: np.ndarray  # user index
+    cost: np.ndarray
+    workload: np.ndarray
+
+
+def pairs_from_columns(columns: dict[str, Sequence[Any]], accounts: AccountTable, users: Sequence[User], *, source: str = "<pairs>", rows: Sequence[int] | None = None) -> PairTable:
+    """Pairs from raw columns ``account_id, user_id[, cost][, workload]``; unknown ids are errors."""
+    for required in ("account_id", "user_id"):
+        if required not in columns:
+            raise DataError([Finding(Location(source, 1), f"missing required column '{required}'")])
+    n = len(columns["account_id"])
+    rows_ = rows if rows is not None else range(2, n + 2)
+    user_index = {u.id: k for k, u in enumerate(users)}
+    account = np.empty(n, dtype=np.int64)
+    user = np.empty(n, dtype=np.int64)
+    numbers = {name: np.full(n, np.nan) for name in ("cost", "workload")}
+    findings: list[Finding] = []
+    seen: dict[tuple[int, int], int] = {}
+    for i in range(n):
+        a = accounts.index.get(_text(columns["account_id"][i]).strip())
+        u = user_index.get(_text(columns["user_id"][i]).strip())
+        if a is None:
+            findings.append(Finding(Location(source, rows_[i], column="account_id"), f"unknown account '{columns['account_id'][i]}'"))
+        if u is None:
+            findings.append(Finding(Location(source, rows_[i], column="user_id"), f"unknown user '{columns['user_id'][i]}'"))
+        if a is not None and u is not None:
+            if (a, u) in seen:
+                findings.append(Finding(Location(source, rows_[i], column="user_id"), f"duplicate pair (first at row {rows_[seen[a, u]]})"))
+            seen.setdefault((a, u), i)
+        account[i], user[i] = a if a is not None else -1, u if u is not None else -1
+        for name, values in numbers.items():
+            if name in columns:
+                try:
+                    values[i] = parse_cell(columns[name][i], "number")
+                except CellError as exc:
+                    findings.append(Finding(Location(source, rows_[i], column=name), str(exc)))
+        if len(findings) >= 50:
+            break
+    if findings:
+        raise DataError(findings[:50])
+    return PairTable(account, user, np.nan_to_num(numbers["cost"]), numbers["workload"])

@@ -434,7 +434,7 @@ class Component:
         solver.parameters.random_seed = self.seed
         solver.parameters.max_deterministic_time = self.time_limit / max(len(to_solve), 1)
         for name in relevant:
-            if name not in to_solve:
+            if best_scores[name] <= bounds[name]:  # already at its trivial bound: proven, nothing to solve
                 objectives.append(Objective(name, best_scores[name], best_scores[name], greedy_scores[name], "OPTIMAL"))
                 model.add(exprs[name] <= best_scores[name])
                 continue

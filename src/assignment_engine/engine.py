@@ -18,7 +18,7 @@ from .errors import Finding, RuleFileError
 from .families import build_families
 from .match import match_accounts, rule_trace
 from .optimize import LoadDim, Problem, solve
-from .plan import Plan, Status
+from .plan import Plan, Prepared, Status
 from .rank import balance_values, measure_values, rank_tiers
 from .table import AccountTable, PairTable, User
 
@@ -68,19 +68,36 @@ class Engine:
         accounts: AccountTable,
         users: Sequence[User],
         *,
+        workers: int = 1,
+        progress: Progress | None = None,
+        **options: Any,
+    ) -> Plan:
+        """Assign every account of ``accounts`` to a territory and an owner among ``users``.
+
+        ``options`` are those of :meth:`prepare`. ``workers`` > 1 solves
+        independent components in that many processes; the plan is the same
+        for any number of workers.
+        """
+        say = progress or (lambda _msg: None)
+        prepared = self.prepare(accounts, users, progress=say, **options)
+        say(f"optimizing {prepared.problem.n_units:,} units over {len(users)} users")
+        solution = solve(prepared.problem, workers)
+        say("building the plan")
+        return Plan.build(prepared, solution)
+
+    def prepare(
+        self,
+        accounts: AccountTable,
+        users: Sequence[User],
+        *,
         seed: int | None = None,
         time_limit: float | None = None,
         on_hierarchy_error: Literal["raise", "independent"] = "raise",
         progress: Progress | None = None,
         users_source: str = "users file",
-        workers: int = 1,
         pairs: PairTable | None = None,
-    ) -> Plan:
-        """Assign every account of ``accounts`` to a territory and an owner among ``users``.
-
-        ``workers`` > 1 solves independent components in that many processes;
-        the plan is the same for any number of workers.
-        """
+    ) -> Prepared:
+        """Every stage before the optimizer: match, families, ranking, and the optimization problem."""
         say = progress or (lambda _msg: None)
         rules = self.rules
         policy = rules.policy
@@ -210,10 +227,7 @@ class Engine:
             time_limit=time_limit if time_limit is not None else policy.time_limit,
             seed=policy.seed if seed is None else seed,
         )
-        say(f"optimizing {len(unit_roots):,} units over {len(users)} users")
-        solution = solve(problem, workers)
-        say("writing the plan")
-        return Plan.build(
+        return Prepared(
             rules=rules,
             accounts=accounts,
             users=list(users),
@@ -225,11 +239,11 @@ class Engine:
             unit_set=unit_set,
             candidate_sets=candidate_sets,
             pair_territory=pair_territory,
-            solution=solution,
             values=values,
             tier=tier,
             tier_names=tier_names,
             value_measure=value_measure,
+            problem=problem,
         )
 
     def value_measure(self) -> str | None:

@@ -19,7 +19,7 @@ import numpy as np
 from .compile import CompiledRules
 from .families import Families
 from .match import Matches, rule_trace
-from .optimize import Solution
+from .optimize import Problem, Solution
 from .rank import balance_values
 from .table import AccountTable, User
 
@@ -46,6 +46,28 @@ class AccountResult:
 
 
 @dataclass
+class Prepared:
+    """Everything computed before the optimizer runs (see :meth:`Engine.prepare`)."""
+
+    rules: CompiledRules
+    accounts: AccountTable
+    users: list[User]
+    matches: Matches
+    families: Families
+    root: np.ndarray  # per account: the account whose decision it follows (itself when independent)
+    status: np.ndarray  # per account: Status before the optimizer
+    unit: np.ndarray  # per account: unit index, -1 when not free
+    unit_set: np.ndarray  # per unit: candidate set index
+    candidate_sets: list[tuple[int, ...]]
+    pair_territory: dict[tuple[int, int], int]  # (candidate set, user) → territory index
+    values: dict[str, np.ndarray]
+    tier: np.ndarray
+    tier_names: list[str]
+    value_measure: str | None
+    problem: Problem
+
+
+@dataclass
 class Plan:
     rules: CompiledRules
     accounts: AccountTable
@@ -67,7 +89,10 @@ class Plan:
     # -- construction -------------------------------------------------------------
 
     @classmethod
-    def build(cls, *, rules, accounts, users, matches, families, root, status, unit, unit_set, candidate_sets, pair_territory, solution, values, tier, tier_names, value_measure) -> Plan:
+    def build(cls, prepared: Prepared, solution: Solution) -> Plan:
+        rules, accounts, users, matches = prepared.rules, prepared.accounts, prepared.users, prepared.matches
+        root, unit, unit_set, candidate_sets = prepared.root, prepared.unit, prepared.unit_set, prepared.candidate_sets
+        pair_territory = prepared.pair_territory
         n = len(accounts)
         ids = matches.territory_ids
         nodes = [rules.territories[t] for t in ids]
@@ -75,7 +100,7 @@ class Plan:
         owner_ids: list[str | None] = list(accounts.owner_ids)
         territory = np.full(n, -1, dtype=np.int64)
         reasons: list[str] = [""] * n
-        status = status.copy()
+        status = prepared.status.copy()
         balanced_on = ", ".join(spec.label for spec in rules.balance) or "account count"
 
         def rules_territory(i: int, owner: str | None) -> int:
@@ -133,7 +158,10 @@ class Plan:
                         f"sole owner {user_ids[chosen]}" if len(cands) == 1 else f"balanced between {_names([user_ids[u] for u in cands])} on {balanced_on}"
                     )
                 reasons[i] = owner_text[key]
-        return cls(rules, accounts, users, matches, families, root, status, owner_ids, territory, reasons, solution, values, tier, tier_names, value_measure)
+        return cls(
+            rules, accounts, users, matches, prepared.families, root, status, owner_ids, territory, reasons, solution,
+            prepared.values, prepared.tier, prepared.tier_names, prepared.value_measure,
+        )
 
     # -- per account ---------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Any, Literal
 
 from .engine import Engine
 from .plan import Plan
-from .readers import read_accounts, read_pairs, read_users
+from .opportunities import DealPlan, assign_deals
+from .readers import read_accounts, read_deals, read_pairs, read_users
 from .writers import write_plan
 
 Progress = Callable[[str], None]
@@ -18,6 +20,7 @@ Progress = Callable[[str], None]
 @dataclass
 class Run:
     plan: Plan
+    deals: DealPlan | None
     summary: dict[str, Any]
 
 
@@ -26,13 +29,15 @@ def plan_files(
     accounts: str | Path,
     users: str | Path,
     *,
+    opportunities: str | Path | None = None,
+    as_of: dt.date | None = None,
     seed: int | None = None,
     time_limit: float | None = None,
     on_hierarchy_error: Literal["raise", "independent"] = "raise",
     progress: Progress | None = None,
     workers: int = 1,
     pairs: str | Path | None = None,
-) -> Plan:
+) -> tuple[Plan, DealPlan | None]:
     """Load the rule file and data files and compute the plan (nothing written)."""
     say = progress or (lambda _m: None)
     engine = Engine.from_file(rules)
@@ -40,7 +45,8 @@ def plan_files(
     table = read_accounts(accounts, engine.rules.field_types)
     user_list = read_users(users, list(engine.rules.measures))
     pair_table = read_pairs(pairs, table, user_list) if pairs else None
-    return engine.assign(
+    deal_table = read_deals(opportunities, engine.rules, table) if opportunities else None
+    plan = engine.assign(
         table,
         user_list,
         seed=seed,
@@ -50,14 +56,17 @@ def plan_files(
         users_source=f"users file {users}",
         workers=workers,
         pairs=pair_table,
+        deals=deal_table,
     )
+    deal_plan = assign_deals(plan, deal_table, as_of=as_of, workers=workers, progress=say) if deal_table is not None else None
+    return plan, deal_plan
 
 
 def assign_files(rules: str | Path, accounts: str | Path, users: str | Path, out: str | Path, **options: Any) -> Run:
-    """Plan and write ``accounts.csv``, ``accounts.jsonl`` and ``summary.json`` into ``out``."""
-    plan = plan_files(rules, accounts, users, **options)
-    summary = write_plan(plan, out, options.get("progress"))
-    return Run(plan, summary)
+    """Plan and write ``accounts.csv``/``.jsonl``, ``opportunities.csv``/``.jsonl`` (with deals) and ``summary.json``."""
+    plan, deals = plan_files(rules, accounts, users, **options)
+    summary = write_plan(plan, out, options.get("progress"), deals=deals)
+    return Run(plan, deals, summary)
 
 
 def demo_files() -> dict[str, Path]:

@@ -81,6 +81,8 @@ def _assign_options(f):
             click.option("--accounts", required=True, type=click.Path(dir_okay=False), help="accounts (CSV or JSON Lines)"),
             click.option("--users", required=True, type=click.Path(dir_okay=False), help="users (CSV or JSON Lines)"),
             click.option("--pairs", type=click.Path(dir_okay=False), default=None, help="per account–user cost and workload (CSV or JSON Lines)"),
+            click.option("--opportunities", type=click.Path(dir_okay=False), default=None, help="open and closed deals (CSV or JSON Lines)"),
+            click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), default=None, help="run date for closing-soon protection (default: the rule file's, else today)"),
             click.option("--seed", type=int, default=None, help="solver seed (default: the rule file's)"),
             click.option("--time-limit", type=float, default=None, help="solver effort per component, deterministic seconds"),
             click.option("--hierarchy-errors", type=click.Choice(["raise", "independent"]), default="raise", show_default=True, help="on a bad parent link: stop, or report and treat the accounts as independent"),
@@ -96,10 +98,10 @@ def _assign_options(f):
 @_assign_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="directory for accounts.csv, accounts.jsonl, summary.json")
 @FORMAT
-def assign(rules: str, accounts: str, users: str, pairs: str | None, seed: int | None, time_limit: float | None, hierarchy_errors: str, workers: int, quiet: bool, out: str, fmt: str) -> None:
+def assign(rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: str, workers: int, quiet: bool, out: str, fmt: str) -> None:
     """Assign every account to a territory and an owner; write the plan to --out."""
     try:
-        run = assign_files(rules, accounts, users, out, pairs=pairs, seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet))
+        run = assign_files(rules, accounts, users, out, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(), seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet))
     except AssignmentEngineError as exc:
         _fail(exc)
     _report(run.summary, fmt, out)
@@ -109,20 +111,28 @@ def assign(rules: str, accounts: str, users: str, pairs: str | None, seed: int |
 @click.argument("account_id")
 @_assign_options
 @FORMAT
-def explain(account_id: str, rules: str, accounts: str, users: str, pairs: str | None, seed: int | None, time_limit: float | None, hierarchy_errors: str, workers: int, quiet: bool, fmt: str) -> None:
-    """Why ACCOUNT_ID lands where it does: rules matched or failed, territory, owner."""
+def explain(account_id: str, rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: str, workers: int, quiet: bool, fmt: str) -> None:
+    """Why ACCOUNT_ID (or an opportunity id) lands where it does: rules matched or failed, territory, owner."""
     try:
-        plan = plan_files(rules, accounts, users, pairs=pairs, seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet))
+        plan, deals = plan_files(
+            rules, accounts, users, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(),
+            seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet),
+        )
     except AssignmentEngineError as exc:
         _fail(exc)
-    if account_id not in plan.accounts.index:
-        err.print(f"account '{account_id}' is not in {accounts}")
+    if account_id in plan.accounts.index:
+        record: dict[str, Any] = plan.account(account_id).__dict__
+        lines = plan.explain(account_id)
+    elif deals is not None and account_id in deals.deals.table.index:
+        record = next(r for r in deals.rows() if r["opportunity_id"] == account_id)
+        lines = deals.explain(account_id)
+    else:
+        err.print(f"'{account_id}' is neither an account of {accounts} nor an opportunity{' of ' + opportunities if opportunities else ''}")
         sys.exit(1)
     if fmt == "json":
-        record = plan.account(account_id)
-        click.echo(json.dumps({**record.__dict__, "explanation": plan.explain(account_id)}, indent=2))
+        click.echo(json.dumps({**record, "explanation": lines}, indent=2))
     else:
-        click.echo("\n".join(plan.explain(account_id)))
+        click.echo("\n".join(lines))
 
 
 @main.command()
@@ -145,7 +155,10 @@ def demo(out: str | None, quiet: bool, fmt: str) -> None:
     files = demo_files()
     target = out or tempfile.mkdtemp(prefix="assignment-engine-demo-")
     try:
-        run = assign_files(files["rules"], files["accounts"], files["users"], target, workers=os.cpu_count() or 1, progress=_progress(quiet))
+        run = assign_files(
+            files["rules"], files["accounts"], files["users"], target,
+            opportunities=files["opportunities"], workers=os.cpu_count() or 1, progress=_progress(quiet),
+        )
     except AssignmentEngineError as exc:  # pragma: no cover - the demo files are tested
         _fail(exc)
     _report(run.summary, fmt, target)
@@ -199,7 +212,13 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
         f"solver: {solver['components']} components {solver['status']}; accounts moved {solver['moves']} "
         f"(proven lower bound {solver['moves_lower_bound']}), {solver['seconds']:.1f}s"
     )
-    out.print(f"plan written to {target}/accounts.csv, accounts.jsonl, summary.json", markup=False)
+    deals = summary.get("opportunities")
+    if deals:
+        moved = deals["moved"]
+        out.print(f"opportunities: {deals['opportunities']:,}  {deals['status_counts']}  moved: {moved['opportunities']:,} ({moved['amount']:,.0f})", markup=False)
+        for b in deals["overlay_balance"]:
+            out.print(f"  overlay {b['balance']}: deviation {_pct(b['min_deviation'])} / {_pct(b['max_deviation'])} (±{b['tolerance']:.0%}), {len(b['users_outside_tolerance'])} outside", markup=False)
+    out.print(f"plan written to {target}", markup=False)
 
 
 def _pct(x: float | None) -> str:

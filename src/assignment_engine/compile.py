@@ -84,6 +84,9 @@ class CompiledRules:
     model: rs.RuleFile
     territories: dict[str, TerritoryNode]  # pre-order, file order
     balance: list[BalanceSpec]
+    deal_field_types: dict[str, Any] = field(default_factory=dict)  # opportunity fields, built-ins included
+    keep_owner: Condition | None = None  # open deals matching it keep their owner
+    overlay_balance: list[BalanceSpec] = field(default_factory=list)
     lines: list[str] = field(default_factory=list, repr=False)
 
     @property
@@ -166,11 +169,39 @@ class _Compiler:
 
     def run(self) -> CompiledRules:
         self.check_types()
+        self.deal_fields = self.check_opportunities()
         self.check_measures()
         for i, t in enumerate(self.model.territories):
             self.territory(t, ("territories", i), None, None, [])
-        balance = self.balance()
-        return CompiledRules(self.loaded.file, self.model, self.nodes, balance, self.loaded.lines)
+        balance = self.balance(self.model.assignment.balance, ("assignment", "balance"), self.model.measures, 0.10, tiers=True)
+        deals = self.model.opportunities
+        overlay_balance = self.balance(deals.balance, ("opportunities", "balance"), deals.measures, 0.15, tiers=False)
+        keep_owner = None
+        if deals.keep_owner is not None and deals.keep_owner.when is not None:
+            keep_owner = self.condition(deals.keep_owner.when, ("opportunities", "keep_owner", "when"), {**self.model.fields, **self.deal_fields})
+        return CompiledRules(self.loaded.file, self.model, self.nodes, balance, self.deal_fields, keep_owner, overlay_balance, self.loaded.lines)
+
+    def condition(self, raw: Any, path: tuple[Any, ...], fields: dict[str, Any]) -> Condition:
+        errors: list[ConditionError] = []
+        parsed = parse_condition(raw, path, fields, errors)
+        for e in errors:
+            self.error(e.path, str(e), key=e.key)
+        return parsed
+
+    def check_opportunities(self) -> dict[str, Any]:
+        """Opportunity fields with the built-in stage and close date; no name may shadow an account field."""
+        deals = self.model.opportunities
+        fields = {deals.stage_field: "string", deals.close_date_field: "date", **deals.fields}
+        for name in deals.fields:
+            if name in self.model.fields:
+                self.error(("opportunities", "fields", name), f"opportunity field '{name}' has the name of an account field; rename one", key=True)
+        for name, m in deals.measures.items():
+            if m.field is not None and fields.get(m.field) not in ("integer", "number"):
+                self.error(("opportunities", "measures", name, "field"), f"deal measure '{name}' needs a numeric opportunity field{suggest(m.field, list(deals.fields))}")
+        for name, m in self.model.measures.items():
+            if m.deals is not None and fields.get(m.deals) not in ("integer", "number"):
+                self.error(("measures", name, "deals"), f"measure '{name}' needs a numeric opportunity field{suggest(m.deals, list(deals.fields))}; declare it under opportunities.fields")
+        return fields
 
     def check_types(self) -> None:
         names: set[str] = set()
@@ -232,12 +263,10 @@ class _Compiler:
         self.nodes[t.id] = node
         if parent:
             parent.children.append(t.id)
+        # overlay territories are matched per opportunity, so their rules may also use deal fields
+        fields = {**self.model.fields, **self.deal_fields} if node.overlay else self.model.fields
         for j, rule in enumerate(t.rules):
-            errors: list[ConditionError] = []
-            where = (*path, "rules", j, "when")
-            condition = parse_condition(rule.when, where, self.model.fields, errors)
-            for e in errors:
-                self.error(e.path, str(e), key=e.key)
+            condition = self.condition(rule.when, (*path, "rules", j, "when"), fields)
             node.rules.append(CompiledRule(t.id, j + 1, rule.name, rule.inherit, condition))
         node.applicable = inherited + node.rules
         seen: set[str] = set()
@@ -250,18 +279,16 @@ class _Compiler:
         for k, child in enumerate(t.children):
             self.territory(child, (*path, "children", k), node, type_name, passed_on)
 
-    def balance(self) -> list[BalanceSpec]:
-        entries = self.model.assignment.balance
+    def balance(self, entries: list[rs.BalanceEntry] | None, path: tuple[Any, ...], measures: dict[str, Any], default: float, *, tiers: bool) -> list[BalanceSpec]:
         if entries is None:
-            return [BalanceSpec(name, None, 0.10) for name in self.model.measures]
-        tiers = {lv.name for lv in self.model.tiers.levels} if self.model.tiers else set()
+            return [BalanceSpec(name, None, default) for name in measures]
+        tier_names = {lv.name for lv in self.model.tiers.levels} if tiers and self.model.tiers else set()
         out = []
         for i, b in enumerate(entries):
-            path = ("assignment", "balance", i)
-            if b.measure not in self.model.measures:
-                self.error((*path, "measure"), f"unknown measure '{b.measure}'{suggest(b.measure, list(self.model.measures))}")
-            if b.tier is not None and b.tier not in tiers:
-                hint = suggest(b.tier, sorted(tiers)) if tiers else "; declare 'tiers' first"
-                self.error((*path, "tier"), f"unknown tier '{b.tier}'{hint}")
+            if b.measure not in measures:
+                self.error((*path, i, "measure"), f"unknown measure '{b.measure}'{suggest(b.measure, list(measures))}")
+            if b.tier is not None and b.tier not in tier_names:
+                hint = suggest(b.tier, sorted(tier_names)) if tier_names else ("; declare 'tiers' first" if tiers else "; tiers apply to account balance only")
+                self.error((*path, i, "tier"), f"unknown tier '{b.tier}'{hint}")
             out.append(BalanceSpec(b.measure, b.tier, b.tolerance))
         return out

@@ -17,6 +17,7 @@ from .compile import CompiledRules, load_rules
 from .errors import Finding, RuleFileError
 from .families import build_families
 from .match import match_accounts, rule_trace
+from .opportunities import DealTable, deal_measures
 from .optimize import LoadDim, Problem, solve
 from .plan import Plan, Prepared, Status
 from .rank import balance_values, measure_values, rank_tiers
@@ -96,6 +97,7 @@ class Engine:
         progress: Progress | None = None,
         users_source: str = "users file",
         pairs: PairTable | None = None,
+        deals: DealTable | None = None,
     ) -> Prepared:
         """Every stage before the optimizer: match, families, ranking, and the optimization problem."""
         say = progress or (lambda _msg: None)
@@ -112,6 +114,7 @@ class Engine:
         families = build_families(accounts, on_hierarchy_error)
         root = families.root if policy.hierarchy == "follow_ultimate_parent" else np.arange(len(accounts))
         values = measure_values(rules, accounts)
+        values.update(deal_measures(rules, accounts, deals))
         tier, tier_names = rank_tiers(rules, accounts, values, ~accounts.excluded)
 
         n = len(accounts)

@@ -48,8 +48,13 @@ def _contains(sorted_rows: np.ndarray, value: int) -> bool:
     return i < len(sorted_rows) and int(sorted_rows[i]) == value
 
 
-def match_accounts(rules: CompiledRules, table: AccountTable) -> Matches:
-    """Evaluate every rule once over the whole table and resolve deepest-wins and priority."""
+def match_accounts(rules: CompiledRules, table: AccountTable, *, overlay: bool = False) -> Matches:
+    """Evaluate every rule once over the whole table and resolve deepest-wins and priority.
+
+    Accounts are matched to the owning (non-overlay) territories; with
+    ``overlay=True`` the table holds opportunities joined with their account's
+    fields, matched to the overlay territories only.
+    """
     n = len(table)
     order = list(rules.territories)
     position = {tid: i for i, tid in enumerate(order)}
@@ -64,7 +69,7 @@ def match_accounts(rules: CompiledRules, table: AccountTable) -> Matches:
     members: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(order)
     in_subtree: dict[str, np.ndarray] = {}
     for node in rules.post_order():
-        matched = _territory_mask(node, rule_mask, n)
+        matched = _territory_mask(node, rule_mask, n) if node.overlay == overlay else None
         below = np.zeros(n, dtype=bool)
         for child in node.children:
             below |= in_subtree.pop(child)
@@ -111,10 +116,15 @@ def _owning(rules: CompiledRules, order: list[str], members: list[np.ndarray], n
     return owning, {r: tuple(ts) for r, ts in ties.items()}
 
 
-def rule_trace(rules: CompiledRules, table: AccountTable, row: int) -> list[str]:
-    """Human lines: for every territory with rules, whether each applicable rule held and why."""
+def rule_trace(rules: CompiledRules, table: AccountTable, row: int, *, overlay: bool = False) -> list[str]:
+    """Human lines: for every territory with rules, whether each applicable rule held and why.
+
+    Owning territories for an account; overlay territories for an opportunity (``overlay=True``).
+    """
     lines: list[str] = []
     for node in rules.territories.values():
+        if node.overlay != overlay:
+            continue
         if not node.applicable:
             lines.append(f"{node.id}: no rules (manual assignments only)")
             continue

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .compile import CompiledRules
 from .errors import DataError, Finding, Location, suggest
+from .opportunities import DealTable, deals_from_columns
 from .table import AccountTable, FieldType, PairTable, User, pairs_from_columns, users_from_columns
 
 Columns = dict[str, list[Any]]
@@ -109,3 +111,9 @@ def read_pairs(path: str | Path, accounts: AccountTable, users: Sequence[User]) 
     """Per account–user ``cost`` and ``workload`` (columns ``account_id, user_id, cost, workload``)."""
     columns, rows = read_columns(path)
     return pairs_from_columns(columns, accounts, users, source=str(path), rows=rows)
+
+
+def read_deals(path: str | Path, rules: CompiledRules, accounts: AccountTable) -> DealTable:
+    """Opportunities: ``id, account_id, owner_id, locked, excluded`` plus the declared opportunity fields."""
+    columns, rows = read_columns(path)
+    return deals_from_columns(columns, rules, accounts, source=str(path), rows=rows)

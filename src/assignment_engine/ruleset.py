@@ -28,12 +28,13 @@ class Measure(_Strict):
     pair: Literal["workload"] | None = Field(
         None, description="take the value from the pairs file (depends on the user); field or constant then give the value of unlisted pairs (default 0)"
     )
+    deals: str | None = Field(None, description="sum of this numeric opportunity field over the account's open deals, e.g. amount (pipeline)")
 
     @model_validator(mode="after")
     def _one_source(self) -> Measure:
-        sources = (self.field is not None) + (self.constant is not None)
-        if sources > 1 or (sources == 0 and self.pair is None):
-            raise ValueError("a measure takes one of 'field' or 'constant' (optionally with 'pair')")
+        sources = (self.field is not None) + (self.constant is not None) + (self.deals is not None)
+        if sources > 1 or (sources == 0 and self.pair is None) or (self.deals is not None and self.pair is not None):
+            raise ValueError("a measure takes one of 'field', 'constant' or 'deals' ('pair' may add to field or constant)")
         return self
 
 
@@ -104,6 +105,42 @@ class Assignment(_Strict):
     seed: int = Field(0, ge=0)
 
 
+class DealMeasure(_Strict):
+    """Workload of one opportunity for overlay balancing: a deal field or a constant."""
+
+    field: str | None = None
+    constant: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DealMeasure:
+        if (self.field is None) == (self.constant is None):
+            raise ValueError("a deal measure takes exactly one of 'field' or 'constant'")
+        return self
+
+
+class KeepOwner(_Strict):
+    """Open deals that stay with their current owner whatever happens to the account."""
+
+    when: dict[str, Any] | None = Field(None, json_schema_extra=WHEN_SCHEMA, description="a condition on deal (and account) fields, e.g. {stage: {in: [negotiation]}}")
+    closing_within_days: int | None = Field(None, ge=0, description="deals closing within this many days of the run date")
+
+
+class Opportunities(_Strict):
+    """How open deals follow accounts, which stay, and how overlay specialists are balanced."""
+
+    fields: dict[str, FieldTypeName] = Field(default_factory=dict, description="opportunity fields rules may use (amount, stage, close_date, product_line, …)")
+    stage_field: str = "stage"
+    close_date_field: str = "close_date"
+    closed_stages: list[str] = Field(default_factory=lambda: ["closed_won", "closed_lost"], description="deals in these stages are never reassigned")
+    keep_owner: KeepOwner | None = None
+    territory_tie: Literal["balance", "prefer_current", "first_in_file"] = Field(
+        "balance", description="among equal-priority territories of the account: the account's balanced choice, the one of the deal's current owner, or file order"
+    )
+    measures: dict[str, DealMeasure] = Field(default_factory=lambda: {"deals": DealMeasure(constant=1)}, description="overlay workload per deal")
+    balance: list[BalanceEntry] | None = Field(None, description="overlay specialists' balance; default: every deal measure within ±15 %")
+    as_of: str | None = Field(None, description="the run date (YYYY-MM-DD) for closing_within_days; default: today")
+
+
 class RuleFile(_Strict):
     """A territory plan: fields, measures, tiers, types, the territory tree and the policy."""
 
@@ -114,6 +151,7 @@ class RuleFile(_Strict):
     territory_types: list[TerritoryType] = Field(min_length=1)
     territories: list[Territory] = Field(min_length=1)
     assignment: Assignment = Field(default_factory=Assignment)
+    opportunities: Opportunities = Field(default_factory=Opportunities)
 
 
 def json_schema() -> dict[str, Any]:

@@ -15,6 +15,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from .opportunities import DEAL_COLUMNS, DealPlan
 from .plan import Plan
 
 ACCOUNT_COLUMNS = ["account_id", "owner_id", "territory_id", "previous_owner_id", "moved", "status", "rule", "reason"]
@@ -63,12 +64,16 @@ def write_json(path: Path, data: Any) -> None:
         handle.write("\n")
 
 
-def write_plan(plan: Plan, out: str | Path, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """``accounts.csv``, ``accounts.jsonl`` and ``summary.json`` in ``out``; returns the summary."""
+def write_plan(plan: Plan, out: str | Path, progress: Callable[[str], None] | None = None, *, deals: DealPlan | None = None) -> dict[str, Any]:
+    """``accounts.csv``, ``accounts.jsonl`` (and ``opportunities.*`` with deals) and ``summary.json``; returns the summary."""
     out = Path(out)
     say = progress or (lambda _m: None)
     say(f"writing {out / 'accounts.csv'} and accounts.jsonl")
     write_table(out / "accounts", ACCOUNT_COLUMNS, plan.rows())
     summary = plan.summary()
+    if deals is not None:
+        say(f"writing {out / 'opportunities.csv'} and opportunities.jsonl")
+        write_table(out / "opportunities", DEAL_COLUMNS, deals.rows())
+        summary["opportunities"] = deals.summary()
     write_json(out / "summary.json", summary)
     return summary

@@ -387,13 +387,30 @@ class Component:
         return {"unassigned": 0, "balance": 0, "continuity": per_unit_min(self.continuity), "affinity": per_unit_min(self.cost)}
 
     def _lexicographic(self, start: np.ndarray) -> tuple[np.ndarray, list[Objective]]:
+        """Optimise the objectives in order; first try placing every unit when the start could not.
+
+        When capacities leave the greedy start with unassigned units, a model
+        that must place every unit usually finds a full placement far faster
+        than one that minimises unplaced units; only if it finds none in its
+        budget is the relaxed model (with an 'unassigned' option per unit) solved.
+        """
+        greedy_scores = self.scores(start)
+        if greedy_scores["unassigned"] and np.all(np.diff(self.ptr) > 0):
+            strict = self._phases(start, greedy_scores, must_place=True)
+            if strict is not None:
+                return strict
+        relaxed = self._phases(start, greedy_scores, must_place=False)
+        assert relaxed is not None  # the start is a solution of the relaxed model
+        return relaxed
+
+    def _phases(self, start: np.ndarray, greedy_scores: dict[str, int], *, must_place: bool) -> tuple[np.ndarray, list[Objective]] | None:
         model = cp_model.CpModel()
         x = [model.new_bool_var("") for _ in range(len(self.pair_user))]
         has_caps = any(d.cap is not None for d in self.dims)
         unplaced_terms = []
         for k in range(len(self.units)):
             row = x[self.ptr[k]:self.ptr[k + 1]]
-            if has_caps or not row:
+            if (has_caps and not must_place) or not row:
                 none = model.new_bool_var("")
                 model.add_exactly_one([*row, none])
                 unplaced_terms.append((none, int(self.size[k])))
@@ -425,22 +442,25 @@ class Component:
         present = {"balance": bool(slack), "continuity": True, "affinity": bool(self.cost.any())}
         relevant = ["unassigned"] * bool(unplaced_terms) + [name for name in self.order if present[name]]
         bounds = self.lower_bounds()
-        best, best_scores = start, self.scores(start)
-        greedy_scores = dict(best_scores)
-        to_solve = [name for name in relevant if best_scores[name] > bounds[name]]
+        # with must_place the start (which leaves units out) is not a solution: no incumbent yet
+        best, best_scores = (None, None) if must_place else (start, dict(greedy_scores))
+        hint = start
+        to_solve = [name for name in relevant if best_scores is None or best_scores[name] > bounds[name]]
         objectives = []
         solver = cp_model.CpSolver()
         solver.parameters.num_workers = 1
         solver.parameters.random_seed = self.seed
         solver.parameters.max_deterministic_time = self.time_limit / max(len(to_solve), 1)
+        if must_place:
+            objectives.append(Objective("unassigned", 0, 0, greedy_scores["unassigned"], "OPTIMAL"))
         for name in relevant:
-            if best_scores[name] <= bounds[name]:  # already at its trivial bound: proven, nothing to solve
+            if best_scores is not None and best_scores[name] <= bounds[name]:  # at its trivial bound: proven
                 objectives.append(Objective(name, best_scores[name], best_scores[name], greedy_scores[name], "OPTIMAL"))
                 model.add(exprs[name] <= best_scores[name])
                 continue
             model.clear_hints()
             hinted = np.zeros(len(x), dtype=bool)
-            hinted[best[best >= 0]] = True
+            hinted[hint[hint >= 0]] = True
             for var, value in zip(x, hinted.tolist()):
                 model.add_hint(var, value)
             model.minimize(exprs[name])
@@ -452,12 +472,14 @@ class Component:
             if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
                 found = self._read(solver, x)
                 scores = self.scores(found)
-                if _better(scores, best_scores, relevant):
-                    best, best_scores = found, scores
+                if best_scores is None or _better(scores, best_scores, relevant):
+                    best, best_scores, hint = found, scores, found
                     state = "OPTIMAL" if status == cp_model.OPTIMAL else "FEASIBLE"
                 elif status == cp_model.OPTIMAL:
                     state = "OPTIMAL"
                 bound = max(bound, float(solver.best_objective_bound))
+            if best_scores is None:
+                return None  # no full placement found in the budget
             objectives.append(Objective(name, best_scores[name], bound, greedy_scores[name], state))
             model.add(exprs[name] <= best_scores[name])
         return best, objectives

@@ -8,6 +8,7 @@ a CRM integration loads it once and calls it for every account save.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,15 +121,34 @@ def load_rules(path: str | Path) -> CompiledRules:
 def compile_rules(text: str, source: str = "<rules>") -> CompiledRules:
     """Validate and compile rule-file text (``source`` names it in messages)."""
     loaded = load_yaml(text, source)
+    findings: list[Finding] = []
     try:
         model = rs.RuleFile.model_validate(loaded.data)
     except ValidationError as exc:
-        raise RuleFileError(_pydantic_findings(exc, loaded), loaded.lines) from None
-    findings: list[Finding] = []
+        findings = _pydantic_findings(exc, loaded)
+        # unknown keys are the common typo: without them the rest may still be checked, so that
+        # every problem is reported in one pass
+        try:
+            model = rs.RuleFile.model_validate(_without_unknown_keys(loaded.data, exc))
+        except ValidationError:
+            raise RuleFileError(findings, loaded.lines) from None
     compiled = _Compiler(model, loaded, findings).run()
     if findings:
         raise RuleFileError(sorted(findings, key=_order), loaded.lines)
     return compiled
+
+
+def _without_unknown_keys(data: Any, exc: ValidationError) -> Any:
+    data = copy.deepcopy(data)
+    for err in exc.errors():
+        if err["type"] != "extra_forbidden":
+            continue
+        *path, key = err["loc"]
+        node = data
+        for step in path:
+            node = node[step]
+        node.pop(key, None)
+    return data
 
 
 def _order(f: Finding) -> tuple[int, int]:

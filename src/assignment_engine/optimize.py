@@ -16,7 +16,7 @@ A continuity-first greedy gives a feasible start; CP-SAT, hinted with it,
 optimises each objective in turn with the earlier ones capped at their best
 value, so the result is never worse than the greedy start. A phase whose hint
 already meets its trivial lower bound is not solved. All model numbers are
-integers: balance dimensions are scaled so the mean fair share is 10,000.
+integers: balance dimensions are scaled so the mean fair share is 1,000,000.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from ortools.sat.python import cp_model
 
-RESOLUTION = 10_000  # integer units per mean fair share
+RESOLUTION = 1_000_000  # integer units per mean fair share
 VALUE_STEPS = 1_000  # value moved is a tie-break in steps of 0.1 % of the component's value
 _NO_CAP = np.iinfo(np.int64).max // 4
 
@@ -229,8 +229,11 @@ class Component:
                 self.fair[d.label] = share
                 if total > 0:
                     scale = RESOLUTION * len(users) / total
-                    lo = np.floor(share * (1 - d.tolerance) * scale).astype(np.int64)
-                    hi = np.ceil(share * (1 + d.tolerance) * scale).astype(np.int64)
+                    # each rounded value is off by ≤ 0.5 unit: shrink the band by the user's worst case, so an
+                    # integer load inside it is a real load inside the tolerance
+                    err = 0.5 * (np.bincount(self.pair_user, minlength=len(users)) + 1)
+                    lo = np.ceil(share * (1 - d.tolerance) * scale + err).astype(np.int64)
+                    hi = np.floor(share * (1 + d.tolerance) * scale - err).astype(np.int64)
                     self.dims.append(_Dim(np.round(values * scale).astype(np.int64), np.round(fixed * scale).astype(np.int64), lo=lo, hi=hi))
         # continuity: accounts moved per pair, and value moved as a tie-break
         moves = np.repeat(self.size, np.diff(self.ptr)).astype(np.int64)

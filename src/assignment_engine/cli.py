@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .batch import assign_files, demo_files, plan_files
@@ -36,7 +37,7 @@ def _progress(quiet: bool):
 
     def say(message: str) -> None:
         if not quiet:
-            err.print(f"[dim]{time.perf_counter() - start:7.1f}s[/dim] {message}")
+            err.print(f"[dim]{time.perf_counter() - start:7.1f}s[/dim] {escape(message)}")
 
     return say
 
@@ -71,7 +72,7 @@ def validate(rules: str, users: str | None, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps({"valid": True, "territories": len(compiled.territories), "members": len(owners)}))
     else:
-        out.print(f"{rules}: valid ({len(compiled.territories)} territories, {len(owners)} members)")
+        click.echo(f"{rules}: valid ({len(compiled.territories)} territories, {len(owners)} members)")
 
 
 def _assign_options(f):
@@ -127,7 +128,7 @@ def explain(account_id: str, rules: str, accounts: str, users: str, pairs: str |
         record = next(r for r in deals.rows() if r["opportunity_id"] == account_id)
         lines = deals.explain(account_id)
     else:
-        err.print(f"'{account_id}' is neither an account of {accounts} nor an opportunity{' of ' + opportunities if opportunities else ''}")
+        click.echo(f"'{account_id}' is neither an account of {accounts} nor an opportunity{' of ' + opportunities if opportunities else ''}", err=True)
         sys.exit(1)
     if fmt == "json":
         click.echo(json.dumps({**record, "explanation": lines}, indent=2))

@@ -177,6 +177,29 @@ class _Dim:
     lo: np.ndarray | None = None  # band, per local user
     hi: np.ndarray | None = None
     cap: np.ndarray | None = None  # capacity, per local user
+    mean_fair: float = 1.0  # integer units in the mean fair share (bands)
+    weight: int = 1  # objective weight of one unit of band slack
+
+
+def _band(values: np.ndarray, fixed: np.ndarray, share: np.ndarray, tolerance: float, total: float, n_users: int, pair_user: np.ndarray) -> _Dim:
+    """A balance band in integers: exact for whole numbers, else scaled with the rounding error kept inside.
+
+    Whole-number values (counts, amounts in whole currency units) are used as
+    they are, so a load exactly on the edge of the band is inside it. Other
+    values are scaled to RESOLUTION units per mean fair share and the band is
+    shrunk by each user's worst rounding error, so an integer load inside the
+    band is a real load inside the tolerance.
+    """
+    if np.all(np.mod(values, 1) == 0) and np.all(np.mod(fixed, 1) == 0) and total < 2**50:
+        eps = 1e-9 * share
+        lo = np.ceil(share * (1 - tolerance) - eps)
+        hi = np.floor(share * (1 + tolerance) + eps)
+        return _Dim(values.astype(np.int64), fixed.astype(np.int64), lo.astype(np.int64), hi.astype(np.int64), mean_fair=total / n_users)
+    scale = RESOLUTION * n_users / total
+    err = 0.5 * (np.bincount(pair_user, minlength=n_users) + 1)
+    lo = np.ceil(share * (1 - tolerance) * scale + err)
+    hi = np.floor(share * (1 + tolerance) * scale - err)
+    return _Dim(np.round(values * scale).astype(np.int64), np.round(fixed * scale).astype(np.int64), lo.astype(np.int64), hi.astype(np.int64), mean_fair=float(RESOLUTION))
 
 
 class Component:
@@ -224,17 +247,17 @@ class Component:
             if d.tolerance is not None:
                 # a unit's expected value is the mean over its candidates (equal unless it depends on the user)
                 counts = np.maximum(np.diff(self.ptr), 1)
-                total = float(np.add.reduceat(values, self.ptr[:-1]).dot(1 / counts) if len(values) else 0.0) + float(fixed.sum())
+                total = float((np.bincount(self.pair_unit, weights=values, minlength=len(units)) / counts).sum()) + float(fixed.sum())
                 share = weight / weight.sum() * total if weight.sum() > 0 else np.zeros(len(users))
                 self.fair[d.label] = share
                 if total > 0:
-                    scale = RESOLUTION * len(users) / total
-                    # each rounded value is off by ≤ 0.5 unit: shrink the band by the user's worst case, so an
-                    # integer load inside it is a real load inside the tolerance
-                    err = 0.5 * (np.bincount(self.pair_user, minlength=len(users)) + 1)
-                    lo = np.ceil(share * (1 - d.tolerance) * scale + err).astype(np.int64)
-                    hi = np.floor(share * (1 + d.tolerance) * scale - err).astype(np.int64)
-                    self.dims.append(_Dim(np.round(values * scale).astype(np.int64), np.round(fixed * scale).astype(np.int64), lo=lo, hi=hi))
+                    self.dims.append(_band(values, fixed, share, d.tolerance, total, len(users), self.pair_user))
+        # band slack is weighed so one mean fair share of any dimension costs the same
+        band_units = [d.mean_fair for d in self.dims if d.lo is not None]
+        self.balance_unit = max(band_units, default=1.0)
+        for d in self.dims:
+            if d.lo is not None:
+                d.weight = max(1, round(self.balance_unit / d.mean_fair))
         # continuity: accounts moved per pair, and value moved as a tie-break
         moves = np.repeat(self.size, np.diff(self.ptr)).astype(np.int64)
         moved_value = problem.unit_value[global_unit].astype(np.float64)
@@ -272,7 +295,7 @@ class Component:
         violation = 0
         for d, load in zip(self.dims, self.loads(chosen)):
             if d.lo is not None:
-                violation += int(np.maximum(load - d.hi, 0).sum() + np.maximum(d.lo - load, 0).sum())
+                violation += d.weight * int(np.maximum(load - d.hi, 0).sum() + np.maximum(d.lo - load, 0).sum())
         return {
             "unassigned": int(self.size[chosen < 0].sum()),
             "balance": violation,
@@ -330,40 +353,107 @@ class Component:
         return chosen
 
     def _repair(self, chosen: np.ndarray, load: list[np.ndarray], bands, fits, move) -> None:
-        """Move single units off users outside a band while that lowers the total violation."""
+        """Local search on band violations: best single move or swap for the worst user, until none helps.
 
-        def violation(c: int) -> int:
-            return sum(max(int(load[i][c] - d.hi[c]), 0) + max(int(d.lo[c] - load[i][c]), 0) for i, d in bands)
+        Candidate moves are scored in arrays: for the worst user s and each other
+        user t, every unit of s that may go to t (a move) and every pair of such
+        units of s and t (a swap). Ties prefer actions that move fewer accounts.
+        """
+        n_users = len(self.users)
+        if len(self.units) * n_users > 5_000_000:
+            return  # too large for a dense pair table; CP-SAT works from the greedy start as it is
+        pair_of = np.full((len(self.units), n_users), -1, dtype=np.int64)
+        pair_of[self.pair_unit, self.pair_user] = np.arange(len(self.pair_user))
+        values = [d.values for _, d in bands]
+        band_index = [i for i, _ in bands]
+        cap_dims = [(i, d) for i, d in enumerate(self.dims) if d.cap is not None]
 
-        movable = [k for k in range(len(self.units)) if chosen[k] >= 0 and self.ptr[k + 1] - self.ptr[k] > 1]
-        movable.sort(key=lambda k: (int(self.moves[chosen[k]]) == 0, k))  # units that move anyway first
-        for _ in range(4):
-            improved = False
-            for k in movable:
-                src = int(chosen[k])
-                if violation(self.pair_user[src]) == 0:
-                    continue
-                best, gain = -1, 0
-                for p in range(self.ptr[k], self.ptr[k + 1]):
-                    if p == src:
+        def viol(i: int, users: np.ndarray | int, new_load: np.ndarray) -> np.ndarray:
+            d = self.dims[i]
+            return d.weight * (np.maximum(new_load - d.hi[users], 0) + np.maximum(d.lo[users] - new_load, 0))
+
+        def user_violation() -> np.ndarray:
+            return sum(viol(i, np.arange(n_users), load[i]) for i in band_index)
+
+        def caps_ok(users: int, delta: list[np.ndarray]) -> np.ndarray:
+            ok = np.ones(delta[0].shape if delta else (), dtype=bool)
+            for (i, d), change in zip(cap_dims, delta):
+                ok &= load[i][users] + change <= d.cap[users]
+            return ok
+
+        unit_user = np.full(len(self.units), -1, dtype=np.int64)
+        for _ in range(4 * len(self.units) + 50):
+            placed = chosen >= 0
+            unit_user[placed] = self.pair_user[chosen[placed]]
+            unit_user[~placed] = -1
+            per_user = user_violation()
+            if per_user.sum() == 0:
+                return
+            acted = False
+            for s in np.argsort(-per_user, kind="stable"):
+                if per_user[s] == 0:
+                    break
+                at_s = np.flatnonzero(unit_user == s)
+                best = None  # (gain, -moves, kind, data)
+                for t in range(n_users):
+                    if t == s:
                         continue
-                    pair_users = (self.pair_user[src], self.pair_user[p])
-                    before = sum(violation(c) for c in pair_users)
-                    move(src, -1)
-                    if fits(p):
-                        move(p, 1)
-                        after = sum(violation(c) for c in pair_users)
-                        move(p, -1)
-                        if before - after > gain:
-                            best, gain = p, before - after
-                    move(src, 1)
-                if best >= 0:
-                    move(src, -1)
-                    move(best, 1)
-                    chosen[k] = best
-                    improved = True
-            if not improved:
+                    base = sum(viol(i, s, load[i][s]) + viol(i, t, load[i][t]) for i in band_index)
+                    movable = at_s[pair_of[at_s, t] >= 0]
+                    if len(movable):
+                        src, dst = chosen[movable], pair_of[movable, t]
+                        after = sum(viol(i, s, load[i][s] - self.dims[i].values[src]) + viol(i, t, load[i][t] + self.dims[i].values[dst]) for i in band_index)
+                        gain = base - after
+                        gain = np.where(caps_ok(t, [d.values[dst] for _, d in cap_dims]), gain, -1)
+                        extra = self.moves[dst] - self.moves[src]
+                        k = int(np.lexsort((extra, -gain))[0])
+                        if gain[k] > 0 and (best is None or (gain[k], -extra[k]) > best[:2]):
+                            best = (int(gain[k]), -int(extra[k]), "move", (movable[k], dst[k]))
+                for t in range(n_users) if best is None else ():  # swaps only when no single move helps
+                    if t == s:
+                        continue
+                    base = sum(viol(i, s, load[i][s]) + viol(i, t, load[i][t]) for i in band_index)
+                    at_t = np.flatnonzero(unit_user == t)
+                    a_units = at_s[pair_of[at_s, t] >= 0]
+                    b_units = at_t[pair_of[at_t, s] >= 0]
+                    if len(a_units) and len(b_units) and len(a_units) * len(b_units) <= 250_000:
+                        a_src, a_dst = chosen[a_units], pair_of[a_units, t]
+                        b_src, b_dst = chosen[b_units], pair_of[b_units, s]
+                        after = 0
+                        for i in band_index:
+                            v = self.dims[i].values
+                            new_s = load[i][s] - v[a_src][:, None] + v[b_dst][None, :]
+                            new_t = load[i][t] + v[a_dst][:, None] - v[b_src][None, :]
+                            after = after + viol(i, s, new_s) + viol(i, t, new_t)
+                        gain = base - after
+                        for (ci, d) in cap_dims:
+                            v = d.values
+                            ok_t = load[ci][t] + v[a_dst][:, None] - v[b_src][None, :] <= d.cap[t]
+                            ok_s = load[ci][s] - v[a_src][:, None] + v[b_dst][None, :] <= d.cap[s]
+                            gain = np.where(ok_t & ok_s, gain, -1)
+                        extra = (self.moves[a_dst] - self.moves[a_src])[:, None] + (self.moves[b_dst] - self.moves[b_src])[None, :]
+                        flat = int(np.lexsort((extra.ravel(), -gain.ravel()))[0])
+                        ia, ib = divmod(flat, len(b_units))
+                        if gain[ia, ib] > 0 and (best is None or (gain[ia, ib], -extra[ia, ib]) > best[:2]):
+                            best = (int(gain[ia, ib]), -int(extra[ia, ib]), "swap", (a_units[ia], a_dst[ia], b_units[ib], b_dst[ib]))
+                if best is None:
+                    continue
+                if best[2] == "move":
+                    k, dst = best[3]
+                    move(chosen[k], -1)
+                    move(dst, 1)
+                    chosen[k] = dst
+                else:
+                    ka, da, kb, db = best[3]
+                    move(chosen[ka], -1)
+                    move(chosen[kb], -1)
+                    move(da, 1)
+                    move(db, 1)
+                    chosen[ka], chosen[kb] = da, db
+                acted = True
                 break
+            if not acted:
+                return
 
     # -- CP-SAT -----------------------------------------------------------------------
 
@@ -390,30 +480,47 @@ class Component:
         return {"unassigned": 0, "balance": 0, "continuity": per_unit_min(self.continuity), "affinity": per_unit_min(self.cost)}
 
     def _lexicographic(self, start: np.ndarray) -> tuple[np.ndarray, list[Objective]]:
-        """Optimise the objectives in order; first try placing every unit when the start could not.
+        """Optimise the objectives in order; when the start misses a hard goal, first try it as a constraint.
 
-        When capacities leave the greedy start with unassigned units, a model
-        that must place every unit usually finds a full placement far faster
-        than one that minimises unplaced units; only if it finds none in its
-        budget is the relaxed model (with an 'unassigned' option per unit) solved.
+        A model that must place every unit within every band (when nothing shows
+        that impossible) finds such a plan far faster than one that minimises
+        unplaced units and band slack; only if it finds none within half the
+        budget is the relaxed model (an 'unassigned' option per unit, penalised
+        slack on the bands) solved.
         """
         greedy_scores = self.scores(start)
-        if greedy_scores["unassigned"] and np.all(np.diff(self.ptr) > 0):
-            strict = self._phases(start, greedy_scores, must_place=True)
+        if (greedy_scores["unassigned"] or greedy_scores["balance"]) and self.bands_may_hold() and np.all(np.diff(self.ptr) > 0):
+            strict = self._phases(start, greedy_scores, strict=True)
             if strict is not None:
                 return strict
-        relaxed = self._phases(start, greedy_scores, must_place=False)
+        relaxed = self._phases(start, greedy_scores, strict=False)
         assert relaxed is not None  # the start is a solution of the relaxed model
         return relaxed
 
-    def _phases(self, start: np.ndarray, greedy_scores: dict[str, int], *, must_place: bool) -> tuple[np.ndarray, list[Objective]] | None:
+    def bands_may_hold(self) -> bool:
+        """False when a simple count shows some band cannot hold (then the strict model is skipped)."""
+        for d in self.dims:
+            if d.lo is None:
+                continue
+            if np.any(d.fixed > d.hi) or np.any(d.lo > d.hi):
+                return False
+            best_hi = np.maximum.reduceat(d.hi[self.pair_user], self.ptr[:-1]) if len(self.pair_user) else np.empty(0)
+            if np.any(np.minimum.reduceat(d.values, self.ptr[:-1]) > best_hi):
+                return False  # a unit too big for every candidate's band
+            low = int(d.fixed.sum() + np.minimum.reduceat(d.values, self.ptr[:-1]).sum())
+            high = int(d.fixed.sum() + np.maximum.reduceat(d.values, self.ptr[:-1]).sum())
+            if d.lo.sum() > high or d.hi.sum() < low:
+                return False
+        return True
+
+    def _phases(self, start: np.ndarray, greedy_scores: dict[str, int], *, strict: bool) -> tuple[np.ndarray, list[Objective]] | None:
         model = cp_model.CpModel()
         x = [model.new_bool_var("") for _ in range(len(self.pair_user))]
         has_caps = any(d.cap is not None for d in self.dims)
         unplaced_terms = []
         for k in range(len(self.units)):
             row = x[self.ptr[k]:self.ptr[k + 1]]
-            if (has_caps and not must_place) or not row:
+            if (has_caps and not strict) or not row:
                 none = model.new_bool_var("")
                 model.add_exactly_one([*row, none])
                 unplaced_terms.append((none, int(self.size[k])))
@@ -429,33 +536,38 @@ class Component:
                 expr = cp_model.LinearExpr.weighted_sum([x[p] for p in pairs], d.values[pairs].tolist()) + int(d.fixed[c])
                 if d.cap is not None and d.cap[c] < _NO_CAP:
                     model.add(expr <= int(d.cap[c]))
-                if d.lo is not None:
+                if d.lo is not None and strict:
+                    model.add_linear_constraint(expr, int(d.lo[c]), int(d.hi[c]))
+                elif d.lo is not None:
                     top = int(d.fixed[c] + d.values[pairs].sum())
                     over = model.new_int_var(0, max(top - int(d.hi[c]), 0), "")
                     under = model.new_int_var(0, max(int(d.lo[c]) - int(d.fixed[c]), 0), "")
                     model.add(expr - over <= int(d.hi[c]))
                     model.add(expr + under >= int(d.lo[c]))
-                    slack += [over, under]
+                    slack += [(over, d.weight), (under, d.weight)]
         exprs = {
             "unassigned": cp_model.LinearExpr.weighted_sum([v for v, _ in unplaced_terms], [s for _, s in unplaced_terms]),
-            "balance": cp_model.LinearExpr.sum(slack),
+            "balance": cp_model.LinearExpr.weighted_sum([v for v, _ in slack], [w for _, w in slack]),
             "continuity": cp_model.LinearExpr.weighted_sum(x, self.continuity.tolist()),
             "affinity": cp_model.LinearExpr.weighted_sum(x, self.cost.tolist()),
         }
         present = {"balance": bool(slack), "continuity": True, "affinity": bool(self.cost.any())}
         relevant = ["unassigned"] * bool(unplaced_terms) + [name for name in self.order if present[name]]
         bounds = self.lower_bounds()
-        # with must_place the start (which leaves units out) is not a solution: no incumbent yet
-        best, best_scores = (None, None) if must_place else (start, dict(greedy_scores))
+        # in the strict model the start (outside a band, or leaving units out) is no solution: no incumbent yet
+        best, best_scores = (None, None) if strict else (start, dict(greedy_scores))
         hint = start
         to_solve = [name for name in relevant if best_scores is None or best_scores[name] > bounds[name]]
         objectives = []
         solver = cp_model.CpSolver()
         solver.parameters.num_workers = 1
         solver.parameters.random_seed = self.seed
-        solver.parameters.max_deterministic_time = self.time_limit / max(len(to_solve), 1)
-        if must_place:
+        # the strict attempt may use half the budget; what it leaves is shared by the later phases
+        solver.parameters.max_deterministic_time = self.time_limit / (2 if strict else max(len(to_solve), 1))
+        if strict:
             objectives.append(Objective("unassigned", 0, 0, greedy_scores["unassigned"], "OPTIMAL"))
+            if any(d.lo is not None for d in self.dims):
+                objectives.append(Objective("balance", 0, 0, greedy_scores["balance"], "OPTIMAL"))
         for name in relevant:
             if best_scores is not None and best_scores[name] <= bounds[name]:  # at its trivial bound: proven
                 objectives.append(Objective(name, best_scores[name], best_scores[name], greedy_scores[name], "OPTIMAL"))
@@ -485,6 +597,9 @@ class Component:
                 return None  # no full placement found in the budget
             objectives.append(Objective(name, best_scores[name], bound, greedy_scores[name], state))
             model.add(exprs[name] <= best_scores[name])
+        for o in objectives:
+            if o.name == "balance":  # report band slack in mean fair shares
+                o.value, o.bound, o.greedy = (x / self.balance_unit for x in (o.value, o.bound, o.greedy))
         return best, objectives
 
     def _read(self, solver: cp_model.CpSolver, x: list[cp_model.IntVar]) -> np.ndarray:

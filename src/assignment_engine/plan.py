@@ -19,7 +19,7 @@ import numpy as np
 from .compile import CompiledRules
 from .families import Families
 from .match import Matches, rule_trace
-from .optimize import RESOLUTION, Problem, Solution
+from .optimize import Problem, Solution
 from .rank import balance_values
 from .table import AccountTable, User
 
@@ -347,11 +347,10 @@ def solver_summary(solution: Solution) -> dict[str, Any]:
         for o in c.objectives:
             if o.name == "continuity":
                 continue  # reported as accounts moved and their bound below
-            unit = 1 / RESOLUTION if o.name == "balance" else 1.0  # balance: in fair shares
             t = totals.setdefault(o.name, {"value": 0.0, "bound": 0.0, "greedy_start": 0.0})
-            t["value"] += o.value * unit
-            t["bound"] += o.bound * unit
-            t["greedy_start"] += o.greedy * unit
+            t["value"] += o.value
+            t["bound"] += o.bound
+            t["greedy_start"] += o.greedy
     for t in totals.values():
         t["gap"] = (t["value"] - t["bound"]) / abs(t["value"]) if t["value"] > t["bound"] else 0.0
     moves = sum(c.moves for c in comps)

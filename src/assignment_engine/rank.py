@@ -39,7 +39,7 @@ def rank_tiers(rules: CompiledRules, table: AccountTable, values: dict[str, np.n
     order = rows[np.lexsort((ids, -values[spec.by][rows]))]
     start = 0
     for level_index, level in enumerate(spec.levels):
-        stop = len(order) if level.top is None else min(len(order), math.ceil(level.top * len(order)))
+        stop = len(order) if level.top is None else min(len(order), math.ceil(round(level.top * len(order), 9)))  # 0.07 × 100 is 7.000000000000001
         tier[order[start:stop]] = level_index
         start = max(start, stop)
     return tier, [lv.name for lv in spec.levels]

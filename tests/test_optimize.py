@@ -1,0 +1,331 @@
+"""optimize: balance bands, continuity, weights, tiers, soft bands, capacity, never worse than greedy."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from assignment_engine import Engine, User, compile_rules
+
+from conftest import rows_by_id, rules_text
+
+ONE_TERRITORY = """
+- id: all
+  type: geo
+  rules: [{when: {country: US}}]
+  members: [{user: u1}, {user: u2}, {user: u3}, {user: u4}]
+"""
+
+
+def one_territory(balance: str, *, extra: str = "", users: int = 4, objectives: str = "") -> Engine:
+    members = ", ".join(f"{{user: u{i}}}" for i in range(1, users + 1))
+    territories = ONE_TERRITORY.replace("[{user: u1}, {user: u2}, {user: u3}, {user: u4}]", f"[{members}]")
+    assignment = f"{{hierarchy: independent, balance: {balance}{objectives}}}"
+    return Engine(compile_rules(rules_text(territories, assignment=assignment, extra=extra)))
+
+
+def loads(plan, measure: str = "revenue") -> dict[str, float]:
+    return {u["user_id"]: u["loads"][measure]["after"] for u in plan.summary()["users"]}
+
+
+def balance_entry(plan, label: str) -> dict:
+    return next(b for b in plan.summary()["balance"] if b["balance"] == label)
+
+
+# 40 accounts with revenue 1..40: total 820, fair share 205 per user.
+# Pairs (i, 41 - i) sum to 41, so five pairs per user is a perfect split: ±10 % is feasible.
+BOOK = [{"id": f"A{i:02d}", "country": "US", "revenue": i} for i in range(1, 41)]
+
+
+def balanced_owner(i: int) -> str:
+    pair = min(i, 41 - i)  # 1..20
+    return f"u{(pair - 1) // 5 + 1}"
+
+
+def test_balance_within_tolerance_when_achievable():
+    engine = one_territory("[{measure: revenue, tolerance: 0.10}, {measure: accounts, tolerance: 0.15}]")
+    plan = engine.assign(engine.table(BOOK), [User(f"u{i}") for i in range(1, 5)], time_limit=2.0)
+    for label in ("revenue", "accounts"):
+        entry = balance_entry(plan, label)
+        assert entry["users_outside_tolerance"] == [], entry
+    revenue = loads(plan)
+    assert sum(revenue.values()) == 820
+    for user, load in revenue.items():
+        assert 205 * 0.9 - 1e-9 <= load <= 205 * 1.1 + 1e-9, (user, load)
+    counts = loads(plan, "accounts")
+    for user, count in counts.items():
+        assert 10 * 0.85 <= count <= 10 * 1.15, (user, count)
+    assert all(r["status"] == "assigned" for r in plan.rows())
+
+
+def test_continuity_nobody_moves_when_already_balanced():
+    engine = one_territory("[{measure: revenue, tolerance: 0.10}, {measure: accounts, tolerance: 0.15}]")
+    records = [{**r, "owner_id": balanced_owner(i)} for i, r in enumerate(BOOK, start=1)]
+    plan = engine.assign(engine.table(records), [User(f"u{i}") for i in range(1, 5)], time_limit=2.0)
+    summary = plan.summary()
+    assert summary["moved"]["accounts"] == 0
+    assert summary["moved"]["value"] == 0
+    assert all(not r["moved"] and r["owner_id"] == r["previous_owner_id"] for r in plan.rows())
+    assert loads(plan) == {f"u{k}": 205.0 for k in range(1, 5)}
+
+
+def test_continuity_moves_only_what_balance_needs():
+    """u1 holds all 40 accounts: balance needs 30 moves at least (each other user needs ~10 accounts)."""
+    engine = one_territory("[{measure: accounts, tolerance: 0.0}]")
+    records = [{**r, "owner_id": "u1"} for r in BOOK]
+    plan = engine.assign(engine.table(records), [User(f"u{i}") for i in range(1, 5)], time_limit=2.0)
+    assert loads(plan, "accounts") == {f"u{k}": 10.0 for k in range(1, 5)}
+    assert plan.summary()["moved"]["accounts"] == 30
+    # u1 keeps ten of its own accounts
+    assert sum(1 for r in plan.rows() if r["owner_id"] == "u1" and not r["moved"]) == 10
+
+
+def test_weighted_fair_share():
+    engine = one_territory("[{measure: accounts, tolerance: 0.10}]", users=3)
+    records = [{"id": f"A{i}", "country": "US", "revenue": 1} for i in range(50)]
+    users = [User("u1"), User("u2"), User("u3", weight=0.5)]
+    plan = engine.assign(engine.table(records), users, time_limit=2.0)
+    counts = loads(plan, "accounts")
+    # fair shares 20 / 20 / 10
+    fair = {u["user_id"]: u["loads"]["accounts"]["fair_share"] for u in plan.summary()["users"]}
+    assert fair == pytest.approx({"u1": 20.0, "u2": 20.0, "u3": 10.0})
+    assert 9 <= counts["u3"] <= 11
+    for full in ("u1", "u2"):
+        assert 18 <= counts[full] <= 22
+        assert 0.4 <= counts["u3"] / counts[full] <= 0.6
+    assert balance_entry(plan, "accounts")["users_outside_tolerance"] == []
+
+
+def test_tier_balance_spreads_key_accounts():
+    tiers = "tiers: {by: revenue, levels: [{name: key, top: 0.2}, {name: core}]}\n"
+    engine = one_territory("[{measure: accounts, tier: key, tolerance: 0.0}]", extra=tiers, users=2)
+    # 20 accounts; the top 20 % by revenue (4 accounts: K0..K3) are key accounts, all held by u1
+    records = [{"id": f"K{i}", "country": "US", "revenue": 1000 + i, "owner_id": "u1"} for i in range(4)]
+    records += [{"id": f"C{i}", "country": "US", "revenue": i, "owner_id": "u2" if i % 2 else "u1"} for i in range(16)]
+    plan = engine.assign(engine.table(records), [User("u1"), User("u2")], time_limit=2.0)
+    rows = rows_by_id(plan)
+    key_owners = [rows[f"K{i}"]["owner_id"] for i in range(4)]
+    assert key_owners.count("u1") == 2 and key_owners.count("u2") == 2
+    # continuity: nothing but key accounts needed to move
+    assert all(not rows[f"C{i}"]["moved"] for i in range(16))
+    assert plan.summary()["moved"]["accounts"] == 2
+    assert balance_entry(plan, "accounts[key]")["users_outside_tolerance"] == []
+
+
+def test_soft_band_locked_account_makes_band_impossible_but_run_succeeds():
+    engine = one_territory("[{measure: revenue, tolerance: 0.10}]", users=2)
+    records = [{"id": "LOCK", "country": "US", "revenue": 1000, "owner_id": "u1", "locked": True}]
+    records += [{"id": f"F{i}", "country": "US", "revenue": 10, "owner_id": "u1"} for i in range(4)]
+    plan = engine.assign(engine.table(records), [User("u1"), User("u2")], time_limit=2.0)
+    entry = balance_entry(plan, "revenue")
+    assert "u1" in entry["users_outside_tolerance"]
+    assert entry["max_deviation"] > 0.10
+    rows = rows_by_id(plan)
+    assert rows["LOCK"]["owner_id"] == "u1"
+    # the least violation gives every free account to u2
+    assert all(rows[f"F{i}"]["owner_id"] == "u2" for i in range(4))
+
+
+def test_objective_order_continuity_first_keeps_owners():
+    engine = one_territory("[{measure: accounts, tolerance: 0.0}]", users=2, objectives=", objectives: [continuity, balance]")
+    records = [{"id": f"A{i}", "country": "US", "revenue": 1, "owner_id": "u1"} for i in range(6)]
+    plan = engine.assign(engine.table(records), [User("u1"), User("u2")], time_limit=1.0)
+    assert plan.summary()["moved"]["accounts"] == 0
+    assert balance_entry(plan, "accounts")["users_outside_tolerance"] == ["u1", "u2"]
+
+
+def test_capacity_is_hard_and_overflow_is_unassigned():
+    engine = one_territory("[{measure: accounts, tolerance: 0.10}]", users=2)
+    records = [{"id": f"A{i}", "country": "US", "revenue": 1} for i in range(7)]
+    users = [User("u1", capacity={"accounts": 2}), User("u2", capacity={"accounts": 3})]
+    plan = engine.assign(engine.table(records), users, time_limit=1.0)
+    counts = {"u1": 0, "u2": 0}
+    unassigned = []
+    for r in plan.rows():
+        if r["owner_id"]:
+            counts[r["owner_id"]] += 1
+        else:
+            unassigned.append(r)
+    assert counts == {"u1": 2, "u2": 3}
+    assert len(unassigned) == 2
+    assert all(r["status"] == "unassigned" and "capacity" in r["reason"] for r in unassigned)
+
+
+def test_capacity_on_a_measure():
+    engine = one_territory("[{measure: accounts, tolerance: 0.5}]", users=2)
+    records = [{"id": f"A{i}", "country": "US", "revenue": 100} for i in range(6)]
+    users = [User("u1", capacity={"revenue": 150}), User("u2")]
+    plan = engine.assign(engine.table(records), users, time_limit=1.0)
+    revenue = loads(plan)
+    assert revenue["u1"] <= 150
+    assert revenue["u1"] + revenue["u2"] == 600
+
+
+def test_inactive_user_gets_nothing():
+    engine = one_territory("[{measure: accounts, tolerance: 0.1}]", users=3)
+    records = [{"id": f"A{i}", "country": "US", "revenue": 1, "owner_id": "u3"} for i in range(9)]
+    users = [User("u1"), User("u2"), User("u3", active=False)]
+    plan = engine.assign(engine.table(records), users, time_limit=1.0)
+    counts = loads(plan, "accounts")
+    assert counts["u3"] == 0
+    assert counts["u1"] + counts["u2"] == 9
+    assert plan.summary()["moved"]["accounts"] == 9
+
+
+def _lexicographic(component, field: str) -> list[float]:
+    return [getattr(o, field) for o in component.objectives]
+
+
+@pytest.mark.parametrize("owners", ["none", "u1", "mixed"])
+def test_optimizer_is_never_worse_than_the_greedy_start(owners):
+    engine = one_territory("[{measure: revenue, tolerance: 0.05}, {measure: accounts, tolerance: 0.05}]", users=3)
+    records = []
+    for i in range(24):
+        owner = {"none": None, "u1": "u1", "mixed": f"u{i % 3 + 1}" if i % 4 else "u2"}[owners]
+        records.append({"id": f"A{i}", "country": "US", "revenue": (i * 37) % 101 + 1, "owner_id": owner, "locked": i == 5})
+    users = [User("u1"), User("u2"), User("u3", capacity={"accounts": 9})]
+    plan = engine.assign(engine.table(records), users, time_limit=1.0)
+    assert plan.solution.components
+    solved = [c for c in plan.solution.components if c.objectives]
+    assert solved
+    for c in solved:
+        names = [o.name for o in c.objectives]
+        assert "continuity" in names
+        # lexicographic (unassigned, balance, continuity, ...) value never above the greedy start
+        assert _lexicographic(c, "value") <= _lexicographic(c, "greedy")
+        balance = c.objective("balance")
+        continuity = c.objective("continuity")
+        if balance is not None:
+            assert balance.value < balance.greedy or continuity.value <= continuity.greedy
+        for o in c.objectives:
+            assert o.bound <= o.value + 1e-9
+        assert c.moves_bound <= c.moves
+    moved_assigned = sum(1 for r in plan.rows() if r["status"] == "assigned" and r["moved"])
+    assert sum(c.moves for c in plan.solution.components) == moved_assigned
+
+
+# ---------------------------------------------------------------- bands are judged on real values
+
+TWO_USERS = "[{measure: revenue, tolerance: 0.10}]"
+
+
+def test_within_tolerance_when_a_perfect_split_exists_explicit():
+    """Eight accounts, each revenue twice: a perfect 50/50 split exists, so ±10 % must hold for real.
+
+    Total 1,779,150, fair share 889,575, band [800,617.5, 978,532.5]. Continuity (all held by
+    u1) pushes u1 to the top of the band; the plan must not end above it.
+    """
+    engine = one_territory(TWO_USERS, users=2)
+    values = [1, 109928, 198942, 580704]
+    records = [{"id": f"A{i}", "country": "US", "revenue": v, "owner_id": "u1"} for i, v in enumerate(values + values)]
+    plan = engine.assign(engine.table(records), [User("u1"), User("u2")], time_limit=2.0)
+    revenue = loads(plan)
+    fair = sum(values)  # per user: half of twice the values
+    for user, load in revenue.items():
+        assert abs(load - fair) <= 0.10 * fair, (user, load, fair)
+    assert balance_entry(plan, "revenue")["users_outside_tolerance"] == []
+
+
+def test_nobody_moves_when_current_owners_are_within_tolerance_explicit():
+    """u1 holds 2,815 and u2 3,440 of 6,255 (fair 3,127.5): both within ±10 %, so nothing should move."""
+    engine = one_territory(TWO_USERS, users=2)
+    mine = [458, 417, 514, 903, 14, 509]
+    theirs = [952, 789, 981, 539, 40, 139]
+    fair = (sum(mine) + sum(theirs)) / 2
+    assert abs(sum(mine) - fair) <= 0.1 * fair and abs(sum(theirs) - fair) <= 0.1 * fair
+    records = [{"id": f"M{i}", "country": "US", "revenue": v, "owner_id": "u1"} for i, v in enumerate(mine)]
+    records += [{"id": f"T{i}", "country": "US", "revenue": v, "owner_id": "u2"} for i, v in enumerate(theirs)]
+    plan = engine.assign(engine.table(records), [User("u1"), User("u2")], time_limit=2.0)
+    assert plan.summary()["moved"]["accounts"] == 0
+    assert balance_entry(plan, "revenue")["users_outside_tolerance"] == []
+
+
+@settings(max_examples=30)
+@given(
+    values=st.lists(st.integers(1, 10**6), min_size=1, max_size=6),
+    tolerance=st.sampled_from([0.02, 0.05, 0.10]),
+    holder=st.sampled_from(["u1", "u2", None]),
+)
+def test_within_tolerance_whenever_a_perfect_split_exists(values, tolerance, holder):
+    engine = one_territory(f"[{{measure: revenue, tolerance: {tolerance}}}]", users=2)
+    records = [{"id": f"A{i}", "country": "US", "revenue": v, "owner_id": holder} for i, v in enumerate(values + values)]
+    plan = engine.assign(engine.table(records), [User("u1"), User("u2")], time_limit=1.0)
+    fair = sum(values)
+    for user, load in loads(plan).items():
+        assert abs(load - fair) <= tolerance * fair + 1e-9, (user, load, fair)
+
+
+def test_nobody_moves_when_counts_sit_on_the_band_edge():
+    """40 accounts over 4 users, ±10 %: the band is [9, 11] accounts, edges included.
+
+    Current counts 11 / 11 / 9 / 9 are all within tolerance (the summary itself reports a
+    deviation of exactly ±0.10 before), so continuity must keep every owner.
+    """
+    engine = one_territory("[{measure: accounts, tolerance: 0.10}]")
+    owners = ["u1"] * 11 + ["u2"] * 11 + ["u3"] * 9 + ["u4"] * 9
+    records = [{"id": f"A{i}", "country": "US", "revenue": 1, "owner_id": o} for i, o in enumerate(owners)]
+    plan = engine.assign(engine.table(records), [User(f"u{i}") for i in range(1, 5)], time_limit=1.0)
+    entry = balance_entry(plan, "accounts")
+    assert entry["max_deviation_before"] == pytest.approx(0.10) and entry["min_deviation_before"] == pytest.approx(-0.10)
+    assert plan.summary()["moved"]["accounts"] == 0
+
+
+def test_nobody_moves_when_revenue_sits_on_the_band_edge():
+    engine = one_territory(TWO_USERS, users=2)
+    records = [{"id": "M0", "country": "US", "revenue": 550, "owner_id": "u1"}, {"id": "M1", "country": "US", "revenue": 550, "owner_id": "u1"}]
+    records += [{"id": "T0", "country": "US", "revenue": 450, "owner_id": "u2"}, {"id": "T1", "country": "US", "revenue": 450, "owner_id": "u2"}]
+    plan = engine.assign(engine.table(records), [User("u1"), User("u2")], time_limit=1.0)
+    # 1,100 vs 900 around a fair share of 1,000: exactly ±10 %
+    assert plan.summary()["moved"]["accounts"] == 0
+
+
+@settings(max_examples=30)
+@given(
+    users=st.integers(2, 4),
+    base=st.integers(2, 8),
+    deltas=st.lists(st.integers(-3, 3), min_size=4, max_size=4),
+    tolerance=st.sampled_from(["0.1", "0.2", "0.25", "0.5"]),
+)
+def test_nobody_moves_when_every_count_is_within_tolerance(users, base, deltas, tolerance):
+    counts = [max(0, base + d) for d in deltas[:users]]
+    total = sum(counts)
+    tol = Fraction(tolerance)
+    # |count - total/users| <= tol * total/users, in exact arithmetic
+    assume(total > 0 and all(abs(users * c - total) <= tol * total for c in counts))
+    engine = one_territory(f"[{{measure: accounts, tolerance: {tolerance}}}]", users=users)
+    owners = [f"u{k + 1}" for k, c in enumerate(counts) for _ in range(c)]
+    records = [{"id": f"A{i}", "country": "US", "revenue": 1, "owner_id": o} for i, o in enumerate(owners)]
+    plan = engine.assign(engine.table(records), [User(f"u{k}") for k in range(1, users + 1)], time_limit=1.0)
+    assert plan.summary()["moved"]["accounts"] == 0, counts
+
+
+# ---------------------------------------------------------------- tiers
+
+
+def _key_accounts(top: str, n: int) -> int:
+    tiers = f"tiers: {{by: revenue, levels: [{{name: key, top: {top}}}, {{name: core}}]}}\n"
+    engine = one_territory("[{measure: accounts, tier: key, tolerance: 1.0}]", extra=tiers, users=2)
+    records = [{"id": f"A{i:03d}", "country": "US", "revenue": i} for i in range(n)]
+    plan = engine.assign(engine.table(records), [User("u1"), User("u2")], time_limit=1.0)
+    return round(sum(u["loads"]["accounts[key]"]["after"] for u in plan.summary()["users"]))
+
+
+@pytest.mark.parametrize("top, n, expected", [("0.05", 20, 1), ("0.05", 21, 2), ("0.30", 10, 3), ("0.5", 7, 4), ("0.07", 100, 7), ("0.14", 50, 7), ("0.28", 25, 7)])
+def test_tier_cut_takes_the_top_share_of_accounts(top, n, expected):
+    """key = the top ``top`` share of the ranked accounts, rounded up: 7 % of 100 accounts is 7."""
+    assert _key_accounts(top, n) == expected
+
+
+def test_example_tiers_rank_by_revenue_with_ties_broken_by_id(example_engine, example_users):
+    records = [{"id": f"A{i:02d}", "country": "US", "state": "CA", "annual_revenue": 100 - i} for i in range(20)]
+    records[5]["annual_revenue"] = 100  # ties with A00: A00 ranks first by id
+    records.append({"id": "X", "country": "US", "state": "CA", "annual_revenue": 1e6, "excluded": True})
+    plan = example_engine.assign(example_engine.table(records), example_users, time_limit=1.0)
+    tiers = {aid: plan.tier_names[t] if t >= 0 else None for aid, t in zip(plan.accounts.ids, plan.tier.tolist())}
+    assert tiers["X"] is None  # excluded accounts are not ranked
+    assert [a for a, t in tiers.items() if t == "key"] == ["A00"]  # top 5 % of 20 = 1
+    assert sorted(a for a, t in tiers.items() if t == "growth") == ["A01", "A02", "A03", "A04", "A05"]  # up to 30 % = 6
+    assert sum(t == "core" for t in tiers.values()) == 14

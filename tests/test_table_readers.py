@@ -1,0 +1,232 @@
+"""table + readers: typed columns, codes kept as text, located data errors, CSV ≡ JSONL."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from assignment_engine import AccountTable, DataError, Engine, User, compile_rules, read_accounts, read_users
+
+from conftest import EXAMPLE_FIELDS, EXAMPLE_RULES, EXAMPLE_USERS, rows_by_id, write_csv, write_jsonl
+
+FIELDS = {"country": "string", "state": "string", "postal_code": "string", "industry": "string", "annual_revenue": "number", "employees": "integer"}
+HEADER = "id,name,country,state,postal_code,industry,annual_revenue,employees"
+
+
+def test_example_fields_are_the_declared_ones():
+    assert compile_rules(EXAMPLE_RULES).field_types == FIELDS
+
+
+def test_csv_codes_stay_strings(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text(HEADER + "\nA1,Nordic,NO,ON,01234,oil,10,3\nA2,x,no,on,00501,,,\n", encoding="utf-8")
+    table = read_accounts(path, FIELDS)
+    assert table.record(0)["country"] == "NO"
+    assert table.record(0)["state"] == "ON"
+    assert table.record(0)["postal_code"] == "01234"
+    assert table.record(1)["postal_code"] == "00501"
+    assert table.record(1)["industry"] is None  # empty cell = missing
+    assert table.record(1)["annual_revenue"] is None
+    assert table.record(0)["annual_revenue"] == 10.0
+    assert table.record(0)["employees"] == 3 and isinstance(table.record(0)["employees"], int)
+    assert table.rows is not None and list(table.rows) == [2, 3]
+
+
+def test_excel_bom_and_whitespace_in_header_are_accepted(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_bytes(("\ufeff" + "id , country,state,postal_code,industry,annual_revenue,employees\nA1,US,CA,02139,x,1,1\n").encode("utf-8"))
+    table = read_accounts(path, FIELDS)
+    assert table.ids == ["A1"]
+    assert table.record(0)["postal_code"] == "02139"
+
+
+def test_bad_numeric_cell_names_file_row_and_column(tmp_path):
+    path = tmp_path / "accounts.csv"
+    path.write_text(HEADER + "\nA1,a,US,CA,1,x,10,1\nA2,b,US,CA,1,x,20,1\nA3,c,US,CA,1,x,abc,1\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_accounts(path, FIELDS)
+    (finding,) = info.value.findings
+    assert finding.location.line == 4  # header is row 1, A3 is on row 4
+    assert finding.location.column == "annual_revenue"
+    assert str(info.value).startswith(f"{path}:4:annual_revenue: ")
+    assert "'abc'" in finding.message
+
+
+def test_row_numbers_count_physical_lines(tmp_path):
+    """A quoted multi-line name and a blank line before the bad row: the reported row is its line."""
+    path = tmp_path / "accounts.csv"
+    path.write_text(HEADER + '\nA1,"two\nlines",US,CA,1,x,10,1\n\nA2,b,US,CA,1,x,1.5,oops\n', encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_accounts(path, FIELDS)
+    (finding,) = info.value.findings
+    assert (finding.location.line, finding.location.column) == (5, "employees")
+
+
+def test_all_bad_cells_are_reported_together(tmp_path):
+    path = tmp_path / "accounts.csv"
+    path.write_text(HEADER + "\nA1,a,US,CA,1,x,abc,1\nA2,b,US,CA,1,x,5,2.5\nA3,c,US,CA,1,x,inf,1\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_accounts(path, FIELDS)
+    where = sorted((f.location.line, f.location.column) for f in info.value.findings)
+    assert where == [(2, "annual_revenue"), (3, "employees"), (4, "annual_revenue")]
+
+
+def test_missing_declared_column(tmp_path):
+    path = tmp_path / "accounts.csv"
+    path.write_text("id,country,state,postal_code,industry,annual_revenu\nA1,US,CA,1,x,10\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_accounts(path, FIELDS)
+    messages = " | ".join(f.message for f in info.value.findings)
+    assert "'annual_revenue'" in messages and "'employees'" in messages
+    assert "did you mean 'annual_revenu'" in messages
+    assert all(f.location.line == 1 for f in info.value.findings)
+
+
+def test_missing_id_column(tmp_path):
+    path = tmp_path / "accounts.csv"
+    path.write_text("name\nx\n", encoding="utf-8")
+    with pytest.raises(DataError, match="'id'"):
+        read_accounts(path, {})
+
+
+def test_duplicate_account_ids_are_located(tmp_path):
+    path = tmp_path / "accounts.csv"
+    path.write_text(HEADER + "\nA1,a,US,CA,1,x,1,1\nA2,b,US,CA,1,x,1,1\nA1,c,US,CA,1,x,1,1\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_accounts(path, FIELDS)
+    (finding,) = info.value.findings
+    assert finding.location.line == 4 and finding.location.column == "id"
+    assert "duplicate account id 'A1'" in finding.message and "row 2" in finding.message
+
+
+def test_duplicate_ids_from_records():
+    with pytest.raises(DataError) as info:
+        AccountTable.from_records([{"id": "x"}, {"id": "y"}, {"id": "x"}], {})
+    assert info.value.findings[0].location.line == 3
+
+
+def test_ragged_csv_row_is_located(tmp_path):
+    path = tmp_path / "accounts.csv"
+    path.write_text(HEADER + "\nA1,a,US,CA,1,x,1,1\nA2,b,US\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_accounts(path, FIELDS)
+    assert info.value.findings[0].location.line == 3
+
+
+def test_bad_jsonl_cell_names_line_and_column(tmp_path):
+    path = tmp_path / "accounts.jsonl"
+    write_jsonl(
+        path,
+        [
+            {"id": "A1", "country": "US", "state": "CA", "postal_code": "1", "industry": "x", "annual_revenue": 1, "employees": 1},
+            {"id": "A2", "country": "US", "state": "CA", "postal_code": "1", "industry": "x", "annual_revenue": "abc", "employees": 1},
+        ],
+    )
+    with pytest.raises(DataError) as info:
+        read_accounts(path, FIELDS)
+    (finding,) = info.value.findings
+    assert (finding.location.line, finding.location.column) == (2, "annual_revenue")
+
+
+def test_invalid_json_line_is_located(tmp_path):
+    path = tmp_path / "accounts.jsonl"
+    path.write_text('{"id": "A1"}\n\n{"id": "A2",,}\n', encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_accounts(path, {})
+    assert info.value.findings[0].location.line == 3
+
+
+def test_jsonl_missing_declared_column(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [{"id": "A1", "country": "US"}])
+    with pytest.raises(DataError, match="missing column 'state'"):
+        read_accounts(path, {"country": "string", "state": "string"})
+
+
+def test_boolean_flags_and_bad_flag(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text("id,locked,excluded\nA,true,no\nB,0,Y\nC,,\n", encoding="utf-8")
+    table = read_accounts(path, {})
+    assert table.locked.tolist() == [True, False, False]
+    assert table.excluded.tolist() == [False, True, False]
+    path.write_text("id,locked\nA,maybe\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_accounts(path, {})
+    assert (info.value.findings[0].location.line, info.value.findings[0].location.column) == (2, "locked")
+
+
+def test_users_file_with_capacity_and_weight(tmp_path):
+    path = tmp_path / "users.csv"
+    path.write_text("id,name,weight,active,max_accounts,max_revenue\nu1,One,1,true,5,\nu2,Two,0.5,false,,1000\n", encoding="utf-8")
+    users = read_users(path, ["revenue", "accounts"])
+    assert [u.id for u in users] == ["u1", "u2"]
+    assert users[0].capacity == {"accounts": 5.0}
+    assert users[1].capacity == {"revenue": 1000.0}
+    assert users[1].weight == 0.5 and users[1].active is False
+
+
+def test_users_file_errors(tmp_path):
+    path = tmp_path / "users.csv"
+    path.write_text("id,weight,max_revenu\nu1,-1,3\nu1,x,2\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_users(path, ["revenue"])
+    text = str(info.value)
+    assert "max_revenu" in text and "did you mean 'max_revenue'" in text
+    assert f"{path}:2:weight: weight must be ≥ 0" in text
+    assert f"{path}:3:id: duplicate user id 'u1'" in text
+    assert f"{path}:3:weight:" in text
+
+
+ROWS = [
+    {"id": "W1", "name": "West", "owner_id": "u010", "country": "US", "state": "CA", "postal_code": "01234", "industry": "tech", "annual_revenue": 500.5, "employees": 5},
+    {"id": "E1", "name": "East", "owner_id": "u012", "country": "US", "state": "NY", "postal_code": "10001", "industry": "", "annual_revenue": 300, "employees": None},
+    {"id": "E2", "name": "Zip", "owner_id": "", "country": "us", "state": "PA", "postal_code": "15000", "industry": "retail", "annual_revenue": None, "employees": 7},
+    {"id": "N1", "name": "Nordic", "owner_id": "u013", "country": "NO", "state": "ON", "postal_code": "00501", "industry": "oil", "annual_revenue": 2e9, "employees": 9, "parent_id": "W1"},
+]
+
+
+def test_jsonl_input_gives_the_same_table_and_plan_as_csv(tmp_path):
+    engine = Engine(compile_rules(EXAMPLE_RULES))
+    columns = ["id", "name", "owner_id", "parent_id", *EXAMPLE_FIELDS]
+    csv_table = read_accounts(write_csv(tmp_path / "a.csv", ROWS, columns), engine.rules.field_types)
+    jsonl_rows = [{k: v for k, v in r.items() if v is not None} for r in ROWS]
+    jsonl_table = read_accounts(write_jsonl(tmp_path / "a.jsonl", jsonl_rows), engine.rules.field_types)
+    assert [csv_table.record(i) for i in range(len(ROWS))] == [jsonl_table.record(i) for i in range(len(ROWS))]
+    assert jsonl_table.record(3)["postal_code"] == "00501"
+    assert jsonl_table.record(0)["postal_code"] == "01234"
+    users = [User(u) for u in EXAMPLE_USERS]
+    a = list(engine.assign(csv_table, users, time_limit=1.0).rows())
+    b = list(engine.assign(jsonl_table, users, time_limit=1.0).rows())
+    assert a == b
+    assert [r["account_id"] for r in a] == ["W1", "E1", "E2", "N1"]
+
+
+def test_codes_survive_into_the_plan_explanation(example_engine, example_users):
+    table = example_engine.table([{"id": "A", "country": "US", "state": "NY", "postal_code": "01234", "annual_revenue": 1}])
+    assert table.record(0)["postal_code"] == "01234"
+    plan = example_engine.assign(table, example_users, time_limit=1.0)
+    assert rows_by_id(plan)["A"]["territory_id"] == "amer-east"
+    assert any("'01234'" in line for line in plan.explain("A"))
+
+
+@given(st.lists(st.one_of(st.none(), st.text(alphabet="abcXYZ019 ", max_size=5)), max_size=20))
+def test_string_columns_round_trip_stripped_and_empty_as_missing(values):
+    table = AccountTable.from_records([{"id": str(i), "s": v} for i, v in enumerate(values)], {"s": "string"})
+    for i, v in enumerate(values):
+        expected = None if v is None or v.strip() == "" else v.strip()
+        assert table.record(i)["s"] == expected
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False, width=32), st.integers(-10**9, 10**9)), max_size=20))
+def test_number_columns_round_trip(values):
+    table = AccountTable.from_records([{"id": str(i), "x": v} for i, v in enumerate(values)], {"x": "number"})
+    got = table.fields["x"].values
+    for i, v in enumerate(values):
+        if v is None:
+            assert math.isnan(got[i])
+        else:
+            assert got[i] == float(v)
+    assert got.dtype == np.float64

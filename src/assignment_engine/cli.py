@@ -174,11 +174,11 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
     table.add_column("user")
     table.add_column("accounts", justify="right")
     for label in balance:
-        table.add_column(label, justify="right")
+        table.add_column(escape(label), justify="right")
     for user in summary["users"]:
         loads = user["loads"]
         count = loads.get("accounts") or {"before": 0, "after": 0}
-        cells = [user["user_id"] + ("" if user["active"] else " (inactive)"), f"{count['before']:.0f} → {count['after']:.0f}"]
+        cells = [escape(user["user_id"]) + ("" if user["active"] else " (inactive)"), f"{count['before']:.0f} → {count['after']:.0f}"]
         for label in balance:
             entry = loads[label]
             fair = entry.get("fair_share") or 0
@@ -190,7 +190,7 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
         bands.add_column(column, justify="right" if column != "measure" else "left")
     for b in summary["balance"]:
         bands.add_row(
-            b["balance"],
+            escape(b["balance"]),
             f"±{b['tolerance']:.0%}",
             f"{_pct(b['min_deviation_before'])} / {_pct(b['max_deviation_before'])}",
             f"{_pct(b['min_deviation'])} / {_pct(b['max_deviation'])}",

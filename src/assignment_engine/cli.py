@@ -175,7 +175,10 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
     table.add_column("accounts", justify="right")
     for label in balance:
         table.add_column(escape(label), justify="right")
+    idle = [u for u in summary["users"] if not any(e["before"] or e["after"] for e in u["loads"].values())]
     for user in summary["users"]:
+        if user in idle:
+            continue
         loads = user["loads"]
         count = loads.get("accounts") or {"before": 0, "after": 0}
         cells = [escape(user["user_id"]) + ("" if user["active"] else " (inactive)"), f"{count['before']:.0f} → {count['after']:.0f}"]
@@ -185,6 +188,8 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
             cells.append(_share(entry["before"], fair) + " → " + _share(entry["after"], fair, entry.get("deviation"), label, summary))
         table.add_row(*cells)
     out.print(table)
+    if idle:
+        out.print(f"({len(idle)} users own no accounts before or after, e.g. overlay specialists: not shown)")
     bands = Table(title="Balance: deviation from fair share (min / max)")
     for column in ("measure", "tolerance", "before", "after", "users outside"):
         bands.add_column(column, justify="right" if column != "measure" else "left")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .engine import Engine
+from .errors import InfeasibleError
 from .plan import Plan
 from .opportunities import DealPlan, assign_deals
 from .readers import read_accounts, read_deals, read_pairs, read_users
@@ -62,9 +63,15 @@ def plan_files(
     return plan, deal_plan
 
 
-def assign_files(rules: str | Path, accounts: str | Path, users: str | Path, out: str | Path, **options: Any) -> Run:
-    """Plan and write ``accounts.csv``/``.jsonl``, ``opportunities.csv``/``.jsonl`` (with deals) and ``summary.json``."""
+def assign_files(rules: str | Path, accounts: str | Path, users: str | Path, out: str | Path, *, strict: bool = False, **options: Any) -> Run:
+    """Plan and write ``accounts.csv``/``.jsonl``, ``opportunities.csv``/``.jsonl`` (with deals) and ``summary.json``.
+
+    With ``strict``, a plan whose hard constraints could not all hold (see
+    :meth:`Plan.conflicts`) raises :class:`InfeasibleError` and writes nothing.
+    """
     plan, deals = plan_files(rules, accounts, users, **options)
+    if strict and (conflicts := plan.conflicts()):
+        raise InfeasibleError(conflicts)
     summary = write_plan(plan, out, options.get("progress"), deals=deals)
     return Run(plan, deals, summary)
 

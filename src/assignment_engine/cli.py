@@ -98,11 +98,12 @@ def _assign_options(f):
 @main.command()
 @_assign_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="directory for accounts.csv, accounts.jsonl, summary.json")
+@click.option("--strict", is_flag=True, help="fail (exit 1, nothing written) when capacity or locks cannot all hold")
 @FORMAT
-def assign(rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: str, workers: int, quiet: bool, out: str, fmt: str) -> None:
+def assign(rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: str, workers: int, quiet: bool, out: str, strict: bool, fmt: str) -> None:
     """Assign every account to a territory and an owner; write the plan to --out."""
     try:
-        run = assign_files(rules, accounts, users, out, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(), seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet))
+        run = assign_files(rules, accounts, users, out, strict=strict, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(), seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet))
     except AssignmentEngineError as exc:
         _fail(exc)
     _report(run.summary, fmt, out)
@@ -208,6 +209,8 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
         f"accounts: {summary['accounts']:,}  moved: {moved['accounts']:,} ({moved['value']:,.0f} {moved['value_measure']})  "
         f"locked: {counts['locked']}  excluded: {counts['excluded']}  following a pinned parent: {counts['pinned']}  unassigned: {counts['unassigned']}"
     )
+    for conflict in summary["conflicts"][:10]:
+        out.print(f"conflict: {conflict}", markup=False)
     if summary["unassigned"]:
         reasons = Counter(u["reason"] for u in summary["unassigned"])
         out.print("unassigned accounts by reason:")

@@ -49,6 +49,9 @@ class Finding:
     location: Location
     message: str
 
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}"
+
     def render(self, source_lines: list[str] | None = None) -> str:
         """``file:line:col: message``, plus the offending line and a caret when known."""
         text = f"{self.location}: {self.message}"

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .compile import CompiledRules
+from .errors import Finding, Location
 from .families import Families
 from .match import Matches, rule_trace
 from .optimize import Problem, Solution
@@ -288,6 +289,40 @@ class Plan:
             out[spec.label] = np.bincount(who[held], weights=v[held], minlength=len(self.users))
         return out
 
+    def conflicts(self) -> list[Finding]:
+        """Hard constraints that could not all hold, said with the accounts and users concerned.
+
+        The run itself never fails on them (locks win, unplaceable accounts stay
+        unassigned with their reason); ``assign --strict`` turns them into an
+        :class:`InfeasibleError`.
+        """
+        findings: list[Finding] = []
+        ids = self.matches.territory_ids
+        nodes = self.rules.territories
+        kept = (self.status == Status.LOCKED) | (self.status == Status.EXCLUDED) | (self.status == Status.PINNED)
+        fixed = self.loads([o if k else None for o, k in zip(self.owner_ids, kept)])
+        index = {u.id: k for k, u in enumerate(self.users)}
+        held_count = np.bincount([index[o] for o, k in zip(self.owner_ids, kept) if k and o in index], minlength=len(self.users))
+        for k, user in enumerate(self.users):
+            for key, cap in sorted(user.capacity.items()):
+                load = held_count[k] if key == "accounts" and key not in self.values else fixed[key][k]
+                if load > cap + 1e-9:
+                    findings.append(Finding(Location("users"), f"user {user.id}: locked, excluded and pinned accounts already carry {load:,.0f} {key}, above max_{key} {cap:,.0f}"))
+        for i in np.flatnonzero(self.status == Status.LOCKED):
+            t = int(self.territory[i])
+            owner = self.owner_ids[i]
+            if t >= 0 and owner not in nodes[ids[t]].owners:
+                findings.append(Finding(self.accounts.location(int(i), "owner_id"), f"account {self.accounts.ids[i]} is locked to {owner or '(no owner)'}, who is not an owner of its territory {ids[t]}"))
+        by_reason: dict[str, list[int]] = {}
+        for i in np.flatnonzero(self.status == Status.UNASSIGNED):
+            reason = self.reasons_owner[i]
+            if reason.startswith("no capacity left"):
+                by_reason.setdefault(reason, []).append(int(i))
+        for reason, rows in by_reason.items():
+            names = ", ".join(self.accounts.ids[i] for i in rows[:5]) + (" …" if len(rows) > 5 else "")
+            findings.append(Finding(self.accounts.location(rows[0], "id"), f"{len(rows)} account(s) could not be placed, {reason} ({names})"))
+        return findings
+
     def summary(self) -> dict[str, Any]:
         before = self.loads(self.accounts.owner_ids)
         after = self.loads(self.owner_ids)
@@ -335,6 +370,7 @@ class Plan:
             "users": users,
             "unassigned": unassigned,
             "hierarchy_problems": [str(f) for f in self.families.problems],
+            "conflicts": [str(f) for f in self.conflicts()],
             "solver": solver,
         }
 

@@ -92,12 +92,14 @@ def measure(problem: Problem, fair: dict[str, np.ndarray], owner: np.ndarray) ->
         row[d.label] = (float(dev.min()), float(dev.max()), float(np.mean(np.abs(dev) <= d.tolerance + 1e-9)))
     moved = moved_value = 0.0
     for k in range(problem.n_units):
+        if not problem.candidate_sets[problem.unit_set[k]]:
+            continue  # no eligible owner (matched no territory): unassigned whatever the method
         held = problem.current[k].get(int(owner[k]), (0, 0.0))
         moved += problem.unit_size[k] - held[0]
         moved_value += problem.unit_value[k] - held[1]
     row["moved"] = int(moved)
     row["moved_value"] = moved_value
-    row["unassigned"] = int(problem.unit_size[~placed].sum())
+    row["unassigned"] = int(problem.unit_size[~placed].sum())  # includes units without any eligible owner
     return row
 
 

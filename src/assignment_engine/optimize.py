@@ -489,13 +489,29 @@ class Component:
         slack on the bands) solved.
         """
         greedy_scores = self.scores(start)
-        if (greedy_scores["unassigned"] or greedy_scores["balance"]) and self.bands_may_hold() and np.all(np.diff(self.ptr) > 0):
+        placeable = bool(np.all(np.diff(self.ptr) > 0))
+        if (greedy_scores["unassigned"] or greedy_scores["balance"]) and self.bands_may_hold() and placeable:
             strict = self._phases(start, greedy_scores, strict=True)
             if strict is not None:
                 return strict
-        relaxed = self._phases(start, greedy_scores, strict=False)
-        assert relaxed is not None  # the start is a solution of the relaxed model
-        return relaxed
+        if "balance" not in self.order or not any(d.lo is not None for d in self.dims):
+            relaxed = self._phases(start, greedy_scores, strict=False)
+            assert relaxed is not None  # the start is a solution of the relaxed model
+            return relaxed
+        # bands that cannot all hold: first the least slack, then, with every user's band widened just
+        # to cover that plan (so no later plan has more slack), the later objectives as a strict model
+        first = self._phases(start, greedy_scores, strict=False, until="balance")
+        assert first is not None
+        best, objectives = first
+        if self.scores(best)["unassigned"] == 0 and placeable:
+            loads = self.loads(best)
+            widened = {i: (np.minimum(d.lo, load), np.maximum(d.hi, load)) for i, (d, load) in enumerate(zip(self.dims, loads)) if d.lo is not None}
+            rest = self._phases(best, greedy_scores, strict=True, bands=widened)
+            if rest is not None:
+                return rest[0], objectives + [o for o in rest[1] if o.name not in ("unassigned", "balance")]
+        relaxed = self._phases(best, greedy_scores, strict=False)
+        assert relaxed is not None
+        return relaxed[0], objectives + [o for o in relaxed[1] if o.name not in ("unassigned", "balance")]
 
     def bands_may_hold(self) -> bool:
         """False when a simple count shows some band cannot hold (then the strict model is skipped)."""
@@ -513,7 +529,21 @@ class Component:
                 return False
         return True
 
-    def _phases(self, start: np.ndarray, greedy_scores: dict[str, int], *, strict: bool) -> tuple[np.ndarray, list[Objective]] | None:
+    def _phases(
+        self,
+        start: np.ndarray,
+        greedy_scores: dict[str, int],
+        *,
+        strict: bool,
+        bands: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
+        until: str | None = None,
+    ) -> tuple[np.ndarray, list[Objective]] | None:
+        """One CP-SAT model, its objectives solved in order (up to ``until``).
+
+        ``strict``: every unit placed and every band held (``bands`` may widen
+        them per dimension index). Otherwise: an 'unassigned' option per unit and
+        penalised band slack. None when a strict model finds no solution.
+        """
         model = cp_model.CpModel()
         x = [model.new_bool_var("") for _ in range(len(self.pair_user))]
         has_caps = any(d.cap is not None for d in self.dims)
@@ -529,7 +559,8 @@ class Component:
         by_user = np.argsort(self.pair_user, kind="stable")
         user_cuts = np.searchsorted(self.pair_user[by_user], np.arange(len(self.users) + 1))
         slack = []
-        for d in self.dims:
+        for i, d in enumerate(self.dims):
+            lo, hi = (bands or {}).get(i, (d.lo, d.hi))
             for c in range(len(self.users)):
                 pairs = by_user[user_cuts[c]:user_cuts[c + 1]]
                 pairs = pairs[d.values[pairs] != 0]
@@ -537,7 +568,7 @@ class Component:
                 if d.cap is not None and d.cap[c] < _NO_CAP:
                     model.add(expr <= int(d.cap[c]))
                 if d.lo is not None and strict:
-                    model.add_linear_constraint(expr, int(d.lo[c]), int(d.hi[c]))
+                    model.add_linear_constraint(expr, int(lo[c]), int(hi[c]))
                 elif d.lo is not None:
                     top = int(d.fixed[c] + d.values[pairs].sum())
                     over = model.new_int_var(0, max(top - int(d.hi[c]), 0), "")
@@ -553,6 +584,8 @@ class Component:
         }
         present = {"balance": bool(slack), "continuity": True, "affinity": bool(self.cost.any())}
         relevant = ["unassigned"] * bool(unplaced_terms) + [name for name in self.order if present[name]]
+        if until is not None:
+            relevant = relevant[: relevant.index(until) + 1] if until in relevant else relevant
         bounds = self.lower_bounds()
         # in the strict model the start (outside a band, or leaving units out) is no solution: no incumbent yet
         best, best_scores = (None, None) if strict else (start, dict(greedy_scores))
@@ -566,7 +599,7 @@ class Component:
         solver.parameters.max_deterministic_time = self.time_limit / (2 if strict else max(len(to_solve), 1))
         if strict:
             objectives.append(Objective("unassigned", 0, 0, greedy_scores["unassigned"], "OPTIMAL"))
-            if any(d.lo is not None for d in self.dims):
+            if any(d.lo is not None for d in self.dims) and bands is None:
                 objectives.append(Objective("balance", 0, 0, greedy_scores["balance"], "OPTIMAL"))
         for name in relevant:
             if best_scores is not None and best_scores[name] <= bounds[name]:  # at its trivial bound: proven

@@ -31,7 +31,7 @@ import numpy as np
 import re2
 
 from .errors import suggest
-from .table import EPOCH, AccountTable, FieldType, NumericColumn, StringColumn
+from .table import EPOCH, AccountTable, FieldType, NumericColumn, StringColumn, as_text
 
 Locate = Callable[[tuple[Any, ...]], Any]
 
@@ -269,7 +269,7 @@ def _parse_field(name: str, kind: FieldType, value: Any, path: tuple[Any, ...], 
             continue
         items = operand if isinstance(operand, list) else [operand]
         try:
-            out.append(Compare(name, kind, op, _operand(name, kind, op, operand), tuple(_show(x) for x in items)))
+            out.append(Compare(name, kind, op, _operand(name, kind, op, operand), tuple(as_text(x) for x in items)))
         except ValueError as exc:
             errors.append(ConditionError(where, str(exc)))
     return out
@@ -300,14 +300,6 @@ def _operand(name: str, kind: FieldType, op: str, operand: Any) -> Any:
             return frozenset(values) if kind == "string" else tuple(values)
         return tuple(values)
     return _scalar(name, kind, operand, fold=op in ("eq", "ne"))
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
 
 
 def _scalar(name: str, kind: FieldType, v: Any, *, fold: bool) -> Any:

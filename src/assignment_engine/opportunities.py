@@ -24,7 +24,7 @@ from .errors import DataError, Finding, Location
 from .match import Matches, match_accounts, rule_trace
 from .optimize import LoadDim, Problem, Solution, solve
 from .plan import Plan, _deviation, _extreme, solver_summary
-from .table import EPOCH, AccountTable, NumericColumn, StringColumn, User, _text
+from .table import EPOCH, AccountTable, NumericColumn, StringColumn, User, as_text
 
 DEAL_COLUMNS = ["opportunity_id", "account_id", "owner_id", "territory_id", "overlay_owner_ids", "previous_owner_id", "moved", "status", "reason"]
 
@@ -61,7 +61,7 @@ def deals_from_columns(
     account = np.empty(n, dtype=np.int64)
     findings = []
     for i, raw in enumerate(columns["account_id"]):
-        a = accounts.index.get("" if raw is None else _text(raw).strip())
+        a = accounts.index.get("" if raw is None else as_text(raw).strip())
         if a is None:
             findings.append(Finding(table.location(i, "account_id"), f"unknown account '{raw}'"))
             a = -1
@@ -69,7 +69,7 @@ def deals_from_columns(
     if findings:
         raise DataError(findings[:50])
     raw_overlay = columns.get("overlay_owner_ids", [None] * n)
-    previous = [tuple(u for u in _text(v).split(";") if u.strip()) if v else () for v in raw_overlay]
+    previous = [tuple(u for u in as_text(v).split(";") if u.strip()) if v else () for v in raw_overlay]
     return DealTable(table, account, [tuple(u.strip() for u in p) for p in previous])
 
 

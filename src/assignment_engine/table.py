@@ -76,13 +76,14 @@ def encode_strings(raw: Sequence[Any]) -> StringColumn:
         if v is None:
             codes[i] = -1
             continue
-        s = v if isinstance(v, str) else _text(v)
+        s = v if isinstance(v, str) else as_text(v)
         s = s.strip()
         codes[i] = -1 if s == "" else index.setdefault(s, len(index))
     return StringColumn(codes, list(index))
 
 
-def _text(v: Any) -> str:
+def as_text(v: Any) -> str:
+    """A cell as text: booleans as true/false, whole floats without '.0' (JSON numbers for codes)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float) and v.is_integer():
@@ -187,7 +188,7 @@ class AccountTable:
             raise DataError([Finding(Location(source, 1), "missing required column 'id'")])
         ids: list[str] = []
         for i, v in enumerate(columns["id"]):
-            s = "" if v is None else _text(v).strip()
+            s = "" if v is None else as_text(v).strip()
             if not s:
                 findings.append(Finding(where(i, "id"), "empty account id"))
             ids.append(s)
@@ -203,7 +204,7 @@ class AccountTable:
                 return [None] * n
             out: list[str | None] = []
             for v in col:
-                s = None if v is None else _text(v).strip()
+                s = None if v is None else as_text(v).strip()
                 out.append(s or None)
             return out
 
@@ -305,7 +306,7 @@ def users_from_columns(columns: dict[str, Sequence[Any]], measures: Sequence[str
             return math.nan
 
     for i in range(n):
-        uid = _text(columns[id_column][i]).strip() if columns[id_column][i] is not None else ""
+        uid = as_text(columns[id_column][i]).strip() if columns[id_column][i] is not None else ""
         if not uid:
             findings.append(Finding(Location(source, rows_[i], column=id_column), "empty user id"))
             continue
@@ -353,8 +354,8 @@ def pairs_from_columns(columns: dict[str, Sequence[Any]], accounts: AccountTable
     findings: list[Finding] = []
     seen: dict[tuple[int, int], int] = {}
     for i in range(n):
-        a = accounts.index.get(_text(columns["account_id"][i]).strip())
-        u = user_index.get(_text(columns["user_id"][i]).strip())
+        a = accounts.index.get(as_text(columns["account_id"][i]).strip())
+        u = user_index.get(as_text(columns["user_id"][i]).strip())
         if a is None:
             findings.append(Finding(Location(source, rows_[i], column="account_id"), f"unknown account '{columns['account_id'][i]}'"))
         if u is None:

@@ -90,15 +90,10 @@ def measure(problem: Problem, fair: dict[str, np.ndarray], owner: np.ndarray) ->
         share = fair[d.label]
         dev = (load[share > 0] - share[share > 0]) / share[share > 0]
         row[d.label] = (float(dev.min()), float(dev.max()), float(np.mean(np.abs(dev) <= d.tolerance + 1e-9)))
-    moved = moved_value = 0.0
-    for k in range(problem.n_units):
-        if not problem.candidate_sets[problem.unit_set[k]]:
-            continue  # no eligible owner (matched no territory): unassigned whatever the method
-        held = problem.current[k].get(int(owner[k]), (0, 0.0))
-        moved += problem.unit_size[k] - held[0]
-        moved_value += problem.unit_value[k] - held[1]
-    row["moved"] = int(moved)
-    row["moved_value"] = moved_value
+    eligible = np.array([bool(problem.candidate_sets[s]) for s in problem.unit_set], dtype=bool)  # others: unassigned whatever the method
+    held_accounts, held_value = problem.held.lookup(np.arange(problem.n_units), owner)
+    row["moved"] = int((problem.unit_size - held_accounts)[eligible].sum())
+    row["moved_value"] = float((problem.unit_value - held_value)[eligible].sum())
     row["unassigned"] = int(problem.unit_size[~placed].sum())  # includes units without any eligible owner
     return row
 

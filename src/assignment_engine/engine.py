@@ -18,7 +18,7 @@ from .errors import Finding, RuleFileError
 from .families import build_families
 from .match import match_accounts, rule_trace
 from .opportunities import DealTable, deal_measures
-from .optimize import LoadDim, Problem, solve
+from .optimize import Holdings, LoadDim, Problem, solve
 from .plan import Plan, Prepared, Status
 from .rank import balance_values, measure_values, rank_tiers
 from .table import AccountTable, PairTable, User
@@ -207,13 +207,8 @@ class Engine:
                 unit_size = np.bincount(unit_of_free, minlength=len(unit_roots))
                 pair_allowed = {(int(q // n_users), int(q % n_users)) for q, c in zip(keys.tolist(), members_listed.tolist()) if c == unit_size[q // n_users]}
 
-        current: list[dict[int, tuple[int, float]]] = [{} for _ in unit_roots]
-        for i in np.flatnonzero(free):
-            o = int(owner_index[i])
-            if o >= 0:
-                held = current[unit[i]]
-                accounts_, value_ = held.get(o, (0, 0.0))
-                held[o] = (accounts_ + 1, value_ + float(value[i]))
+        holders = free & (owner_index >= 0)
+        held = Holdings.build(unit[holders], owner_index[holders], value[holders], n_users)
 
         problem = Problem(
             user_ids=user_ids,
@@ -222,7 +217,7 @@ class Engine:
             unit_set=unit_set,
             unit_size=np.bincount(unit_of_free, minlength=len(unit_roots)),
             unit_value=per_unit(value),
-            current=current,
+            held=held,
             dims=dims,
             pair_cost=pair_cost,
             pair_allowed=pair_allowed,

@@ -22,7 +22,7 @@ import numpy as np
 from .compile import CompiledRules
 from .errors import DataError, Finding, Location
 from .match import Matches, match_accounts, rule_trace
-from .optimize import LoadDim, Problem, Solution, solve
+from .optimize import Holdings, LoadDim, Problem, Solution, solve
 from .plan import Plan, _deviation, _extreme, solver_summary
 from .table import EPOCH, AccountTable, NumericColumn, StringColumn, User, as_text
 
@@ -381,7 +381,7 @@ def _assign_overlays(plan: Plan, deals: DealTable, matches: Matches, movable: np
     set_of: dict[int, int] = {}
     candidate_sets: list[tuple[int, ...]] = []
     unit_set = np.empty(len(slots), dtype=np.int64)
-    current: list[dict[int, tuple[int, float]]] = []
+    holder = np.full(len(slots), -1, dtype=np.int64)
     amount = values[next(iter(values))] if values else np.zeros(n)
     slot_deal = np.array([i for i, _ in slots], dtype=np.int64)
     for k, (i, x) in enumerate(slots):
@@ -391,7 +391,7 @@ def _assign_overlays(plan: Plan, deals: DealTable, matches: Matches, movable: np
             candidate_sets.append(tuple(dict.fromkeys(user_index[m.user] for m in node.members if m.user in active)))
         unit_set[k] = set_of[x]
         held = [user_index[u] for u in deals.previous_overlay[i] if u in user_index and user_index[u] in candidate_sets[set_of[x]]]
-        current.append({held[0]: (1, float(amount[i]))} if held else {})
+        holder[k] = held[0] if held else -1
     dims = [LoadDim(spec.label, values[spec.measure][slot_deal], fixed[spec.label], tolerance=spec.tolerance) for spec in rules.overlay_balance]
     problem = Problem(
         user_ids=[u.id for u in users],
@@ -400,7 +400,7 @@ def _assign_overlays(plan: Plan, deals: DealTable, matches: Matches, movable: np
         unit_set=unit_set,
         unit_size=np.ones(len(slots), dtype=np.int64),
         unit_value=amount[slot_deal],
-        current=current,
+        held=Holdings.build(np.flatnonzero(holder >= 0), holder[holder >= 0], amount[slot_deal][holder >= 0], len(users)),
         dims=dims,
         time_limit=rules.policy.time_limit,
         seed=rules.policy.seed,

@@ -46,6 +46,29 @@ class LoadDim:
 
 
 @dataclass
+class Holdings:
+    """Current ownership per (unit, user): accounts and value held, sorted by ``unit × n_users + user``."""
+
+    keys: np.ndarray
+    accounts: np.ndarray
+    value: np.ndarray
+    n_users: int
+
+    @classmethod
+    def build(cls, unit: np.ndarray, user: np.ndarray, value: np.ndarray, n_users: int) -> Holdings:
+        """From one entry per account (its unit, current user index ≥ 0, value)."""
+        keys, inverse = np.unique(unit * n_users + user, return_inverse=True)
+        return cls(keys, np.bincount(inverse, minlength=len(keys)), np.bincount(inverse, weights=value, minlength=len(keys)), n_users)
+
+    def lookup(self, unit: np.ndarray, user: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Accounts and value that ``user`` holds of ``unit`` (elementwise; 0 where none)."""
+        keys = unit * self.n_users + user
+        at = np.minimum(np.searchsorted(self.keys, keys), max(len(self.keys) - 1, 0))
+        hit = ((self.keys[at] == keys) if len(self.keys) else np.zeros(len(keys), dtype=bool)) & (user >= 0)
+        return np.where(hit, self.accounts[at] if len(self.keys) else 0, 0), np.where(hit, self.value[at] if len(self.keys) else 0.0, 0.0)
+
+
+@dataclass
 class Problem:
     """Units, their candidate users, loads and current owners, in index form."""
 
@@ -55,7 +78,7 @@ class Problem:
     unit_set: np.ndarray  # per unit: index into candidate_sets
     unit_size: np.ndarray  # accounts per unit
     unit_value: np.ndarray  # value per unit (for value moved)
-    current: list[dict[int, tuple[int, float]]]  # per unit: user → (accounts, value) it holds now
+    held: Holdings  # which user holds how much of each unit now
     dims: list[LoadDim]
     pair_cost: dict[tuple[int, int], float] | None = None  # (unit, user) → affinity cost
     pair_allowed: set[tuple[int, int]] | None = None  # when given, only these pairs are eligible
@@ -259,13 +282,9 @@ class Component:
             if d.lo is not None:
                 d.weight = max(1, round(self.balance_unit / d.mean_fair))
         # continuity: accounts moved per pair, and value moved as a tie-break
-        moves = np.repeat(self.size, np.diff(self.ptr)).astype(np.int64)
-        moved_value = problem.unit_value[global_unit].astype(np.float64)
-        for p, (unit, user) in enumerate(keys):
-            held = problem.current[unit].get(user)
-            if held:
-                moves[p] -= held[0]
-                moved_value[p] -= held[1]
+        held_accounts, held_value = problem.held.lookup(global_unit, global_user)
+        moves = np.repeat(self.size, np.diff(self.ptr)).astype(np.int64) - held_accounts
+        moved_value = problem.unit_value[global_unit].astype(np.float64) - held_value
         total_value = float(problem.unit_value[units].sum())
         steps = np.round(moved_value / total_value * VALUE_STEPS).astype(np.int64) if total_value > 0 else np.zeros(len(keys), dtype=np.int64)
         self.moves = moves

@@ -21,22 +21,28 @@ from .opportunities import DealTable, deals_from_columns
 from .table import AccountTable, FieldType, PairTable, User, pairs_from_columns, users_from_columns
 
 Columns = dict[str, list[Any]]
+ACCOUNT_COLUMNS = ("id", "name", "parent_id", "owner_id", "locked", "excluded")
+DEAL_INPUT_COLUMNS = ("id", "name", "account_id", "owner_id", "locked", "excluded", "overlay_owner_ids")
 
 
-def read_columns(path: str | Path) -> tuple[Columns, Sequence[int]]:
-    """A file as columns of raw values plus the source row (line) of every record."""
+def read_columns(path: str | Path, wanted: set[str] | None = None) -> tuple[Columns, Sequence[int]]:
+    """A file as columns of raw values plus the source row (line) of every record.
+
+    Only the ``wanted`` columns are kept (all when None): CRM exports carry
+    dozens of columns a run never reads, and a million rows of each cost memory.
+    """
     path = Path(path)
     try:
         if path.suffix.lower() in (".jsonl", ".ndjson"):
-            return _read_jsonl(path)
-        return _read_csv(path)
+            return _read_jsonl(path, wanted)
+        return _read_csv(path, wanted)
     except OSError as exc:
         raise DataError([Finding(Location(str(path)), f"cannot read: {exc.strerror}")]) from None
     except UnicodeDecodeError as exc:
         raise DataError([Finding(Location(str(path)), f"not UTF-8 text: {exc.reason}")]) from None
 
 
-def _read_csv(path: Path) -> tuple[Columns, Sequence[int]]:
+def _read_csv(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[int]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
@@ -46,7 +52,8 @@ def _read_csv(path: Path) -> tuple[Columns, Sequence[int]]:
         duplicated = sorted({h for h in header if header.count(h) > 1})
         if duplicated:
             raise DataError([Finding(Location(str(path), 1), f"duplicate column(s) in header: {', '.join(duplicated)}")])
-        columns: list[list[Any]] = [[] for _ in header]
+        keep = [i for i, h in enumerate(header) if wanted is None or h in wanted]
+        columns: list[list[Any]] = [[] for _ in keep]
         rows = array("l")
         width = len(header)
         start = reader.line_num + 1
@@ -57,16 +64,16 @@ def _read_csv(path: Path) -> tuple[Columns, Sequence[int]]:
                     continue
                 if len(record) != width:
                     raise DataError([Finding(Location(str(path), start), f"expected {width} columns as in the header, found {len(record)}")])
-                for column, value in zip(columns, record):
-                    column.append(value)
+                for column, i in zip(columns, keep):
+                    column.append(record[i])
                 rows.append(start)
                 start = reader.line_num + 1
         except csv.Error as exc:
             raise DataError([Finding(Location(str(path), reader.line_num), f"CSV error: {exc}")]) from None
-    return dict(zip(header, columns)), rows
+    return dict(zip([header[i] for i in keep], columns)), rows
 
 
-def _read_jsonl(path: Path) -> tuple[Columns, Sequence[int]]:
+def _read_jsonl(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[int]]:
     records: list[dict[str, Any]] = []
     rows = array("l")
     with path.open(encoding="utf-8-sig") as handle:
@@ -81,7 +88,7 @@ def _read_jsonl(path: Path) -> tuple[Columns, Sequence[int]]:
                 raise DataError([Finding(Location(str(path), number, 1), "each line must be a JSON object")])
             records.append(record)
             rows.append(number)
-    keys = list(dict.fromkeys(k for r in records for k in r))
+    keys = [k for k in dict.fromkeys(k for r in records for k in r) if wanted is None or k in wanted]
     columns = {k: [_flat(r.get(k)) for r in records] for k in keys}
     return columns, rows
 
@@ -94,10 +101,10 @@ def _flat(value: Any) -> Any:
 
 def read_accounts(path: str | Path, field_types: dict[str, FieldType]) -> AccountTable:
     """Accounts with ``id`` and the declared fields (``name``, ``parent_id``, ``owner_id``, ``locked``, ``excluded`` optional)."""
-    columns, rows = read_columns(path)
+    columns, rows = read_columns(path, {*ACCOUNT_COLUMNS, *field_types})
     missing = [f for f in field_types if f not in columns]
     if missing and "id" in columns:
-        present = list(columns)
+        present = list(read_columns(path)[0])  # every column, for the suggestion (an error path: cost is fine)
         raise DataError([Finding(Location(str(path), 1), f"missing column '{f}' declared in the rule file's fields{suggest(f, present)}") for f in missing])
     return AccountTable.from_columns(columns, field_types, source=str(path), rows=rows)
 
@@ -109,11 +116,11 @@ def read_users(path: str | Path, measures: Sequence[str]) -> list[User]:
 
 def read_pairs(path: str | Path, accounts: AccountTable, users: Sequence[User]) -> PairTable:
     """Per account–user ``cost`` and ``workload`` (columns ``account_id, user_id, cost, workload``)."""
-    columns, rows = read_columns(path)
+    columns, rows = read_columns(path, {"account_id", "user_id", "cost", "workload"})
     return pairs_from_columns(columns, accounts, users, source=str(path), rows=rows)
 
 
 def read_deals(path: str | Path, rules: CompiledRules, accounts: AccountTable) -> DealTable:
     """Opportunities: ``id, account_id, owner_id, locked, excluded`` plus the declared opportunity fields."""
-    columns, rows = read_columns(path)
+    columns, rows = read_columns(path, {*DEAL_INPUT_COLUMNS, *rules.deal_field_types})
     return deals_from_columns(columns, rules, accounts, source=str(path), rows=rows)

@@ -21,6 +21,7 @@ from .opportunities import DealTable, deals_from_columns
 from .table import AccountTable, FieldType, PairTable, User, pairs_from_columns, users_from_columns
 
 Columns = dict[str, list[Any]]
+_DISTINCT = 50_000  # past this many distinct values a column is not deduplicated
 ACCOUNT_COLUMNS = ("id", "name", "parent_id", "owner_id", "locked", "excluded")
 DEAL_INPUT_COLUMNS = ("id", "name", "account_id", "owner_id", "locked", "excluded", "overlay_owner_ids")
 
@@ -54,6 +55,9 @@ def _read_csv(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[in
             raise DataError([Finding(Location(str(path), 1), f"duplicate column(s) in header: {', '.join(duplicated)}")])
         keep = [i for i, h in enumerate(header) if wanted is None or h in wanted]
         columns: list[list[Any]] = [[] for _ in keep]
+        # one string object per distinct value of low-cardinality columns (country, owner, flags):
+        # a million copies of "US" cost 50 MB, a million references 8 MB
+        caches: list[dict[str, str] | None] = [{} for _ in keep]
         rows = array("l")
         width = len(header)
         start = reader.line_num + 1
@@ -64,8 +68,13 @@ def _read_csv(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[in
                     continue
                 if len(record) != width:
                     raise DataError([Finding(Location(str(path), start), f"expected {width} columns as in the header, found {len(record)}")])
-                for column, i in zip(columns, keep):
-                    column.append(record[i])
+                for column, cache, i in zip(columns, caches, keep):
+                    value = record[i]
+                    if cache is not None:
+                        value = cache.setdefault(value, value)
+                        if len(cache) > _DISTINCT:
+                            caches[caches.index(cache)] = None
+                    column.append(value)
                 rows.append(start)
                 start = reader.line_num + 1
         except csv.Error as exc:

@@ -56,8 +56,12 @@ class ConditionError(ValueError):
 class Condition:
     """A node of a parsed condition."""
 
-    def mask(self, table: AccountTable) -> np.ndarray:
-        """One boolean per account: does the condition hold?"""
+    def mask(self, table: AccountTable, rows: np.ndarray | None = None) -> np.ndarray:
+        """Does the condition hold? One boolean per account, or per index of ``rows`` when given.
+
+        ``rows`` lets a child territory evaluate its own rules only on the
+        accounts its inherited rules already admitted.
+        """
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -73,10 +77,10 @@ class Condition:
 class AllOf(Condition):
     parts: list[Condition]
 
-    def mask(self, table: AccountTable) -> np.ndarray:
-        out = np.ones(len(table), dtype=bool)
+    def mask(self, table: AccountTable, rows: np.ndarray | None = None) -> np.ndarray:
+        out = np.ones(len(table) if rows is None else len(rows), dtype=bool)
         for part in self.parts:
-            out &= part.mask(table)
+            out &= part.mask(table, rows)
         return out
 
     def describe(self) -> str:
@@ -95,10 +99,10 @@ class AllOf(Condition):
 class AnyOf(Condition):
     parts: list[Condition]
 
-    def mask(self, table: AccountTable) -> np.ndarray:
-        out = np.zeros(len(table), dtype=bool)
+    def mask(self, table: AccountTable, rows: np.ndarray | None = None) -> np.ndarray:
+        out = np.zeros(len(table) if rows is None else len(rows), dtype=bool)
         for part in self.parts:
-            out |= part.mask(table)
+            out |= part.mask(table, rows)
         return out
 
     def describe(self) -> str:
@@ -115,8 +119,8 @@ class AnyOf(Condition):
 class Not(Condition):
     part: Condition
 
-    def mask(self, table: AccountTable) -> np.ndarray:
-        return ~self.part.mask(table)
+    def mask(self, table: AccountTable, rows: np.ndarray | None = None) -> np.ndarray:
+        return ~self.part.mask(table, rows)
 
     def describe(self) -> str:
         return f"not ({self.part.describe()})"
@@ -160,12 +164,11 @@ class Compare(Condition):
         held = bool(self.mask(table)[row])
         return [(depth, f"{self.describe()}  [{self.field} is {shown}]", held)]
 
-    def mask(self, table: AccountTable) -> np.ndarray:
+    def mask(self, table: AccountTable, rows: np.ndarray | None = None) -> np.ndarray:
         column = table.fields[self.field]
         if isinstance(column, StringColumn):
-            per_category = self._on_strings(column.categories)
-            return column.gather(per_category, missing=self._on_missing())
-        return self._on_numbers(column)
+            return column.gather(self._on_strings(column), missing=self._on_missing(), rows=rows)
+        return self._on_numbers(column.values if rows is None else column.values[rows])
 
     def _on_missing(self) -> bool:
         if self.op in ("ne", "not_in"):
@@ -176,30 +179,30 @@ class Compare(Condition):
             return bool(self.value)
         return False
 
-    def _on_strings(self, categories: list[str]) -> np.ndarray:
+    def _on_strings(self, column: StringColumn) -> np.ndarray:
+        """One result per distinct value; comparisons run in numpy, only ``matches`` and text search loop."""
         op, v = self.op, self.value
+        n = len(column.categories)
         if op in ("exists", "is_null"):
-            present = op == "exists"
-            return np.full(len(categories), present == v, dtype=bool)
+            return np.full(n, (op == "exists") == v, dtype=bool)
         if op == "matches":
-            return np.fromiter((v.search(c) is not None for c in categories), bool, len(categories))
+            return np.fromiter((v.search(c) is not None for c in column.categories), bool, n)
         if op in ORDERING:
-            test = _ordering(op, v)
-            return np.fromiter((test(c) for c in categories), bool, len(categories))
-        folded = [c.casefold() for c in categories]
-        if op == "eq":
-            return np.fromiter((c == v for c in folded), bool, len(folded))
-        if op == "ne":
-            return np.fromiter((c != v for c in folded), bool, len(folded))
-        if op == "in":
-            return np.fromiter((c in v for c in folded), bool, len(folded))
-        if op == "not_in":
-            return np.fromiter((c not in v for c in folded), bool, len(folded))
+            values = column.array
+            if op == "between":
+                return (values >= v[0]) & (values <= v[1])
+            return {"lt": np.less, "lte": np.less_equal, "gt": np.greater, "gte": np.greater_equal}[op](values, v)
+        folded = column.folded
+        if op in ("eq", "ne"):
+            return (folded == v) if op == "eq" else (folded != v)
+        if op in ("in", "not_in"):
+            hit = np.isin(folded, np.array(sorted(v), dtype=str))
+            return hit if op == "in" else ~hit
         method = {"starts_with": str.startswith, "ends_with": str.endswith, "contains": str.__contains__}[op]
-        return np.fromiter((any(method(c, x) for x in v) for c in folded), bool, len(folded))
+        return np.fromiter((any(method(c, x) for x in v) for c in folded.tolist()), bool, n)
 
-    def _on_numbers(self, column: NumericColumn) -> np.ndarray:
-        x, op, v = column.values, self.op, self.value
+    def _on_numbers(self, x: np.ndarray) -> np.ndarray:
+        op, v = self.op, self.value
         present = ~np.isnan(x)
         if op in ("exists", "is_null"):
             return present if (op == "exists") == v else ~present
@@ -215,13 +218,6 @@ class Compare(Condition):
             if op == "between":
                 return (x >= v[0]) & (x <= v[1])
             return {"lt": np.less, "lte": np.less_equal, "gt": np.greater, "gte": np.greater_equal}[op](x, v)
-
-
-def _ordering(op: str, v: Any) -> Callable[[str], bool]:
-    if op == "between":
-        lo, hi = v
-        return lambda c: lo <= c <= hi
-    return {"lt": lambda c: c < v, "lte": lambda c: c <= v, "gt": lambda c: c > v, "gte": lambda c: c >= v}[op]
 
 
 # ---------------------------------------------------------------- parsing

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .compile import CompiledRules, CompiledRule, TerritoryNode
+from .compile import CompiledRule, CompiledRules, TerritoryNode
 from .table import AccountTable
 
 NO_TERRITORY = -1
@@ -66,10 +66,31 @@ def match_accounts(rules: CompiledRules, table: AccountTable, *, overlay: bool =
             rule_masks[key] = rule.condition.mask(table)
         return rule_masks[key]
 
+    admitted: dict[tuple[int, ...], np.ndarray] = {}  # inherited rules → the rows they all admit
+
+    def territory_mask(node: TerritoryNode) -> np.ndarray | None:
+        """Inherited rules (shared, evaluated once) narrow the rows; local rules run on those rows only."""
+        if not node.applicable:
+            return None
+        inherited = [r for r in node.applicable if r.territory != node.id]
+        key = tuple(id(r) for r in inherited)
+        if key not in admitted:
+            both = np.ones(n, dtype=bool)
+            for rule in inherited:
+                both &= rule_mask(rule)
+            admitted[key] = np.flatnonzero(both) if inherited else np.arange(n)
+        rows = admitted[key]
+        keep = np.ones(len(rows), dtype=bool)
+        for rule in node.rules:
+            keep &= rule.condition.mask(table, rows)
+        mask = np.zeros(n, dtype=bool)
+        mask[rows[keep]] = True
+        return mask
+
     members: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(order)
     in_subtree: dict[str, np.ndarray] = {}
     for node in rules.post_order():
-        matched = _territory_mask(node, rule_mask, n) if node.overlay == overlay else None
+        matched = territory_mask(node) if node.overlay == overlay else None
         below = np.zeros(n, dtype=bool)
         for child in node.children:
             below |= in_subtree.pop(child)
@@ -81,15 +102,6 @@ def match_accounts(rules: CompiledRules, table: AccountTable, *, overlay: bool =
 
     owning, ties = _owning(rules, order, members, n)
     return Matches(order, members, owning, ties)
-
-
-def _territory_mask(node: TerritoryNode, rule_mask, n: int) -> np.ndarray | None:
-    if not node.applicable:
-        return None
-    mask = np.ones(n, dtype=bool)
-    for rule in node.applicable:
-        mask &= rule_mask(rule)
-    return mask
 
 
 def _owning(rules: CompiledRules, order: list[str], members: list[np.ndarray], n: int) -> tuple[np.ndarray, dict[int, tuple[int, ...]]]:

@@ -13,6 +13,7 @@ import datetime as dt
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -25,21 +26,31 @@ _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
 
-@dataclass(slots=True)
+@dataclass
 class StringColumn:
     """Codes into ``categories``; code -1 is a missing value."""
 
     codes: np.ndarray
     categories: list[str]
 
+    @cached_property
+    def array(self) -> np.ndarray:
+        """The categories as a numpy string array, for vectorised comparisons (computed once)."""
+        return np.array(self.categories, dtype=str) if self.categories else np.empty(0, dtype=str)
+
+    @cached_property
+    def folded(self) -> np.ndarray:
+        """The categories case-folded, for case-insensitive equality (computed once)."""
+        return np.array([c.casefold() for c in self.categories], dtype=str) if self.categories else np.empty(0, dtype=str)
+
     def value(self, row: int) -> str | None:
         code = int(self.codes[row])
         return None if code < 0 else self.categories[code]
 
-    def gather(self, per_category: np.ndarray, missing: bool) -> np.ndarray:
-        """Broadcast a per-category boolean result to every row (missing rows get ``missing``)."""
+    def gather(self, per_category: np.ndarray, missing: bool, rows: np.ndarray | None = None) -> np.ndarray:
+        """Broadcast a per-category boolean result to every row, or to ``rows`` (missing values get ``missing``)."""
         lookup = np.append(per_category.astype(bool), missing)
-        return lookup[self.codes]
+        return lookup[self.codes if rows is None else self.codes[rows]]
 
 
 @dataclass(slots=True)

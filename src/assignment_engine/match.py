@@ -12,6 +12,7 @@ decides (never an empty territory).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -32,8 +33,18 @@ class Matches:
     ties: dict[int, tuple[int, ...]]  # account → tied territory indices, file order
 
     def territories_of(self, account: int) -> list[int]:
-        """Every territory the account is in (owning, overlays, other branches), file order."""
-        return [t for t, rows in enumerate(self.members) if _contains(rows, account)]
+        """Every territory the account is in (deepest on each branch), file order."""
+        ptr, territory = self._by_account
+        return territory[ptr[account] : ptr[account + 1]].tolist()
+
+    @cached_property
+    def _by_account(self) -> tuple[np.ndarray, np.ndarray]:
+        """Membership regrouped by account (CSR: offsets, territory indices), built once."""
+        n = len(self.owning)
+        rows = np.concatenate([*self.members, np.empty(0, dtype=np.int64)])
+        territory = np.concatenate([np.full(len(m), t, dtype=np.int64) for t, m in enumerate(self.members)] or [np.empty(0, dtype=np.int64)])
+        order = np.lexsort((territory, rows))
+        return np.searchsorted(rows[order], np.arange(n + 1)), territory[order]
 
     def owning_candidates(self, account: int) -> tuple[int, ...]:
         """The owning territory, or the tied ones; empty when nothing matched."""
@@ -41,11 +52,6 @@ class Matches:
         if t == TIED:
             return self.ties[account]
         return () if t == NO_TERRITORY else (t,)
-
-
-def _contains(sorted_rows: np.ndarray, value: int) -> bool:
-    i = int(np.searchsorted(sorted_rows, value))
-    return i < len(sorted_rows) and int(sorted_rows[i]) == value
 
 
 def match_accounts(rules: CompiledRules, table: AccountTable, *, overlay: bool = False) -> Matches:

@@ -86,6 +86,7 @@ class Plan:
     tier_names: list[str]
     value_measure: str | None
     _territory_text: dict[int, str] = field(default_factory=dict, repr=False)
+    _rule_labels: dict[int, str] = field(default_factory=dict, repr=False)
 
     # -- construction -------------------------------------------------------------
 
@@ -192,11 +193,14 @@ class Plan:
         return f"{base}; {self.reasons_owner[i]}"
 
     def rule_label(self, i: int) -> str:
+        """The rules that placed the account in its territory, as ``territory:rule`` joined by ' & '."""
         t = int(self.territory[i])
         if t < 0:
             return ""
-        node = self.rules.territories[self.matches.territory_ids[t]]
-        return " & ".join(f"{r.territory}:{r.label}" for r in node.applicable)
+        if t not in self._rule_labels:
+            node = self.rules.territories[self.matches.territory_ids[t]]
+            self._rule_labels[t] = " & ".join(f"{r.territory}:{r.label}" for r in node.applicable)
+        return self._rule_labels[t]
 
     @cached_property
     def moved(self) -> np.ndarray:

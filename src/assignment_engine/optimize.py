@@ -503,9 +503,9 @@ class Component:
 
         A model that must place every unit within every band (when nothing shows
         that impossible) finds such a plan far faster than one that minimises
-        unplaced units and band slack; only if it finds none within half the
-        budget is the relaxed model (an 'unassigned' option per unit, penalised
-        slack on the bands) solved.
+        unplaced units and band slack; only if it finds none within its budget
+        is the relaxed model (an 'unassigned' option per unit, penalised slack on
+        the bands) solved.
         """
         greedy_scores = self.scores(start)
         placeable = bool(np.all(np.diff(self.ptr) > 0))
@@ -614,8 +614,8 @@ class Component:
         solver = cp_model.CpSolver()
         solver.parameters.num_workers = 1
         solver.parameters.random_seed = self.seed
-        # the strict attempt may use half the budget; what it leaves is shared by the later phases
-        solver.parameters.max_deterministic_time = self.time_limit / (2 if strict else max(len(to_solve), 1))
+        # the budget is shared by the phases to solve (a failed strict attempt costs one more budget)
+        solver.parameters.max_deterministic_time = self.time_limit / max(len(to_solve), 1)
         if strict:
             objectives.append(Objective("unassigned", 0, 0, greedy_scores["unassigned"], "OPTIMAL"))
             if any(d.lo is not None for d in self.dims) and bands is None:

@@ -264,7 +264,7 @@ class AccountTable:
             excluded=excluded,
             fields=typed,
             source=source,
-            rows=rows,
+            rows=rows_,
         )
 
     @classmethod

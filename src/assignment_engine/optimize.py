@@ -22,6 +22,7 @@ integers: balance dimensions are scaled so the mean fair share is 1,000,000.
 from __future__ import annotations
 
 import time
+from itertools import combinations
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -614,6 +615,7 @@ class Component:
         solver = cp_model.CpSolver()
         solver.parameters.num_workers = 1
         solver.parameters.random_seed = self.seed
+        solver.parameters.use_objective_lb_search = True  # measured: proves more components, finds better plans
         # the budget is shared by the phases to solve (a failed strict attempt costs one more budget)
         solver.parameters.max_deterministic_time = self.time_limit / max(len(to_solve), 1)
         if strict:
@@ -647,12 +649,90 @@ class Component:
                 bound = max(bound, float(solver.best_objective_bound))
             if best_scores is None:
                 return None  # no full placement found in the budget
+            if strict and state != "OPTIMAL" and name in ("continuity", "affinity") and best_scores[name] > bound:
+                effective = {i: (bands or {}).get(i, (d.lo, d.hi)) for i, d in enumerate(self.dims) if d.lo is not None}
+                improved = self._neighbourhood_search(best, name, [n for n in relevant[: relevant.index(name)] if n in ("continuity", "affinity")], effective)
+                scores = self.scores(improved)
+                if _better(scores, best_scores, relevant):
+                    best, best_scores, hint = improved, scores, improved
+                    state = "OPTIMAL" if best_scores[name] <= bound else "FEASIBLE"
             objectives.append(Objective(name, best_scores[name], bound, greedy_scores[name], state))
             model.add(exprs[name] <= best_scores[name])
         for o in objectives:
             if o.name == "balance":  # report band slack in mean fair shares
                 o.value, o.bound, o.greedy = (x / self.balance_unit for x in (o.value, o.bound, o.greedy))
         return best, objectives
+
+    def _neighbourhood_search(self, chosen: np.ndarray, name: str, earlier: list[str], bands: dict[int, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """Large-neighbourhood search on a complete plan: re-solve small groups of users exactly.
+
+        A single CP-SAT worker improves a whole component slowly; a group of two
+        or three users with every unit they now own is small enough to solve to
+        optimality in milliseconds. Units of the group may be redistributed
+        inside it, everything else stays, so bands, capacities and the earlier
+        objectives (which only count the group's units) keep holding. Groups are
+        visited in a fixed order until a pass improves nothing or the phase's
+        deterministic budget is spent, so the result is reproducible.
+        """
+        n_users = len(self.users)
+        if n_users < 3:
+            return chosen  # the group would be the whole component, already solved
+        objective = {"continuity": self.continuity, "affinity": self.cost}
+        target = objective[name]
+        size = 3 if n_users <= 6 else 2
+        groups = [np.array(g) for g in combinations(range(n_users), size)]
+        if size == 2:  # many users: only pairs that exchange units at all
+            shared = np.zeros((n_users, n_users), dtype=bool)
+            for k in range(len(self.units)):
+                users = self.pair_user[self.ptr[k]:self.ptr[k + 1]]
+                shared[np.ix_(users, users)] = True
+            groups = [g for g in groups if shared[g[0], g[1]]]
+        chosen = chosen.copy()
+        spent, budget = 0.0, self.time_limit
+        solver = cp_model.CpSolver()
+        solver.parameters.num_workers = 1
+        solver.parameters.random_seed = self.seed
+        solver.parameters.max_deterministic_time = max(budget / 20, 0.05)
+        improved = True
+        while improved and spent < budget:
+            improved = False
+            for group in groups:
+                owner = self.pair_user[chosen]
+                units = np.flatnonzero(np.isin(owner, group))
+                in_group = np.zeros(len(self.units), dtype=bool)
+                in_group[units] = True
+                pairs = np.flatnonzero(in_group[self.pair_unit] & np.isin(self.pair_user, group))
+                if len(pairs) == len(units):
+                    continue  # nothing can move
+                current = chosen[units]
+                model = cp_model.CpModel()
+                x = {int(p): model.new_bool_var("") for p in pairs}
+                for k in units.tolist():
+                    model.add_exactly_one([x[p] for p in range(self.ptr[k], self.ptr[k + 1]) if p in x])
+                for i, d in enumerate(self.dims):
+                    for c in group.tolist():
+                        mine = pairs[self.pair_user[pairs] == c]
+                        expr = cp_model.LinearExpr.weighted_sum([x[p] for p in mine.tolist()], d.values[mine].tolist()) + int(d.fixed[c])
+                        if d.cap is not None and d.cap[c] < _NO_CAP:
+                            model.add(expr <= int(d.cap[c]))
+                        if i in bands:
+                            model.add_linear_constraint(expr, int(bands[i][0][c]), int(bands[i][1][c]))
+                for prior in earlier:
+                    values = objective[prior]
+                    model.add(cp_model.LinearExpr.weighted_sum([x[p] for p in pairs.tolist()], values[pairs].tolist()) <= int(values[current].sum()))
+                model.minimize(cp_model.LinearExpr.weighted_sum([x[p] for p in pairs.tolist()], target[pairs].tolist()))
+                picked_now = set(current.tolist())
+                for p in pairs.tolist():
+                    model.add_hint(x[p], p in picked_now)
+                status = solver.solve(model)
+                spent += solver.response_proto.deterministic_time
+                if status in (cp_model.OPTIMAL, cp_model.FEASIBLE) and solver.objective_value < int(target[current].sum()):
+                    picked = [p for p in pairs.tolist() if solver.boolean_value(x[p])]
+                    chosen[self.pair_unit[picked]] = picked
+                    improved = True
+                if spent >= budget:
+                    break
+        return chosen
 
     def _read(self, solver: cp_model.CpSolver, x: list[cp_model.IntVar]) -> np.ndarray:
         values = np.fromiter((solver.boolean_value(v) for v in x), dtype=bool, count=len(x))

@@ -144,14 +144,14 @@ def main() -> int:
     tolerance = {d.label: d.tolerance for d in problem.dims if d.tolerance is not None}
     print(f"\npreset {args.preset}: {len(accounts):,} accounts, {len(users):,} users, {len(engine.rules.territories):,} territories, "
           f"{problem.n_units:,} units, {len(solution.components):,} components; workers {args.workers}")
-    head = f"{'method':22}" + "".join(f"{f'{lb} ±{tolerance[lb]:.0%} min/max (in band)':>34}" for lb in labels) + f"{'moved':>10}{'value moved':>16}{'unassigned':>11}{'time s':>9}"
+    head = f"{'method':22}" + "".join(f"{f'{lb} ±{tolerance[lb]:.0%} min/max (in band)':>40}" for lb in labels) + f"{'moved':>10}{'value moved':>20}{'unassigned':>12}{'time s':>9}"
     print(head)
     print("-" * len(head))
     for name, row in rows.items():
-        cells = "".join(f"{f'{row[lb][0]:+.1%} / {row[lb][1]:+.1%} ({row[lb][2]:.0%})':>34}" for lb in labels)
-        print(f"{name:22}{cells}{row['moved']:>10,}{row['moved_value']:>16,.0f}{row['unassigned']:>11,}{times[name]:>9.1f}")
+        cells = "".join(f"{f'{row[lb][0]:+.1%} / {row[lb][1]:+.1%} ({row[lb][2]:.0%})':>40}" for lb in labels)
+        print(f"{name:22}{cells}{row['moved']:>10,}{row['moved_value']:>20,.0f}{row['unassigned']:>12,}{times[name]:>9.1f}")
     solver = summary["solver"]
-    print(f"{'lower bound (moves)':22}{'':>{34 * len(labels)}}{solver['moves_lower_bound']:>10,}")
+    print(f"{'lower bound (moves)':22}{'':>{40 * len(labels)}}{solver['moves_lower_bound']:>10,}")
     print(f"\nstages: " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()) + f"; total {total:.1f}s")
     print(f"components: {solver['status']}; moves gap to bound {solver['moves_gap']:.2%}")
     print(f"peak memory: {peak:,.0f} MiB (this process), {children:,.0f} MiB (largest worker or generator)")

@@ -101,7 +101,7 @@ class Assignment(_Strict):
         description="objective order after the hard constraints; leave one out to ignore it",
     )
     pair_eligibility: Literal["any", "listed"] = Field("any", description="'listed': only account–user pairs in the pairs file are eligible")
-    time_limit: float = Field(2.0, gt=0, description="solver effort per component, in deterministic seconds (about a wall-clock second each)")
+    time_limit: float = Field(1.5, gt=0, description="solver effort per component, in deterministic seconds (about a wall-clock second each)")
     seed: int = Field(0, ge=0)
 
 

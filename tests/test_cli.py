@@ -20,11 +20,11 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-def test_validate_good_file_exits_0(runner):
-    with runner.isolated_filesystem():
-        with open("rules.yaml", "w", encoding="utf-8") as handle:
-            handle.write(EXAMPLE_RULES)
-        result = runner.invoke(main, ["validate", "rules.yaml"])
+def test_validate_good_file_exits_0(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open("rules.yaml", "w", encoding="utf-8") as handle:
+        handle.write(EXAMPLE_RULES)
+    result = runner.invoke(main, ["validate", "rules.yaml"])
     assert result.exit_code == 0, result.output
     assert result.stdout == "rules.yaml: valid (4 territories, 5 members)\n"
 
@@ -196,14 +196,12 @@ def test_validate_yaml_syntax_error_exit_1(runner, tmp_path):
     assert int(match["line"]) >= line_col(text, "hierarchy: [")[0]
 
 
-def test_validate_names_the_file_exactly_even_with_brackets(runner):
+def test_validate_names_the_file_exactly_even_with_brackets(runner, tmp_path, monkeypatch):
     """A path is data, not rich markup: 'rules[v2].yaml' must be printed as written."""
-    with runner.isolated_filesystem():
-        from pathlib import Path
-
-        Path("team[emea]").mkdir()
-        Path("team[emea]/rules[v2].yaml").write_text(EXAMPLE_RULES, encoding="utf-8")
-        result = runner.invoke(main, ["validate", "team[emea]/rules[v2].yaml"])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "team[emea]").mkdir()
+    (tmp_path / "team[emea]" / "rules[v2].yaml").write_text(EXAMPLE_RULES, encoding="utf-8")
+    result = runner.invoke(main, ["validate", "team[emea]/rules[v2].yaml"])
     assert result.exit_code == 0, result.output
     assert "team[emea]/rules[v2].yaml: valid" in result.stdout
 

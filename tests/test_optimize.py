@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -329,3 +330,30 @@ def test_example_tiers_rank_by_revenue_with_ties_broken_by_id(example_engine, ex
     assert [a for a, t in tiers.items() if t == "key"] == ["A00"]  # top 5 % of 20 = 1
     assert sorted(a for a, t in tiers.items() if t == "growth") == ["A01", "A02", "A03", "A04", "A05"]  # up to 30 % = 6
     assert sum(t == "core" for t in tiers.values()) == 14
+
+
+# ---------------------------------------------------------------- neighbourhood search
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 60), st.sampled_from(["u1", "u2", "u3", "u4", "u5", None])), min_size=10, max_size=40),
+    st.integers(4, 5),
+)
+def test_neighbourhood_search_keeps_every_band_and_never_moves_more(accounts, n_users):
+    from assignment_engine.optimize import Component, components
+
+    engine = one_territory("[{measure: revenue, tolerance: 0.25}, {measure: accounts, tolerance: 0.25}]", users=n_users)
+    records = [{"id": f"A{i}", "country": "US", "revenue": revenue, "owner_id": owner} for i, (revenue, owner) in enumerate(accounts)]
+    problem = engine.prepare(engine.table(records), [User(f"u{i}") for i in range(1, n_users + 1)]).problem
+    (users, units), = components(problem)
+    part = Component(problem, users, units)
+    start = part.greedy()
+    assume(part.scores(start)["unassigned"] == 0 and part.scores(start)["balance"] == 0)
+    bands = {i: (d.lo, d.hi) for i, d in enumerate(part.dims) if d.lo is not None}
+    found = part._neighbourhood_search(start, "continuity", [], bands)
+    assert np.array_equal(found, part._neighbourhood_search(start, "continuity", [], bands))  # deterministic
+    assert np.array_equal(part.pair_unit[found], np.arange(len(units)))  # one candidate pair per unit
+    for i, load in enumerate(part.loads(found)):
+        if i in bands:
+            assert np.all(bands[i][0] <= load) and np.all(load <= bands[i][1])
+    assert part.scores(found)["continuity"] <= part.scores(start)["continuity"]

@@ -615,7 +615,6 @@ class Component:
         solver = cp_model.CpSolver()
         solver.parameters.num_workers = 1
         solver.parameters.random_seed = self.seed
-        _tune(solver)
         # the budget is shared by the phases to solve (a failed strict attempt costs one more budget)
         solver.parameters.max_deterministic_time = self.time_limit / max(len(to_solve), 1)
         if strict:
@@ -633,6 +632,7 @@ class Component:
             for var, value in zip(x, hinted.tolist()):
                 model.add_hint(var, value)
             model.minimize(exprs[name])
+            _tune(solver, name)
             status = solver.solve(model)
             if status == cp_model.MODEL_INVALID:  # a bug in this module, never a user error
                 raise RuntimeError(f"invalid CP-SAT model: {model.validate()}")
@@ -649,7 +649,7 @@ class Component:
                 bound = max(bound, float(solver.best_objective_bound))
             if best_scores is None:
                 return None  # no full placement found in the budget
-            if strict and state != "OPTIMAL" and name in ("continuity", "affinity") and best_scores[name] > bound:
+            if strict and state != "OPTIMAL" and name == "continuity" and best_scores[name] > bound:
                 effective = {i: (bands or {}).get(i, (d.lo, d.hi)) for i, d in enumerate(self.dims) if d.lo is not None}
                 improved = self._neighbourhood_search(best, name, [n for n in relevant[: relevant.index(name)] if n in ("continuity", "affinity")], effective)
                 scores = self.scores(improved)
@@ -672,7 +672,9 @@ class Component:
         inside it, everything else stays, so bands, capacities and the earlier
         objectives (which only count the group's units) keep holding. Groups are
         visited in a fixed order until a pass improves nothing or the phase's
-        deterministic budget is spent, so the result is reproducible.
+        deterministic budget is spent, so the result is reproducible. Used on
+        continuity phases only: on the generalized-assignment benchmark (affinity)
+        exchanges within pairs of agents found nothing and cost time.
         """
         n_users = len(self.users)
         if n_users < 3:
@@ -743,13 +745,15 @@ class Component:
         return chosen
 
 
-def _tune(solver: cp_model.CpSolver) -> None:
-    """Parameters measured on the M benchmark's components (about 500 units × 5 users each):
-    objective lower-bound search proves more components optimal and finds better
-    plans (but not on the neighbourhood search's small models); probing during
-    presolve costs more than it saves on either."""
-    solver.parameters.use_objective_lb_search = True
-    solver.parameters.cp_model_probing_level = 0
+def _tune(solver: cp_model.CpSolver, phase: str) -> None:
+    """Parameters measured on the M benchmark's balance and continuity phases (about 500
+    units × 5 users each): objective lower-bound search proves more components
+    optimal and finds better plans, and probing during presolve costs more than it
+    saves. On the generalized-assignment benchmark (unassigned, affinity) CP-SAT's
+    defaults do better."""
+    tuned = phase in ("balance", "continuity")
+    solver.parameters.use_objective_lb_search = tuned
+    solver.parameters.cp_model_probing_level = 0 if tuned else 2
 
 
 def _better(a: dict[str, int], b: dict[str, int], order: list[str]) -> bool:

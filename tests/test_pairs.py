@@ -144,3 +144,22 @@ def test_pairs_file_through_the_cli(tmp_path):
     assert result.exit_code == 0, result.output
     owners = {r["account_id"]: r["owner_id"] for r in map(json.loads, (tmp_path / "out" / "accounts.jsonl").read_text(encoding="utf-8").splitlines())}
     assert owners == {"A": "a0", "B": "a2"}  # cost 1 + 3 beats 4 + 1
+
+
+def test_room_first_start_places_what_cheapest_first_leaves_out():
+    """Two agents of capacity 10: cheapest-first puts both 4s on a0 and finds no room for the second 6."""
+    from assignment_engine.optimize import Component, components
+
+    engine = gap_engine()
+    load = np.array([[4, 4, 6, 6], [4, 4, 6, 6], [99, 99, 99, 99]], dtype=float)
+    cost = np.array([[1, 1, 1, 1], [9, 9, 2, 2], [50, 50, 50, 50]], dtype=float)
+    users = [User("a0", capacity={"effort": 10}), User("a1", capacity={"effort": 10}), User("a2", capacity={"effort": 10})]
+    records = [{"id": f"j{j}", "country": "US"} for j in range(4)]
+    problem = engine.prepare(engine.table(records), users, pairs=full_pairs(cost, load)).problem
+    (members, units), = components(problem)
+    part = Component(problem, members, units)
+    assert part.scores(part.greedy())["unassigned"] == 1  # the second job of load 6 is left out
+    placed = part.greedy(room_first=True)
+    assert part.scores(placed)["unassigned"] == 0
+    for load_of_user in part.loads(placed):
+        assert np.all(load_of_user <= 10)

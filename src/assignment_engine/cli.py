@@ -231,7 +231,7 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
 
 
 def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:+.0%}"
+    return "n/a" if x is None else f"{x:+.1%}"
 
 
 def _share(load: float, fair: float, deviation: float | None = None, label: str = "", summary: dict[str, Any] | None = None) -> str:

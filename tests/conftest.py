@@ -61,6 +61,18 @@ assignment:
   balance: [{measure: revenue, tolerance: 0.10}, {measure: accounts, tolerance: 0.15}]
 """
 
+# Two geographic territories of two owners each, for tests that add their own territories.
+WEST_EAST = """
+- id: west
+  type: geo
+  rules: [{when: {state: CA}}]
+  members: [{user: w1}, {user: w2}]
+- id: east
+  type: geo
+  rules: [{when: {state: NY}}]
+  members: [{user: e1}, {user: e2}]
+"""
+
 EXAMPLE_USERS = ["u001", "u010", "u011", "u012", "u013"]
 EXAMPLE_FIELDS = ["country", "state", "postal_code", "industry", "annual_revenue", "employees"]
 

@@ -6,17 +6,9 @@ import pytest
 
 from assignment_engine import DataError, Engine, HierarchyError, User, compile_rules, read_accounts
 
-from conftest import rows_by_id, rules_text
+from conftest import WEST_EAST, rows_by_id, rules_text
 
-TERRITORIES = """
-- id: west
-  type: geo
-  rules: [{when: {state: CA}}]
-  members: [{user: w1}, {user: w2}]
-- id: east
-  type: geo
-  rules: [{when: {state: NY}}]
-  members: [{user: e1}, {user: e2}]
+TERRITORIES = WEST_EAST + """
 - id: key
   type: named
   rules: [{when: {revenue: {gte: 1000}}}]

@@ -17,7 +17,7 @@ from assignment_engine.cli import main
 from assignment_engine.opportunities import DealPlan, assign_deals, deals_from_columns
 from assignment_engine.synthetic import generate_book
 
-from conftest import engine_of, rows_by_id, rules_text, write_csv
+from conftest import WEST_EAST, engine_of, rows_by_id, rules_text, write_csv
 
 DEAL_FIELDS = ["stage", "close_date", "amount", "product_line"]
 
@@ -36,15 +36,7 @@ def opportunities_section(*, tie: str = "balance", keep: str = "{when: {stage: {
 
 
 # Two owning geo territories; an overlay team on analytics deals.
-TERRITORIES = """
-- id: west
-  type: geo
-  rules: [{when: {state: CA}}]
-  members: [{user: w1}, {user: w2}]
-- id: east
-  type: geo
-  rules: [{when: {state: NY}}]
-  members: [{user: e1}, {user: e2}]
+TERRITORIES = WEST_EAST + """
 - id: analytics
   type: specialist
   rules: [{when: {product_line: analytics}}]

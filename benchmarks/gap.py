@@ -21,6 +21,7 @@ import numpy as np
 
 from assignment_engine import Engine, User, compile_rules
 from assignment_engine.table import PairTable
+from machine import machine_line
 
 DATA = Path(__file__).parent / "data" / "gap"
 BEST_KNOWN = {  # best known value, and whether it is proven optimal (data/gap/README.md)
@@ -154,7 +155,7 @@ def main() -> int:
             flush=True,
         )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\n* best known, not proven optimal. Peak memory {peak:,.0f} MiB. Python {sys.version.split()[0]}.")
+    print(f"\n* best known, not proven optimal. Peak memory {peak:,.0f} MiB.\n{machine_line()}")
     return 0
 
 

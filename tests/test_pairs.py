@@ -81,6 +81,7 @@ def test_small_generalized_assignment_problems_are_solved_to_optimality(instance
     else:
         assert -1 not in owner
         assert sum(cost[i, j] for j, i in enumerate(owner)) == optimum
+        assert plan.solution.components[0].objective("affinity").bound <= optimum  # a proven bound is never above the optimum
     for i in range(3):
         assert sum(load[i, j] for j in range(n) if owner[j] == i) <= capacity[i]
 
@@ -163,3 +164,58 @@ def test_room_first_start_places_what_cheapest_first_leaves_out():
     assert part.scores(placed)["unassigned"] == 0
     for load_of_user in part.loads(placed):
         assert np.all(load_of_user <= 10)
+
+
+@given(
+    st.integers(2, 5).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.lists(st.integers(0, 20), min_size=n, max_size=n), min_size=3, max_size=3),
+            st.lists(st.lists(st.integers(1, 9), min_size=n, max_size=n), min_size=3, max_size=3),
+            st.lists(st.integers(3, 20), min_size=3, max_size=3),
+            st.lists(st.floats(0, 10), min_size=3, max_size=3),
+        )
+    )
+)
+def test_any_non_negative_capacity_prices_give_a_lower_bound(instance):
+    """The bound reported from the LP's duals must hold whatever prices the LP solver returns."""
+    from assignment_engine.relaxation import CapacityRows, lagrangian_bound
+
+    cost, load, capacity, prices = (np.array(x) for x in instance)
+    optimum = brute_force(cost, load, capacity)
+    n = cost.shape[1]
+    rows = CapacityRows(load.T.reshape(-1), capacity, np.ones(3, dtype=bool), np.zeros(3, dtype=np.int64))
+    bound = lagrangian_bound(np.repeat(np.arange(n), 3), np.tile(np.arange(3), n), cost.T.reshape(-1), [rows], prices[None, :])
+    if optimum is not None:
+        assert bound <= optimum + 1e-9
+
+
+@given(
+    st.integers(2, 6).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.lists(st.integers(1, 30), min_size=n, max_size=n), min_size=3, max_size=3),
+            st.lists(st.lists(st.integers(2, 9), min_size=n, max_size=n), min_size=3, max_size=3),
+            st.floats(1.0, 1.5),
+        )
+    )
+)
+def test_lp_guided_start_holds_capacities_and_its_bound_is_below_the_optimum(instance):
+    from assignment_engine.optimize import Component, components
+
+    cost, load, slack = np.array(instance[0], dtype=float), np.array(instance[1], dtype=float), instance[2]
+    n = cost.shape[1]
+    capacity = np.full(3, np.floor(load.mean(axis=0).sum() / 3 * slack))
+    engine = gap_engine()
+    users = [User(f"a{i}", capacity={"effort": float(capacity[i])}) for i in range(3)]
+    problem = engine.prepare(engine.table([{"id": f"j{j}", "country": "US"} for j in range(n)]), users, pairs=full_pairs(cost, load)).problem
+    (members, units), = components(problem)
+    part = Component(problem, members, units)
+    guided = part._lp_guided("affinity")
+    optimum = brute_force(cost, load, capacity)
+    if guided is None:  # the LP has no solution: neither has the integer problem
+        assert optimum is None
+        return
+    assert all(np.all(load_of_user <= capacity) for load_of_user in part.loads(guided))
+    if optimum is not None:
+        assert part.lp_bounds["affinity"] <= optimum
+        if part.scores(guided)["unassigned"] == 0:
+            assert part.scores(guided)["affinity"] >= optimum

@@ -21,6 +21,7 @@ integers: balance dimensions are scaled so the mean fair share is 1,000,000.
 
 from __future__ import annotations
 
+import math
 import time
 from itertools import combinations
 from concurrent.futures import ProcessPoolExecutor
@@ -29,8 +30,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from ortools.sat.python import cp_model
 
+from .relaxation import CapacityRows, relax
+
 RESOLUTION = 1_000_000  # integer units per mean fair share
 CONTINUITY_GAP = 0.005  # a continuity phase may stop within 0.5 % of its proven bound
+SUBMODEL_COST = 0.004  # deterministic seconds charged per neighbourhood model for building and setting it up
+MAX_TRIPLES = 2_000  # the neighbourhood search re-solves every three users of a component with at most this many triples
 VALUE_STEPS = 1_000  # value moved is a tie-break in steps of 0.1 % of the component's value
 _NO_CAP = np.iinfo(np.int64).max // 4
 
@@ -235,6 +240,7 @@ class Component:
         self.user_ids = [problem.user_ids[u] for u in users]
         self.seed, self.time_limit = problem.seed, problem.time_limit
         self.order = list(problem.objectives)
+        self.lp_bounds: dict[str, float] = {}  # objective → LP relaxation bound over plans that place every unit
         local = {u: k for k, u in enumerate(users)}
         pair_unit: list[int] = []
         pair_user: list[int] = []
@@ -505,12 +511,49 @@ class Component:
         result = ComponentResult(self.user_ids, len(self.units), len(self.pair_user), objectives, moves, min(moves_bound, moves), time.perf_counter() - start)
         return owner, result
 
-    def lower_bounds(self) -> dict[str, int]:
-        """Trivial bounds: a phase whose start value meets it needs no solving."""
+    def lower_bounds(self, complete: bool = False) -> dict[str, int]:
+        """Bounds a phase whose start value meets needs no solving: the cheapest pair of every unit,
+        and for plans that place every unit (``complete``) the LP relaxation's bound when one was solved."""
         def per_unit_min(values: np.ndarray) -> int:
             return int(np.minimum.reduceat(values, self.ptr[:-1][np.diff(self.ptr) > 0]).sum()) if len(values) else 0
 
-        return {"unassigned": 0, "balance": 0, "continuity": per_unit_min(self.continuity), "affinity": per_unit_min(self.cost)}
+        bounds = {"unassigned": 0, "balance": 0, "continuity": per_unit_min(self.continuity), "affinity": per_unit_min(self.cost)}
+        for name, bound in self.lp_bounds.items() if complete else ():
+            bounds[name] = max(bounds[name], math.ceil(bound - 1e-6 * max(abs(bound), 1.0)))  # objectives are integers
+        return bounds
+
+    @property
+    def capacity_only(self) -> bool:
+        return any(d.cap is not None for d in self.dims) and not any(d.lo is not None for d in self.dims)
+
+    def _lp_guided(self, name: str) -> np.ndarray | None:
+        """A start rounded from the LP relaxation of objective ``name`` (capacities only); records its bound.
+
+        Units go in order of their largest LP value (the integral ones first, which
+        always fit together), each to its highest-valued pair that fits, cheapest
+        first among equals, else to its cheapest pair that fits.
+        """
+        target = {"continuity": self.continuity, "affinity": self.cost}[name]
+        capacities = [CapacityRows(d.values, d.cap, d.cap < _NO_CAP, d.fixed) for d in self.dims if d.cap is not None]
+        relaxation = relax(self.pair_unit, self.pair_user, target, capacities, self.time_limit)
+        if relaxation is None:
+            return None
+        self.lp_bounds[name] = relaxation.bound
+        values = relaxation.values
+        load = [c.fixed.copy() for c in capacities]
+        chosen = np.full(len(self.units), -1, dtype=np.int64)
+        has_pairs = np.flatnonzero(np.diff(self.ptr) > 0)
+        top = np.maximum.reduceat(values, self.ptr[has_pairs]) if len(has_pairs) else values
+        for k in has_pairs[np.lexsort((has_pairs, -top))].tolist():
+            lo, hi = self.ptr[k], self.ptr[k + 1]
+            for p in (lo + np.lexsort((target[lo:hi], -values[lo:hi]))).tolist():
+                c = self.pair_user[p]
+                if all(l[c] + cap.values[p] <= cap.cap[c] for l, cap in zip(load, capacities)):
+                    chosen[k] = p
+                    for l, cap in zip(load, capacities):
+                        l[c] += cap.values[p]
+                    break
+        return chosen
 
     def _lexicographic(self, start: np.ndarray) -> tuple[np.ndarray, list[Objective]]:
         """Optimise the objectives in order; when the start misses a hard goal, first try it as a constraint.
@@ -523,6 +566,11 @@ class Component:
         """
         greedy_scores = self.scores(start)
         placeable = bool(np.all(np.diff(self.ptr) > 0))
+        guide = next((n for n in self.order if n in ("continuity", "affinity") and greedy_scores[n] > self.lower_bounds()[n]), None)
+        if self.capacity_only and guide is not None and placeable:
+            guided = self._lp_guided(guide)
+            if guided is not None and _better(self.scores(guided), greedy_scores, ["unassigned", *self.order]):
+                start, greedy_scores = guided, self.scores(guided)
         if (greedy_scores["unassigned"] or greedy_scores["balance"]) and self.bands_may_hold() and placeable:
             strict = self._phases(start, greedy_scores, strict=True)
             if strict is not None:
@@ -624,7 +672,7 @@ class Component:
         relevant = ["unassigned"] * bool(unplaced_terms) + [name for name in self.order if present[name]]
         if until is not None:
             relevant = relevant[: relevant.index(until) + 1] if until in relevant else relevant
-        bounds = self.lower_bounds()
+        bounds = self.lower_bounds(complete=strict)
         # in the strict model the start (outside a band, or leaving units out) is no solution: no incumbent yet
         best, best_scores = (None, None) if strict else (start, dict(greedy_scores))
         hint = start
@@ -634,16 +682,33 @@ class Component:
         solver.parameters.num_workers = 1
         solver.parameters.random_seed = self.seed
         # the budget is shared by the phases to solve (a failed strict attempt costs one more budget)
-        solver.parameters.max_deterministic_time = self.time_limit / max(len(to_solve), 1)
+        phase_budget = self.time_limit / max(len(to_solve), 1)
+        effective_bands = {i: (bands or {}).get(i, (d.lo, d.hi)) for i, d in enumerate(self.dims) if d.lo is not None}
         if strict:
             objectives.append(Objective("unassigned", 0, 0, greedy_scores["unassigned"], "OPTIMAL"))
             if any(d.lo is not None for d in self.dims) and bands is None:
                 objectives.append(Objective("balance", 0, 0, greedy_scores["balance"], "OPTIMAL"))
         for name in relevant:
+            if best_scores is not None and best_scores["unassigned"] == 0:
+                bounds = self.lower_bounds(complete=True)  # placing every unit is now a constraint
             if best_scores is not None and best_scores[name] <= bounds[name]:  # at its trivial bound: proven
                 objectives.append(Objective(name, best_scores[name], best_scores[name], greedy_scores[name], "OPTIMAL"))
                 model.add(exprs[name] <= best_scores[name])
                 continue
+            earlier = [n for n in relevant[: relevant.index(name)] if n in ("continuity", "affinity")]
+            budget, state = phase_budget, "START"
+            if name == "affinity" and self.capacity_only and best_scores is not None and best_scores["unassigned"] == 0:
+                # generalized assignment: the exchange search first; it converges in a fraction of the budget
+                # on small components and does all the improving on large ones, where a single CP-SAT worker
+                # improves nothing (GAP 80 × 1600); CP-SAT gets the rest, to prove or improve its plan
+                improved, spent = self._neighbourhood_search(best, name, earlier, effective_bands, budget / 2)
+                budget -= spent
+                if _better(self.scores(improved), best_scores, relevant):
+                    best, best_scores, hint, state = improved, self.scores(improved), improved, "FEASIBLE"
+                if best_scores[name] <= bounds[name]:
+                    objectives.append(Objective(name, best_scores[name], bounds[name], greedy_scores[name], "OPTIMAL"))
+                    model.add(exprs[name] <= best_scores[name])
+                    continue
             model.clear_hints()
             hinted = np.zeros(len(x), dtype=bool)
             hinted[hint[hint >= 0]] = True
@@ -651,11 +716,11 @@ class Component:
                 model.add_hint(var, value)
             model.minimize(exprs[name])
             _tune(solver, name)
+            solver.parameters.max_deterministic_time = budget
             status = solver.solve(model)
             if status == cp_model.MODEL_INVALID:  # a bug in this module, never a user error
                 raise RuntimeError(f"invalid CP-SAT model: {model.validate()}")
             bound = float(bounds[name])
-            state = "START"
             if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
                 found = self._read(solver, x)
                 scores = self.scores(found)
@@ -669,11 +734,8 @@ class Component:
                 bound = max(bound, float(solver.best_objective_bound))
             if best_scores is None:
                 return None  # no full placement found in the budget
-            # continuity of a strict model; affinity of a complete plan under capacities alone (GAP-like)
-            searchable = name == "continuity" and strict or name == "affinity" and best_scores["unassigned"] == 0 and not any(d.lo is not None for d in self.dims)
-            if searchable and state != "OPTIMAL" and best_scores[name] > bound * (1 + CONTINUITY_GAP):
-                effective = {i: (bands or {}).get(i, (d.lo, d.hi)) for i, d in enumerate(self.dims) if d.lo is not None}
-                improved = self._neighbourhood_search(best, name, [n for n in relevant[: relevant.index(name)] if n in ("continuity", "affinity")], effective)
+            if name == "continuity" and strict and state != "OPTIMAL" and best_scores[name] > bound * (1 + CONTINUITY_GAP):
+                improved, _ = self._neighbourhood_search(best, name, earlier, effective_bands, self.time_limit)
                 scores = self.scores(improved)
                 if _better(scores, best_scores, relevant):
                     best, best_scores, hint = improved, scores, improved
@@ -685,7 +747,7 @@ class Component:
                 o.value, o.bound, o.greedy = (x / self.balance_unit for x in (o.value, o.bound, o.greedy))
         return best, objectives
 
-    def _neighbourhood_search(self, chosen: np.ndarray, name: str, earlier: list[str], bands: dict[int, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    def _neighbourhood_search(self, chosen: np.ndarray, name: str, earlier: list[str], bands: dict[int, tuple[np.ndarray, np.ndarray]], budget: float) -> tuple[np.ndarray, float]:
         """Large-neighbourhood search on a complete plan: re-solve small groups of users exactly.
 
         A single CP-SAT worker improves a whole component slowly; a group of two
@@ -693,18 +755,20 @@ class Component:
         optimality in milliseconds. Units of the group may be redistributed
         inside it, everything else stays, so bands, capacities and the earlier
         objectives (which only count the group's units) keep holding. Groups are
-        visited in a fixed order until a pass improves nothing or the phase's
-        deterministic budget is spent, so the result is reproducible. Used on
-        strict continuity phases, and on affinity when capacities are the only
-        constraints and the plan is complete (GAP type E 80 × 1600: from 9× the
-        best known cost to 1.6 % above it; d20200 from +1.17 % to +0.97 %).
+        visited in a fixed order until a pass improves nothing or ``budget``
+        deterministic seconds are spent (each model charged SUBMODEL_COST more
+        for its set-up, so the budget tracks wall time), so the result is
+        reproducible. Used on strict continuity phases, and on affinity when
+        capacities are the only constraints and the plan is complete. Returns
+        the plan and the budget spent.
         """
         n_users = len(self.users)
         if n_users < 3:
-            return chosen  # a pair would be the whole component, already solved
+            return chosen, 0.0  # a pair would be the whole component, solved whole
         objective = {"continuity": self.continuity, "affinity": self.cost}
         target = objective[name]
-        size = 3 if 4 <= n_users <= 6 else 2  # three users hold more exchanges than two; many users give too many triples
+        # three users hold more exchanges than two (GAP d20200: +1.30 % → +0.66 %); many users give too many triples
+        size = 3 if n_users >= 4 and math.comb(n_users, 3) <= MAX_TRIPLES else 2
         groups = [np.array(g) for g in combinations(range(n_users), size)]
         if size == 2:  # many users: only pairs that exchange units at all
             shared = np.zeros((n_users, n_users), dtype=bool)
@@ -713,7 +777,11 @@ class Component:
                 shared[np.ix_(users, users)] = True
             groups = [g for g in groups if shared[g[0], g[1]]]
         chosen = chosen.copy()
-        spent, budget = 0.0, self.time_limit
+        owner = self.pair_user[chosen]
+        by_user = np.argsort(self.pair_user, kind="stable")
+        user_pairs = np.split(by_user, np.searchsorted(self.pair_user[by_user], np.arange(1, n_users)))
+        member = np.zeros(n_users, dtype=bool)
+        spent = 0.0
         solver = cp_model.CpSolver()
         solver.parameters.num_workers = 1
         solver.parameters.random_seed = self.seed
@@ -723,42 +791,45 @@ class Component:
         while improved and spent < budget:
             improved = False
             for group in groups:
-                owner = self.pair_user[chosen]
-                units = np.flatnonzero(np.isin(owner, group))
-                in_group = np.zeros(len(self.units), dtype=bool)
-                in_group[units] = True
-                pairs = np.flatnonzero(in_group[self.pair_unit] & np.isin(self.pair_user, group))
+                member[:] = False
+                member[group] = True
+                in_group = member[owner]
+                units = np.flatnonzero(in_group)
+                pairs = np.sort(np.concatenate([up[in_group[self.pair_unit[up]]] for up in (user_pairs[c] for c in group.tolist())]))
                 if len(pairs) == len(units):
                     continue  # nothing can move
                 current = chosen[units]
                 model = cp_model.CpModel()
-                x = {int(p): model.new_bool_var("") for p in pairs}
-                for k in units.tolist():
-                    model.add_exactly_one([x[p] for p in range(self.ptr[k], self.ptr[k + 1]) if p in x])
+                x = [model.new_bool_var("") for _ in range(len(pairs))]
+                unit_of, user_of = self.pair_unit[pairs], self.pair_user[pairs]
+                for chunk in np.split(np.arange(len(pairs)), np.flatnonzero(np.diff(unit_of)) + 1):
+                    model.add_exactly_one([x[i] for i in chunk.tolist()])
                 for i, d in enumerate(self.dims):
                     for c in group.tolist():
-                        mine = pairs[self.pair_user[pairs] == c]
-                        expr = cp_model.LinearExpr.weighted_sum([x[p] for p in mine.tolist()], d.values[mine].tolist()) + int(d.fixed[c])
+                        mine = np.flatnonzero(user_of == c)
+                        mine = mine[d.values[pairs[mine]] != 0]
+                        expr = cp_model.LinearExpr.weighted_sum([x[j] for j in mine.tolist()], d.values[pairs[mine]].tolist()) + int(d.fixed[c])
                         if d.cap is not None and d.cap[c] < _NO_CAP:
                             model.add(expr <= int(d.cap[c]))
                         if i in bands:
                             model.add_linear_constraint(expr, int(bands[i][0][c]), int(bands[i][1][c]))
                 for prior in earlier:
                     values = objective[prior]
-                    model.add(cp_model.LinearExpr.weighted_sum([x[p] for p in pairs.tolist()], values[pairs].tolist()) <= int(values[current].sum()))
-                model.minimize(cp_model.LinearExpr.weighted_sum([x[p] for p in pairs.tolist()], target[pairs].tolist()))
-                picked_now = set(current.tolist())
-                for p in pairs.tolist():
-                    model.add_hint(x[p], p in picked_now)
+                    model.add(cp_model.LinearExpr.weighted_sum(x, values[pairs].tolist()) <= int(values[current].sum()))
+                model.minimize(cp_model.LinearExpr.weighted_sum(x, target[pairs].tolist()))
+                for var, now in zip(x, np.isin(pairs, current).tolist()):
+                    model.add_hint(var, now)
                 status = solver.solve(model)
-                spent += solver.response_proto.deterministic_time
+                # CP-SAT's deterministic time leaves out setting up a model, which dominates for models this small
+                spent += solver.response_proto.deterministic_time + SUBMODEL_COST
                 if status in (cp_model.OPTIMAL, cp_model.FEASIBLE) and solver.objective_value < int(target[current].sum()):
-                    picked = [p for p in pairs.tolist() if solver.boolean_value(x[p])]
+                    picked = pairs[[solver.boolean_value(var) for var in x]]
                     chosen[self.pair_unit[picked]] = picked
+                    owner[self.pair_unit[picked]] = self.pair_user[picked]
                     improved = True
                 if spent >= budget:
                     break
-        return chosen
+        return chosen, spent
 
     def _read(self, solver: cp_model.CpSolver, x: list[cp_model.IntVar]) -> np.ndarray:
         values = np.fromiter((solver.boolean_value(v) for v in x), dtype=bool, count=len(x))

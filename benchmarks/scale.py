@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -26,7 +27,6 @@ import numpy as np
 from assignment_engine import Engine, read_accounts, read_users, write_plan
 from assignment_engine.optimize import Problem, solve
 from assignment_engine.plan import Plan
-from machine import machine_line
 
 OUT = Path(__file__).parent / "out"
 
@@ -155,7 +155,7 @@ def main() -> int:
     print(f"\nstages: " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()) + f"; total {total:.1f}s")
     print(f"components: {solver['status']}; moves gap to bound {solver['moves_gap']:.2%}")
     print(f"peak memory: {peak:,.0f} MiB (this process), {children:,.0f} MiB (largest worker or generator)")
-    print(machine_line())
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     return 0
 
 

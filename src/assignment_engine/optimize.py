@@ -531,7 +531,8 @@ class Component:
 
         Units go in order of their largest LP value (the integral ones first, which
         always fit together), each to its highest-valued pair that fits, cheapest
-        first among equals, else to its cheapest pair that fits.
+        first among equals; units none of whose LP pairs fits then go to their
+        cheapest pair that does (on GAP e801600: +1.69 % in one pass, +1.55 % in two).
         """
         target = {"continuity": self.continuity, "affinity": self.cost}[name]
         capacities = [CapacityRows(d.values, d.cap, d.cap < _NO_CAP, d.fixed) for d in self.dims if d.cap is not None]
@@ -544,15 +545,20 @@ class Component:
         chosen = np.full(len(self.units), -1, dtype=np.int64)
         has_pairs = np.flatnonzero(np.diff(self.ptr) > 0)
         top = np.maximum.reduceat(values, self.ptr[has_pairs]) if len(has_pairs) else values
-        for k in has_pairs[np.lexsort((has_pairs, -top))].tolist():
-            lo, hi = self.ptr[k], self.ptr[k + 1]
-            for p in (lo + np.lexsort((target[lo:hi], -values[lo:hi]))).tolist():
-                c = self.pair_user[p]
-                if all(l[c] + cap.values[p] <= cap.cap[c] for l, cap in zip(load, capacities)):
-                    chosen[k] = p
-                    for l, cap in zip(load, capacities):
-                        l[c] += cap.values[p]
-                    break
+        for in_lp in (True, False):
+            for k in has_pairs[np.lexsort((has_pairs, -top))].tolist():
+                lo, hi = self.ptr[k], self.ptr[k + 1]
+                if chosen[k] >= 0:
+                    continue
+                for p in (lo + np.lexsort((target[lo:hi], -values[lo:hi]))).tolist():
+                    if in_lp and values[p] <= 1e-9:
+                        break
+                    c = self.pair_user[p]
+                    if all(l[c] + cap.values[p] <= cap.cap[c] for l, cap in zip(load, capacities)):
+                        chosen[k] = p
+                        for l, cap in zip(load, capacities):
+                            l[c] += cap.values[p]
+                        break
         return chosen
 
     def _lexicographic(self, start: np.ndarray) -> tuple[np.ndarray, list[Objective]]:
@@ -566,7 +572,8 @@ class Component:
         """
         greedy_scores = self.scores(start)
         placeable = bool(np.all(np.diff(self.ptr) > 0))
-        guide = next((n for n in self.order if n in ("continuity", "affinity") and greedy_scores[n] > self.lower_bounds()[n]), None)
+        trivial = self.lower_bounds()
+        guide = next((n for n in self.order if n in ("continuity", "affinity") and greedy_scores[n] > trivial[n]), None)
         if self.capacity_only and guide is not None and placeable:
             guided = self._lp_guided(guide)
             if guided is not None and _better(self.scores(guided), greedy_scores, ["unassigned", *self.order]):
@@ -716,7 +723,7 @@ class Component:
                 model.add_hint(var, value)
             model.minimize(exprs[name])
             _tune(solver, name)
-            solver.parameters.max_deterministic_time = budget
+            solver.parameters.max_deterministic_time = max(budget, 0.0)  # a search may overrun its share by one model
             status = solver.solve(model)
             if status == cp_model.MODEL_INVALID:  # a bug in this module, never a user error
                 raise RuntimeError(f"invalid CP-SAT model: {model.validate()}")

@@ -59,15 +59,17 @@ def brute_force(cost: np.ndarray, load: np.ndarray, capacity: np.ndarray) -> flo
     return best
 
 
-@given(
-    st.integers(2, 6).flatmap(
-        lambda n: st.tuples(
-            st.lists(st.lists(st.integers(1, 20), min_size=n, max_size=n), min_size=3, max_size=3),
-            st.lists(st.lists(st.integers(1, 9), min_size=n, max_size=n), min_size=3, max_size=3),
-            st.lists(st.integers(3, 20), min_size=3, max_size=3),
-        )
-    )
+def agents_by_jobs(n: int, low: int, high: int) -> st.SearchStrategy:
+    """Three agents × n jobs of integers in [low, high]."""
+    return st.lists(st.lists(st.integers(low, high), min_size=n, max_size=n), min_size=3, max_size=3)
+
+
+GAP_INSTANCES = st.integers(2, 6).flatmap(  # (cost, load, capacity) of three agents
+    lambda n: st.tuples(agents_by_jobs(n, 1, 20), agents_by_jobs(n, 1, 9), st.lists(st.integers(3, 20), min_size=3, max_size=3))
 )
+
+
+@given(GAP_INSTANCES)
 def test_small_generalized_assignment_problems_are_solved_to_optimality(instance):
     cost, load, capacity = (np.array(x) for x in instance)
     n = cost.shape[1]
@@ -166,21 +168,13 @@ def test_room_first_start_places_what_cheapest_first_leaves_out():
         assert np.all(load_of_user <= 10)
 
 
-@given(
-    st.integers(2, 5).flatmap(
-        lambda n: st.tuples(
-            st.lists(st.lists(st.integers(0, 20), min_size=n, max_size=n), min_size=3, max_size=3),
-            st.lists(st.lists(st.integers(1, 9), min_size=n, max_size=n), min_size=3, max_size=3),
-            st.lists(st.integers(3, 20), min_size=3, max_size=3),
-            st.lists(st.floats(0, 10), min_size=3, max_size=3),
-        )
-    )
-)
-def test_any_non_negative_capacity_prices_give_a_lower_bound(instance):
+@given(GAP_INSTANCES, st.lists(st.floats(0, 10), min_size=3, max_size=3))
+def test_any_non_negative_capacity_prices_give_a_lower_bound(instance, prices):
     """The bound reported from the LP's duals must hold whatever prices the LP solver returns."""
     from assignment_engine.relaxation import CapacityRows, lagrangian_bound
 
-    cost, load, capacity, prices = (np.array(x) for x in instance)
+    cost, load, capacity = (np.array(x) for x in instance)
+    prices = np.array(prices)
     optimum = brute_force(cost, load, capacity)
     n = cost.shape[1]
     rows = CapacityRows(load.T.reshape(-1), capacity, np.ones(3, dtype=bool), np.zeros(3, dtype=np.int64))
@@ -189,15 +183,7 @@ def test_any_non_negative_capacity_prices_give_a_lower_bound(instance):
         assert bound <= optimum + 1e-9
 
 
-@given(
-    st.integers(2, 6).flatmap(
-        lambda n: st.tuples(
-            st.lists(st.lists(st.integers(1, 30), min_size=n, max_size=n), min_size=3, max_size=3),
-            st.lists(st.lists(st.integers(2, 9), min_size=n, max_size=n), min_size=3, max_size=3),
-            st.floats(1.0, 1.5),
-        )
-    )
-)
+@given(st.integers(2, 6).flatmap(lambda n: st.tuples(agents_by_jobs(n, 1, 30), agents_by_jobs(n, 2, 9), st.floats(1.0, 1.5))))
 def test_lp_guided_start_holds_capacities_and_its_bound_is_below_the_optimum(instance):
     from assignment_engine.optimize import Component, components
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from assignment_engine import DataError, User
@@ -168,17 +168,34 @@ def test_room_first_start_places_what_cheapest_first_leaves_out():
         assert np.all(load_of_user <= 10)
 
 
-@given(GAP_INSTANCES, st.lists(st.floats(0, 10), min_size=3, max_size=3))
-def test_any_non_negative_capacity_prices_give_a_lower_bound(instance, prices):
-    """The bound reported from the LP's duals must hold whatever prices the LP solver returns."""
+@given(
+    GAP_INSTANCES,
+    st.lists(st.floats(0, 10), min_size=6, max_size=6),  # prices of two capacities × three agents
+    st.lists(st.integers(0, 3), min_size=6, max_size=6),  # fixed loads (locked accounts)
+    st.integers(0, 2),  # an agent with no cap on the first capacity
+)
+@example(([[0, 0], [100, 100], [100, 100]], [[5, 5], [5, 5], [5, 5]], [10, 10, 10]), [10, 0, 0, 0, 0, 0], [0] * 6, 0)  # the free agent takes all
+def test_any_non_negative_capacity_prices_give_a_lower_bound(instance, prices, fixed, uncapped):
+    """The bound reported from the LP's duals must hold whatever prices the LP solver returns,
+    with fixed loads, an uncapped agent and a second capacity (an account count of 2 per agent)."""
     from assignment_engine.relaxation import CapacityRows, lagrangian_bound
 
     cost, load, capacity = (np.array(x) for x in instance)
-    prices = np.array(prices)
-    optimum = brute_force(cost, load, capacity)
+    fixed = np.array(fixed).reshape(2, 3)
     n = cost.shape[1]
-    rows = CapacityRows(load.T.reshape(-1), capacity, np.ones(3, dtype=bool), np.zeros(3, dtype=np.int64))
-    bound = lagrangian_bound(np.repeat(np.arange(n), 3), np.tile(np.arange(3), n), cost.T.reshape(-1), [rows], prices[None, :])
+    capped = np.ones(3, dtype=bool)
+    capped[uncapped] = False
+    capacity[uncapped] = 0  # not in force: a price on it must not count
+    first = CapacityRows(load.T.reshape(-1), capacity, capped, fixed[0])
+    count = CapacityRows(np.ones(3 * n, dtype=np.int64), np.full(3, 2 + 3), np.ones(3, dtype=bool), fixed[1])
+    bound = lagrangian_bound(np.repeat(np.arange(n), 3), np.tile(np.arange(3), n), cost.T.reshape(-1), [first, count], np.array(prices).reshape(2, 3))
+    optimum = None  # brute force over the same constraints
+    for choice in itertools.product(range(3), repeat=n):
+        used = fixed[0] + np.bincount(choice, weights=[load[i, j] for j, i in enumerate(choice)], minlength=3)
+        counted = fixed[1] + np.bincount(choice, minlength=3)
+        if np.all((used <= capacity) | ~capped) and np.all(counted <= 5):
+            total = sum(cost[i, j] for j, i in enumerate(choice))
+            optimum = total if optimum is None else min(optimum, total)
     if optimum is not None:
         assert bound <= optimum + 1e-9
 

@@ -21,6 +21,7 @@ integers: balance dimensions are scaled so the mean fair share is 1,000,000.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from itertools import combinations
@@ -522,6 +523,12 @@ class Component:
             bounds[name] = max(bounds[name], math.ceil(bound - 1e-6 * max(abs(bound), 1.0)))  # objectives are integers
         return bounds
 
+    @functools.cached_property
+    def user_pairs(self) -> list[np.ndarray]:
+        """Per local user, the indices of their pairs in increasing order."""
+        by_user = np.argsort(self.pair_user, kind="stable")
+        return np.split(by_user, np.searchsorted(self.pair_user[by_user], np.arange(1, len(self.users))))
+
     @property
     def capacity_only(self) -> bool:
         return any(d.cap is not None for d in self.dims) and not any(d.lo is not None for d in self.dims)
@@ -543,14 +550,16 @@ class Component:
         values = relaxation.values
         load = [c.fixed.copy() for c in capacities]
         chosen = np.full(len(self.units), -1, dtype=np.int64)
-        has_pairs = np.flatnonzero(np.diff(self.ptr) > 0)
-        top = np.maximum.reduceat(values, self.ptr[has_pairs]) if len(has_pairs) else values
+        units = np.arange(len(self.units))  # every unit has a pair (the caller checks)
+        top = np.maximum.reduceat(values, self.ptr[:-1])
         for in_lp in (True, False):
-            for k in has_pairs[np.lexsort((has_pairs, -top))].tolist():
+            for k in units[np.lexsort((units, -top))].tolist():
                 lo, hi = self.ptr[k], self.ptr[k + 1]
                 if chosen[k] >= 0:
                     continue
-                for p in (lo + np.lexsort((target[lo:hi], -values[lo:hi]))).tolist():
+                # first the LP's pairs by value; then, loads having only grown, by cost alone
+                ranked = np.lexsort((target[lo:hi], -values[lo:hi])) if in_lp else np.argsort(target[lo:hi], kind="stable")
+                for p in (lo + ranked).tolist():
                     if in_lp and values[p] <= 1e-9:
                         break
                     c = self.pair_user[p]
@@ -649,13 +658,12 @@ class Component:
                 unplaced_terms.append((none, int(self.size[k])))
             else:
                 model.add_exactly_one(row)
-        by_user = np.argsort(self.pair_user, kind="stable")
-        user_cuts = np.searchsorted(self.pair_user[by_user], np.arange(len(self.users) + 1))
+        user_pairs = self.user_pairs
         slack = []
         for i, d in enumerate(self.dims):
             lo, hi = (bands or {}).get(i, (d.lo, d.hi))
             for c in range(len(self.users)):
-                pairs = by_user[user_cuts[c]:user_cuts[c + 1]]
+                pairs = user_pairs[c]
                 pairs = pairs[d.values[pairs] != 0]
                 expr = cp_model.LinearExpr.weighted_sum([x[p] for p in pairs], d.values[pairs].tolist()) + int(d.fixed[c])
                 if d.cap is not None and d.cap[c] < _NO_CAP:
@@ -679,9 +687,9 @@ class Component:
         relevant = ["unassigned"] * bool(unplaced_terms) + [name for name in self.order if present[name]]
         if until is not None:
             relevant = relevant[: relevant.index(until) + 1] if until in relevant else relevant
-        bounds = self.lower_bounds(complete=strict)
         # in the strict model the start (outside a band, or leaving units out) is no solution: no incumbent yet
         best, best_scores = (None, None) if strict else (start, dict(greedy_scores))
+        bounds = self.lower_bounds(complete=strict or greedy_scores["unassigned"] == 0)
         hint = start
         to_solve = [name for name in relevant if best_scores is None or best_scores[name] > bounds[name]]
         objectives = []
@@ -698,13 +706,17 @@ class Component:
         for name in relevant:
             if best_scores is not None and best_scores["unassigned"] == 0:
                 bounds = self.lower_bounds(complete=True)  # placing every unit is now a constraint
-            if best_scores is not None and best_scores[name] <= bounds[name]:  # at its trivial bound: proven
+            if best_scores is not None and best_scores[name] <= bounds[name]:  # at its trivial or LP bound: proven
                 objectives.append(Objective(name, best_scores[name], best_scores[name], greedy_scores[name], "OPTIMAL"))
                 model.add(exprs[name] <= best_scores[name])
                 continue
             earlier = [n for n in relevant[: relevant.index(name)] if n in ("continuity", "affinity")]
             budget, state = phase_budget, "START"
-            if name == "affinity" and self.capacity_only and best_scores is not None and best_scores["unassigned"] == 0:
+            # the exchange search needs a complete plan: before CP-SAT on the affinity of a capacity-only
+            # component when the start is one, else after CP-SAT (a strict model's continuity, or its affinity)
+            search_first = name == "affinity" and self.capacity_only and best_scores is not None and best_scores["unassigned"] == 0
+            search_after = not search_first and (name == "continuity" and strict or name == "affinity" and self.capacity_only)
+            if search_first:
                 # generalized assignment: the exchange search first; it converges in a fraction of the budget
                 # on small components and does all the improving on large ones, where a single CP-SAT worker
                 # improves nothing (GAP 80 × 1600); CP-SAT gets the rest, to prove or improve its plan
@@ -741,7 +753,7 @@ class Component:
                 bound = max(bound, float(solver.best_objective_bound))
             if best_scores is None:
                 return None  # no full placement found in the budget
-            if name == "continuity" and strict and state != "OPTIMAL" and best_scores[name] > bound * (1 + CONTINUITY_GAP):
+            if search_after and best_scores["unassigned"] == 0 and state != "OPTIMAL" and best_scores[name] > bound * (1 + CONTINUITY_GAP):
                 improved, _ = self._neighbourhood_search(best, name, earlier, effective_bands, self.time_limit)
                 scores = self.scores(improved)
                 if _better(scores, best_scores, relevant):
@@ -785,8 +797,7 @@ class Component:
             groups = [g for g in groups if shared[g[0], g[1]]]
         chosen = chosen.copy()
         owner = self.pair_user[chosen]
-        by_user = np.argsort(self.pair_user, kind="stable")
-        user_pairs = np.split(by_user, np.searchsorted(self.pair_user[by_user], np.arange(1, n_users)))
+        user_pairs = self.user_pairs
         member = np.zeros(n_users, dtype=bool)
         spent = 0.0
         solver = cp_model.CpSolver()

@@ -24,7 +24,7 @@ class Relaxation:
 
 @dataclass
 class CapacityRows:
-    """One capacity: per-pair load, per-user cap (None where the user has none) and fixed load."""
+    """One capacity: per-pair load, per-user cap (read only where ``capped``) and fixed load."""
 
     values: np.ndarray
     cap: np.ndarray

@@ -188,7 +188,7 @@ def test_any_non_negative_capacity_prices_give_a_lower_bound(instance, prices, f
     capacity[uncapped] = 0  # not in force: a price on it must not count
     first = CapacityRows(load.T.reshape(-1), capacity, capped, fixed[0])
     count = CapacityRows(np.ones(3 * n, dtype=np.int64), np.full(3, 2 + 3), np.ones(3, dtype=bool), fixed[1])
-    bound = lagrangian_bound(np.repeat(np.arange(n), 3), np.tile(np.arange(3), n), cost.T.reshape(-1), [first, count], np.array(prices).reshape(2, 3))
+    bound = lagrangian_bound(np.arange(0, 3 * n + 1, 3), np.tile(np.arange(3), n), cost.T.reshape(-1), [first, count], np.array(prices).reshape(2, 3))
     optimum = None  # brute force over the same constraints
     for choice in itertools.product(range(3), repeat=n):
         used = fixed[0] + np.bincount(choice, weights=[load[i, j] for j, i in enumerate(choice)], minlength=3)

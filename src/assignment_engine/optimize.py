@@ -543,7 +543,7 @@ class Component:
         """
         target = {"continuity": self.continuity, "affinity": self.cost}[name]
         capacities = [CapacityRows(d.values, d.cap, d.cap < _NO_CAP, d.fixed) for d in self.dims if d.cap is not None]
-        relaxation = relax(self.pair_unit, self.pair_user, target, capacities, self.time_limit)
+        relaxation = relax(self.ptr, self.pair_user, self.user_pairs, target, capacities, self.time_limit)
         if relaxation is None:
             return None
         self.lp_bounds[name] = relaxation.bound
@@ -585,8 +585,9 @@ class Component:
         guide = next((n for n in self.order if n in ("continuity", "affinity") and greedy_scores[n] > trivial[n]), None)
         if self.capacity_only and guide is not None and placeable:
             guided = self._lp_guided(guide)
-            if guided is not None and _better(self.scores(guided), greedy_scores, ["unassigned", *self.order]):
-                start, greedy_scores = guided, self.scores(guided)
+            guided_scores = None if guided is None else self.scores(guided)
+            if guided_scores is not None and _better(guided_scores, greedy_scores, ["unassigned", *self.order]):
+                start, greedy_scores = guided, guided_scores
         if (greedy_scores["unassigned"] or greedy_scores["balance"]) and self.bands_may_hold() and placeable:
             strict = self._phases(start, greedy_scores, strict=True)
             if strict is not None:
@@ -703,12 +704,17 @@ class Component:
             objectives.append(Objective("unassigned", 0, 0, greedy_scores["unassigned"], "OPTIMAL"))
             if any(d.lo is not None for d in self.dims) and bands is None:
                 objectives.append(Objective("balance", 0, 0, greedy_scores["balance"], "OPTIMAL"))
+
+        def settle(name: str, bound: float, state: str) -> None:
+            """Record the phase and cap its objective at the best value for the later phases."""
+            objectives.append(Objective(name, best_scores[name], bound, greedy_scores[name], state))
+            model.add(exprs[name] <= best_scores[name])
+
         for name in relevant:
             if best_scores is not None and best_scores["unassigned"] == 0:
                 bounds = self.lower_bounds(complete=True)  # placing every unit is now a constraint
             if best_scores is not None and best_scores[name] <= bounds[name]:  # at its trivial or LP bound: proven
-                objectives.append(Objective(name, best_scores[name], best_scores[name], greedy_scores[name], "OPTIMAL"))
-                model.add(exprs[name] <= best_scores[name])
+                settle(name, best_scores[name], "OPTIMAL")
                 continue
             earlier = [n for n in relevant[: relevant.index(name)] if n in ("continuity", "affinity")]
             budget, state = phase_budget, "START"
@@ -725,8 +731,7 @@ class Component:
                 if _better(self.scores(improved), best_scores, relevant):
                     best, best_scores, hint, state = improved, self.scores(improved), improved, "FEASIBLE"
                 if best_scores[name] <= bounds[name]:
-                    objectives.append(Objective(name, best_scores[name], bounds[name], greedy_scores[name], "OPTIMAL"))
-                    model.add(exprs[name] <= best_scores[name])
+                    settle(name, bounds[name], "OPTIMAL")
                     continue
             model.clear_hints()
             hinted = np.zeros(len(x), dtype=bool)
@@ -759,8 +764,7 @@ class Component:
                 if _better(scores, best_scores, relevant):
                     best, best_scores, hint = improved, scores, improved
                     state = "OPTIMAL" if best_scores[name] <= bound else "FEASIBLE"
-            objectives.append(Objective(name, best_scores[name], bound, greedy_scores[name], state))
-            model.add(exprs[name] <= best_scores[name])
+            settle(name, bound, state)
         for o in objectives:
             if o.name == "balance":  # report band slack in mean fair shares
                 o.value, o.bound, o.greedy = (x / self.balance_unit for x in (o.value, o.bound, o.greedy))

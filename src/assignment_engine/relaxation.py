@@ -32,30 +32,27 @@ class CapacityRows:
     fixed: np.ndarray
 
 
-def relax(pair_unit: np.ndarray, pair_user: np.ndarray, objective: np.ndarray, capacities: list[CapacityRows], time_limit: float) -> Relaxation | None:
-    """Solve min objective·x, one unit per pair group, within capacities, with GLOP's dual simplex.
+def relax(ptr: np.ndarray, pair_user: np.ndarray, user_pairs: list[np.ndarray], objective: np.ndarray, capacities: list[CapacityRows], time_limit: float) -> Relaxation | None:
+    """Solve min objective·x, one pair per unit, within capacities, with GLOP's dual simplex.
 
-    None when the LP finds no optimum within ``time_limit`` deterministic
-    seconds or has no solution (then no plan places every unit).
+    Pairs are stored unit-major (unit k owns pairs ``ptr[k]:ptr[k+1]``, every
+    unit at least one) and ``user_pairs[u]`` lists user u's pairs. None when the
+    LP finds no optimum within ``time_limit`` deterministic seconds or has no
+    solution (then no plan places every unit).
     """
-    n_pairs = len(pair_unit)
-    n_units = int(pair_unit.max()) + 1 if n_pairs else 0
+    n_units = len(ptr) - 1
     model = linear_solver_pb2.MPModelProto()
     for cost in objective.tolist():
         model.variable.add(lower_bound=0.0, upper_bound=1.0, objective_coefficient=float(cost))
-    starts = np.searchsorted(pair_unit, np.arange(n_units + 1))
-    pairs = np.arange(n_pairs)
     for k in range(n_units):
         row = model.constraint.add(lower_bound=1.0, upper_bound=1.0)
-        row.var_index.extend(pairs[starts[k]:starts[k + 1]].tolist())
-        row.coefficient.extend([1.0] * int(starts[k + 1] - starts[k]))
-    by_user = np.argsort(pair_user, kind="stable")
-    n_users = len(capacities[0].cap) if capacities else 0
-    user_cuts = np.searchsorted(pair_user[by_user], np.arange(n_users + 1))
+        row.var_index.extend(range(int(ptr[k]), int(ptr[k + 1])))
+        row.coefficient.extend([1.0] * int(ptr[k + 1] - ptr[k]))
+    n_users = len(user_pairs)
     rows: list[tuple[int, int]] = []  # (capacity index, user) of each capacity row, in row order
     for d, capacity in enumerate(capacities):
         for u in np.flatnonzero(capacity.capped).tolist():
-            mine = by_user[user_cuts[u]:user_cuts[u + 1]]
+            mine = user_pairs[u]
             mine = mine[capacity.values[mine] != 0]
             row = model.constraint.add(lower_bound=-np.inf, upper_bound=float(capacity.cap[u] - capacity.fixed[u]))
             row.var_index.extend(mine.tolist())
@@ -74,12 +71,12 @@ def relax(pair_unit: np.ndarray, pair_user: np.ndarray, objective: np.ndarray, c
     prices = np.zeros((len(capacities), n_users))
     for (d, u), dual in zip(rows, response.dual_value[n_units:]):
         prices[d, u] = max(-dual, 0.0)  # a ≤ row of a minimisation has a non-positive dual
-    return Relaxation(values, lagrangian_bound(pair_unit, pair_user, objective, capacities, prices))
+    return Relaxation(values, lagrangian_bound(ptr, pair_user, objective, capacities, prices))
 
 
-def lagrangian_bound(pair_unit: np.ndarray, pair_user: np.ndarray, objective: np.ndarray, capacities: list[CapacityRows], prices: np.ndarray) -> float:
+def lagrangian_bound(ptr: np.ndarray, pair_user: np.ndarray, objective: np.ndarray, capacities: list[CapacityRows], prices: np.ndarray) -> float:
     """Σ over units of the cheapest priced pair − Σ prices × room: a lower bound for any prices ≥ 0."""
-    if not len(pair_unit):
+    if len(ptr) < 2:
         return 0.0
     priced = objective.astype(np.float64)
     room = 0.0
@@ -87,5 +84,4 @@ def lagrangian_bound(pair_unit: np.ndarray, pair_user: np.ndarray, objective: np
         price = np.where(capacity.capped, price, 0.0)
         priced += price[pair_user] * capacity.values
         room += float((price * (capacity.cap - capacity.fixed)).sum())
-    starts = np.flatnonzero(np.r_[True, np.diff(pair_unit) != 0])
-    return float(np.minimum.reduceat(priced, starts).sum()) - room
+    return float(np.minimum.reduceat(priced, ptr[:-1]).sum()) - room

@@ -19,6 +19,7 @@ from .errors import (
     HierarchyError,
     InfeasibleError,
     Location,
+    OptionError,
     RuleFileError,
 )
 from .plan import AccountResult, Plan, Status
@@ -38,6 +39,7 @@ __all__ = [
     "HierarchyError",
     "InfeasibleError",
     "Location",
+    "OptionError",
     "Plan",
     "RuleFileError",
     "Status",

@@ -9,12 +9,17 @@ every finding as ``file:line:col: message``.
     ├── RuleFileError        the rule file is not valid (YAML or semantics)
     ├── DataError            an accounts / users / pairs / opportunities file is bad
     ├── HierarchyError       parent_id links do not form a forest
-    └── InfeasibleError      hard constraints cannot all hold
+    ├── InfeasibleError      hard constraints cannot all hold
+    └── OptionError          a run option or the output directory is unusable (CLI exit 2)
+
+Messages quote values from the user's files; :func:`printable` escapes control
+and bidi characters in them, so a hostile cell cannot rewrite a terminal.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,10 +59,10 @@ class Finding:
 
     def render(self, source_lines: list[str] | None = None) -> str:
         """``file:line:col: message``, plus the offending line and a caret when known."""
-        text = f"{self.location}: {self.message}"
+        text = printable(f"{self.location}: {self.message}")
         loc = self.location
         if source_lines is not None and loc.line is not None and 0 < loc.line <= len(source_lines):
-            line = source_lines[loc.line - 1].rstrip("\n")
+            line = printable(source_lines[loc.line - 1].rstrip("\n"))
             text += f"\n    {line}"
             if loc.col is not None:
                 text += "\n    " + " " * (loc.col - 1) + "^"
@@ -95,6 +100,26 @@ class HierarchyError(AssignmentEngineError):
 
 class InfeasibleError(AssignmentEngineError):
     """Hard constraints (locks, capacity, eligibility) cannot all hold."""
+
+
+class OptionError(AssignmentEngineError):
+    """A run option (seed, time limit, workers) or the output directory cannot be used.
+
+    Its location names the option, e.g. ``--out``; the CLI exits with 2 (usage).
+    """
+
+
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control, line-separator and bidi-override characters escaped (``\\x1b``, ``\\u202e``).
+
+    Tab and newline stay: messages use them for layout. Escaping keeps a value's
+    identity visible while making sure it cannot move the cursor or recolour
+    the terminal of whoever reads the message.
+    """
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def suggest(name: str, choices: list[str]) -> str:

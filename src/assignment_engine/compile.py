@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from . import ruleset as rs
 from .conditions import Condition, ConditionError, parse_condition
 from .errors import Finding, Location, RuleFileError, suggest
-from .yamlfile import LoadedYaml, load_yaml
+from .yamlfile import LoadedYaml, load_yaml, read_text
 
 OWNER_ROLE = "owner"
 
@@ -109,13 +109,7 @@ class CompiledRules:
 def load_rules(path: str | Path) -> CompiledRules:
     """Read, validate and compile a rule file; raises :class:`RuleFileError` with every finding."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RuleFileError([Finding(Location(str(path)), f"cannot read rule file: {exc.strerror}")]) from None
-    except UnicodeDecodeError as exc:
-        raise RuleFileError([Finding(Location(str(path)), f"not UTF-8 text: {exc.reason}")]) from None
-    return compile_rules(text, str(path))
+    return compile_rules(read_text(path), str(path))
 
 
 def compile_rules(text: str, source: str = "<rules>") -> CompiledRules:

@@ -6,12 +6,19 @@ such codes, so plain scalars are resolved here by a short YAML-1.2-like list:
 ``true``/``false``, ``null``/``~``/empty, decimal integers without a leading zero
 and decimal floats. Everything else stays a string. Only the composer is used:
 no tags are honoured, no Python objects are ever built from the file.
+
+A rule file may come from anyone, so its cost is bounded before it is built:
+its size (:data:`MAX_BYTES`) before parsing, then, on the parser's event stream
+(which is iterative, unlike the composer and everything after it), its nesting
+(:data:`MAX_DEPTH`) and node count (:data:`MAX_NODES`), aliases counted as the
+copies they expand to. An alias inside its own anchor (cyclic data) is refused.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -20,10 +27,20 @@ from .errors import Finding, Location, RuleFileError
 
 Path_ = tuple[str | int, ...]
 
+MAX_BYTES = 8 << 20
+MAX_DEPTH = 64
+MAX_NODES = 1_000_000
+
+# libyaml when PyYAML was built with it (the same grammar, parsed about ten times faster);
+# the base loaders resolve no tags: _scalar does
+_LOADER = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
+
 _BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _NULL = {"", "~", "null", "Null", "NULL"}
-_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+_INT = re.compile(r"[-+]?(0|[1-9][0-9]{0,299})")  # at most 300 digits: every one converts to a float
 _FLOAT = re.compile(r"[-+]?(0|[1-9][0-9]*)?\.[0-9]+([eE][-+]?[0-9]+)?|[-+]?(0|[1-9][0-9]*)[eE][-+]?[0-9]+")
+# characters YAML does not allow in a stream (its printable set, complemented)
+_UNACCEPTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 @dataclass
@@ -56,7 +73,7 @@ class LoadedYaml:
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:
-    if node.style is not None:  # quoted or block scalar: always a string
+    if node.style:  # quoted or block scalar: always a string (plain is None, or '' from libyaml)
         return node.value
     text = node.value
     if text in _NULL:
@@ -70,12 +87,7 @@ def _scalar(node: yaml.ScalarNode) -> Any:
     return text
 
 
-_MAX_NODES = 1_000_000  # aliases can expand exponentially ("billion laughs")
-
-
 def _build(node: yaml.Node, path: Path_, out: LoadedYaml, findings: list[Finding]) -> Any:
-    if len(out.positions) > _MAX_NODES:
-        raise RuleFileError([Finding(_mark(out.file, node), "the file expands to too many nodes (alias bomb?)")])
     out.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.ScalarNode):
         return _scalar(node)
@@ -100,19 +112,106 @@ def _build(node: yaml.Node, path: Path_, out: LoadedYaml, findings: list[Finding
     raise AssertionError(f"unknown YAML node {node!r}")  # pragma: no cover - composer yields only these
 
 
-def _mark(file: str, node: yaml.Node) -> Location:
-    return Location(file, node.start_mark.line + 1, node.start_mark.column + 1)
+def _mark(file: str, item: yaml.Node | yaml.Event) -> Location:
+    return Location(file, item.start_mark.line + 1, item.start_mark.column + 1)
+
+
+def _too_large(file: str) -> RuleFileError:
+    return RuleFileError([Finding(Location(file), f"the file is larger than {MAX_BYTES:,} bytes, the limit for rule files")])
+
+
+def read_text(path: Path) -> str:
+    """The rule file's text; reads at most one byte past :data:`MAX_BYTES`, so any file or device is safe."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise RuleFileError([Finding(Location(str(path)), f"cannot read rule file: {exc.strerror}")]) from None
+    if len(raw) > MAX_BYTES:
+        raise _too_large(str(path))
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        col = len(raw[line_start : exc.start].decode("utf-8", "replace")) + 1
+        where = Location(str(path), raw.count(b"\n", 0, exc.start) + 1, col)
+        raise RuleFileError([Finding(where, f"not UTF-8 text: {exc.reason}")]) from None
+
+
+def _check_text(text: str, file: str) -> None:
+    """Size first (characters never outnumber UTF-8 bytes), then characters YAML forbids, located."""
+    if len(text) > MAX_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise _too_large(file)
+    bad = _UNACCEPTABLE.search(text)
+    if bad:
+        before = (text[: bad.start()] + "x").splitlines()  # the line breaks YAML counts, now that none is forbidden
+        where = Location(file, len(before), len(before[-1]))
+        raise RuleFileError([Finding(where, f"character U+{ord(bad.group()):04X} is not allowed in a YAML file")], text.splitlines())
+
+
+@dataclass(slots=True)
+class _Open:
+    """A collection whose end event has not come yet."""
+
+    anchor: str | None
+    start: int  # nodes counted before it
+    level: int  # 1 for the document's collection
+    deepest: int  # the deepest level inside it so far, aliases expanded
+
+
+def _check_shape(text: str, file: str) -> None:
+    """Bound nesting and node count on the event stream, before the (recursive) composer runs."""
+    nodes = 0
+    stack: list[_Open] = []
+    anchors: dict[str, tuple[int, int]] = {}  # anchor -> nodes and levels of its node
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, yaml.CollectionEndEvent):
+            done = stack.pop()
+            if done.anchor is not None:
+                anchors[done.anchor] = (nodes - done.start, done.deepest - done.level + 1)
+            if stack:
+                stack[-1].deepest = max(stack[-1].deepest, done.deepest)
+            continue
+        if not isinstance(event, yaml.NodeEvent):  # stream and document boundaries
+            continue
+        if isinstance(event, yaml.AliasEvent):
+            if any(o.anchor == event.anchor for o in stack):
+                raise _shape_error(text, file, event, f"alias *{event.anchor} is inside its own anchor: recursive data is not allowed")
+            size, levels = anchors.get(event.anchor, (1, 0))  # an undefined alias is the composer's to report
+        else:
+            size, levels = 1, int(isinstance(event, yaml.CollectionStartEvent))
+        nodes += size
+        level = len(stack) + levels
+        if level > MAX_DEPTH:
+            raise _shape_error(text, file, event, f"nested more than {MAX_DEPTH} levels deep (aliases expanded), the limit for rule files")
+        if nodes > MAX_NODES:
+            raise _shape_error(text, file, event, f"too many nodes: the file expands to more than {MAX_NODES:,} values (aliases expanded), the limit for rule files")
+        if isinstance(event, yaml.CollectionStartEvent):
+            stack.append(_Open(event.anchor, nodes - 1, level, level))
+            continue
+        if isinstance(event, yaml.ScalarEvent) and event.anchor is not None:
+            anchors[event.anchor] = (1, 0)
+        if stack:
+            stack[-1].deepest = max(stack[-1].deepest, level)
+
+
+def _shape_error(text: str, file: str, event: yaml.Event, message: str) -> RuleFileError:
+    return RuleFileError([Finding(_mark(file, event), message)], text.splitlines())
 
 
 def load_yaml(text: str, file: str) -> LoadedYaml:
-    """Parse ``text``; a syntax error becomes a located :class:`RuleFileError`."""
+    """Parse ``text`` within the limits; every problem becomes a located :class:`RuleFileError`."""
+    _check_text(text, file)
     out = LoadedYaml(file=file, text=text, data=None)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_shape(text, file)
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and problem.startswith("but "):  # e.g. "expected a single document in the stream, but found another document"
+            problem = f"{exc.context}, {problem}"
         raise RuleFileError([Finding(where, f"YAML syntax error: {problem}")], text.splitlines()) from None
     except yaml.YAMLError as exc:
         raise RuleFileError([Finding(Location(file), f"YAML error: {exc}")]) from None

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+import time
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from conftest import EXAMPLE_RULES, EXAMPLE_USERS, line_col, rules_text
 
 from assignment_engine import Engine, RuleFileError, User, compile_rules, load_rules
-
-from conftest import EXAMPLE_RULES, EXAMPLE_USERS, line_col, rules_text
+from assignment_engine.cli import main
+from assignment_engine.yamlfile import MAX_BYTES, MAX_DEPTH
 
 
 def findings_of(text: str, source: str = "r.yaml") -> list[tuple[int | None, int | None, str]]:
@@ -124,7 +128,7 @@ def test_yaml_syntax_error_is_located_on_its_line():
     text = EXAMPLE_RULES.replace("    type: named\n", "    type: named\n   bad indentation: here\n")
     findings = findings_of(text)
     assert len(findings) == 1
-    line, col, message = findings[0]
+    line, _, message = findings[0]
     assert line == line_col(text, "bad indentation")[0]
     assert message.startswith("YAML syntax error")
 
@@ -154,7 +158,7 @@ def test_duplicate_type_priorities_are_located():
         """,
         types="\n  - {name: named, priority: 1}\n  - {name: geo, priority: 1}",
     )
-    ((line, col, message),) = findings_of(text)
+    ((line, _, message),) = findings_of(text)
     assert line == line_col(text, "{name: geo")[0]
     assert "priority 1 is already used by type 'named'" in message
 
@@ -293,7 +297,7 @@ def test_member_listed_twice_is_located():
 
 def test_bad_regex_is_a_located_error():
     text = EXAMPLE_RULES.replace("{annual_revenue: {gte: 1000000000}}", "{industry: {matches: '(unclosed'}}")
-    ((line, col, message),) = findings_of(text)
+    ((line, _, message),) = findings_of(text)
     assert line == line_col(text, "(unclosed")[0]
     assert "bad regular expression" in message
 
@@ -320,6 +324,116 @@ def test_wrong_value_type_is_located_at_the_value():
 
 def test_bad_territory_id_is_located():
     text = EXAMPLE_RULES.replace("- id: amer-west", "- id: 'amer west!'")
-    ((line, col, message),) = findings_of(text)
+    ((line, _, message),) = findings_of(text)
     assert line == line_col(text, "amer west!")[0]
     assert "id" in message
+
+
+# ---------------------------------------------------------------- hostile and nonsense values
+
+
+def test_conditions_nested_past_the_limit_are_located_not_a_recursion_error():
+    deep = "any: [" * 250 + "{country: US}" + "]" * 250
+    text = EXAMPLE_RULES.replace("when: {annual_revenue: {gte: 1000000000}}", "when: {" + deep + "}")
+    ((line, _, message),) = findings_of(text)
+    assert line == line_col(text, "any: [")[0]
+    assert f"nested more than {MAX_DEPTH} levels" in message
+
+
+def test_conditions_nested_as_deep_as_people_write_them_still_work():
+    deep = "any: [{not: {" * 12 + "country: US" + "}}]" * 12  # 36 levels, the rule itself at 6
+    engine = Engine(compile_rules(EXAMPLE_RULES.replace("when: {annual_revenue: {gte: 1000000000}}", "when: {" + deep + "}")))
+    assert engine.match({"id": "a", "country": "US", "state": "ZZ"}).territories == ["strategic", "amer"]
+    assert engine.match({"id": "b", "country": "FR"}).territories == []
+
+
+def test_a_recursive_alias_is_located():
+    text = EXAMPLE_RULES.replace("rules: [{when: {state: {in: [CA, OR, WA, NV]}}}]", "rules: &loop [{when: {any: *loop}}]")
+    ((line, col, message),) = findings_of(text)
+    assert (line, col) == line_col(text, "*loop")
+    assert "inside its own anchor" in message
+
+
+@pytest.mark.parametrize(
+    "old, new, needle, fragment",
+    [
+        ("version: 1", "version: true", "true", "version: must be the integer 1, not true"),
+        ("version: 1", "version: 1.0", "1.0", "version: must be the integer 1, not 1.0"),
+        ("version: 1", "version: '1'", "'1'", "version: must be the integer 1, not '1'"),
+        ("{name: geo, priority: 2}", "{name: geo, priority: 99999999999999999999999}", "999", "priority: Input should be less than or equal to 1000000"),
+        ("{name: geo, priority: 2}", "{name: geo, priority: 2.0}", "2.0", "priority: Input should be a valid integer, not 2.0"),
+        ("{name: geo, priority: 2}", "{name: geo, priority: 2, overlay: yes}", "yes", "overlay: Input should be a valid boolean, not 'yes'"),
+        ("inherit: true", "inherit: on", "on,", "inherit: Input should be a valid boolean, not 'on'"),
+        ("accounts: {constant: 1}", "accounts: {constant: 1e309}", "1e309", "constant: Input should be a finite number"),
+        ("accounts: {constant: 1}", "accounts: {constant: 2e15}", "2e15", "constant: Input should be less than or equal to 1000000000000000"),
+        ("accounts: {constant: 1}", "accounts: {constant: 1_000}", "1_000", "constant: Input should be a valid number, not '1_000'"),
+        ("accounts: {constant: 1}", "accounts: {constant: '1000'}", "'1000'", "constant: Input should be a valid number, not '1000'"),
+        ("accounts: {constant: 1}", "accounts: {constant: true}", "true", "constant: Input should be a valid number, not true"),
+        ("tolerance: 0.10", "tolerance: .nan", ".nan", "tolerance: Input should be a valid number, not '.nan'"),
+        ("tolerance: 0.10", "tolerance: nan", "nan", "tolerance: Input should be a valid number, not 'nan'"),
+        ("tolerance: 0.10", "tolerance: -.inf", "-.inf", "tolerance: Input should be a valid number, not '-.inf'"),
+        ("hierarchy: follow_ultimate_parent ", "seed: 2147483648\n  hierarchy: follow_ultimate_parent ", "2147483648", "seed: Input should be less than or equal to 2147483647"),
+        ("hierarchy: follow_ultimate_parent ", "seed: -1\n  hierarchy: follow_ultimate_parent ", "-1", "seed: Input should be greater than or equal to 0"),
+        ("hierarchy: follow_ultimate_parent ", "time_limit: 1e400\n  hierarchy: follow_ultimate_parent ", "1e400", "time_limit: Input should be a finite number"),
+        ("assignment:\n", "opportunities: {as_of: '2026-13-45'}\nassignment:\n", "'2026-13-45'", "as_of: '2026-13-45' is not a date: month must be in 1..12"),
+        ("assignment:\n", "opportunities: {as_of: 2026-02-30}\nassignment:\n", "2026-02-30", "as_of: '2026-02-30' is not a date: day is out of range for month"),
+        ("assignment:\n", "opportunities: {as_of: next week}\nassignment:\n", "next week", "as_of: use a date YYYY-MM-DD, not 'next week'"),
+        ("assignment:\n", "opportunities: {keep_owner: {closing_within_days: 99999999999}}\nassignment:\n", "99999999999", "closing_within_days: Input should be less than or equal to 36500"),
+        ("assignment:\n", "opportunities: {measures: {deals: {constant: .inf}}}\nassignment:\n", ".inf", "constant: Input should be a valid number, not '.inf'"),
+    ],
+)
+def test_values_out_of_range_or_of_the_wrong_type_are_located_not_converted(old, new, needle, fragment):
+    assert old in EXAMPLE_RULES
+    text = EXAMPLE_RULES.replace(old, new, 1)
+    ((line, col, message),) = findings_of(text)
+    assert (line, col) == line_col(text, needle)
+    assert fragment in message
+
+
+def test_whole_numbers_are_fine_where_decimals_are_expected_and_limits_are_inclusive():
+    text = (
+        EXAMPLE_RULES.replace("tolerance: 0.10", "tolerance: 1")
+        .replace("accounts: {constant: 1}", "accounts: {constant: 1000000000000000}")
+        .replace("{name: geo, priority: 2}", "{name: geo, priority: 1000000}")
+        .replace("hierarchy: follow_ultimate_parent ", "seed: 2147483647\n  time_limit: 3\n  hierarchy: follow_ultimate_parent ")
+        .replace("assignment:\n", "opportunities: {as_of: 2024-02-29, keep_owner: {closing_within_days: 36500}}\nassignment:\n")
+    )
+    model = compile_rules(text).model
+    assert model.assignment.balance is not None and model.assignment.balance[0].tolerance == 1.0
+    assert isinstance(model.assignment.balance[0].tolerance, float) and isinstance(model.assignment.time_limit, float)
+    assert model.measures["accounts"].constant == 1e15
+    assert (model.assignment.seed, model.territory_types[1].priority) == (2**31 - 1, 1_000_000)
+    assert model.opportunities.as_of == "2024-02-29"
+
+
+def test_the_shipped_rule_file_loads_strictly():
+    rules = load_rules(Path(__file__).parent.parent / "rules" / "territories.yaml")
+    assert rules.model.opportunities.as_of == "2026-11-22" and len(rules.territories) > 20
+
+
+def test_text_over_the_size_limit_is_refused_before_parsing():
+    started = time.perf_counter()
+    with pytest.raises(RuleFileError, match=f"larger than {MAX_BYTES:,} bytes"):
+        compile_rules(EXAMPLE_RULES + "#" * MAX_BYTES)
+    assert time.perf_counter() - started < 1
+
+
+def test_an_oversized_or_binary_rule_file_is_a_rule_file_error(tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_bytes(EXAMPLE_RULES.encode() + b"#" * MAX_BYTES)
+    with pytest.raises(RuleFileError, match="larger than"):
+        load_rules(big)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"version: 1\n\x00\x01\x02")
+    ((line, col, message),) = [(f.location.line, f.location.col, f.message) for f in pytest.raises(RuleFileError, load_rules, binary).value.findings]
+    assert (line, col) == (2, 1) and "U+0000" in message
+
+
+def test_cli_validate_prints_one_located_line_for_a_hostile_file(tmp_path):
+    path = tmp_path / "deep.yaml"
+    text = "version: 1\nterritories: &t [{id: a, children: *t}]\n"
+    path.write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    line, col = line_col(text, "*t")
+    assert result.output.startswith(f"{path}:{line}:{col}: alias *t is inside its own anchor")

@@ -9,6 +9,7 @@ a CRM integration loads it once and calls it for every account save.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from . import ruleset as rs
 from .conditions import Condition, ConditionError, parse_condition
 from .errors import Finding, Location, RuleFileError, suggest
-from .yamlfile import LoadedYaml, load_yaml, read_text
+from .yamlfile import LoadedYaml, load_yaml, read_text, shown
 
 OWNER_ROLE = "owner"
 
@@ -155,6 +156,9 @@ _MODELS: tuple[type[BaseModel], ...] = (
 _KNOWN_KEYS = sorted({key for model in _MODELS for key in model.model_fields})
 
 
+_ECHOED = re.compile(r"_type$|^literal_error$|^finite_number$")
+
+
 def _pydantic_findings(exc: ValidationError, loaded: LoadedYaml) -> list[Finding]:
     findings = []
     for err in exc.errors():
@@ -168,6 +172,8 @@ def _pydantic_findings(exc: ValidationError, loaded: LoadedYaml) -> list[Finding
             continue
         where = ".".join(str(p) for p in loc if not str(p).startswith(("function-", "literal")))
         message = err["msg"].removeprefix("Value error, ")
+        if _ECHOED.search(err["type"]) and isinstance(err["input"], (str, int, float, bool)):
+            message += f", not {shown(err['input'])}"  # strict types: '1_000' is text, true is not 1
         findings.append(Finding(loaded.location(loc), f"{where}: {message}" if where else message))
     return sorted(findings, key=_order)
 
@@ -209,12 +215,12 @@ class _Compiler:
         for name in deals.fields:
             if name in self.model.fields:
                 self.error(("opportunities", "fields", name), f"opportunity field '{name}' has the name of an account field; rename one", key=True)
-        for name, m in deals.measures.items():
-            if m.field is not None and fields.get(m.field) not in ("integer", "number"):
-                self.error(("opportunities", "measures", name, "field"), f"deal measure '{name}' needs a numeric opportunity field{suggest(m.field, list(deals.fields))}")
-        for name, m in self.model.measures.items():
-            if m.deals is not None and fields.get(m.deals) not in ("integer", "number"):
-                self.error(("measures", name, "deals"), f"measure '{name}' needs a numeric opportunity field{suggest(m.deals, list(deals.fields))}; declare it under opportunities.fields")
+        for name, deal_measure in deals.measures.items():
+            if deal_measure.field is not None and fields.get(deal_measure.field) not in ("integer", "number"):
+                self.error(("opportunities", "measures", name, "field"), f"deal measure '{name}' needs a numeric opportunity field{suggest(deal_measure.field, list(deals.fields))}")
+        for name, measure in self.model.measures.items():
+            if measure.deals is not None and fields.get(measure.deals) not in ("integer", "number"):
+                self.error(("measures", name, "deals"), f"measure '{name}' needs a numeric opportunity field{suggest(measure.deals, list(deals.fields))}; declare it under opportunities.fields")
         return fields
 
     def check_types(self) -> None:

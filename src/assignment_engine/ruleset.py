@@ -8,23 +8,51 @@ editors. Conditions (``when``) are a small language of their own, parsed by
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from .yamlfile import shown
 
 FieldTypeName = Literal["string", "integer", "number", "boolean", "date"]
+Objective = Literal["balance", "continuity", "affinity"]
 Name = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", min_length=1, max_length=100)
+MAX_CONSTANT = 1e15  # far above any real workload of one account or deal; whole numbers up to it are exact in a float
+MAX_PRIORITY = 1_000_000
+MAX_SEED = 2**31 - 1  # CP-SAT takes a 32-bit seed
+
+
+def _integer_one(value: Any) -> Any:
+    """Even strict, ``Literal[1]`` takes ``true`` and ``1.0``: they equal 1."""
+    if type(value) is not int:
+        raise ValueError(f"must be the integer 1, not {shown(value)}")
+    return value
+
+
+def _calendar_date(value: Any) -> Any:
+    """A real day as YYYY-MM-DD: ``2026-13-45`` fails here, not in the middle of a run."""
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError(f"use a date YYYY-MM-DD, not {shown(value)}")
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"{shown(value)} is not a date: {exc}") from None
+    return value
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Strict: ``version: true``, ``seed: 1.0`` or ``"1_000"`` as a number are errors, not quietly converted; no inf or nan."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Measure(_Strict):
     """How much workload one account carries: a field's value, a constant, or a per-pair workload."""
 
     field: str | None = Field(None, description="numeric account field summed per user, e.g. annual_revenue")
-    constant: float | None = Field(None, ge=0, description="the same value for every account, e.g. 1 to count accounts")
+    constant: float | None = Field(None, ge=0, le=MAX_CONSTANT, description="the same value for every account, e.g. 1 to count accounts")
     pair: Literal["workload"] | None = Field(
         None, description="take the value from the pairs file (depends on the user); field or constant then give the value of unlisted pairs (default 0)"
     )
@@ -52,7 +80,7 @@ class Tiers(_Strict):
 
 class TerritoryType(_Strict):
     name: str = Name
-    priority: int = Field(ge=1, description="1 is the highest; unique per type")
+    priority: int = Field(ge=1, le=MAX_PRIORITY, description="1 is the highest; unique per type")
     overlay: bool = Field(False, description="overlay territories add specialists; they never own accounts")
 
 
@@ -96,20 +124,20 @@ class BalanceEntry(_Strict):
 class Assignment(_Strict):
     hierarchy: Literal["follow_ultimate_parent", "independent"] = "follow_ultimate_parent"
     balance: list[BalanceEntry] | None = Field(None, description="default: every measure within ±10 %")
-    objectives: list[Literal["balance", "continuity", "affinity"]] = Field(
-        default_factory=lambda: ["balance", "continuity", "affinity"],
+    objectives: list[Objective] = Field(
+        default_factory=lambda: list(get_args(Objective)),
         description="objective order after the hard constraints; leave one out to ignore it",
     )
     pair_eligibility: Literal["any", "listed"] = Field("any", description="'listed': only account–user pairs in the pairs file are eligible")
-    time_limit: float = Field(1.5, gt=0, description="solver effort per component, in deterministic seconds (about a wall-clock second each)")
-    seed: int = Field(0, ge=0)
+    time_limit: float = Field(1.5, gt=0, le=86_400, description="solver effort per component, in deterministic seconds (about a wall-clock second each)")
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 class DealMeasure(_Strict):
     """Workload of one opportunity for overlay balancing: a deal field or a constant."""
 
     field: str | None = None
-    constant: float | None = Field(None, ge=0)
+    constant: float | None = Field(None, ge=0, le=MAX_CONSTANT)
 
     @model_validator(mode="after")
     def _one_source(self) -> DealMeasure:
@@ -122,7 +150,7 @@ class KeepOwner(_Strict):
     """Open deals that stay with their current owner whatever happens to the account."""
 
     when: dict[str, Any] | None = Field(None, json_schema_extra=WHEN_SCHEMA, description="a condition on deal (and account) fields, e.g. {stage: {in: [negotiation]}}")
-    closing_within_days: int | None = Field(None, ge=0, description="deals closing within this many days of the run date")
+    closing_within_days: int | None = Field(None, ge=0, le=36_500, description="deals closing within this many days of the run date")
 
 
 class Opportunities(_Strict):
@@ -138,13 +166,15 @@ class Opportunities(_Strict):
     )
     measures: dict[str, DealMeasure] = Field(default_factory=lambda: {"deals": DealMeasure(constant=1)}, description="overlay workload per deal")
     balance: list[BalanceEntry] | None = Field(None, description="overlay specialists' balance; default: every deal measure within ±15 %")
-    as_of: str | None = Field(None, description="the run date (YYYY-MM-DD) for closing_within_days; default: today")
+    as_of: Annotated[str, BeforeValidator(_calendar_date)] | None = Field(
+        None, json_schema_extra={"format": "date"}, description="the run date (YYYY-MM-DD) for closing_within_days; default: today"
+    )
 
 
 class RuleFile(_Strict):
     """A territory plan: fields, measures, tiers, types, the territory tree and the policy."""
 
-    version: Literal[1]
+    version: Annotated[Literal[1], BeforeValidator(_integer_one)]
     fields: dict[str, FieldTypeName] = Field(default_factory=dict, description="account fields rules may use, with their types")
     measures: dict[str, Measure] = Field(default_factory=lambda: {"accounts": Measure(constant=1)})
     tiers: Tiers | None = None

@@ -112,6 +112,16 @@ def _build(node: yaml.Node, path: Path_, out: LoadedYaml, findings: list[Finding
     raise AssertionError(f"unknown YAML node {node!r}")  # pragma: no cover - composer yields only these
 
 
+def shown(value: Any) -> str:
+    """A value for a message, spelt as in YAML (``true``, ``null``, ``'1_000'``) and cut short."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
 def _mark(file: str, item: yaml.Node | yaml.Event) -> Location:
     return Location(file, item.start_mark.line + 1, item.start_mark.column + 1)
 

@@ -7,13 +7,12 @@ import re
 import threading
 
 import pytest
+from conftest import line_col, rules_text
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assignment_engine import AccountTable, Engine, RuleFileError, compile_rules
 from assignment_engine.conditions import ConditionError, parse_condition
-
-from conftest import line_col, rules_text
 
 FIELDS = {"s": "string", "n": "number", "i": "integer", "b": "boolean", "d": "date"}
 
@@ -169,6 +168,28 @@ def test_regex_is_re2_not_python_re():
     assert any("bad regular expression" in e for e in errors_of({"s": {"matches": r"a(?=b)"}}))
 
 
+@pytest.mark.parametrize(
+    "pattern, message",
+    [
+        ("(", "bad regular expression '(': missing ): ("),
+        ("[z-a]é", "bad regular expression '[z-a]é': invalid character class range: z-a"),
+        ("a{2,1}", "bad regular expression 'a{2,1}': invalid repetition size: {2,1}"),
+    ],
+)
+def test_bad_regex_message_is_plain_text_and_re2_logs_nothing(capfd, pattern, message):
+    capfd.readouterr()
+    assert errors_of({"s": {"matches": pattern}}) == [message]  # no b'...' bytes repr
+    assert capfd.readouterr().err == ""  # RE2 logs through absl to stderr unless told not to
+
+
+def test_numbers_too_large_for_a_float_are_errors_not_overflows():
+    assert errors_of({"n": {"gte": 1e309}}) == ["'n' is a number field: inf is not a number"]
+    assert errors_of({"n": {"in": [1, int("9" * 300)]}}) == []  # the largest integer the loader makes
+    long_text = {"s": {"eq": 10**299}, "n": {"gte": "9" * 400}}  # longer ones stay text: right for a code, wrong for a number
+    (error,) = errors_of(long_text)
+    assert error.startswith("'n' is a number field: '999") and error.endswith("… is not a number") and len(error) < 120
+
+
 def test_bad_regex_in_rule_file_is_located():
     text = rules_text(
         """
@@ -197,7 +218,7 @@ def test_bad_regex_in_rule_file_is_located():
         ({"b": {"eq": "yes"}}, "boolean field"),
         ({"d": {"gte": "31/12/2024"}}, "YYYY-MM-DD"),
         ({"s": {"exists": "yes"}}, "true or false"),
-        ({"s": {"eq": None}}, "exists/is_null"),
+        ({"s": {"eq": None}}, "got null; use exists/is_null"),
         ({"s": {}}, "no operator"),
         ({"all": []}, "non-empty list"),
         ({}, "non-empty mapping"),

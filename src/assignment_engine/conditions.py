@@ -31,7 +31,8 @@ import numpy as np
 import re2
 
 from .errors import suggest
-from .table import EPOCH, AccountTable, FieldType, NumericColumn, StringColumn, as_text
+from .table import EPOCH, AccountTable, FieldType, StringColumn, as_text
+from .yamlfile import shown
 
 Locate = Callable[[tuple[Any, ...]], Any]
 
@@ -43,6 +44,7 @@ OPERATORS = EQUALITY + ORDERING + TEXT + PRESENCE
 _SYMBOL = {"eq": "=", "ne": "≠", "lt": "<", "lte": "≤", "gt": ">", "gte": "≥"}
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.max_mem = 8 << 20
+_RE2_OPTIONS.log_errors = False  # a bad pattern is the user's finding, not absl noise on stderr
 
 
 class ConditionError(ValueError):
@@ -282,7 +284,9 @@ def _operand(name: str, kind: FieldType, op: str, operand: Any) -> Any:
         try:
             return re2.compile(operand, _RE2_OPTIONS)
         except re2.error as exc:
-            raise ValueError(f"bad regular expression {operand!r}: {exc}") from None
+            detail = exc.args[0] if exc.args else exc
+            detail = detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)  # RE2 reports bytes
+            raise ValueError(f"bad regular expression {shown(operand)}: {detail}") from None
     if op in ("in", "not_in", "between") or op in TEXT:
         items = operand if isinstance(operand, list) else [operand]
         if op == "between" and len(items) != 2:
@@ -300,7 +304,7 @@ def _operand(name: str, kind: FieldType, op: str, operand: Any) -> Any:
 
 def _scalar(name: str, kind: FieldType, v: Any, *, fold: bool) -> Any:
     if v is None or isinstance(v, (list, dict)):
-        raise ValueError(f"expected a single {kind} value for '{name}', got {v!r}; use exists/is_null for missing values")
+        raise ValueError(f"expected a single {kind} value for '{name}', got {shown(v)}; use exists/is_null for missing values")
     if kind == "string":
         if isinstance(v, bool):
             raise ValueError(f"'{name}' is a string field: quote the value {str(v).lower()!r}")
@@ -308,13 +312,13 @@ def _scalar(name: str, kind: FieldType, v: Any, *, fold: bool) -> Any:
         return s.casefold() if fold else s
     if kind == "boolean":
         if not isinstance(v, bool):
-            raise ValueError(f"'{name}' is a boolean field: use true or false, not {v!r}")
+            raise ValueError(f"'{name}' is a boolean field: use true or false, not {shown(v)}")
         return v
     if kind == "date":
         try:
             return float((dt.date.fromisoformat(str(v)) - EPOCH).days)
         except ValueError:
-            raise ValueError(f"'{name}' is a date field: use YYYY-MM-DD, not {v!r}") from None
+            raise ValueError(f"'{name}' is a date field: use YYYY-MM-DD, not {shown(v)}") from None
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ValueError(f"'{name}' is a {kind} field: {v!r} is not a number")
+        raise ValueError(f"'{name}' is a {kind} field: {shown(v)} is not a number")
     return float(v)

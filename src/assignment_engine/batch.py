@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 from .engine import Engine
 from .errors import InfeasibleError
-from .plan import Plan
 from .opportunities import DealPlan, assign_deals
+from .plan import Plan
 from .readers import read_accounts, read_deals, read_pairs, read_users
-from .writers import write_plan
+from .writers import check_output, write_plan
 
 Progress = Callable[[str], None]
 
@@ -66,13 +66,17 @@ def plan_files(
 def assign_files(rules: str | Path, accounts: str | Path, users: str | Path, out: str | Path, *, strict: bool = False, **options: Any) -> Run:
     """Plan and write ``accounts.csv``/``.jsonl``, ``opportunities.csv``/``.jsonl`` (with deals) and ``summary.json``.
 
-    With ``strict``, a plan whose hard constraints could not all hold (see
-    :meth:`Plan.conflicts`) raises :class:`InfeasibleError` and writes nothing.
+    ``out`` is checked before any work (see :func:`check_output`) and receives
+    the plan as one unit. With ``strict``, a plan whose hard constraints could
+    not all hold (see :meth:`Plan.conflicts`) raises :class:`InfeasibleError`
+    and writes nothing.
     """
+    inputs = (rules, accounts, users, options.get("opportunities"), options.get("pairs"))
+    check_output(out, inputs)
     plan, deals = plan_files(rules, accounts, users, **options)
     if strict and (conflicts := plan.conflicts()):
         raise InfeasibleError(conflicts)
-    summary = write_plan(plan, out, options.get("progress"), deals=deals)
+    summary = write_plan(plan, out, options.get("progress"), deals=deals, inputs=inputs)
     return Run(plan, deals, summary)
 
 

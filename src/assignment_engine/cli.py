@@ -1,19 +1,24 @@
 """``assignment-engine``: a thin terminal layer over the library (needs the ``cli`` extra).
 
-Exit codes: 0 success, 1 findings (invalid rules, bad data, infeasible), 2 usage.
-Messages go to stderr, results to stdout; ``--format json`` prints machine output.
+Exit codes: 0 success, 1 findings (invalid rules, bad data, infeasible), 2 usage
+(including an unusable ``--out``), 130/143 stopped by SIGINT/SIGTERM. Messages
+go to stderr, results to stdout; ``--format json`` prints machine output. Text
+from data files reaches the terminal through :func:`printable`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import signal
 import sys
 import tempfile
 import time
 from collections import Counter
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
 
 import click
 from rich.console import Console
@@ -22,10 +27,12 @@ from rich.table import Table
 
 from .batch import assign_files, demo_files, plan_files
 from .compile import load_rules
-from .errors import AssignmentEngineError
-from .readers import read_users
 from .engine import Engine
+from .errors import AssignmentEngineError, OptionError, printable
+from .optimize import MAX_SEED
+from .readers import read_users
 from .ruleset import json_schema
+from .writers import write_text_atomically
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -44,7 +51,60 @@ def _progress(quiet: bool):
 
 def _fail(error: AssignmentEngineError) -> None:
     click.echo(str(error), err=True)  # plain: file:line:col lines must not be wrapped
-    sys.exit(1)
+    sys.exit(2 if isinstance(error, OptionError) else 1)
+
+
+class _Seconds(click.ParamType):
+    """A positive, finite number of seconds (click's FloatRange lets nan through)."""
+
+    name = "seconds"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not (math.isfinite(seconds) and seconds > 0):
+            self.fail(f"{value!r} is not a positive, finite number of seconds", param, ctx)
+        return seconds
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def _running(out: str | None = None) -> Iterator[None]:
+    """A command's work: engine errors exit 1 (2 for options); SIGTERM stops it like Ctrl-C, and
+    one line then says what became of the plan in ``out``."""
+    before = _identity(out) if out else None
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        yield
+    except AssignmentEngineError as exc:
+        _fail(exc)
+    except KeyboardInterrupt as stopped:
+        name = stopped.args[0] if stopped.args else "SIGINT"
+        if out is None:
+            click.echo(f"stopped by {name}", err=True)
+        elif _identity(out) != before:
+            click.echo(f"stopped by {name} after the new plan was written to {out}", err=True)
+        elif before is None:
+            click.echo(f"stopped by {name}: nothing was written to {out}", err=True)
+        else:
+            click.echo(f"stopped by {name}: the previous plan in {out} is untouched", err=True)
+        sys.exit(128 + signal.Signals[name].value)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _identity(out: str) -> tuple[int, int] | None:
+    """The plan directory's identity: a written plan is a new directory swapped into place."""
+    try:
+        st = os.stat(out)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,10 +144,10 @@ def _assign_options(f):
             click.option("--pairs", type=click.Path(dir_okay=False), default=None, help="per account–user cost and workload (CSV or JSON Lines)"),
             click.option("--opportunities", type=click.Path(dir_okay=False), default=None, help="open and closed deals (CSV or JSON Lines)"),
             click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), default=None, help="run date for closing-soon protection (default: the rule file's, else today)"),
-            click.option("--seed", type=int, default=None, help="solver seed (default: the rule file's)"),
-            click.option("--time-limit", type=float, default=None, help="solver effort per component, deterministic seconds"),
+            click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="solver seed (default: the rule file's)"),
+            click.option("--time-limit", type=_Seconds(), default=None, help="solver effort per component, deterministic seconds"),
             click.option("--hierarchy-errors", type=click.Choice(["raise", "independent"]), default="raise", show_default=True, help="on a bad parent link: stop, or report and treat the accounts as independent"),
-            click.option("--workers", type=int, default=os.cpu_count() or 1, show_default="CPU count", help="processes for independent components (same plan for any number)"),
+            click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="CPU count", help="processes for independent components (same plan for any number)"),
             click.option("--quiet", "-q", is_flag=True, help="no progress on stderr"),
         ]
     ):
@@ -100,28 +160,24 @@ def _assign_options(f):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="directory for accounts.csv, accounts.jsonl, summary.json")
 @click.option("--strict", is_flag=True, help="fail (exit 1, nothing written) when capacity or locks cannot all hold")
 @FORMAT
-def assign(rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: str, workers: int, quiet: bool, out: str, strict: bool, fmt: str) -> None:
+def assign(rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, quiet: bool, out: str, strict: bool, fmt: str) -> None:
     """Assign every account to a territory and an owner; write the plan to --out."""
-    try:
+    with _running(out):
         run = assign_files(rules, accounts, users, out, strict=strict, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(), seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet))
-    except AssignmentEngineError as exc:
-        _fail(exc)
-    _report(run.summary, fmt, out)
+        _report(run.summary, fmt, out)
 
 
 @main.command()
 @click.argument("account_id")
 @_assign_options
 @FORMAT
-def explain(account_id: str, rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: str, workers: int, quiet: bool, fmt: str) -> None:
+def explain(account_id: str, rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, quiet: bool, fmt: str) -> None:
     """Why ACCOUNT_ID (or an opportunity id) lands where it does: rules matched or failed, territory, owner."""
-    try:
+    with _running():
         plan, deals = plan_files(
             rules, accounts, users, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(),
             seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet),
         )
-    except AssignmentEngineError as exc:
-        _fail(exc)
     if account_id in plan.accounts.index:
         record: dict[str, Any] = plan.account(account_id).__dict__
         lines = plan.explain(account_id)
@@ -129,12 +185,12 @@ def explain(account_id: str, rules: str, accounts: str, users: str, pairs: str |
         record = next(r for r in deals.rows() if r["opportunity_id"] == account_id)
         lines = deals.explain(account_id)
     else:
-        click.echo(f"'{account_id}' is neither an account of {accounts} nor an opportunity{' of ' + opportunities if opportunities else ''}", err=True)
+        click.echo(printable(f"'{account_id}' is neither an account of {accounts} nor an opportunity{' of ' + opportunities if opportunities else ''}"), err=True)
         sys.exit(1)
     if fmt == "json":
         click.echo(json.dumps({**record, "explanation": lines}, indent=2))
     else:
-        click.echo("\n".join(lines))
+        click.echo("\n".join(printable(line) for line in lines))
 
 
 @main.command()
@@ -143,7 +199,11 @@ def schema(out: str | None) -> None:
     """JSON Schema of the rule file (for '# yaml-language-server: $schema=...')."""
     text = json.dumps(json_schema(), indent=2)
     if out:
-        Path(out).write_text(text + "\n", encoding="utf-8")
+        try:
+            write_text_atomically(out, text + "\n")
+        except OSError as exc:
+            click.echo(printable(f"--out: cannot write {out}: {exc.strerror}"), err=True)
+            sys.exit(2)
     else:
         click.echo(text)
 
@@ -156,14 +216,12 @@ def demo(out: str | None, quiet: bool, fmt: str) -> None:
     """Run on the embedded example book and show loads before and after."""
     files = demo_files()
     target = out or tempfile.mkdtemp(prefix="assignment-engine-demo-")
-    try:
+    with _running(target):
         run = assign_files(
             files["rules"], files["accounts"], files["users"], target,
             opportunities=files["opportunities"], workers=os.cpu_count() or 1, progress=_progress(quiet),
         )
-    except AssignmentEngineError as exc:  # pragma: no cover - the demo files are tested
-        _fail(exc)
-    _report(run.summary, fmt, target)
+        _report(run.summary, fmt, target)
 
 
 def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
@@ -175,14 +233,14 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
     table.add_column("user")
     table.add_column("accounts", justify="right")
     for label in balance:
-        table.add_column(escape(label), justify="right")
+        table.add_column(_cell(label), justify="right")
     idle = [u for u in summary["users"] if not any(e["before"] or e["after"] for e in u["loads"].values())]
     for user in summary["users"]:
         if user in idle:
             continue
         loads = user["loads"]
         count = loads.get("accounts") or {"before": 0, "after": 0}
-        cells = [escape(user["user_id"]) + ("" if user["active"] else " (inactive)"), f"{count['before']:.0f} → {count['after']:.0f}"]
+        cells = [_cell(user["user_id"]) + ("" if user["active"] else " (inactive)"), f"{count['before']:.0f} → {count['after']:.0f}"]
         for label in balance:
             entry = loads[label]
             fair = entry.get("fair_share") or 0
@@ -196,7 +254,7 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
         bands.add_column(column, justify="right" if column != "measure" else "left")
     for b in summary["balance"]:
         bands.add_row(
-            escape(b["balance"]),
+            _cell(b["balance"]),
             f"±{b['tolerance']:.0%}",
             f"{_pct(b['min_deviation_before'])} / {_pct(b['max_deviation_before'])}",
             f"{_pct(b['min_deviation'])} / {_pct(b['max_deviation'])}",
@@ -210,12 +268,12 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
         f"locked: {counts['locked']}  excluded: {counts['excluded']}  following a pinned parent: {counts['pinned']}  unassigned: {counts['unassigned']}"
     )
     for conflict in summary["conflicts"][:10]:
-        out.print(f"conflict: {conflict}", markup=False)
+        out.print(printable(f"conflict: {conflict}"), markup=False)
     if summary["unassigned"]:
         reasons = Counter(u["reason"] for u in summary["unassigned"])
         out.print("unassigned accounts by reason:")
         for reason, count in reasons.most_common(10):
-            out.print(f"  {count:5}  {reason}", markup=False)
+            out.print(printable(f"  {count:5}  {reason}"), markup=False)
     solver = summary["solver"]
     out.print(
         f"solver: {solver['components']} components {solver['status']}; accounts moved {solver['moves']} "
@@ -228,6 +286,11 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
         for b in deals["overlay_balance"]:
             out.print(f"  overlay {b['balance']}: deviation {_pct(b['min_deviation'])} / {_pct(b['max_deviation'])} (±{b['tolerance']:.0%}), {len(b['users_outside_tolerance'])} outside", markup=False)
     out.print(f"plan written to {target}", markup=False)
+
+
+def _cell(text: str) -> str:
+    """Data shown in a rich table: no markup, no control characters."""
+    return escape(printable(text))
 
 
 def _pct(x: float | None) -> str:

@@ -21,11 +21,15 @@ integers: balance dimensions are scaled so the mean fair share is 1,000,000.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
 import math
+import multiprocessing
+import signal
+import sys
 import time
 from itertools import combinations
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +38,7 @@ from ortools.sat.python import cp_model
 from .relaxation import CapacityRows, relax
 
 RESOLUTION = 1_000_000  # integer units per mean fair share
+MAX_SEED = 2**31 - 1  # CP-SAT takes a 32-bit seed
 CONTINUITY_GAP = 0.005  # a continuity phase may stop within 0.5 % of its proven bound
 SUBMODEL_COST = 0.004  # deterministic seconds charged per neighbourhood model for building and setting it up
 MAX_TRIPLES = 2_000  # the neighbourhood search re-solves every three users of a component with at most this many triples
@@ -183,7 +188,8 @@ def solve(problem: Problem, workers: int = 1) -> Solution:
         parts.append(part)
     heavy = [p for p in parts if p.needs_solver]
     if workers > 1 and len(heavy) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # a stop (SIGINT, SIGTERM) reaches the parent, whose pool then terminates every worker
+        with multiprocessing.Pool(min(workers, len(heavy)), initializer=_worker_start) as pool:
             solved = dict(zip(map(id, heavy), pool.map(_solve_part, heavy, chunksize=max(1, len(heavy) // (8 * workers)))))
     else:
         solved = {id(p): p.solve() for p in heavy}
@@ -197,6 +203,18 @@ def solve(problem: Problem, workers: int = 1) -> Solution:
 
 def _solve_part(part: Component) -> tuple[np.ndarray, ComponentResult]:
     return part.solve()
+
+
+def _worker_start() -> None:
+    """Workers leave stops to the parent (a terminal's Ctrl-C reaches the whole group), end quietly and die with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler inherited from the parent
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass

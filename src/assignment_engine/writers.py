@@ -1,80 +1,247 @@
-"""Write a plan to a directory: every file atomically, so a crash never leaves half a file.
+"""Write a plan to a directory as one unit, so a reader never sees half a plan.
 
-Each file is written to a temporary name in the target directory, flushed to
-disk, then renamed over the final name (an atomic step on POSIX and Windows).
+Every file of a plan is written into a fresh sibling directory, flushed to disk,
+then swapped with the target in one step (``renameat2(RENAME_EXCHANGE)`` on
+Linux; elsewhere two renames a moment apart, never a mix of old and new files).
+Stop signals arriving during the swap are held until it is done. The target is
+checked before any work: it must not be, or hold, an input file, it must be
+writable, and an existing target may hold only a previous plan's files, because
+the swap replaces the directory whole.
+
+CSV cells that a spreadsheet would run as a formula (starting with ``=``, ``+``,
+``-``, ``@``, tab or carriage return) get a leading ``'`` (the OWASP
+convention); JSON Lines keep the raw values.
 """
 
 from __future__ import annotations
 
 import csv
+import ctypes
+import errno
 import json
 import os
+import re
+import shutil
+import signal
+import sys
 import tempfile
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
+from .errors import Finding, Location, OptionError
 from .opportunities import DEAL_COLUMNS, DealPlan
 from .plan import Plan
 
 ACCOUNT_COLUMNS = ["account_id", "owner_id", "territory_id", "previous_owner_id", "moved", "status", "rule", "reason"]
+PLAN_FILES = frozenset({"accounts.csv", "accounts.jsonl", "opportunities.csv", "opportunities.jsonl", "summary.json"})
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PARTIAL = ".partial-"  # staging directories: .<name>.partial-<pid>-<random>
 
 
-@contextmanager
-def atomic_open(path: Path) -> Iterator[IO[str]]:
-    """A text handle whose content replaces ``path`` only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), option: str = "--out") -> Path:
+    """The resolved plan directory, or :class:`OptionError` saying why it cannot be one.
+
+    Called before any work, so a run never computes a plan it cannot write.
+    """
+    target = Path(out).resolve()
+
+    def refuse(message: str) -> OptionError:
+        return OptionError([Finding(Location(option), f"{out}: {message}")])
+
+    for given in inputs:
+        if given is None:
+            continue
+        path = Path(given).resolve()
+        if path == target or target in path.parents:
+            raise refuse(f"holds the input file {given}; the plan would replace it. Choose another directory")
+    if target.exists() and not target.is_dir():
+        raise refuse("exists and is not a directory")
+    parent = target.parent
+    if not parent.is_dir():
+        raise refuse(f"the parent directory {parent} does not exist")
+    if target.is_dir():
+        foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in target.iterdir() if p.name not in PLAN_FILES or not p.is_file() or p.is_symlink())
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "")
+            raise refuse(f"holds files that are not part of a plan ({shown}); a plan replaces its directory whole. Choose a new or empty directory")
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise refuse("is not writable")
+    try:
+        os.rmdir(_staging_directory(target))
+    except OSError as exc:
+        raise refuse(f"cannot write next to it in {parent}: {exc.strerror}") from None
+    _remove_stale_staging(target)
+    return target
+
+
+def write_plan(
+    plan: Plan,
+    out: str | Path,
+    progress: Callable[[str], None] | None = None,
+    *,
+    deals: DealPlan | None = None,
+    inputs: Iterable[str | Path | None] = (),
+) -> dict[str, Any]:
+    """``accounts.csv``, ``accounts.jsonl`` (and ``opportunities.*`` with deals) and ``summary.json``; returns the summary.
+
+    The files replace whatever plan ``out`` held, all at once; ``inputs`` are
+    files the directory must not hold (see :func:`check_output`).
+    """
+    target = check_output(out, inputs)
+    say = progress or (lambda _m: None)
+    staging = _staging_directory(target)
+    try:
+        say(f"writing {target / 'accounts.csv'} and accounts.jsonl")
+        write_table(staging / "accounts", ACCOUNT_COLUMNS, plan.rows())
+        summary = plan.summary()
+        if deals is not None:
+            say(f"writing {target / 'opportunities.csv'} and opportunities.jsonl")
+            write_table(staging / "opportunities", DEAL_COLUMNS, deals.rows())
+            summary["opportunities"] = deals.summary()
+        write_json(staging / "summary.json", summary)
+        os.chmod(staging, 0o755)  # mkdtemp makes 0700; a plan is an ordinary shared directory
+        _fsync(staging)
+        with _signals_held():
+            _swap(staging, target)
+        return summary
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # the old plan after a swap, the partial new one otherwise
+
+
+def write_table(base: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> None:
+    """``base.csv`` and ``base.jsonl`` in one pass over ``rows`` (rows may be costly to build)."""
+    with ExitStack() as stack:
+        csv_handle = stack.enter_context(_durable_open(base.with_suffix(".csv")))
+        jsonl_handle = stack.enter_context(_durable_open(base.with_suffix(".jsonl")))
+        writer = csv.writer(csv_handle)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([csv_cell(row[c]) for c in columns])
+            jsonl_handle.write(json.dumps(row, ensure_ascii=False))
+            jsonl_handle.write("\n")
+
+
+def csv_cell(v: Any) -> Any:
+    """A value as a CSV cell: booleans as true/false, lists joined by ``;``, formulas neutralised."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        v = ";".join(v)
+    if isinstance(v, str) and v.startswith(_FORMULA_START):
+        return "'" + v
+    return v
+
+
+def write_json(path: Path, data: Any) -> None:
+    with _durable_open(path) as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """One file replaced in one step (a temporary sibling renamed over it)."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            yield handle
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a plan is an ordinary shared file
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def write_table(base: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> None:
-    """``base.csv`` and ``base.jsonl`` in one pass over ``rows`` (rows may be costly to build)."""
-    with ExitStack() as stack:
-        csv_handle = stack.enter_context(atomic_open(base.with_suffix(".csv")))
-        jsonl_handle = stack.enter_context(atomic_open(base.with_suffix(".jsonl")))
-        writer = csv.writer(csv_handle)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_cell(row[c]) for c in columns])
-            jsonl_handle.write(json.dumps(row, ensure_ascii=False))
-            jsonl_handle.write("\n")
+@contextmanager
+def _durable_open(path: Path) -> Iterator[IO[str]]:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
-def _cell(v: Any) -> Any:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, list):
-        return ";".join(v)
-    return v
+def _fsync(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def write_json(path: Path, data: Any) -> None:
-    with atomic_open(path) as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
 
 
-def write_plan(plan: Plan, out: str | Path, progress: Callable[[str], None] | None = None, *, deals: DealPlan | None = None) -> dict[str, Any]:
-    """``accounts.csv``, ``accounts.jsonl`` (and ``opportunities.*`` with deals) and ``summary.json``; returns the summary."""
-    out = Path(out)
-    say = progress or (lambda _m: None)
-    say(f"writing {out / 'accounts.csv'} and accounts.jsonl")
-    write_table(out / "accounts", ACCOUNT_COLUMNS, plan.rows())
-    summary = plan.summary()
-    if deals is not None:
-        say(f"writing {out / 'opportunities.csv'} and opportunities.jsonl")
-        write_table(out / "opportunities", DEAL_COLUMNS, deals.rows())
-        summary["opportunities"] = deals.summary()
-    write_json(out / "summary.json", summary)
-    return summary
+def _swap(staging: Path, target: Path) -> None:
+    """Put ``staging`` at ``target``; afterwards ``staging`` holds the old plan, if there was one."""
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    if _exchange(staging, target):
+        return
+    old = staging.with_name(staging.name + "-old")
+    os.rename(target, old)
+    os.rename(staging, target)
+    os.rename(old, staging)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2``); False where the system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except AttributeError:  # C library older than glibc 2.28
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):  # the file system cannot exchange
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them: a swap is never cut in half."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, _frame: caught.append(signum)) for s in stops}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if caught:
+            signal.raise_signal(caught[0])
+
+
+def _staging_directory(target: Path) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}{_PARTIAL}{os.getpid()}-", dir=target.parent))
+
+
+def _remove_stale_staging(target: Path) -> None:
+    """Remove staging directories of runs killed outright (SIGKILL, power loss): their process is gone."""
+    pattern = re.compile(re.escape(f".{target.name}{_PARTIAL}") + r"(\d+)-")
+    for sibling in target.parent.iterdir():
+        found = pattern.match(sibling.name)
+        if found is not None and sibling.is_dir() and not _alive(int(found.group(1))):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,6 +12,7 @@ from .engine import Engine
 from .errors import InfeasibleError
 from .opportunities import DealPlan, assign_deals
 from .plan import Plan
+from .planfile import InputFile, Manifest, engine_version, fingerprint
 from .readers import read_accounts, read_deals, read_pairs, read_users
 from .writers import check_output, write_plan
 
@@ -20,12 +21,26 @@ Progress = Callable[[str], None]
 
 @dataclass
 class Run:
+    """A computed plan, what it was made from, and (once written) its summary."""
+
     plan: Plan
     deals: DealPlan | None
-    summary: dict[str, Any]
+    manifest: Manifest
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 def plan_files(
+    rules: str | Path,
+    accounts: str | Path,
+    users: str | Path,
+    **options: Any,
+) -> tuple[Plan, DealPlan | None]:
+    """Load the rule file and data files and compute the plan (nothing written); options as :func:`run_files`."""
+    run = run_files(rules, accounts, users, **options)
+    return run.plan, run.deals
+
+
+def run_files(
     rules: str | Path,
     accounts: str | Path,
     users: str | Path,
@@ -38,10 +53,13 @@ def plan_files(
     progress: Progress | None = None,
     workers: int = 1,
     pairs: str | Path | None = None,
-) -> tuple[Plan, DealPlan | None]:
-    """Load the rule file and data files and compute the plan (nothing written)."""
+) -> Run:
+    """Load the rule file and data files, compute the plan and its manifest (nothing written)."""
     say = progress or (lambda _m: None)
     engine = Engine.from_file(rules)
+    policy = engine.rules.policy
+    sources = {"rules": rules, "accounts": accounts, "users": users, "opportunities": opportunities, "pairs": pairs}
+    digests = {role: fingerprint(path) for role, path in sources.items() if path is not None}  # before reading: what was read is at most newer
     say(f"reading {accounts}")
     table = read_accounts(accounts, engine.rules.field_types)
     user_list = read_users(users, list(engine.rules.measures))
@@ -59,12 +77,27 @@ def plan_files(
         pairs=pair_table,
         deals=deal_table,
     )
-    deal_plan = assign_deals(plan, deal_table, as_of=as_of, workers=workers, progress=say) if deal_table is not None else None
-    return plan, deal_plan
+    run_date = None
+    if deal_table is not None:
+        run_date = as_of or (dt.date.fromisoformat(engine.rules.model.opportunities.as_of) if engine.rules.model.opportunities.as_of else dt.date.today())
+    deal_plan = assign_deals(plan, deal_table, as_of=run_date, workers=workers, progress=say) if deal_table is not None else None
+    rows = {"accounts": len(table), "users": len(user_list), "opportunities": None if deal_table is None else len(deal_table.table), "pairs": None if pair_table is None else len(pair_table.account)}
+    manifest = Manifest(
+        engine_version(),
+        [InputFile(role, str(Path(path).resolve()), digests[role], rows.get(role)) for role, path in sources.items() if path is not None],
+        {
+            "seed": policy.seed if seed is None else seed,
+            "time_limit": policy.time_limit if time_limit is None else time_limit,
+            "as_of": run_date.isoformat() if run_date else None,
+            "hierarchy_errors": on_hierarchy_error,
+            "workers": workers,
+        },
+    )
+    return Run(plan, deal_plan, manifest)
 
 
 def assign_files(rules: str | Path, accounts: str | Path, users: str | Path, out: str | Path, *, strict: bool = False, **options: Any) -> Run:
-    """Plan and write ``accounts.csv``/``.jsonl``, ``opportunities.csv``/``.jsonl`` (with deals) and ``summary.json``.
+    """Plan and write the plan directory: ``plan.json``, ``accounts.*``, ``opportunities.*`` (with deals), ``summary.json``.
 
     ``out`` is checked before any work (see :func:`check_output`) and receives
     the plan as one unit. With ``strict``, a plan whose hard constraints could
@@ -73,11 +106,11 @@ def assign_files(rules: str | Path, accounts: str | Path, users: str | Path, out
     """
     inputs = (rules, accounts, users, options.get("opportunities"), options.get("pairs"))
     check_output(out, inputs)
-    plan, deals = plan_files(rules, accounts, users, **options)
-    if strict and (conflicts := plan.conflicts()):
+    run = run_files(rules, accounts, users, **options)
+    if strict and (conflicts := run.plan.conflicts()):
         raise InfeasibleError(conflicts)
-    summary = write_plan(plan, out, options.get("progress"), deals=deals, inputs=inputs)
-    return Run(plan, deals, summary)
+    run.summary = write_plan(run.plan, out, options.get("progress"), deals=run.deals, inputs=inputs, manifest=run.manifest)
+    return run
 
 
 def demo_files() -> dict[str, Path]:

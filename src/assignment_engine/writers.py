@@ -28,15 +28,17 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
 from .errors import Finding, Location, OptionError
 from .opportunities import DEAL_COLUMNS, DealPlan
 from .plan import Plan
+from .planfile import MANIFEST, Manifest, headline
 
 ACCOUNT_COLUMNS = ["account_id", "owner_id", "territory_id", "previous_owner_id", "moved", "status", "rule", "reason"]
-PLAN_FILES = frozenset({"accounts.csv", "accounts.jsonl", "opportunities.csv", "opportunities.jsonl", "summary.json"})
+PLAN_FILES = frozenset({MANIFEST, "accounts.csv", "accounts.jsonl", "opportunities.csv", "opportunities.jsonl", "summary.json"})
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _PARTIAL = ".partial-"  # staging directories: .<name>.partial-<pid>-<random>
 
@@ -84,8 +86,10 @@ def write_plan(
     *,
     deals: DealPlan | None = None,
     inputs: Iterable[str | Path | None] = (),
+    manifest: Manifest | None = None,
 ) -> dict[str, Any]:
-    """``accounts.csv``, ``accounts.jsonl`` (and ``opportunities.*`` with deals) and ``summary.json``; returns the summary.
+    """``accounts.csv``, ``accounts.jsonl`` (and ``opportunities.*`` with deals), ``summary.json`` and, given its
+    manifest, ``plan.json``; returns the summary.
 
     The files replace whatever plan ``out`` held, all at once; ``inputs`` are
     files the directory must not hold (see :func:`check_output`).
@@ -102,6 +106,8 @@ def write_plan(
             write_table(staging / "opportunities", DEAL_COLUMNS, deals.rows())
             summary["opportunities"] = deals.summary()
         write_json(staging / "summary.json", summary)
+        if manifest is not None:
+            write_json(staging / MANIFEST, replace(manifest, headline=headline(summary)).to_json())
         os.chmod(staging, 0o755)  # mkdtemp makes 0700; a plan is an ordinary shared directory
         _fsync(staging)
         with _signals_held():

@@ -152,7 +152,7 @@ def main() -> int:
         print(f"{name:22}{cells}{row['moved']:>10,}{row['moved_value']:>20,.0f}{row['unassigned']:>12,}{times[name]:>9.1f}")
     solver = summary["solver"]
     print(f"{'lower bound (moves)':22}{'':>{40 * len(labels)}}{solver['moves_lower_bound']:>10,}")
-    print(f"\nstages: " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()) + f"; total {total:.1f}s")
+    print("\nstages: " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()) + f"; total {total:.1f}s")
     print(f"components: {solver['status']}; moves gap to bound {solver['moves_gap']:.2%}")
     print(f"peak memory: {peak:,.0f} MiB (this process), {children:,.0f} MiB (largest worker or generator)")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")

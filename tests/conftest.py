@@ -9,8 +9,9 @@ from __future__ import annotations
 import csv
 import json
 import textwrap
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings

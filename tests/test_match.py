@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from conftest import rows_by_id, rules_text
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assignment_engine import Engine, User, compile_rules
 from assignment_engine.match import NO_TERRITORY, TIED, match_accounts
-
-from conftest import rows_by_id, rules_text
 
 TREE = rules_text(
     """
@@ -304,9 +303,9 @@ def test_non_owner_members_never_own():
 
 # ---------------------------------------------------------------- property: matching = an independent oracle
 
-from assignment_engine.yamlfile import load_yaml  # noqa: E402
+from test_conditions import oracle
 
-from test_conditions import oracle  # noqa: E402
+from assignment_engine.yamlfile import load_yaml
 
 
 def _oracle_territories(data: dict, record: dict) -> tuple[list[str], list[str]]:

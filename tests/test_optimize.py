@@ -6,12 +6,11 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from conftest import rows_by_id, rules_text
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from assignment_engine import Engine, User, compile_rules
-
-from conftest import rows_by_id, rules_text
 
 ONE_TERRITORY = """
 - id: all
@@ -342,7 +341,7 @@ def test_example_tiers_rank_by_revenue_with_ties_broken_by_id(example_engine, ex
     st.integers(4, 5),
 )
 def test_neighbourhood_search_keeps_every_band_and_never_moves_more(accounts, n_users):
-    from assignment_engine.optimize import Component, components
+    from assignment_engine.optimize import Component, _Band, components
 
     engine = one_territory("[{measure: revenue, tolerance: 0.25}, {measure: accounts, tolerance: 0.25}]", users=n_users)
     records = [{"id": f"A{i}", "country": "US", "revenue": revenue, "owner_id": owner} for i, (revenue, owner) in enumerate(accounts)]
@@ -351,7 +350,7 @@ def test_neighbourhood_search_keeps_every_band_and_never_moves_more(accounts, n_
     part = Component(problem, users, units)
     start = part.greedy()
     assume(part.scores(start)["unassigned"] == 0 and part.scores(start)["balance"] == 0)
-    bands = {i: (d.lo, d.hi) for i, d in enumerate(part.dims) if d.lo is not None}
+    bands = {i: (d.lo, d.hi) for i, d in enumerate(part.dims) if isinstance(d, _Band)}
     found, spent = part._neighbourhood_search(start, "continuity", [], bands, 1.0)
     assert spent <= 1.0 + 0.5  # stops once the budget is spent (one neighbourhood may overrun it)
     assert np.array_equal(found, part._neighbourhood_search(start, "continuity", [], bands, 1.0)[0])  # deterministic

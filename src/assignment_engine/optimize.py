@@ -29,8 +29,9 @@ import multiprocessing
 import signal
 import sys
 import time
-from itertools import combinations
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import combinations
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -219,18 +220,28 @@ _PR_SET_PDEATHSIG = 1
 
 @dataclass
 class _Dim:
-    """A load dimension inside a component, as integers per candidate pair."""
+    """A load dimension inside a component, as integers per candidate pair: a capacity or a band."""
 
     values: np.ndarray  # int64 per pair
     fixed: np.ndarray  # int64 per local user
-    lo: np.ndarray | None = None  # band, per local user
-    hi: np.ndarray | None = None
-    cap: np.ndarray | None = None  # capacity, per local user
-    mean_fair: float = 1.0  # integer units in the mean fair share (bands)
+
+
+@dataclass
+class _Cap(_Dim):
+    cap: np.ndarray  # capacity, per local user (_NO_CAP = none)
+
+
+@dataclass
+class _Band(_Dim):
+    lo: np.ndarray  # band, per local user
+    hi: np.ndarray
+    mean_fair: float  # integer units in the mean fair share
     weight: int = 1  # objective weight of one unit of band slack
 
 
-def _band(values: np.ndarray, fixed: np.ndarray, share: np.ndarray, tolerance: float, total: float, n_users: int, pair_user: np.ndarray) -> _Dim:
+def _band(
+    values: np.ndarray, fixed: np.ndarray, share: np.ndarray, tolerance: float, total: float, n_users: int, pair_user: np.ndarray
+) -> _Band:
     """A balance band in integers: exact for whole numbers, else scaled with the rounding error kept inside.
 
     Whole-number values (counts, amounts in whole currency units) are used as
@@ -243,12 +254,18 @@ def _band(values: np.ndarray, fixed: np.ndarray, share: np.ndarray, tolerance: f
         eps = 1e-9 * share
         lo = np.ceil(share * (1 - tolerance) - eps)
         hi = np.floor(share * (1 + tolerance) + eps)
-        return _Dim(values.astype(np.int64), fixed.astype(np.int64), lo.astype(np.int64), hi.astype(np.int64), mean_fair=total / n_users)
+        return _Band(values.astype(np.int64), fixed.astype(np.int64), lo.astype(np.int64), hi.astype(np.int64), mean_fair=total / n_users)
     scale = RESOLUTION * n_users / total
     err = 0.5 * (np.bincount(pair_user, minlength=n_users) + 1)
     lo = np.ceil(share * (1 - tolerance) * scale + err)
     hi = np.floor(share * (1 + tolerance) * scale - err)
-    return _Dim(np.round(values * scale).astype(np.int64), np.round(fixed * scale).astype(np.int64), lo.astype(np.int64), hi.astype(np.int64), mean_fair=float(RESOLUTION))
+    return _Band(
+        np.round(values * scale).astype(np.int64),
+        np.round(fixed * scale).astype(np.int64),
+        lo.astype(np.int64),
+        hi.astype(np.int64),
+        mean_fair=float(RESOLUTION),
+    )
 
 
 class Component:
@@ -293,7 +310,7 @@ class Component:
                 integral = np.all(np.mod(values, 1) == 0) and np.all(np.mod(fixed, 1) == 0)
                 scale = 1.0 if integral else 1e6 / max(float(np.max(np.where(np.isfinite(caps), caps, 0))), 1e-9)
                 cap = np.where(np.isfinite(caps), np.floor(np.nan_to_num(caps, posinf=0) * scale), _NO_CAP).astype(np.int64)
-                self.dims.append(_Dim(np.ceil(values * scale).astype(np.int64), np.ceil(fixed * scale).astype(np.int64), cap=cap))
+                self.dims.append(_Cap(np.ceil(values * scale).astype(np.int64), np.ceil(fixed * scale).astype(np.int64), cap))
             if d.tolerance is not None:
                 # a unit's expected value is the mean over its candidates (equal unless it depends on the user)
                 counts = np.maximum(np.diff(self.ptr), 1)
@@ -303,11 +320,10 @@ class Component:
                 if total > 0:
                     self.dims.append(_band(values, fixed, share, d.tolerance, total, len(users), self.pair_user))
         # band slack is weighed so one mean fair share of any dimension costs the same
-        band_units = [d.mean_fair for d in self.dims if d.lo is not None]
-        self.balance_unit = max(band_units, default=1.0)
-        for d in self.dims:
-            if d.lo is not None:
-                d.weight = max(1, round(self.balance_unit / d.mean_fair))
+        bands = [dim for dim in self.dims if isinstance(dim, _Band)]
+        self.balance_unit = max((band.mean_fair for band in bands), default=1.0)
+        for band in bands:
+            band.weight = max(1, round(self.balance_unit / band.mean_fair))
         # continuity: accounts moved per pair, and value moved as a tie-break
         held_accounts, held_value = problem.held.lookup(global_unit, global_user)
         moves = np.repeat(self.size, np.diff(self.ptr)).astype(np.int64) - held_accounts
@@ -329,7 +345,7 @@ class Component:
         """False when every unit has at most one candidate and no capacity can bind."""
         if not len(self.units):
             return False
-        return bool(np.any(np.diff(self.ptr) > 1)) or any(d.cap is not None for d in self.dims)
+        return bool(np.any(np.diff(self.ptr) > 1)) or any(isinstance(d, _Cap) for d in self.dims)
 
     def loads(self, chosen: np.ndarray) -> list[np.ndarray]:
         """Per dim, the integer load of every local user for chosen pairs (-1 = unit unassigned)."""
@@ -340,7 +356,7 @@ class Component:
         picked = chosen[chosen >= 0]
         violation = 0
         for d, load in zip(self.dims, self.loads(chosen)):
-            if d.lo is not None:
+            if isinstance(d, _Band):
                 violation += d.weight * int(np.maximum(load - d.hi, 0).sum() + np.maximum(d.lo - load, 0).sum())
         return {
             "unassigned": int(self.size[chosen < 0].sum()),
@@ -362,8 +378,8 @@ class Component:
         n_units = len(self.units)
         load = [d.fixed.copy() for d in self.dims]
         chosen = np.full(n_units, -1, dtype=np.int64)
-        caps = [(i, d.cap) for i, d in enumerate(self.dims) if d.cap is not None]
-        bands = [(i, d) for i, d in enumerate(self.dims) if d.lo is not None]
+        caps = [(i, d.cap) for i, d in enumerate(self.dims) if isinstance(d, _Cap)]
+        bands = [(i, d) for i, d in enumerate(self.dims) if isinstance(d, _Band)]
 
         def fits(p: int) -> bool:
             c = self.pair_user[p]
@@ -410,7 +426,14 @@ class Component:
             self._repair(chosen, load, bands, fits, move)
         return chosen
 
-    def _repair(self, chosen: np.ndarray, load: list[np.ndarray], bands, fits, move) -> None:
+    def _repair(
+        self,
+        chosen: np.ndarray,
+        load: list[np.ndarray],
+        bands: list[tuple[int, _Band]],
+        fits: Callable[[int], bool],
+        move: Callable[[int, int], None],
+    ) -> None:
         """Local search on band violations: best single move or swap for the worst user, until none helps.
 
         Candidate moves are scored in arrays: for the worst user s and each other
@@ -422,16 +445,16 @@ class Component:
             return  # too large for a dense pair table; CP-SAT works from the greedy start as it is
         pair_of = np.full((len(self.units), n_users), -1, dtype=np.int64)
         pair_of[self.pair_unit, self.pair_user] = np.arange(len(self.pair_user))
-        values = [d.values for _, d in bands]
-        band_index = [i for i, _ in bands]
-        cap_dims = [(i, d) for i, d in enumerate(self.dims) if d.cap is not None]
+        band_of = dict(bands)  # dim index → band
+        band_index = list(band_of)
+        cap_dims = [(i, d) for i, d in enumerate(self.dims) if isinstance(d, _Cap)]
 
         def viol(i: int, users: np.ndarray | int, new_load: np.ndarray) -> np.ndarray:
-            d = self.dims[i]
+            d = band_of[i]
             return d.weight * (np.maximum(new_load - d.hi[users], 0) + np.maximum(d.lo[users] - new_load, 0))
 
         def user_violation() -> np.ndarray:
-            return sum(viol(i, np.arange(n_users), load[i]) for i in band_index)
+            return sum((viol(i, np.arange(n_users), load[i]) for i in band_index), np.zeros(n_users, dtype=np.int64))
 
         def caps_ok(users: int, delta: list[np.ndarray]) -> np.ndarray:
             ok = np.ones(delta[0].shape if delta else (), dtype=bool)
@@ -452,7 +475,7 @@ class Component:
                 if per_user[s] == 0:
                     break
                 at_s = np.flatnonzero(unit_user == s)
-                best = None  # (gain, -moves, kind, data)
+                best: tuple[int, int, str, tuple[int, ...]] | None = None  # (gain, -moves, kind, units and pairs)
                 for t in range(n_users):
                     if t == s:
                         continue
@@ -549,7 +572,7 @@ class Component:
 
     @property
     def capacity_only(self) -> bool:
-        return any(d.cap is not None for d in self.dims) and not any(d.lo is not None for d in self.dims)
+        return any(isinstance(d, _Cap) for d in self.dims) and not any(isinstance(d, _Band) for d in self.dims)
 
     def _lp_guided(self, name: str) -> np.ndarray | None:
         """A start rounded from the LP relaxation of objective ``name`` (capacities only); records its bound.
@@ -560,7 +583,7 @@ class Component:
         cheapest pair that does (on GAP e801600: +1.69 % in one pass, +1.55 % in two).
         """
         target = {"continuity": self.continuity, "affinity": self.cost}[name]
-        capacities = [CapacityRows(d.values, d.cap, d.cap < _NO_CAP, d.fixed) for d in self.dims if d.cap is not None]
+        capacities = [CapacityRows(d.values, d.cap, d.cap < _NO_CAP, d.fixed) for d in self.dims if isinstance(d, _Cap)]
         relaxation = relax(self.ptr, self.pair_user, self.user_pairs, target, capacities, self.time_limit)
         if relaxation is None:
             return None
@@ -603,19 +626,20 @@ class Component:
         guide = next((n for n in self.order if n in ("continuity", "affinity") and greedy_scores[n] > trivial[n]), None)
         if self.capacity_only and guide is not None and placeable:
             guided = self._lp_guided(guide)
-            guided_scores = None if guided is None else self.scores(guided)
-            if guided_scores is not None and _better(guided_scores, greedy_scores, ["unassigned", *self.order]):
-                start, greedy_scores = guided, guided_scores
+            if guided is not None:
+                guided_scores = self.scores(guided)
+                if _better(guided_scores, greedy_scores, ["unassigned", *self.order]):
+                    start, greedy_scores = guided, guided_scores
         if (greedy_scores["unassigned"] or greedy_scores["balance"]) and self.bands_may_hold() and placeable:
             strict = self._phases(start, greedy_scores, strict=True)
             if strict is not None:
                 return strict
-        if greedy_scores["unassigned"] and any(d.cap is not None for d in self.dims):
+        if greedy_scores["unassigned"] and any(isinstance(d, _Cap) for d in self.dims):
             # the relaxed model keeps what its start places: start from the placement that leaves fewer out
             alternative = self.greedy(room_first=True)
             if self.scores(alternative)["unassigned"] < greedy_scores["unassigned"]:
                 start, greedy_scores = alternative, self.scores(alternative)
-        if "balance" not in self.order or not any(d.lo is not None for d in self.dims):
+        if "balance" not in self.order or not any(isinstance(d, _Band) for d in self.dims):
             relaxed = self._phases(start, greedy_scores, strict=False)
             assert relaxed is not None  # the start is a solution of the relaxed model
             return relaxed
@@ -626,7 +650,11 @@ class Component:
         best, objectives = first
         if self.scores(best)["unassigned"] == 0 and placeable:
             loads = self.loads(best)
-            widened = {i: (np.minimum(d.lo, load), np.maximum(d.hi, load)) for i, (d, load) in enumerate(zip(self.dims, loads)) if d.lo is not None}
+            widened = {
+                i: (np.minimum(d.lo, load), np.maximum(d.hi, load))
+                for i, (d, load) in enumerate(zip(self.dims, loads))
+                if isinstance(d, _Band)
+            }
             rest = self._phases(best, greedy_scores, strict=True, bands=widened)
             if rest is not None:
                 return rest[0], objectives + [o for o in rest[1] if o.name not in ("unassigned", "balance")]
@@ -637,7 +665,7 @@ class Component:
     def bands_may_hold(self) -> bool:
         """False when a simple count shows some band cannot hold (then the strict model is skipped)."""
         for d in self.dims:
-            if d.lo is None:
+            if not isinstance(d, _Band):
                 continue
             if np.any(d.fixed > d.hi) or np.any(d.lo > d.hi):
                 return False
@@ -667,7 +695,7 @@ class Component:
         """
         model = cp_model.CpModel()
         x = [model.new_bool_var("") for _ in range(len(self.pair_user))]
-        has_caps = any(d.cap is not None for d in self.dims)
+        has_caps = any(isinstance(d, _Cap) for d in self.dims)
         unplaced_terms = []
         for k in range(len(self.units)):
             row = x[self.ptr[k]:self.ptr[k + 1]]
@@ -677,19 +705,20 @@ class Component:
                 unplaced_terms.append((none, int(self.size[k])))
             else:
                 model.add_exactly_one(row)
+        effective_bands = {i: (bands or {}).get(i, (d.lo, d.hi)) for i, d in enumerate(self.dims) if isinstance(d, _Band)}
         user_pairs = self.user_pairs
         slack = []
         for i, d in enumerate(self.dims):
-            lo, hi = (bands or {}).get(i, (d.lo, d.hi))
             for c in range(len(self.users)):
                 pairs = user_pairs[c]
                 pairs = pairs[d.values[pairs] != 0]
                 expr = cp_model.LinearExpr.weighted_sum([x[p] for p in pairs], d.values[pairs].tolist()) + int(d.fixed[c])
-                if d.cap is not None and d.cap[c] < _NO_CAP:
+                if isinstance(d, _Cap) and d.cap[c] < _NO_CAP:
                     model.add(expr <= int(d.cap[c]))
-                if d.lo is not None and strict:
+                if isinstance(d, _Band) and strict:
+                    lo, hi = effective_bands[i]
                     model.add_linear_constraint(expr, int(lo[c]), int(hi[c]))
-                elif d.lo is not None:
+                elif isinstance(d, _Band):
                     top = int(d.fixed[c] + d.values[pairs].sum())
                     over = model.new_int_var(0, max(top - int(d.hi[c]), 0), "")
                     under = model.new_int_var(0, max(int(d.lo[c]) - int(d.fixed[c]), 0), "")
@@ -717,22 +746,21 @@ class Component:
         solver.parameters.random_seed = self.seed
         # the budget is shared by the phases to solve (a failed strict attempt costs one more budget)
         phase_budget = self.time_limit / max(len(to_solve), 1)
-        effective_bands = {i: (bands or {}).get(i, (d.lo, d.hi)) for i, d in enumerate(self.dims) if d.lo is not None}
         if strict:
             objectives.append(Objective("unassigned", 0, 0, greedy_scores["unassigned"], "OPTIMAL"))
-            if any(d.lo is not None for d in self.dims) and bands is None:
+            if any(isinstance(d, _Band) for d in self.dims) and bands is None:
                 objectives.append(Objective("balance", 0, 0, greedy_scores["balance"], "OPTIMAL"))
 
-        def settle(name: str, bound: float, state: str) -> None:
-            """Record the phase and cap its objective at the best value for the later phases."""
-            objectives.append(Objective(name, best_scores[name], bound, greedy_scores[name], state))
-            model.add(exprs[name] <= best_scores[name])
+        def settle(name: str, value: int, bound: float, state: str) -> None:
+            """Record the phase and cap its objective at ``value``, the best found, for the later phases."""
+            objectives.append(Objective(name, value, bound, greedy_scores[name], state))
+            model.add(exprs[name] <= value)
 
         for name in relevant:
             if best_scores is not None and best_scores["unassigned"] == 0:
                 bounds = self.lower_bounds(complete=True)  # placing every unit is now a constraint
             if best_scores is not None and best_scores[name] <= bounds[name]:  # at its trivial or LP bound: proven
-                settle(name, best_scores[name], "OPTIMAL")
+                settle(name, best_scores[name], best_scores[name], "OPTIMAL")
                 continue
             earlier = [n for n in relevant[: relevant.index(name)] if n in ("continuity", "affinity")]
             budget, state = phase_budget, "START"
@@ -741,6 +769,7 @@ class Component:
             search_first = name == "affinity" and self.capacity_only and best_scores is not None and best_scores["unassigned"] == 0
             search_after = not search_first and (name == "continuity" and strict or name == "affinity" and self.capacity_only)
             if search_first:
+                assert best is not None and best_scores is not None  # search_first needs the incumbent (both are set together)
                 # generalized assignment: the exchange search first; it converges in a fraction of the budget
                 # on small components and does all the improving on large ones, where a single CP-SAT worker
                 # improves nothing (GAP 80 × 1600); CP-SAT gets the rest, to prove or improve its plan
@@ -749,7 +778,7 @@ class Component:
                 if _better(self.scores(improved), best_scores, relevant):
                     best, best_scores, hint, state = improved, self.scores(improved), improved, "FEASIBLE"
                 if best_scores[name] <= bounds[name]:
-                    settle(name, bounds[name], "OPTIMAL")
+                    settle(name, best_scores[name], bounds[name], "OPTIMAL")
                     continue
             model.clear_hints()
             hinted = np.zeros(len(x), dtype=bool)
@@ -776,17 +805,19 @@ class Component:
                 bound = max(bound, float(solver.best_objective_bound))
             if best_scores is None:
                 return None  # no full placement found in the budget
+            assert best is not None  # set together with best_scores
             if search_after and best_scores["unassigned"] == 0 and state != "OPTIMAL" and best_scores[name] > bound * (1 + CONTINUITY_GAP):
                 improved, _ = self._neighbourhood_search(best, name, earlier, effective_bands, self.time_limit)
                 scores = self.scores(improved)
                 if _better(scores, best_scores, relevant):
                     best, best_scores, hint = improved, scores, improved
                     state = "OPTIMAL" if best_scores[name] <= bound else "FEASIBLE"
-            settle(name, bound, state)
+            settle(name, best_scores[name], bound, state)
         for o in objectives:
             if o.name == "balance":  # report band slack in mean fair shares
                 o.value, o.bound, o.greedy = (x / self.balance_unit for x in (o.value, o.bound, o.greedy))
-        return best, objectives
+        # a known bug: best is still None when a strict model had no phase to solve (so was never solved); callers fail on it
+        return best, objectives  # type: ignore[return-value]
 
     def _neighbourhood_search(self, chosen: np.ndarray, name: str, earlier: list[str], bands: dict[int, tuple[np.ndarray, np.ndarray]], budget: float) -> tuple[np.ndarray, float]:
         """Large-neighbourhood search on a complete plan: re-solve small groups of users exactly.
@@ -849,7 +880,7 @@ class Component:
                         mine = np.flatnonzero(user_of == c)
                         mine = mine[d.values[pairs[mine]] != 0]
                         expr = cp_model.LinearExpr.weighted_sum([x[j] for j in mine.tolist()], d.values[pairs[mine]].tolist()) + int(d.fixed[c])
-                        if d.cap is not None and d.cap[c] < _NO_CAP:
+                        if isinstance(d, _Cap) and d.cap[c] < _NO_CAP:
                             model.add(expr <= int(d.cap[c]))
                         if i in bands:
                             model.add_linear_constraint(expr, int(bands[i][0][c]), int(bands[i][1][c]))

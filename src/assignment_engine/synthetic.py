@@ -34,10 +34,10 @@ INDUSTRIES = ["software", "healthcare", "pharma", "retail", "banking", "insuranc
 STAGES = [("prospecting", 0.25), ("qualification", 0.2), ("proposal", 0.15), ("negotiation", 0.1), ("closed_won", 0.18), ("closed_lost", 0.12)]
 PRODUCT_LINES = [("core", 0.6), ("analytics", 0.25), ("security", 0.15)]
 PRESETS = {
-    "demo": dict(n_accounts=2_000, n_users=40, n_territories=12),
-    "S": dict(n_accounts=2_000, n_users=40, n_territories=10),
-    "M": dict(n_accounts=100_000, n_users=1_000, n_territories=200),
-    "L": dict(n_accounts=1_000_000, n_users=5_000, n_territories=1_000),
+    "demo": {"n_accounts": 2_000, "n_users": 40, "n_territories": 12},
+    "S": {"n_accounts": 2_000, "n_users": 40, "n_territories": 10},
+    "M": {"n_accounts": 100_000, "n_users": 1_000, "n_territories": 200},
+    "L": {"n_accounts": 1_000_000, "n_users": 5_000, "n_territories": 1_000},
 }
 
 
@@ -135,9 +135,9 @@ def generate_book(
     # current owners: unbalanced around the fair share, some outside the territory, some empty
     bias = {u: 1 + imbalance * rng.uniform(-1, 1) for u in user_ids}
     owner = np.empty(n_accounts, dtype=object)
-    for k, leaf in enumerate(leaves + [None]):
-        rows = np.flatnonzero(leaf_of == (k if leaf is not None else -2))
-        pool = leaf.owners if leaf is not None else strategic
+    pools = [(k, leaf.owners) for k, leaf in enumerate(leaves)] + [(-2, strategic)]  # leaf_of value → its owners
+    for k, pool in pools:
+        rows = np.flatnonzero(leaf_of == k)
         p = np.array([bias[u] for u in pool])
         owner[rows] = rng.choice(pool, size=len(rows), p=p / p.sum())
     stray = (leaf_of == -1) | (rng.random(n_accounts) < 0.03)
@@ -151,7 +151,7 @@ def generate_book(
     order = rng.permutation(n_accounts)
     taken = 0
     while taken + 2 <= in_family:
-        size = int(min(rng.integers(2, 9), in_family - taken))
+        size = min(int(rng.integers(2, 9)), in_family - taken)
         members = order[taken : taken + size]
         for j in range(1, size):
             parent[members[j]] = ids[members[rng.integers(0, j)]]

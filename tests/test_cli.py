@@ -7,9 +7,9 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from conftest import EXAMPLE_RULES, line_col
 
 from assignment_engine.cli import main
+from conftest import EXAMPLE_RULES, line_col
 
 LOCATED = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+):(?P<col>\d+): (?P<message>.+)$", re.MULTILINE)
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE_RULES
 
 from assignment_engine import Engine, InfeasibleError, User, assign_files, compile_rules, json_schema
+from conftest import EXAMPLE_RULES
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from conftest import rows_by_id, rules_text
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assignment_engine import Engine, User, compile_rules
 from assignment_engine.match import NO_TERRITORY, TIED, match_accounts
+from conftest import rows_by_id, rules_text
 
 TREE = rules_text(
     """
@@ -303,9 +303,8 @@ def test_non_owner_members_never_own():
 
 # ---------------------------------------------------------------- property: matching = an independent oracle
 
-from test_conditions import oracle
-
 from assignment_engine.yamlfile import load_yaml
+from test_conditions import oracle
 
 
 def _oracle_territories(data: dict, record: dict) -> tuple[list[str], list[str]]:

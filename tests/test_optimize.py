@@ -6,11 +6,11 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import rows_by_id, rules_text
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from assignment_engine import Engine, User, compile_rules
+from conftest import rows_by_id, rules_text
 
 ONE_TERRITORY = """
 - id: all

@@ -16,7 +16,6 @@ from click.testing import CliRunner
 from assignment_engine import Engine, OptionError, User, write_plan
 from assignment_engine.cli import main
 from assignment_engine.writers import PLAN_FILES, csv_cell
-
 from conftest import EXAMPLE_USERS, WEST_EAST, rules_text, write_csv
 
 

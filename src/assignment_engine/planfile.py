@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -134,3 +135,27 @@ class Manifest:
         if manifest.plan_id != data.get("plan_id"):
             raise DataError([Finding(where, "damaged plan manifest: its plan_id does not match its content")])
         return manifest
+
+
+def plan_rows(directory: str | Path, table: str = "accounts") -> Iterator[dict[str, Any]]:
+    """The rows of a saved plan's ``accounts`` or ``opportunities`` table, as written (raw values, from JSON Lines)."""
+    path = Path(directory) / f"{table}.jsonl"
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise DataError([Finding(Location(str(path)), f"cannot read the plan's {table}: {exc.strerror}")]) from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError([Finding(Location(str(path), number, exc.colno), f"damaged plan file: {exc.msg}")]) from None
+
+
+def read_summary(directory: str | Path) -> dict[str, Any]:
+    """A saved plan's ``summary.json``."""
+    path = Path(directory) / "summary.json"
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError([Finding(Location(str(path)), f"cannot read the plan summary: {exc}")]) from None

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 import assignment_engine
 from assignment_engine import Engine, User, compile_rules, read_accounts, read_users, write_plan
-
 from conftest import EXAMPLE_FIELDS, EXAMPLE_USERS, rows_by_id, rules_text, strip_timing, write_csv
 
 # ---------------------------------------------------------------- the example book
@@ -356,6 +355,7 @@ EXPECTED_ALL = [
     "HierarchyError",
     "InfeasibleError",
     "Location",
+    "OptionError",
     "Plan",
     "RuleFileError",
     "Status",
@@ -386,7 +386,7 @@ def test_import_does_not_pull_in_the_cli_dependencies():
 
 
 def test_errors_share_one_base_class():
-    for name in ("RuleFileError", "DataError", "HierarchyError", "InfeasibleError"):
+    for name in ("RuleFileError", "DataError", "HierarchyError", "InfeasibleError", "OptionError"):
         assert issubclass(getattr(assignment_engine, name), assignment_engine.AssignmentEngineError)
 
 

@@ -225,11 +225,20 @@ class Plan:
         )
 
     def rows(self) -> Iterator[dict[str, Any]]:
-        """One plain dict per input account, in input order (for writers)."""
+        """One plain dict per input account, in input order (for writers).
+
+        Beyond the CSV columns, each row carries the account's ``value`` (in
+        the value measure), the ``ultimate_parent_id`` whose decision it
+        follows and its ``family_size``: what review and explanations read
+        from a saved plan without re-running it.
+        """
         ids = self.matches.territory_ids
         moved = self.moved
+        value = self.values[self.value_measure] if self.value_measure else np.ones(len(self.accounts))
+        family_size = np.bincount(self.families.root, minlength=len(self.accounts))[self.families.root]
         for i, account_id in enumerate(self.accounts.ids):
             t = int(self.territory[i])
+            r = int(self.root[i])
             yield {
                 "account_id": account_id,
                 "owner_id": self.owner_ids[i] or "",
@@ -239,6 +248,9 @@ class Plan:
                 "status": Status(int(self.status[i])).name.lower(),
                 "rule": self.rule_label(i),
                 "reason": self.reason(i),
+                "value": float(value[i]),
+                "ultimate_parent_id": self.accounts.ids[r] if r != i else "",
+                "family_size": int(family_size[i]),
             }
 
     def explain(self, account_id: str) -> list[str]:

@@ -381,7 +381,7 @@ def test_public_api_is_pinned():
 
 def test_import_does_not_pull_in_the_cli_dependencies():
     code = "import assignment_engine, sys; assert 'click' not in sys.modules and 'rich' not in sys.modules"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
 

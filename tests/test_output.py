@@ -56,7 +56,7 @@ def test_out_with_files_that_are_not_a_plan_is_refused_and_kept(runner, example_
     (out / "accounts.csv").mkdir()  # a directory where a plan file would go
     result = _assign(runner, example_files, out)
     assert result.exit_code == 2
-    assert "holds files that are not part of a plan (accounts.csv/, notes.txt)" in result.stderr
+    assert "holds files that are not ours (accounts.csv/, notes.txt)" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["accounts.csv", "notes.txt"]
     assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
 

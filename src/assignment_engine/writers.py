@@ -1,4 +1,4 @@
-"""Write a plan to a directory as one unit, so a reader never sees half a plan.
+"""Write a plan (or any output directory) as one unit, so a reader never sees half of one.
 
 Every file of a plan is written into a fresh sibling directory, flushed to disk,
 then swapped with the target in one step (``renameat2(RENAME_EXCHANGE)`` on
@@ -38,15 +38,17 @@ from .plan import Plan
 from .planfile import MANIFEST, Manifest, headline
 
 ACCOUNT_COLUMNS = ["account_id", "owner_id", "territory_id", "previous_owner_id", "moved", "status", "rule", "reason"]
-PLAN_FILES = frozenset({MANIFEST, "accounts.csv", "accounts.jsonl", "opportunities.csv", "opportunities.jsonl", "summary.json"})
+PLAN_FILES = frozenset({MANIFEST, "accounts.csv", "accounts.jsonl", "opportunities.csv", "opportunities.jsonl", "summary.json", "report.html"})
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _PARTIAL = ".partial-"  # staging directories: .<name>.partial-<pid>-<random>
 
 
-def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), option: str = "--out") -> Path:
-    """The resolved plan directory, or :class:`OptionError` saying why it cannot be one.
+def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), option: str = "--out", owned: frozenset[str] = PLAN_FILES) -> Path:
+    """The resolved output directory, or :class:`OptionError` saying why it cannot be one.
 
-    Called before any work, so a run never computes a plan it cannot write.
+    Called before any work, so a run never computes what it cannot write. An
+    existing directory may hold only files named in ``owned`` (a previous
+    output of the same kind), since it is replaced whole.
     """
     target = Path(out).resolve()
 
@@ -65,10 +67,10 @@ def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), opti
     if not parent.is_dir():
         raise refuse(f"the parent directory {parent} does not exist")
     if target.is_dir():
-        foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in target.iterdir() if p.name not in PLAN_FILES or not p.is_file() or p.is_symlink())
+        foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in target.iterdir() if p.name not in owned or not p.is_file() or p.is_symlink())
         if foreign:
             shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "")
-            raise refuse(f"holds files that are not part of a plan ({shown}); a plan replaces its directory whole. Choose a new or empty directory")
+            raise refuse(f"holds files that are not ours ({shown}); the output replaces its directory whole. Choose a new or empty directory")
         if not os.access(target, os.W_OK | os.X_OK):
             raise refuse("is not writable")
     try:
@@ -94,27 +96,37 @@ def write_plan(
     The files replace whatever plan ``out`` held, all at once; ``inputs`` are
     files the directory must not hold (see :func:`check_output`).
     """
-    target = check_output(out, inputs)
     say = progress or (lambda _m: None)
-    staging = _staging_directory(target)
-    try:
-        say(f"writing {target / 'accounts.csv'} and accounts.jsonl")
+    with output_directory(out, inputs) as staging:
+        say(f"writing {Path(out) / 'accounts.csv'} and accounts.jsonl")
         write_table(staging / "accounts", ACCOUNT_COLUMNS, plan.rows())
         summary = plan.summary()
         if deals is not None:
-            say(f"writing {target / 'opportunities.csv'} and opportunities.jsonl")
+            say(f"writing {Path(out) / 'opportunities.csv'} and opportunities.jsonl")
             write_table(staging / "opportunities", DEAL_COLUMNS, deals.rows())
             summary["opportunities"] = deals.summary()
         write_json(staging / "summary.json", summary)
         if manifest is not None:
             write_json(staging / MANIFEST, replace(manifest, headline=headline(summary)).to_json())
-        os.chmod(staging, 0o755)  # mkdtemp makes 0700; a plan is an ordinary shared directory
+    return summary
+
+
+@contextmanager
+def output_directory(out: str | Path, inputs: Iterable[str | Path | None] = (), option: str = "--out", owned: frozenset[str] = PLAN_FILES) -> Iterator[Path]:
+    """A staging directory to fill; when the block succeeds it replaces ``out`` in one step, else it vanishes.
+
+    ``out`` is checked first (see :func:`check_output`).
+    """
+    target = check_output(out, inputs, option, owned)
+    staging = _staging_directory(target)
+    try:
+        yield staging
+        os.chmod(staging, 0o755)  # mkdtemp makes 0700; the output is an ordinary shared directory
         _fsync(staging)
         with _signals_held():
             _swap(staging, target)
-        return summary
     finally:
-        shutil.rmtree(staging, ignore_errors=True)  # the old plan after a swap, the partial new one otherwise
+        shutil.rmtree(staging, ignore_errors=True)  # the old output after a swap, the partial new one otherwise
 
 
 def write_table(base: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> None:

@@ -10,6 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from assignment_engine import Engine, User, compile_rules
+from assignment_engine.table import PairTable
 from conftest import rows_by_id, rules_text
 
 ONE_TERRITORY = """
@@ -359,3 +360,42 @@ def test_neighbourhood_search_keeps_every_band_and_never_moves_more(accounts, n_
         if i in bands:
             assert np.all(bands[i][0] <= load) and np.all(load <= bands[i][1])
     assert part.scores(found)["continuity"] <= part.scores(start)["continuity"]
+
+
+GAP_RULES = """
+version: 1
+fields: {pool: string}
+measures: {effort: {pair: workload}}
+territory_types: [{name: pool, priority: 1}]
+territories:
+  - {id: all, type: pool, rules: [{when: {pool: gap}}], members: [{user: a0}, {user: a1}]}
+assignment: {hierarchy: independent, balance: [], objectives: [affinity], pair_eligibility: listed, time_limit: 1}
+"""
+
+
+def _gap_plan(listed: list[tuple[int, int]], cost: float) -> list[str | None]:
+    """Five jobs of effort 2, 3, 2, 3, 2 on two agents of capacity 6, only the ``listed`` (job, agent) pairs eligible."""
+    engine = Engine(compile_rules(GAP_RULES, "gap.yaml"))
+    table = engine.table([{"id": f"j{j}", "pool": "gap"} for j in range(5)])
+    effort = [2.0, 3.0, 2.0, 3.0, 2.0]
+    pairs = PairTable(
+        account=np.array([j for j, _ in listed]), user=np.array([a for _, a in listed]),
+        cost=np.full(len(listed), cost), workload=np.array([effort[j] for j, _ in listed]),
+    )
+    plan = engine.assign(table, [User("a0", capacity={"effort": 6.0}), User("a1", capacity={"effort": 6.0})], pairs=pairs)
+    return plan.owner_ids
+
+
+def test_a_strict_model_with_nothing_to_optimise_is_still_solved():
+    # zero costs leave affinity nothing to optimise; the greedy start leaves a job out, the strict model places all five
+    owners = _gap_plan([(j, a) for j in range(5) for a in range(2)], cost=0.0)
+    assert None not in owners
+    effort = {"j0": 2, "j1": 3, "j2": 2, "j3": 3, "j4": 2}
+    assert all(sum(effort[f"j{j}"] for j, o in enumerate(owners) if o == agent) <= 6 for agent in ("a0", "a1"))
+
+
+@pytest.mark.parametrize("missing", [4, 0, 2])
+def test_a_job_with_no_eligible_pair_stays_unassigned_wherever_it_is(missing):
+    owners = _gap_plan([(j, a) for j in range(5) for a in range(2) if j != missing], cost=1.0)
+    assert owners[missing] is None
+    assert all(o is not None for j, o in enumerate(owners) if j != missing)

@@ -404,7 +404,7 @@ class Component:
         share = None  # per pair: the largest part of a capacity the unit takes (room_first)
         if room_first and caps and not bands:
             share = np.max([self.dims[i].values / np.maximum(cap[self.pair_user], 1) for i, cap in caps], axis=0)
-            hardest = np.minimum.reduceat(share, self.ptr[:-1]) if len(share) else share
+            hardest = self.per_unit(np.minimum, share, empty=0.0)
             pending.sort(key=lambda k: (-float(hardest[k]), k))
         else:
             size_key = self.dims[bands[0][0]].values if bands else self.cost
@@ -556,13 +556,20 @@ class Component:
     def lower_bounds(self, complete: bool = False) -> dict[str, int]:
         """Bounds a phase whose start value meets needs no solving: the cheapest pair of every unit,
         and for plans that place every unit (``complete``) the LP relaxation's bound when one was solved."""
-        def per_unit_min(values: np.ndarray) -> int:
-            return int(np.minimum.reduceat(values, self.ptr[:-1][np.diff(self.ptr) > 0]).sum()) if len(values) else 0
-
-        bounds = {"unassigned": 0, "balance": 0, "continuity": per_unit_min(self.continuity), "affinity": per_unit_min(self.cost)}
+        cheapest = {name: int(self.per_unit(np.minimum, values, empty=0).sum()) for name, values in (("continuity", self.continuity), ("affinity", self.cost))}
+        bounds = {"unassigned": 0, "balance": 0, **cheapest}
         for name, bound in self.lp_bounds.items() if complete else ():
             bounds[name] = max(bounds[name], math.ceil(bound - 1e-6 * max(abs(bound), 1.0)))  # objectives are integers
         return bounds
+
+    def per_unit(self, reduce: np.ufunc, values: np.ndarray, empty: float) -> np.ndarray:
+        """``reduce`` (np.minimum, np.maximum) of per-pair ``values`` over each unit's pairs; ``empty`` for a
+        unit with no eligible pair (``reduceat`` alone would read a neighbour's pair, or past the end)."""
+        out = np.full(len(self.units), empty, dtype=np.result_type(values.dtype, type(empty)))
+        has_pairs = np.diff(self.ptr) > 0
+        if len(values):
+            out[has_pairs] = reduce.reduceat(values, self.ptr[:-1][has_pairs])
+        return out
 
     @functools.cached_property
     def user_pairs(self) -> list[np.ndarray]:
@@ -630,7 +637,7 @@ class Component:
                 guided_scores = self.scores(guided)
                 if _better(guided_scores, greedy_scores, ["unassigned", *self.order]):
                     start, greedy_scores = guided, guided_scores
-        if (greedy_scores["unassigned"] or greedy_scores["balance"]) and self.bands_may_hold() and placeable:
+        if (greedy_scores["unassigned"] or greedy_scores["balance"]) and placeable and self.bands_may_hold():
             strict = self._phases(start, greedy_scores, strict=True)
             if strict is not None:
                 return strict
@@ -669,11 +676,11 @@ class Component:
                 continue
             if np.any(d.fixed > d.hi) or np.any(d.lo > d.hi):
                 return False
-            best_hi = np.maximum.reduceat(d.hi[self.pair_user], self.ptr[:-1]) if len(self.pair_user) else np.empty(0)
-            if np.any(np.minimum.reduceat(d.values, self.ptr[:-1]) > best_hi):
+            smallest = self.per_unit(np.minimum, d.values, empty=0)
+            if np.any(smallest > self.per_unit(np.maximum, d.hi[self.pair_user], empty=0)):
                 return False  # a unit too big for every candidate's band
-            low = int(d.fixed.sum() + np.minimum.reduceat(d.values, self.ptr[:-1]).sum())
-            high = int(d.fixed.sum() + np.maximum.reduceat(d.values, self.ptr[:-1]).sum())
+            low = int(d.fixed.sum() + smallest.sum())
+            high = int(d.fixed.sum() + self.per_unit(np.maximum, d.values, empty=0).sum())
             if d.lo.sum() > high or d.hi.sum() < low:
                 return False
         return True
@@ -756,6 +763,12 @@ class Component:
             objectives.append(Objective(name, value, bound, greedy_scores[name], state))
             model.add(exprs[name] <= value)
 
+        if strict and not relevant:  # nothing to optimise: one solve for any plan that holds
+            _hint(model, x, hint)
+            solver.parameters.max_deterministic_time = self.time_limit
+            if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+                return None
+            best = self._read(solver, x)
         for name in relevant:
             if best_scores is not None and best_scores["unassigned"] == 0:
                 bounds = self.lower_bounds(complete=True)  # placing every unit is now a constraint
@@ -780,11 +793,7 @@ class Component:
                 if best_scores[name] <= bounds[name]:
                     settle(name, best_scores[name], bounds[name], "OPTIMAL")
                     continue
-            model.clear_hints()
-            hinted = np.zeros(len(x), dtype=bool)
-            hinted[hint[hint >= 0]] = True
-            for var, value in zip(x, hinted.tolist()):
-                model.add_hint(var, value)
+            _hint(model, x, hint)
             model.minimize(exprs[name])
             _tune(solver, name)
             solver.parameters.max_deterministic_time = max(budget, 0.0)  # a search may overrun its share by one model
@@ -816,8 +825,8 @@ class Component:
         for o in objectives:
             if o.name == "balance":  # report band slack in mean fair shares
                 o.value, o.bound, o.greedy = (x / self.balance_unit for x in (o.value, o.bound, o.greedy))
-        # a known bug: best is still None when a strict model had no phase to solve (so was never solved); callers fail on it
-        return best, objectives  # type: ignore[return-value]
+        assert best is not None  # a strict model without a plan returned None above
+        return best, objectives
 
     def _neighbourhood_search(self, chosen: np.ndarray, name: str, earlier: list[str], bands: dict[int, tuple[np.ndarray, np.ndarray]], budget: float) -> tuple[np.ndarray, float]:
         """Large-neighbourhood search on a complete plan: re-solve small groups of users exactly.
@@ -908,6 +917,15 @@ class Component:
         picked = np.flatnonzero(values)
         chosen[self.pair_unit[picked]] = picked
         return chosen
+
+
+def _hint(model: cp_model.CpModel, x: list[cp_model.IntVar], chosen: np.ndarray) -> None:
+    """Hint the plan ``chosen`` (pair per unit, -1 for none) to the model."""
+    model.clear_hints()
+    hinted = np.zeros(len(x), dtype=bool)
+    hinted[chosen[chosen >= 0]] = True
+    for var, value in zip(x, hinted.tolist()):
+        model.add_hint(var, value)
 
 
 def _tune(solver: cp_model.CpSolver, phase: str) -> None:

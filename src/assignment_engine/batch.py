@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from .engine import Engine
-from .errors import InfeasibleError
-from .opportunities import DealPlan, assign_deals
-from .plan import Plan
-from .planfile import InputFile, Manifest, engine_version, fingerprint
+from .errors import DataError, Finding, InfeasibleError, Location
+from .opportunities import DealPlan, DealTable, assign_deals
+from .optimize import replay
+from .plan import Plan, results_of
+from .planfile import MANIFEST, InputFile, Manifest, engine_version, fingerprint, plan_rows, read_summary
 from .readers import read_accounts, read_deals, read_pairs, read_users
+from .table import AccountTable, PairTable, User
 from .writers import check_output, write_plan
 
 Progress = Callable[[str], None]
@@ -61,10 +66,7 @@ def run_files(
     sources = {"rules": rules, "accounts": accounts, "users": users, "opportunities": opportunities, "pairs": pairs}
     digests = {role: fingerprint(path) for role, path in sources.items() if path is not None}  # before reading: what was read is at most newer
     say(f"reading {accounts}")
-    table = read_accounts(accounts, engine.rules.field_types)
-    user_list = read_users(users, list(engine.rules.measures))
-    pair_table = read_pairs(pairs, table, user_list) if pairs else None
-    deal_table = read_deals(opportunities, engine.rules, table) if opportunities else None
+    table, user_list, pair_table, deal_table = _read_inputs(engine, accounts, users, pairs, opportunities)
     plan = engine.assign(
         table,
         user_list,
@@ -94,6 +96,44 @@ def run_files(
         },
     )
     return Run(plan, deal_plan, manifest)
+
+
+def load_plan(directory: str | Path) -> Plan:
+    """The plan a saved directory holds, as :func:`run_files` made it: inputs re-read and matched, owners and
+    solver results taken from the directory, nothing solved again. Inputs that changed since are a :class:`DataError`."""
+    manifest = Manifest.read(directory)
+    where = Location(str(Path(directory) / MANIFEST))
+    if changed := manifest.changed_inputs():
+        raise DataError([Finding(where, f"{why}: the plan can no longer be rebuilt from it") for why in changed])
+    sources = {f.role: f.path for f in manifest.inputs}
+    settings = manifest.settings
+    engine = Engine.from_file(sources["rules"])
+    table, user_list, pair_table, deal_table = _read_inputs(engine, sources["accounts"], sources["users"], sources.get("pairs"), sources.get("opportunities"))
+    prepared = engine.prepare(
+        table, user_list, seed=settings["seed"], time_limit=settings["time_limit"], on_hierarchy_error=settings["hierarchy_errors"],
+        users_source=f"users file {sources['users']}", pairs=pair_table, deals=deal_table,
+    )
+    user_index = {u.id: k for k, u in enumerate(user_list)}
+    owner = np.full(prepared.problem.n_units, -1, dtype=np.int64)
+    rows = plan_rows(directory)
+    for i, (account_id, row) in enumerate(itertools.zip_longest(table.ids, rows)):
+        if row is None or account_id is None or row.get("account_id") != account_id:
+            raise DataError([Finding(Location(str(Path(directory) / "accounts.jsonl"), i + 1), "the plan's accounts do not follow its accounts file")])
+        k = int(prepared.unit[i])
+        if k >= 0 and row["owner_id"]:
+            owner[k] = user_index[row["owner_id"]]
+    solution = replay(prepared.problem, owner, results_of(read_summary(directory)["solver"]))
+    return Plan.build(prepared, solution)
+
+
+def _read_inputs(
+    engine: Engine, accounts: str | Path, users: str | Path, pairs: str | Path | None, opportunities: str | Path | None
+) -> tuple[AccountTable, list[User], PairTable | None, DealTable | None]:
+    table = read_accounts(accounts, engine.rules.field_types)
+    user_list = read_users(users, list(engine.rules.measures))
+    pair_table = read_pairs(pairs, table, user_list) if pairs else None
+    deal_table = read_deals(opportunities, engine.rules, table) if opportunities else None
+    return table, user_list, pair_table, deal_table
 
 
 def assign_files(rules: str | Path, accounts: str | Path, users: str | Path, out: str | Path, *, strict: bool = False, **options: Any) -> Run:

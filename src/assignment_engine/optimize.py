@@ -180,13 +180,7 @@ def solve(problem: Problem, workers: int = 1) -> Solution:
     worker, so the answer does not depend on ``workers`` or on scheduling.
     """
     owner = np.full(problem.n_units, -1, dtype=np.int64)
-    fair = {d.label: np.zeros(len(problem.user_ids)) for d in problem.dims if d.tolerance is not None}
-    parts = []
-    for users, units in components(problem):
-        part = Component(problem, users, units)
-        for label, shares in part.fair.items():
-            fair[label][users] = shares
-        parts.append(part)
+    parts, fair = _parts(problem)
     heavy = [p for p in parts if p.needs_solver]
     if workers > 1 and len(heavy) > 1:
         # a stop (SIGINT, SIGTERM) reaches the parent, whose pool then terminates every worker
@@ -200,6 +194,23 @@ def solve(problem: Problem, workers: int = 1) -> Solution:
         owner[part.units] = chosen
         results.append(result)
     return Solution(owner, fair, results)
+
+
+def replay(problem: Problem, owner: np.ndarray, results: list[ComponentResult]) -> Solution:
+    """The solution of a saved plan: its owners per unit and solver results, with fair shares recomputed; no solving."""
+    return Solution(owner, _parts(problem)[1], results)
+
+
+def _parts(problem: Problem) -> tuple[list[Component], dict[str, np.ndarray]]:
+    """The components, and every balance dimension's fair share per user (each component's own)."""
+    fair = {d.label: np.zeros(len(problem.user_ids)) for d in problem.dims if d.tolerance is not None}
+    parts = []
+    for users, units in components(problem):
+        part = Component(problem, users, units)
+        for label, shares in part.fair.items():
+            fair[label][users] = shares
+        parts.append(part)
+    return parts, fair
 
 
 def _solve_part(part: Component) -> tuple[np.ndarray, ComponentResult]:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from .compile import CompiledRules
 from .errors import Finding, Location
 from .families import Families
 from .match import Matches, rule_trace
-from .optimize import Problem, Solution
+from .optimize import ComponentResult, Objective, Problem, Solution
 from .rank import balance_values
 from .table import AccountTable, User
 
@@ -164,6 +165,13 @@ class Plan:
             rules, accounts, users, matches, prepared.families, root, status, owner_ids, territory, reasons, solution,
             prepared.values, prepared.tier, prepared.tier_names, prepared.value_measure,
         )
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Plan:
+        """The plan saved in ``directory`` by ``assign --out``, rebuilt without solving (see :func:`batch.load_plan`)."""
+        from .batch import load_plan  # batch builds on this module
+
+        return load_plan(directory)
 
     # -- per account ---------------------------------------------------------------
 
@@ -367,12 +375,12 @@ class Plan:
             for name in after:
                 entry: dict[str, Any] = {"before": float(before[name][k]), "after": float(after[name][k])}
                 if name in self.solution.fair:
-                    fair = float(self.solution.fair[name][k])
-                    entry["fair_share"] = fair
-                    entry["deviation"] = (entry["after"] - fair) / fair if fair > 0 else None
+                    share = float(self.solution.fair[name][k])
+                    entry["fair_share"] = share
+                    entry["deviation"] = (entry["after"] - share) / share if share > 0 else None
                 loads[name] = entry
             users.append({"user_id": u.id, "weight": u.weight, "active": u.active, "loads": loads})
-        unassigned = [{"account_id": self.accounts.ids[i], "reason": self.reason(i)} for i in np.flatnonzero(self.status == Status.UNASSIGNED)]
+        unassigned = [{"account_id": self.accounts.ids[i], "reason": self.reason(i)} for i in np.flatnonzero(self.status == Status.UNASSIGNED).tolist()]
         solver = solver_summary(self.solution)
         return {
             "accounts": len(self.accounts),
@@ -420,19 +428,30 @@ def solver_summary(solution: Solution) -> dict[str, Any]:
         "seconds": sum(c.seconds for c in comps),
         "per_component": [
             {
-                "users": len(c.users),
+                "users": c.users,
                 "units": c.units,
                 "pairs": c.pairs,
                 "status": c.status,
                 "moves": c.moves,
                 "moves_lower_bound": c.moves_bound,
-                "objectives": {o.name: {"status": o.status, "gap": o.gap} for o in c.objectives},
+                "objectives": {o.name: {"status": o.status, "gap": o.gap, "value": o.value, "bound": o.bound, "greedy_start": o.greedy} for o in c.objectives},
                 "seconds": round(c.seconds, 3),
             }
             for c in comps
-            if c.objectives
         ],
     }
+
+
+def results_of(solver: dict[str, Any]) -> list[ComponentResult]:
+    """The component results a summary's ``solver`` section records (see :func:`solver_summary`)."""
+    return [
+        ComponentResult(
+            c["users"], c["units"], c["pairs"],
+            [Objective(name, o["value"], o["bound"], o["greedy_start"], o["status"]) for name, o in c["objectives"].items()],
+            c["moves"], c["moves_lower_bound"], c["seconds"],
+        )
+        for c in solver["per_component"]
+    ]
 
 
 def _names(items: list[str]) -> str:

@@ -1,0 +1,88 @@
+"""The saved plan: plan.json's manifest and Plan.load, which rebuilds the plan assign made without solving."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from assignment_engine import DataError, Plan, assign_files, demo_files
+from assignment_engine.planfile import Manifest
+
+from conftest import strip_timing
+
+
+@pytest.fixture(scope="module")
+def demo_plan(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("saved") / "plan"
+    files = demo_files()
+    run = assign_files(files["rules"], files["accounts"], files["users"], out, opportunities=files["opportunities"], workers=1, time_limit=0.5)
+    return out, run
+
+
+def test_manifest_names_every_input_with_its_fingerprint(demo_plan):
+    out, run = demo_plan
+    data = json.loads((out / "plan.json").read_text(encoding="utf-8"))
+    files = demo_files()
+    assert [(f["role"], f["path"], f["rows"]) for f in data["inputs"]] == [
+        ("rules", str(files["rules"].resolve()), None),
+        ("accounts", str(files["accounts"].resolve()), 2000),
+        ("users", str(files["users"].resolve()), 40),
+        ("opportunities", str(files["opportunities"].resolve()), 1203),
+    ]
+    assert data["settings"]["seed"] == 0 and data["settings"]["time_limit"] == 0.5 and data["settings"]["workers"] == 1
+    assert data["headline"]["accounts"] == 2000
+    assert data["headline"]["moved"] == run.summary["moved"]["accounts"]
+    assert Manifest.read(out).plan_id == data["plan_id"] and len(data["plan_id"]) == 16
+    assert Manifest.read(out).changed_inputs() == []
+
+
+def test_plan_id_depends_on_content_and_settings_not_on_workers(demo_plan):
+    manifest = Manifest.read(demo_plan[0])
+    same = Manifest(manifest.engine_version, manifest.inputs, {**manifest.settings, "workers": 7})
+    other_seed = Manifest(manifest.engine_version, manifest.inputs, {**manifest.settings, "seed": 1})
+    assert same.plan_id == manifest.plan_id
+    assert other_seed.plan_id != manifest.plan_id
+
+
+def test_load_rebuilds_the_same_plan_without_solving(demo_plan, monkeypatch):
+    out, run = demo_plan
+    import assignment_engine.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "solve", lambda *a, **k: pytest.fail("Plan.load must not solve"))
+    loaded = Plan.load(out)
+    assert list(loaded.rows()) == list(run.plan.rows())
+    assert strip_timing(loaded.summary()) == strip_timing(run.plan.summary())
+    some = run.plan.accounts.ids[17]
+    assert loaded.explain(some) == run.plan.explain(some)
+
+
+def test_load_refuses_a_plan_whose_inputs_changed(tmp_path, example_files):
+    out = tmp_path / "plan"
+    assign_files(example_files["rules"], example_files["accounts"], example_files["users"], out, workers=1, time_limit=0.5)
+    with example_files["users"].open("a", encoding="utf-8") as handle:
+        handle.write("u099,New\n")
+    with pytest.raises(DataError) as caught:
+        Plan.load(out)
+    (finding,) = caught.value.findings
+    assert str(finding.location) == str(out / "plan.json")
+    assert f"users file {example_files['users'].resolve()} changed since the plan was made" in finding.message
+
+
+def test_load_of_a_directory_that_is_no_plan(tmp_path):
+    with pytest.raises(DataError, match="not a saved plan: no plan.json"):
+        Plan.load(tmp_path)
+
+
+def test_a_damaged_manifest_is_located(demo_plan, tmp_path):
+    bad = tmp_path / "plan"
+    bad.mkdir()
+    data = json.loads((demo_plan[0] / "plan.json").read_text(encoding="utf-8"))
+    data["settings"]["seed"] = 99  # edited by hand: the id no longer matches
+    (bad / "plan.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(DataError, match="plan_id does not match"):
+        Manifest.read(bad)
+    (bad / "plan.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(DataError, match="cannot read the plan manifest"):
+        Manifest.read(bad)

@@ -9,7 +9,6 @@ import pytest
 
 from assignment_engine import DataError, Plan, assign_files, demo_files
 from assignment_engine.planfile import Manifest
-
 from conftest import strip_timing
 
 

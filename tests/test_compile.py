@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import EXAMPLE_RULES, EXAMPLE_USERS, line_col, rules_text
 
 from assignment_engine import Engine, RuleFileError, User, compile_rules, load_rules
 from assignment_engine.cli import main
 from assignment_engine.yamlfile import MAX_BYTES, MAX_DEPTH
+from conftest import EXAMPLE_RULES, EXAMPLE_USERS, line_col, rules_text
 
 
 def findings_of(text: str, source: str = "r.yaml") -> list[tuple[int | None, int | None, str]]:

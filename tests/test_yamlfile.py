@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import line_col
 from hypothesis import given
 from hypothesis import strategies as st
 
 from assignment_engine import RuleFileError, yamlfile
 from assignment_engine.yamlfile import MAX_BYTES, MAX_DEPTH, load_yaml, read_text
+from conftest import line_col
 
 
 @pytest.fixture(autouse=True, scope="module", params=["libyaml", "python"])

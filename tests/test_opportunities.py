@@ -16,7 +16,6 @@ from assignment_engine import DataError, Engine, User, plan_files
 from assignment_engine.cli import main
 from assignment_engine.opportunities import DealPlan, assign_deals, deals_from_columns
 from assignment_engine.synthetic import generate_book
-
 from conftest import WEST_EAST, engine_of, rows_by_id, rules_text, write_csv
 
 DEAL_FIELDS = ["stage", "close_date", "amount", "product_line"]
@@ -210,7 +209,7 @@ def test_matching_open_deals_get_one_balanced_specialist_and_others_none():
 def test_overlay_specialists_are_balanced_within_tolerance_on_a_generated_book(tmp_path):
     book = generate_book(1_500, 40, 8, seed=3)
     book.write(tmp_path)
-    plan, deal_plan = plan_files(tmp_path / "rules.yaml", tmp_path / "accounts.csv", tmp_path / "users.csv", opportunities=tmp_path / "opportunities.csv")
+    _, deal_plan = plan_files(tmp_path / "rules.yaml", tmp_path / "accounts.csv", tmp_path / "users.csv", opportunities=tmp_path / "opportunities.csv")
     assert deal_plan is not None
     summary = deal_plan.summary()
     assert [b["balance"] for b in summary["overlay_balance"]] == ["amount", "deals"]
@@ -321,3 +320,54 @@ def test_opportunities_files_and_explain_through_the_cli(tmp_path):
     assert result.exit_code == 0, result.output
     assert "opportunity D1 of account A" in result.stdout and "status: follows_account" in result.stdout
     assert "analytics" in result.stdout
+
+
+def test_a_header_only_opportunities_file_plans_no_deals(tmp_path):
+    (tmp_path / "rules.yaml").write_text(
+        rules_text(TERRITORIES, fields="{state: string, industry: string, revenue: number}", types=TYPES, assignment="{hierarchy: independent}", extra=opportunities_section()),
+        encoding="utf-8",
+    )
+    write_csv(tmp_path / "accounts.csv", [{"id": "A", "state": "CA", "owner_id": "w1"}], ["id", "state", "industry", "revenue", "owner_id"])
+    (tmp_path / "users.csv").write_text("id\n" + "\n".join(USERS) + "\n", encoding="utf-8")
+    write_csv(tmp_path / "opps.csv", [], ["id", "account_id", "owner_id", *DEAL_FIELDS])
+    args = ["assign", "--rules", str(tmp_path / "rules.yaml"), "--accounts", str(tmp_path / "accounts.csv"), "--users", str(tmp_path / "users.csv")]
+    result = CliRunner().invoke(main, [*args, "--opportunities", str(tmp_path / "opps.csv"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))["opportunities"]
+    assert (summary["opportunities"], summary["status_counts"], summary["pipeline"]) == (0, {}, {})
+    assert (tmp_path / "out" / "opportunities.csv").read_text(encoding="utf-8").count("\n") == 1  # the header
+
+
+def test_a_duplicate_opportunity_id_says_opportunity():
+    engine = engine_with()
+    table = engine.table([{"id": "A", "state": "CA"}])
+    columns = {"id": ["D1", "D2", "D1", ""], "account_id": ["A", "A", "A", "A"], "amount": [None] * 4, "product_line": [None] * 4}
+    with pytest.raises(DataError) as error:
+        deals_from_columns(columns, engine.rules, table, source="deals.csv")
+    assert sorted(str(f) for f in error.value.findings) == ["deals.csv:4:id: duplicate opportunity id 'D1' (first at row 2)", "deals.csv:5:id: empty opportunity id"]
+
+
+@pytest.mark.parametrize(("amount", "says"), [("-5", "got -5"), ("1e300", "got 1e300")])
+def test_a_deal_measure_that_cannot_be_a_load_is_located(amount, says):
+    engine = engine_with()
+    table = engine.table([{"id": "A", "state": "CA"}])
+    columns = {"id": ["D1", "D2"], "account_id": ["A", "A"], "amount": ["", amount], "product_line": ["", ""]}  # missing is 0
+    with pytest.raises(DataError) as error:
+        deals_from_columns(columns, engine.rules, table, source="deals.csv")
+    assert str(error.value) == f"deals.csv:3:amount: measure 'amount' must be between 0 and 1e15, {says}"
+
+
+def test_an_owner_who_is_not_a_user_is_kept_on_kept_deals_and_reported():
+    """Like an account's owner who is not a user: a closed deal of a rep who left stays theirs, an open one follows its account."""
+    accounts = [{"id": "A", "state": "CA", "owner_id": "gone"}]
+    deals = [
+        {"id": "WON", "account_id": "A", "owner_id": "gone", "stage": "closed_won", "amount": 10},
+        {"id": "OPEN", "account_id": "A", "owner_id": "gone", "stage": "prospecting", "amount": 10},
+    ]
+    deal_plan = run(engine_with(), accounts, deals)
+    rows = deal_rows(deal_plan)
+    assert (rows["WON"]["owner_id"], rows["WON"]["status"], rows["WON"]["moved"]) == ("gone", "closed", False)
+    assert rows["WON"]["reason"].endswith("; owner gone is not among the users")
+    assert rows["OPEN"]["status"] == "follows_account" and rows["OPEN"]["owner_id"] in ("w1", "w2")
+    assert "not among the users" not in rows["OPEN"]["reason"]
+    assert deal_plan.summary()["owners_not_users"] == {"gone": 1}

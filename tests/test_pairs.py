@@ -11,10 +11,9 @@ from click.testing import CliRunner
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from assignment_engine import DataError, User
+from assignment_engine import DataError, User, plan_files
 from assignment_engine.cli import main
 from assignment_engine.table import PairTable, pairs_from_columns
-
 from conftest import engine_of, rules_text, write_csv
 
 POOL = """
@@ -222,3 +221,34 @@ def test_lp_guided_start_holds_capacities_and_its_bound_is_below_the_optimum(ins
         assert part.lp_bounds["affinity"] <= optimum
         if part.scores(guided)["unassigned"] == 0:
             assert part.scores(guided)["affinity"] >= optimum
+
+
+def test_pair_numbers_out_of_bounds_are_located():
+    engine = gap_engine()
+    table = engine.table([{"id": "A", "country": "US"}, {"id": "B", "country": "US"}])
+    users = [User("a0"), User("a1")]
+    columns = {"account_id": ["A", "B", "A", "B"], "user_id": ["a0", "a0", "a1", "a1"], "cost": ["1e300", "-1e16", "-5", "1e15"], "workload": ["-1", "1e16", "0", "1e15"]}
+    with pytest.raises(DataError) as error:
+        pairs_from_columns(columns, table, users, source="pairs.csv")
+    assert sorted(str(f) for f in error.value.findings) == [
+        "pairs.csv:2:cost: cost must be between -1e15 and 1e15, got 1e300",
+        "pairs.csv:2:workload: workload must be between 0 and 1e15, got -1",
+        "pairs.csv:3:cost: cost must be between -1e15 and 1e15, got -1e16",
+        "pairs.csv:3:workload: workload must be between 0 and 1e15, got 1e16",
+    ]
+
+
+def test_a_plan_with_values_at_the_bound_runs_to_completion(tmp_path):
+    """Capacity, cost, workload and revenue of 1e15 (the documented bound) on a few accounts: every account placed."""
+    measures = "{revenue: {field: revenue}, effort: {pair: workload, field: revenue}, accounts: {constant: 1}}"
+    rules = rules_text(POOL, fields="{country: string, revenue: number}", measures=measures, assignment="{hierarchy: independent, balance: [{measure: revenue, tolerance: 0.5}], objectives: [affinity, balance, continuity]}")
+    (tmp_path / "rules.yaml").write_text(rules, encoding="utf-8")
+    accounts = [{"id": f"j{j}", "country": "US", "revenue": "1e15" if j < 3 else "999999999999999", "owner_id": "a0"} for j in range(5)]
+    write_csv(tmp_path / "accounts.csv", accounts, ["id", "country", "revenue", "owner_id"])
+    (tmp_path / "users.csv").write_text("id,max_revenue,max_effort,max_accounts\na0,1e15,1e15,1e15\na1,1e15,,\na2,,1e15,\n", encoding="utf-8")
+    pairs = [{"account_id": f"j{j}", "user_id": f"a{j % 3}", "cost": "1e15" if j % 2 else "-1e15", "workload": "1e15"} for j in range(5)]
+    write_csv(tmp_path / "pairs.csv", pairs, ["account_id", "user_id", "cost", "workload"])
+    plan, _ = plan_files(tmp_path / "rules.yaml", tmp_path / "accounts.csv", tmp_path / "users.csv", pairs=tmp_path / "pairs.csv", time_limit=2.0)
+    assert [r["account_id"] for r in plan.rows()] == [f"j{j}" for j in range(5)]
+    counts = plan.summary()["status_counts"]
+    assert (counts["assigned"], counts["unassigned"]) == (3, 2)  # each user has room for one account of about 1e15, no more

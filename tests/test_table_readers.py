@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import numpy as np
@@ -10,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from assignment_engine import AccountTable, DataError, Engine, User, compile_rules, read_accounts, read_users
-
 from conftest import EXAMPLE_FIELDS, EXAMPLE_RULES, EXAMPLE_USERS, rows_by_id, write_csv, write_jsonl
 
 FIELDS = {"country": "string", "state": "string", "postal_code": "string", "industry": "string", "annual_revenue": "number", "employees": "integer"}
@@ -175,7 +175,7 @@ def test_users_file_errors(tmp_path):
         read_users(path, ["revenue"])
     text = str(info.value)
     assert "max_revenu" in text and "did you mean 'max_revenue'" in text
-    assert f"{path}:2:weight: weight must be ≥ 0" in text
+    assert f"{path}:2:weight: weight must be between 0 and 1e15, got -1" in text
     assert f"{path}:3:id: duplicate user id 'u1'" in text
     assert f"{path}:3:weight:" in text
 
@@ -230,3 +230,88 @@ def test_number_columns_round_trip(values):
         else:
             assert got[i] == float(v)
     assert got.dtype == np.float64
+
+
+# ---------------------------------------------------------------- hostile and nonsense cells
+
+
+def test_deeply_nested_json_in_an_ignored_column_is_a_located_error(tmp_path):
+    path = tmp_path / "accounts.jsonl"
+    good = '{"id": "A1", "country": "US"}\n'
+    path.write_text(good + '{"id": "A2", "country": "US", "notes": ' + "[" * 100_000 + "}\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_accounts(path, {"country": "string"})
+    assert str(info.value) == f"{path}:2:1: invalid JSON: nested too deeply"
+    path.write_text(good + '{"id": "A2", "employees": ' + "9" * 5000 + "}\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r":2:1: invalid JSON: a number of more than 4,300 digits"):
+        read_accounts(path, {"country": "string"})
+
+
+@pytest.mark.parametrize("cell", ["1_000", "nan", "NaN", "inf", "-inf", "infinity", "-Infinity", "1,000", "0x10"])
+def test_numbers_are_plain_decimals(tmp_path, cell):
+    path = tmp_path / "a.csv"
+    path.write_text(f'id,annual_revenue\nA1,5\nA2,"{cell}"\n', encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_accounts(path, {"annual_revenue": "number"})
+    (finding,) = info.value.findings
+    assert (finding.location.line, finding.location.column) == (3, "annual_revenue")
+    assert repr(cell) in finding.message
+
+
+def test_usual_number_forms_are_read(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text('id,annual_revenue\nA1,1e6\nA2,-3.5\nA3," 42 "\nA4,+7\nA5,0.25\n', encoding="utf-8")
+    table = read_accounts(path, {"annual_revenue": "number"})
+    assert table.fields["annual_revenue"].values.tolist() == [1e6, -3.5, 42.0, 7.0, 0.25]
+
+
+def test_a_long_cell_is_quoted_short(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text("id,annual_revenue\nA1," + "x" * 100_000 + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_accounts(path, {"annual_revenue": "number"})
+    assert len(str(info.value)) < 200 and "is not a number" in str(info.value)
+
+
+def test_a_datetime_is_taken_as_its_day():
+    table = AccountTable.from_records([{"id": "A", "d": dt.datetime(2024, 2, 29, 13, 30)}], {"d": "date"})
+    assert table.record(0)["d"] == dt.date(2024, 2, 29)
+
+
+@pytest.mark.parametrize(
+    ("header", "row", "where", "says"),
+    [
+        ("max_revenue", "1e308", "max_revenue", "max_revenue must be between 0 and 1e15, got 1e308"),
+        ("max_revenue", "-5", "max_revenue", "max_revenue must be between 0 and 1e15, got -5"),
+        ("max_accounts", "-1", "max_accounts", "max_accounts must be between 0 and 1e15, got -1"),
+        ("weight", "1e300", "weight", "weight must be between 0 and 1e15, got 1e300"),
+    ],
+)
+def test_capacities_and_weights_out_of_bounds_are_located(tmp_path, header, row, where, says):
+    path = tmp_path / "users.csv"
+    path.write_text(f"id,{header}\nu1,1\nu2,{row}\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_users(path, ["revenue"])
+    assert str(info.value) == f"{path}:3:{where}: {says}"
+
+
+def test_capacities_at_the_bound_and_zero_are_read(tmp_path):
+    path = tmp_path / "users.csv"
+    path.write_text("id,max_revenue,max_accounts\nu1,1e15,0\n", encoding="utf-8")
+    assert read_users(path, ["revenue"])[0].capacity == {"revenue": 1e15, "accounts": 0.0}
+
+
+@pytest.mark.parametrize(("cell", "says"), [("-5", "got -5"), ("1e300", "got 1e300"), ("-0.01", "got -0.01")])
+def test_a_measure_value_that_cannot_be_a_load_is_located(tmp_path, example_engine, example_users, cell, says):
+    """annual_revenue is measure 'revenue' in the example: a workload, so neither negative nor astronomical."""
+    path = tmp_path / "accounts.csv"
+    path.write_text(HEADER + f"\nA1,a,US,CA,1,x,10,1\nA2,b,US,CA,1,x,,1\nA3,c,US,CA,1,x,{cell},1\n", encoding="utf-8")
+    table = read_accounts(path, FIELDS)  # the file itself is fine: annual_revenue is a number
+    with pytest.raises(DataError) as info:
+        example_engine.assign(table, example_users, time_limit=1.0)
+    assert str(info.value) == f"{path}:4:annual_revenue: measure 'revenue' must be between 0 and 1e15, {says}"
+
+
+def test_negative_values_of_a_field_no_measure_uses_are_fine(example_engine, example_users):
+    table = example_engine.table([{"id": "A", "country": "US", "state": "CA", "postal_code": "9", "industry": "x", "annual_revenue": 5, "employees": -3}])
+    assert example_engine.assign(table, example_users, time_limit=1.0).owner_ids[0] in ("u010", "u011")

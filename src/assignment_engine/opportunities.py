@@ -13,8 +13,9 @@ territory, chosen by the same optimizer that balances account owners.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from .errors import DataError, Finding, Location
 from .match import Matches, match_accounts, rule_trace
 from .optimize import Holdings, LoadDim, Problem, Solution, solve
 from .plan import Plan, _deviation, _extreme, solver_summary
-from .table import EPOCH, AccountTable, NumericColumn, StringColumn, User, as_text
+from .table import EPOCH, AccountTable, NumericColumn, StringColumn, as_text, bound_findings
 
 DEAL_COLUMNS = ["opportunity_id", "account_id", "owner_id", "territory_id", "overlay_owner_ids", "previous_owner_id", "moved", "status", "reason"]
 
@@ -42,24 +43,33 @@ class DealTable:
 
 
 def deals_from_columns(
-    columns: dict[str, Sequence[Any]],
+    columns: Mapping[str, Sequence[Any]],
     rules: CompiledRules,
     accounts: AccountTable,
     *,
     source: str = "<opportunities>",
     rows: Sequence[int] | None = None,
 ) -> DealTable:
-    """Deals from raw columns; an unknown ``account_id`` is an error at its row."""
+    """Deals from raw columns; an unknown ``account_id`` or a deal measure out of bounds is an error at its row.
+
+    An ``owner_id`` that is not a user is kept, as an account's is: closed
+    deals of a rep who left are history, not a mistake (see :func:`assign_deals`).
+    """
     n = len(columns.get("id", ()))
     columns = dict(columns)
     deals = rules.model.opportunities
     for builtin in (deals.stage_field, deals.close_date_field):
         columns.setdefault(builtin, [None] * n)
-    table = AccountTable.from_columns(columns, rules.deal_field_types, source=source, rows=rows)
+    table = AccountTable.from_columns(columns, rules.deal_field_types, source=source, rows=rows, noun="opportunity")
     if "account_id" not in columns:
         raise DataError([Finding(Location(source, 1), "missing required column 'account_id'")])
     account = np.empty(n, dtype=np.int64)
     findings = []
+    loads = {m.deals: name for name, m in rules.measures.items() if m.deals} | {m.field: name for name, m in deals.measures.items() if m.field}
+    for field_name, measure in loads.items():
+        column = table.fields[field_name]
+        assert isinstance(column, NumericColumn)
+        findings += bound_findings(column.values, f"measure '{measure}'", partial(table.location, column=field_name))
     for i, raw in enumerate(columns["account_id"]):
         a = accounts.index.get("" if raw is None else as_text(raw).strip())
         if a is None:
@@ -83,7 +93,7 @@ def open_mask(rules: CompiledRules, deals: DealTable) -> np.ndarray:
 
 def deal_measures(rules: CompiledRules, accounts: AccountTable, deals: DealTable | None) -> dict[str, np.ndarray]:
     """Account measures that sum a deal field over the account's open deals (pipeline)."""
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for name, m in rules.measures.items():
         if m.deals is None:
             continue
@@ -160,7 +170,7 @@ class DealPlan:
         is_open = open_mask(self.rules, self.deals)
 
         def pipeline(owners: list[str | None]) -> np.ndarray:
-            who = np.array([index.get(o, -1) if o else -1 for o in owners])
+            who = np.array([index.get(o, -1) if o else -1 for o in owners], dtype=np.int64)
             held = (who >= 0) & is_open
             return np.bincount(who[held], weights=amount[held], minlength=len(users))
 
@@ -169,6 +179,10 @@ class DealPlan:
         counts: dict[str, int] = {}
         for s in self.status:
             counts[s] = counts.get(s, 0) + 1
+        strangers: dict[str, int] = {}  # owners after the run who are not users: deals kept by someone who left
+        for o in self.owner_ids:
+            if o is not None and o not in index:
+                strangers[o] = strangers.get(o, 0) + 1
         overlay = []
         if self.overlay_solution is not None:
             for spec in self.rules.overlay_balance:
@@ -188,6 +202,7 @@ class DealPlan:
         return {
             "opportunities": len(self.deals),
             "status_counts": counts,
+            "owners_not_users": strangers,
             "moved": {"opportunities": int(moved.sum()), "amount": float(amount[moved].sum())},
             "pipeline": {u.id: {"before": float(before[k]), "after": float(after[k])} for k, u in enumerate(users) if before[k] or after[k]},
             "overlay_balance": overlay,
@@ -240,8 +255,8 @@ class DealPlan:
 def overlay_values(rules: CompiledRules, deals: DealTable) -> dict[str, np.ndarray]:
     out = {}
     for name, m in rules.model.opportunities.measures.items():
-        if m.constant is not None:
-            out[name] = np.full(len(deals), float(m.constant))
+        if m.field is None:
+            out[name] = np.full(len(deals), float(m.constant or 0.0))
         else:
             column = deals.table.fields[m.field]
             assert isinstance(column, NumericColumn)
@@ -283,6 +298,7 @@ def assign_deals(
     status: list[str] = [""] * n
     reasons: list[str] = [""] * n
     tie_policy = policy.territory_tie
+    known = {u.id for u in plan.users}
     for i in range(n):
         a = int(deals.account[i])
         current = t.owner_ids[i]
@@ -306,6 +322,8 @@ def assign_deals(
         territory[i], why = _choose_territory(options, nodes, ids, owner_ids[i], current, int(plan.territory[a]), tie_policy)
         if why:
             reasons[i] += f"; {why}"
+        if owner_ids[i] is not None and owner_ids[i] not in known:  # kept (a closed deal of a rep who left), as an account's owner is
+            reasons[i] += f"; owner {owner_ids[i]} is not among the users"
     say(f"matching {n:,} opportunities to overlay territories")
     overlay_matches = match_accounts(rules, joined(deals, accounts), overlay=True)
     overlay_owners, solution = _assign_overlays(plan, deals, overlay_matches, is_open & ~t.locked & ~t.excluded, workers)
@@ -321,7 +339,7 @@ def _protection(rules: CompiledRules, t: AccountTable, i: int, days: int | None)
     policy = rules.model.opportunities
     parts = [f"stage {t.fields[policy.stage_field].value(i)}"]
     close = t.fields[policy.close_date_field].value(i)
-    if days is not None and close is not None:
+    if days is not None and isinstance(close, dt.date):
         parts.append(f"closes {close.isoformat()}")
     return ", ".join(parts)
 

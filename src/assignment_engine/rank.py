@@ -9,22 +9,29 @@ at cumulative shares (``key`` = top 5 %, ``growth`` = up to 30 %, ``core`` = res
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
 from .compile import BalanceSpec, CompiledRules
-from .table import AccountTable, NumericColumn
+from .errors import DataError, Finding
+from .table import AccountTable, NumericColumn, bound_findings
 
 
 def measure_values(rules: CompiledRules, table: AccountTable) -> dict[str, np.ndarray]:
+    """Per account, the value of every measure; a field value that cannot be a load is an error at its cell."""
     out: dict[str, np.ndarray] = {}
+    findings: list[Finding] = []
     for name, m in rules.measures.items():
         if m.field is None:  # a constant, or a pair measure's value for unlisted pairs
             out[name] = np.full(len(table), float(m.constant or 0.0))
         else:
             column = table.fields[m.field]
             assert isinstance(column, NumericColumn)
+            findings += bound_findings(column.values, f"measure '{name}'", partial(table.location, column=m.field))
             out[name] = np.nan_to_num(column.values, nan=0.0)
+    if findings:
+        raise DataError(findings[:50])
     return out
 
 

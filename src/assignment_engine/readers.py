@@ -73,7 +73,7 @@ def _read_csv(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[in
                     if cache is not None:
                         value = cache.setdefault(value, value)
                         if len(cache) > _DISTINCT:
-                            caches[caches.index(cache)] = None
+                            caches[next(j for j, c in enumerate(caches) if c is cache)] = None  # by identity: equal caches are not the same column
                     column.append(value)
                 rows.append(start)
                 start = reader.line_num + 1
@@ -91,14 +91,20 @@ def _read_jsonl(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[
                 continue
             try:
                 record = json.loads(line)
+                if isinstance(record, dict):  # the wanted keys only, dropped line by line from a wide export
+                    record = {k: _flat(v) for k, v in record.items() if wanted is None or k in wanted}
             except json.JSONDecodeError as exc:
                 raise DataError([Finding(Location(str(path), number, exc.colno), f"invalid JSON: {exc.msg}")]) from None
+            except RecursionError:  # json recurses once per level: 100,000 '[' exhaust the stack
+                raise DataError([Finding(Location(str(path), number, 1), "invalid JSON: nested too deeply")]) from None
+            except ValueError:  # Python refuses integers of more than 4,300 digits
+                raise DataError([Finding(Location(str(path), number, 1), "invalid JSON: a number of more than 4,300 digits")]) from None
             if not isinstance(record, dict):
                 raise DataError([Finding(Location(str(path), number, 1), "each line must be a JSON object")])
             records.append(record)
             rows.append(number)
-    keys = [k for k in dict.fromkeys(k for r in records for k in r) if wanted is None or k in wanted]
-    columns = {k: [_flat(r.get(k)) for r in records] for k in keys}
+    keys = dict.fromkeys(k for r in records for k in r)
+    columns = {k: [r.get(k) for r in records] for k in keys}
     return columns, rows
 
 

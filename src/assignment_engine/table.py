@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Sequence
+import reprlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, Literal
 
 import numpy as np
@@ -24,6 +25,12 @@ FieldType = Literal["string", "integer", "number", "boolean", "date"]
 EPOCH = dt.date(1970, 1, 1)
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
+# The largest magnitude of a load, capacity, cost or workload: the optimizer sums them in 64-bit
+# integers, and a million of them at this bound still add up exactly (docs/rules.md, Data files).
+LIMIT = 1e15
+RECORD_KEYS = {"id": "string", "name": "string", "parent_id": "string", "owner_id": "string", "locked": "boolean", "excluded": "boolean"}
+_quote = reprlib.Repr()
+_quote.maxstring = _quote.maxother = 40  # a cell quoted in a message stays on one short line
 
 
 @dataclass
@@ -102,37 +109,67 @@ def as_text(v: Any) -> str:
     return str(v)
 
 
+def _scalar_text(v: Any) -> str:
+    """A text, number or boolean cell as stripped text; anything else (a list, a dict) as '' (never its repr)."""
+    return as_text(v).strip() if isinstance(v, (str, int, float)) else ""
+
+
+def shown(v: Any) -> str:
+    """A value as quoted in a message: repr, cut short (a hostile cell may be megabytes long or deeply nested)."""
+    return _quote.repr(v)
+
+
 def parse_cell(v: Any, kind: FieldType) -> float:
-    """One non-string cell as float (NaN when empty); raises :class:`CellError`."""
+    """One non-string cell as float (NaN when empty); raises :class:`CellError`.
+
+    Numbers are plain decimals: Python's float() also takes ``1_000``, which a
+    CRM export means as something else (or nothing), so underscores are refused.
+    """
     if v is None or (isinstance(v, str) and v.strip() == ""):
         return math.nan
     if kind == "boolean":
         if isinstance(v, bool):
             return float(v)
-        s = str(v).strip().lower()
-        if s in _TRUE:
+        text = _scalar_text(v).lower()
+        if text in _TRUE:
             return 1.0
-        if s in _FALSE:
+        if text in _FALSE:
             return 0.0
-        raise CellError(f"{v!r} is not a boolean (use true/false)")
+        raise CellError(f"{shown(v)} is not a boolean (use true/false)")
     if kind == "date":
-        if isinstance(v, dt.date):
-            return float((v - EPOCH).days)
+        if isinstance(v, dt.date):  # a datetime too: its day
+            return float(v.toordinal() - EPOCH.toordinal())
         try:
-            return float((dt.date.fromisoformat(str(v).strip()[:10]) - EPOCH).days)
+            return float((dt.date.fromisoformat(_scalar_text(v)[:10]) - EPOCH).days)
         except ValueError:
-            raise CellError(f"{v!r} is not a date (use YYYY-MM-DD)") from None
-    if isinstance(v, bool):
-        raise CellError(f"{v!r} is not a {kind}")
+            raise CellError(f"{shown(v)} is not a date (use YYYY-MM-DD)") from None
+    if isinstance(v, bool) or (isinstance(v, str) and "_" in v):
+        raise CellError(f"{shown(v)} is not a {kind}")
     try:
-        x = float(v) if not isinstance(v, str) else float(v.strip())
-    except ValueError:
-        raise CellError(f"{v!r} is not a {kind}") from None
+        x = float(v.strip() if isinstance(v, str) else v)
+    except (ValueError, TypeError, OverflowError):  # OverflowError: a JSON integer of hundreds of digits
+        raise CellError(f"{shown(v)} is not a {kind}") from None
     if not math.isfinite(x):
-        raise CellError(f"{v!r} is not a finite {kind}")
+        raise CellError(f"{shown(v)} is not a finite {kind}")
     if kind == "integer" and not x.is_integer():
-        raise CellError(f"{v!r} is not an integer")
+        raise CellError(f"{shown(v)} is not an integer")
     return x
+
+
+def bound_findings(values: np.ndarray, what: str, at: Callable[[int], Location], *, signed: bool = False) -> list[Finding]:
+    """The values that cannot be a load, capacity, cost or workload, each at its cell (NaN is missing, not bad).
+
+    Past ±:data:`LIMIT` sums of loads overflow or lose precision in the
+    optimizer; below zero (unless ``signed``) a workload or capacity means nothing.
+    """
+    low = -LIMIT if signed else 0.0
+    bad = np.flatnonzero((values < low) | (values > LIMIT))
+    return [Finding(at(int(i)), f"{what} must be between {_g(low)} and {_g(LIMIT)}, got {_g(values[i])}") for i in bad[:50]]
+
+
+def _g(x: float) -> str:
+    """1e15, not 1e+15."""
+    return f"{float(x):g}".replace("e+", "e")
 
 
 @dataclass
@@ -176,17 +213,19 @@ class AccountTable:
     @classmethod
     def from_columns(
         cls,
-        columns: dict[str, Sequence[Any]],
+        columns: Mapping[str, Sequence[Any]],
         field_types: dict[str, FieldType],
         *,
         source: str = "<accounts>",
         rows: Sequence[int] | None = None,
         locate: Callable[[int, str], Location] | None = None,
+        noun: str = "account",
     ) -> AccountTable:
         """Build from raw columns (as read from CSV/JSONL or given by a caller).
 
         ``id`` is required; every declared field must be present. All bad cells
-        (up to 50) are reported together, each at its file:row:column.
+        (up to 50) are reported together, each at its file:row:column; ``noun``
+        names what a row is (opportunities are tables too).
         """
         n = len(columns.get("id", ()))
         rows_ = rows if rows is not None else range(2, n + 2)
@@ -201,12 +240,12 @@ class AccountTable:
         for i, v in enumerate(columns["id"]):
             s = "" if v is None else as_text(v).strip()
             if not s:
-                findings.append(Finding(where(i, "id"), "empty account id"))
+                findings.append(Finding(where(i, "id"), f"empty {noun} id"))
             ids.append(s)
         seen: dict[str, int] = {}
         for i, aid in enumerate(ids):
             if aid and aid in seen:
-                findings.append(Finding(where(i, "id"), f"duplicate account id '{aid}' (first at row {rows_[seen[aid]]})"))
+                findings.append(Finding(where(i, "id"), f"duplicate {noun} id '{aid}' (first at row {rows_[seen[aid]]})"))
             seen.setdefault(aid, i)
 
         def optional_text(name: str) -> list[str | None]:
@@ -268,14 +307,61 @@ class AccountTable:
         )
 
     @classmethod
-    def from_records(cls, records: Sequence[dict[str, Any]], field_types: dict[str, FieldType], *, source: str = "<accounts>") -> AccountTable:
-        """Build from dicts, as a CRM integration holds them; row numbers are 1-based positions."""
-        keys = {"id", "name", "parent_id", "owner_id", "locked", "excluded", *field_types}
+    def from_records(cls, records: Sequence[Mapping[str, Any]], field_types: dict[str, FieldType], *, source: str = "<accounts>") -> AccountTable:
+        """Build from dicts, values converted as file cells are; row numbers are 1-based positions.
+
+        Lenient like a file: an absent key is a missing value, other keys are
+        ignored. Records from a caller go through :func:`check_records` first.
+        """
+        keys = {*RECORD_KEYS, *field_types}
         columns = {k: [r.get(k) for r in records] for k in keys if any(k in r for r in records)}
         columns.setdefault("id", [r.get("id") for r in records])
         for k in field_types:
             columns.setdefault(k, [None] * len(records))
         return cls.from_columns(columns, field_types, source=source, rows=range(1, len(records) + 1))
+
+
+_RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int, float, str),
+    "number": (int, float, str),
+    "boolean": (bool, str),
+    "date": (dt.date, str),
+}
+_EXPECTED = {"string": "text", "integer": "a whole number", "number": "a number", "boolean": "true or false", "date": "a date"}
+
+
+def check_records(records: Any, field_types: dict[str, FieldType], source: str) -> None:
+    """Refuse a caller's records that would otherwise be read as something else, or match nothing.
+
+    Every key must be a declared field or one of :data:`RECORD_KEYS` (a
+    misspelt key would leave its field missing), every declared field must be
+    there (None says a value is unknown), and a value must have its field's
+    type. Text is parsed for a number, boolean or date field as a file cell is,
+    exactly or not at all; the other way is refused: 5000 for a postal code
+    may have been '05000'. Findings are at ``source:position:key``.
+    """
+    if isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Iterable):
+        raise DataError([Finding(Location(source), f"expected a list of records, got {type(records).__name__}")])
+    kinds: dict[Any, str] = {**RECORD_KEYS, **field_types}
+    exact = {kind: set(types) for kind, types in _RECORD_TYPES.items()}  # the common case, without isinstance
+    findings: list[Finding] = []
+    for row, record in enumerate(records, start=1):
+        if not isinstance(record, Mapping):
+            findings.append(Finding(Location(source, row), f"a record must be a mapping of keys to values, got {type(record).__name__}"))
+            continue
+        for key, v in record.items():
+            kind = kinds.get(key)
+            if kind is None:
+                column = key[:80] if isinstance(key, str) else shown(key)
+                findings.append(Finding(Location(source, row, column=column), f"unknown key {shown(key)}{suggest(str(key), list(kinds))}"))
+            elif v is not None and type(v) not in exact[kind] and (not isinstance(v, _RECORD_TYPES[kind]) or (isinstance(v, bool) and kind != "boolean")):
+                hint = " (a number is not taken as text: 5000 may have been '05000')" if kind == "string" and isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+                findings.append(Finding(Location(source, row, column=key), f"{key} must be {_EXPECTED[kind]}, got {type(v).__name__} {shown(v)}{hint}"))
+        if len(findings) >= 50:
+            break
+    if findings:
+        raise DataError(findings[:50])
 
 
 @dataclass(frozen=True)
@@ -293,7 +379,7 @@ class User:
     capacity: dict[str, float] = field(default_factory=dict)
 
 
-def users_from_columns(columns: dict[str, Sequence[Any]], measures: Sequence[str], *, source: str = "<users>", rows: Sequence[int] | None = None) -> list[User]:
+def users_from_columns(columns: Mapping[str, Sequence[Any]], measures: Sequence[str], *, source: str = "<users>", rows: Sequence[int] | None = None) -> list[User]:
     """Users from raw columns: ``id`` (or ``user_id``), ``name``, ``weight``, ``active``, ``max_<measure>``."""
     id_column = "id" if "id" in columns else "user_id"
     if id_column not in columns:
@@ -306,36 +392,45 @@ def users_from_columns(columns: dict[str, Sequence[Any]], measures: Sequence[str
         if measure != "accounts" and measure not in measures:
             known = ["max_accounts", *(f"max_{m}" for m in measures)]
             findings.append(Finding(Location(source, 1, column=column), f"capacity column '{column}' names no measure{suggest(column, known)}"))
+
+    def at(i: int, column: str) -> Location:
+        return Location(source, rows_[i], column=column)
+
+    def cells(column: str, kind: FieldType) -> np.ndarray:
+        values = np.full(n, np.nan)
+        for i, v in enumerate(columns.get(column, ())):
+            try:
+                values[i] = parse_cell(v, kind)
+            except CellError as exc:
+                findings.append(Finding(at(i, column), str(exc)))
+        return values
+
+    weight = cells("weight", "number")
+    active = cells("active", "boolean")
+    capacity = {measure: cells(column, "number") for measure, column in caps.items()}
+    findings += bound_findings(weight, "weight", lambda i: at(i, "weight"))
+    for measure, column in caps.items():
+        findings += bound_findings(capacity[measure], column, partial(at, column=column))
     users: list[User] = []
     seen: set[str] = set()
-
-    def cell(i: int, column: str, kind: FieldType) -> float:
-        try:
-            return parse_cell(columns[column][i], kind)
-        except CellError as exc:
-            findings.append(Finding(Location(source, rows_[i], column=column), str(exc)))
-            return math.nan
-
     for i in range(n):
         uid = as_text(columns[id_column][i]).strip() if columns[id_column][i] is not None else ""
         if not uid:
-            findings.append(Finding(Location(source, rows_[i], column=id_column), "empty user id"))
+            findings.append(Finding(at(i, id_column), "empty user id"))
             continue
         if uid in seen:
-            findings.append(Finding(Location(source, rows_[i], column=id_column), f"duplicate user id '{uid}'"))
+            findings.append(Finding(at(i, id_column), f"duplicate user id '{uid}'"))
         seen.add(uid)
-        weight = cell(i, "weight", "number") if "weight" in columns else 1.0
-        weight = 1.0 if math.isnan(weight) else weight
-        if weight < 0:
-            findings.append(Finding(Location(source, rows_[i], column="weight"), f"weight must be ≥ 0, got {weight:g}"))
-        active = cell(i, "active", "boolean") if "active" in columns else 1.0
-        capacity = {}
-        for measure, column in caps.items():
-            value = cell(i, column, "number")
-            if not math.isnan(value):
-                capacity[measure] = value
-        name = columns["name"][i] if "name" in columns else ""
-        users.append(User(uid, "" if name is None else str(name), weight, active != 0.0, capacity))
+        name = columns["name"][i] if "name" in columns else None
+        users.append(
+            User(
+                uid,
+                "" if name is None else as_text(name),
+                1.0 if math.isnan(weight[i]) else float(weight[i]),
+                bool(active[i] != 0.0),  # an empty cell (NaN) is active
+                {measure: float(values[i]) for measure, values in capacity.items() if not math.isnan(values[i])},
+            )
+        )
     if findings:
         raise DataError(findings[:50])
     return users
@@ -351,7 +446,7 @@ class PairTable:
     workload: np.ndarray
 
 
-def pairs_from_columns(columns: dict[str, Sequence[Any]], accounts: AccountTable, users: Sequence[User], *, source: str = "<pairs>", rows: Sequence[int] | None = None) -> PairTable:
+def pairs_from_columns(columns: Mapping[str, Sequence[Any]], accounts: AccountTable, users: Sequence[User], *, source: str = "<pairs>", rows: Sequence[int] | None = None) -> PairTable:
     """Pairs from raw columns ``account_id, user_id[, cost][, workload]``; unknown ids are errors."""
     for required in ("account_id", "user_id"):
         if required not in columns:
@@ -384,6 +479,8 @@ def pairs_from_columns(columns: dict[str, Sequence[Any]], accounts: AccountTable
                     findings.append(Finding(Location(source, rows_[i], column=name), str(exc)))
         if len(findings) >= 50:
             break
+    findings += bound_findings(numbers["cost"], "cost", lambda i: Location(source, rows_[i], column="cost"), signed=True)
+    findings += bound_findings(numbers["workload"], "workload", lambda i: Location(source, rows_[i], column="workload"))
     if findings:
         raise DataError(findings[:50])
     return PairTable(account, user, np.nan_to_num(numbers["cost"]), numbers["workload"])

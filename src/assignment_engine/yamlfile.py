@@ -174,35 +174,36 @@ def _check_shape(text: str, file: str) -> None:
     nodes = 0
     stack: list[_Open] = []
     anchors: dict[str, tuple[int, int]] = {}  # anchor -> nodes and levels of its node
+    deeper = f"nested more than {MAX_DEPTH} levels deep (aliases expanded), the limit for rule files"
     for event in yaml.parse(text, Loader=_LOADER):
-        if isinstance(event, yaml.CollectionEndEvent):
+        kind = type(event)
+        if kind is yaml.ScalarEvent:  # most events; a scalar adds no level
+            nodes += 1
+            if event.anchor is not None:
+                anchors[event.anchor] = (1, 0)
+        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+            nodes += 1
+            level = len(stack) + 1
+            if level > MAX_DEPTH:
+                raise _shape_error(text, file, event, deeper)
+            stack.append(_Open(event.anchor, nodes - 1, level, level))
+        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
             done = stack.pop()
             if done.anchor is not None:
                 anchors[done.anchor] = (nodes - done.start, done.deepest - done.level + 1)
             if stack:
                 stack[-1].deepest = max(stack[-1].deepest, done.deepest)
-            continue
-        if not isinstance(event, yaml.NodeEvent):  # stream and document boundaries
-            continue
-        if isinstance(event, yaml.AliasEvent):
+        elif kind is yaml.AliasEvent:
             if any(o.anchor == event.anchor for o in stack):
                 raise _shape_error(text, file, event, f"alias *{event.anchor} is inside its own anchor: recursive data is not allowed")
             size, levels = anchors.get(event.anchor, (1, 0))  # an undefined alias is the composer's to report
-        else:
-            size, levels = 1, int(isinstance(event, yaml.CollectionStartEvent))
-        nodes += size
-        level = len(stack) + levels
-        if level > MAX_DEPTH:
-            raise _shape_error(text, file, event, f"nested more than {MAX_DEPTH} levels deep (aliases expanded), the limit for rule files")
+            nodes += size
+            if len(stack) + levels > MAX_DEPTH:
+                raise _shape_error(text, file, event, deeper)
+            if stack:
+                stack[-1].deepest = max(stack[-1].deepest, len(stack) + levels)
         if nodes > MAX_NODES:
             raise _shape_error(text, file, event, f"too many nodes: the file expands to more than {MAX_NODES:,} values (aliases expanded), the limit for rule files")
-        if isinstance(event, yaml.CollectionStartEvent):
-            stack.append(_Open(event.anchor, nodes - 1, level, level))
-            continue
-        if isinstance(event, yaml.ScalarEvent) and event.anchor is not None:
-            anchors[event.anchor] = (1, 0)
-        if stack:
-            stack[-1].deepest = max(stack[-1].deepest, level)
 
 
 def _shape_error(text: str, file: str, event: yaml.Event, message: str) -> RuleFileError:

@@ -6,7 +6,7 @@ any number of calls (batch runs, or one account on every CRM save).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +21,7 @@ from .opportunities import DealTable, deal_measures
 from .optimize import Holdings, LoadDim, Problem, solve
 from .plan import Plan, Prepared, Status
 from .rank import balance_values, measure_values, rank_tiers
-from .table import AccountTable, PairTable, User
+from .table import AccountTable, PairTable, User, check_records
 
 Progress = Callable[[str], None]
 
@@ -48,13 +48,19 @@ class Engine:
 
     # -- one account --------------------------------------------------------------
 
-    def table(self, records: Sequence[dict[str, Any]], source: str = "<accounts>") -> AccountTable:
-        """Typed table from plain dicts (as a CRM integration holds records)."""
+    def table(self, records: Sequence[Mapping[str, Any]], source: str = "<accounts>") -> AccountTable:
+        """Typed table from plain dicts (as a CRM integration holds records), checked by :func:`check_records`.
+
+        A caller's record is held to more than a file's row: a misspelt or
+        missing key, or a value of the wrong type, would otherwise just match
+        nothing. Errors are at ``source:position:key``.
+        """
+        check_records(records, self.rules.field_types, source)
         return AccountTable.from_records(records, self.rules.field_types, source=source)
 
-    def match(self, record: dict[str, Any]) -> TerritoryMatch:
-        """Territories and candidate owners of one account, with the rule trace."""
-        table = self.table([record])
+    def match(self, record: Mapping[str, Any]) -> TerritoryMatch:
+        """Territories and candidate owners of one account, with the rule trace; errors are at ``<record>:1:key``."""
+        table = self.table([record], source="<record>")
         matches = match_accounts(self.rules, table)
         ids = matches.territory_ids
         owning = [ids[t] for t in matches.owning_candidates(0)]

@@ -31,6 +31,7 @@ from .engine import Engine
 from .errors import AssignmentEngineError, OptionError, printable
 from .optimize import MAX_SEED
 from .readers import read_users
+from .review import LARGEST, Band, Load, Move, MovedAccount, PlanComparison, PlanDiff, compare_plans, diff_plan
 from .ruleset import json_schema
 from .writers import write_text_atomically
 
@@ -222,6 +223,143 @@ def demo(out: str | None, quiet: bool, fmt: str) -> None:
             opportunities=files["opportunities"], workers=os.cpu_count() or 1, progress=_progress(quiet),
         )
         _report(run.summary, fmt, target)
+
+
+@main.command()
+@click.argument("plan", type=click.Path(file_okay=False))
+@click.argument("other", required=False, type=click.Path(file_okay=False))
+@click.option("--largest", type=click.IntRange(min=0), default=LARGEST, show_default=True, help="moved accounts to list, largest value first")
+@FORMAT
+def diff(plan: str, other: str | None, largest: int, fmt: str) -> None:
+    """What the saved plan in PLAN changes: per user, per territory, from → to. With OTHER: two plans of the same book side by side."""
+    with _running():
+        result = diff_plan(plan, largest) if other is None else compare_plans(plan, other, largest)
+    if fmt == "json":
+        click.echo(json.dumps(result.to_json(), indent=2))
+    elif isinstance(result, PlanDiff):
+        _diff_text(result)
+    else:
+        _comparison_text(result)
+
+
+_PAIRS_SHOWN = 30  # from → to pairs in text output; --format json lists all
+
+
+def _diff_text(d: PlanDiff) -> None:
+    measures = [b.measure for b in d.bands]
+    tolerance = {b.measure: b.tolerance for b in d.bands}
+    users = Table(title=f"Per user: gained and lost; load as a share of fair share, before → after ({_cell(d.value_measure)} is the value)")
+    for column in ("user", "accounts", "gained / lost", "value gained / lost", *measures, "opportunities gained / lost"):
+        users.add_column(_cell(column), justify="left" if column == "user" else "right")
+    changed = [u for u in d.users if u.changed]
+    for u in changed:
+        loads = [_load_change(u.loads[m], tolerance[m]) if m in u.loads else "" for m in measures]
+        name = _cell(u.user_id) + ("" if u.is_user else " (not a user)") + ("" if u.active or not u.is_user else " (inactive)")
+        users.add_row(
+            name, f"{u.accounts_before:,} → {u.accounts_after:,}", f"+{u.gained:,} / -{u.lost:,}", f"+{_amount(u.value_gained)} / -{_amount(u.value_lost)}",
+            *loads, f"+{u.deals_gained:,} / -{u.deals_lost:,}",
+        )
+    out.print(users)
+    if len(changed) < len(d.users):
+        out.print(f"({len(d.users) - len(changed)} users gain and lose nothing: not shown)")
+    territories = Table(title="Per territory: accounts changing owner (a plan records territories after the run only)")
+    for column in ("territory", "accounts", "value", "moved", "value moved", "owners before → after"):
+        territories.add_column(column, justify="left" if column == "territory" else "right")
+    for t in d.territories:
+        if t.moved:
+            territories.add_row(_cell(t.territory_id), f"{t.accounts:,}", _amount(t.value), f"{t.moved:,}", _amount(t.value_moved), f"{t.owners_before} → {t.owners_after}")
+    out.print(territories)
+    _moves_text(d.moves, "Moves: from → to", "from", "to")
+    _largest_text(d.largest, "Largest moved accounts")
+    out.print(f"accounts: {d.accounts:,}  moved: {d.moved:,} ({_amount(d.value_moved)} {printable(d.value_measure)})", markup=False)
+    if d.deals is not None:
+        out.print(f"opportunities: {d.deals:,}  moved: {d.deals_moved:,}")
+    for reason, count in d.unassigned.items():
+        out.print(printable(f"unassigned: {count:5}  {reason}"), markup=False)
+    out.print(printable(f"plan {d.plan_id} in {d.directory}"), markup=False)
+
+
+def _comparison_text(c: PlanComparison) -> None:
+    a, b = c.a, c.b
+    side = Table(title="Plans side by side")
+    side.add_column("")
+    side.add_column(f"A: {_cell(a.directory)}", justify="right")
+    side.add_column(f"B: {_cell(b.directory)}", justify="right")
+    side.add_row("plan id", a.plan_id, b.plan_id)
+    side.add_row("rule file (sha256)", (a.rules_sha256 or "")[:12], (b.rules_sha256 or "")[:12])
+    for key in sorted(set(a.settings) | set(b.settings)):
+        if a.settings.get(key) != b.settings.get(key):
+            side.add_row(_cell(key), _cell(str(a.settings.get(key))), _cell(str(b.settings.get(key))))
+    for key in ("accounts", "moved", "value_moved", "unassigned", "conflicts", "opportunities_moved"):
+        if key in a.headline or key in b.headline:
+            side.add_row(key.replace("_", " "), *(_amount(h[key]) if key in h else "" for h in (a.headline, b.headline)))
+    bands = {x.measure: x for x in a.bands}
+    for band_b in b.bands:
+        band_a = bands.pop(band_b.measure, None)
+        side.add_row(f"{_cell(band_b.measure)} deviation", _band(band_a), _band(band_b))
+    for band_a in bands.values():
+        side.add_row(f"{_cell(band_a.measure)} deviation", _band(band_a), "")
+    side.add_row("accounts owned differently", "", f"{c.differing:,} ({_amount(c.value_differing)})")
+    out.print(side)
+    measures = list(dict.fromkeys(m for u in c.users for m in (*u.a, *u.b)))
+    loads = Table(title="Load after as a share of fair share: A | B (users whose loads differ)")
+    loads.add_column("user")
+    for m in measures:
+        loads.add_column(_cell(m), justify="right")
+    shown = 0
+    for u in c.users:
+        pairs = [(u.a.get(m), u.b.get(m)) for m in measures]
+        if any(x is None or y is None or x.after != y.after for x, y in pairs):
+            shown += 1
+            loads.add_row(_cell(u.user_id), *(" | ".join("-" if x is None else _share(x.after, x.fair_share or 0) for x in pair) for pair in pairs))
+    out.print(loads)
+    if shown < len(c.users):
+        out.print(f"({len(c.users) - shown} users with the same loads in A and B: not shown)")
+    _moves_text(c.moves, "Accounts owned differently: owner in A → owner in B", "owner in A", "owner in B")
+    _largest_text(c.largest, "Largest accounts owned differently (territory and reason of B)")
+
+
+def _moves_text(moves: list[Move], title: str, from_label: str, to_label: str) -> None:
+    table = Table(title=title)
+    for column in (from_label, to_label, "accounts", "value"):
+        table.add_column(column, justify="right" if column in ("accounts", "value") else "left")
+    for m in moves[:_PAIRS_SHOWN]:
+        table.add_row(_cell(m.from_id), _cell(m.to_id), f"{m.accounts:,}", _amount(m.value))
+    out.print(table)
+    if len(moves) > _PAIRS_SHOWN:
+        out.print(f"(… {len(moves) - _PAIRS_SHOWN:,} more pairs with smaller moves; --format json lists all {len(moves):,})")
+
+
+def _largest_text(largest: list[MovedAccount], title: str) -> None:
+    if not largest:
+        return
+    table = Table(title=title)
+    for column in ("account", "from", "to", "territory", "value", "reason"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for m in largest:
+        table.add_row(_cell(m.account_id), _cell(m.from_id), _cell(m.to_id), _cell(m.territory_id), _amount(m.value), _cell(m.reason))
+    out.print(table)
+
+
+def _load_change(load: Load, tolerance: float) -> str:
+    """Before → after as shares of the fair share; after in red when outside the band."""
+    fair = load.fair_share or 0
+    after = _share(load.after, fair)
+    if load.share_after is not None and abs(load.share_after - 1) > tolerance + 1e-9:
+        after = f"[red]{after}[/red]"
+    return f"{_share(load.before, fair)} → {after}"
+
+
+def _band(band: Band | None) -> str:
+    return "" if band is None else f"{_pct(band.min_after)} / {_pct(band.max_after)} (±{band.tolerance:.0%})"
+
+
+def _amount(x: float) -> str:
+    """A figure in a narrow column: 1,234 or 12.3M."""
+    for limit, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M")):
+        if abs(x) >= limit:
+            return f"{x / limit:,.1f}{suffix}"
+    return f"{x:,.0f}"
 
 
 def _report(summary: dict[str, Any], fmt: str, target: str) -> None:

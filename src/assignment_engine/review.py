@@ -1,0 +1,383 @@
+"""What a saved plan changes, for whoever signs it off: who gains and loses what, per user and territory.
+
+Everything here reads the plan directory (``plan.json``, ``summary.json``,
+``accounts.jsonl``, ``opportunities.jsonl``) and never re-runs the optimizer:
+the review is of the plan that was written, not of a plan computed again. The
+account rows are streamed once and aggregated into per-user, per-territory and
+per-pair figures, so a review of a million accounts keeps no per-account
+objects beyond the few largest moves it reports.
+
+:func:`diff_plan` reviews one plan against the book's current owners;
+:func:`compare_plans` sets two plans of the same book side by side (two rule
+files, two tolerances: a what-if).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError, Finding, Location
+from .planfile import MANIFEST, Manifest, plan_rows, read_summary
+
+NONE = "(none)"  # the owner of an account that has none (before the run, or unassigned after it)
+LARGEST = 20  # moved accounts listed by default, largest value first
+
+
+@dataclass(frozen=True)
+class Load:
+    """One balanced measure of one user: the load before and after, and each as a share of the fair share."""
+
+    before: float
+    after: float
+    fair_share: float | None
+    share_before: float | None
+    share_after: float | None
+
+    @classmethod
+    def of(cls, entry: dict[str, Any]) -> Load:
+        fair = entry.get("fair_share")
+        ok = fair is not None and fair > 0
+        return cls(entry["before"], entry["after"], fair, entry["before"] / fair if ok else None, entry["after"] / fair if ok else None)
+
+
+@dataclass(frozen=True)
+class Band:
+    """A balanced measure's tolerance and the users' deviations from their fair share, before and after."""
+
+    measure: str
+    tolerance: float
+    min_before: float | None
+    max_before: float | None
+    min_after: float | None
+    max_after: float | None
+    users_outside: list[str]
+
+    @classmethod
+    def of(cls, entry: dict[str, Any]) -> Band:
+        return cls(
+            entry["balance"], entry["tolerance"], entry["min_deviation_before"], entry["max_deviation_before"],
+            entry["min_deviation"], entry["max_deviation"], list(entry["users_outside_tolerance"]),
+        )
+
+
+@dataclass
+class UserChange:
+    """One owner's gains and losses. ``is_user`` is False for an owner before the run who is not in the users file."""
+
+    user_id: str
+    is_user: bool = False
+    active: bool = False
+    accounts_before: int = 0
+    accounts_after: int = 0
+    gained: int = 0
+    lost: int = 0
+    value_gained: float = 0.0
+    value_lost: float = 0.0
+    loads: dict[str, Load] = field(default_factory=dict)  # balanced measure → load
+    deals_gained: int = 0
+    deals_lost: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.gained or self.lost or self.deals_gained or self.deals_lost)
+
+
+@dataclass
+class TerritoryChange:
+    """A territory's accounts after the run and how many of them change owner.
+
+    A plan does not record an account's territory before the run (the book
+    holds owners, not territories), so a territory is reviewed by its owner
+    changes rather than by accounts entering or leaving it.
+    """
+
+    territory_id: str
+    accounts: int = 0
+    value: float = 0.0
+    moved: int = 0
+    value_moved: float = 0.0
+    owners_before: int = 0
+    owners_after: int = 0
+
+
+@dataclass(frozen=True)
+class Move:
+    """Accounts going from one owner to another (``(none)`` for no owner)."""
+
+    from_id: str
+    to_id: str
+    accounts: int
+    value: float
+
+
+@dataclass(frozen=True)
+class MovedAccount:
+    account_id: str
+    from_id: str
+    to_id: str
+    territory_id: str
+    value: float
+    status: str
+    reason: str
+
+
+@dataclass
+class PlanDiff:
+    """One plan against the book's current owners."""
+
+    directory: str
+    plan_id: str
+    value_measure: str
+    headline: dict[str, Any]
+    accounts: int
+    moved: int
+    value_moved: float
+    bands: list[Band]
+    users: list[UserChange]
+    territories: list[TerritoryChange]
+    moves: list[Move]  # every pair with moves, largest value first
+    largest: list[MovedAccount]  # the largest moved accounts by value
+    unassigned: dict[str, int]  # reason → accounts
+    deals: int | None  # opportunities in the plan, None without them
+    deals_moved: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PlanSide:
+    """One plan of a comparison: what it was made with and its headline figures."""
+
+    directory: str
+    plan_id: str
+    rules_sha256: str | None
+    settings: dict[str, Any]
+    headline: dict[str, Any]
+    bands: list[Band]
+
+
+@dataclass(frozen=True)
+class UserLoads:
+    """One user's balanced loads in plan A and plan B (empty where the user is not in that plan)."""
+
+    user_id: str
+    a: dict[str, Load]
+    b: dict[str, Load]
+
+
+@dataclass
+class PlanComparison:
+    """Two plans of the same book side by side."""
+
+    a: PlanSide
+    b: PlanSide
+    accounts: int
+    differing: int  # accounts owned differently in A and B
+    value_differing: float
+    users: list[UserLoads]
+    moves: list[Move]  # owner in A → owner in B
+    largest: list[MovedAccount]  # from the owner in A to the owner in B; territory, status and reason of B
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Moves:
+    """Pairs of (from, to) owners with their accounts and value, and the ``keep`` largest single moves."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self.pairs: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0])
+        self._heap: list[tuple[float, int, MovedAccount]] = []
+        self._order = itertools.count()
+
+    def add(self, from_id: str, to_id: str, row: dict[str, Any]) -> None:
+        value = row["value"]
+        pair = self.pairs[from_id, to_id]
+        pair[0] += 1
+        pair[1] += value
+        if self.keep and (len(self._heap) < self.keep or value > self._heap[0][0]):
+            moved = MovedAccount(row["account_id"], from_id, to_id, row["territory_id"] or NONE, value, row["status"], row["reason"])
+            entry = (value, -next(self._order), moved)  # on equal value the earlier row stays
+            if len(self._heap) < self.keep:
+                heapq.heappush(self._heap, entry)
+            else:
+                heapq.heapreplace(self._heap, entry)
+
+    def moves(self) -> list[Move]:
+        return sorted((Move(f, t, int(n), v) for (f, t), (n, v) in self.pairs.items()), key=lambda m: (-m.value, -m.accounts, m.from_id, m.to_id))
+
+    def largest(self) -> list[MovedAccount]:
+        return [moved for _v, _o, moved in sorted(self._heap, reverse=True)]
+
+
+def diff_plan(directory: str | Path, largest: int = LARGEST) -> PlanDiff:
+    """Review a saved plan: per user, per territory, the from → to pairs of moves and the ``largest`` moved accounts."""
+    manifest = Manifest.read(directory)
+    summary, bands, loads = _balance(directory)
+    with _damaged(directory, "summary.json"):
+        users = {u["user_id"]: UserChange(u["user_id"], True, u["active"], loads=loads[u["user_id"]]) for u in summary["users"]}
+        value_measure = summary["moved"]["value_measure"] or "accounts"
+        unassigned = dict(Counter(u["reason"] for u in summary["unassigned"]).most_common())
+        has_deals = bool(summary.get("opportunities"))
+
+    def user(user_id: str) -> UserChange:
+        found = users.get(user_id)
+        if found is None:
+            found = users[user_id] = UserChange(user_id)
+        return found
+
+    moves = _Moves(largest)
+    territories: dict[str, TerritoryChange] = {}
+    owners: dict[str, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
+    after: Counter[str] = Counter()
+    accounts = 0
+    for row in _rows(directory, "accounts", ("account_id", "owner_id", "previous_owner_id", "territory_id", "value", "moved", "status", "reason")):
+        accounts += 1
+        owner, previous, value = row["owner_id"], row["previous_owner_id"], row["value"]
+        territory_id = row["territory_id"] or NONE
+        territory = territories.get(territory_id)
+        if territory is None:
+            territory = territories[territory_id] = TerritoryChange(territory_id)
+        territory.accounts += 1
+        territory.value += value
+        before_owners, after_owners = owners[territory_id]
+        before_owners.add(previous)
+        after_owners.add(owner)
+        if owner:
+            after[owner] += 1
+        if row["moved"]:
+            territory.moved += 1
+            territory.value_moved += value
+            moves.add(previous or NONE, owner or NONE, row)
+            if previous:
+                loser = user(previous)
+                loser.lost += 1
+                loser.value_lost += value
+            if owner:
+                gainer = user(owner)
+                gainer.gained += 1
+                gainer.value_gained += value
+    for user_id, count in after.items():
+        user(user_id).accounts_after = count
+    for change in users.values():
+        change.accounts_before = change.accounts_after - change.gained + change.lost
+    for territory_id, (before_owners, after_owners) in owners.items():
+        territories[territory_id].owners_before = len(before_owners - {""})
+        territories[territory_id].owners_after = len(after_owners - {""})
+    deals = deals_moved = 0
+    if has_deals:
+        for row in _rows(directory, "opportunities", ("owner_id", "previous_owner_id", "moved")):
+            deals += 1
+            if row["moved"]:
+                deals_moved += 1
+                if row["previous_owner_id"]:
+                    user(row["previous_owner_id"]).deals_lost += 1
+                if row["owner_id"]:
+                    user(row["owner_id"]).deals_gained += 1
+    pairs = moves.moves()
+    return PlanDiff(
+        directory=str(directory),
+        plan_id=manifest.plan_id,
+        value_measure=value_measure,
+        headline=manifest.headline,
+        accounts=accounts,
+        moved=sum(m.accounts for m in pairs),
+        value_moved=sum(m.value for m in pairs),
+        bands=bands,
+        users=list(users.values()),
+        territories=sorted(territories.values(), key=lambda t: (-t.value_moved, -t.moved, t.territory_id)),
+        moves=pairs,
+        largest=moves.largest(),
+        unassigned=unassigned,
+        deals=deals if has_deals else None,
+        deals_moved=deals_moved,
+    )
+
+
+def compare_plans(directory_a: str | Path, directory_b: str | Path, largest: int = LARGEST) -> PlanComparison:
+    """Two plans of the same book side by side; plans of different accounts files are refused (:class:`DataError`)."""
+    directories = (directory_a, directory_b)
+    manifests = [Manifest.read(d) for d in directories]
+    books = []
+    for directory, manifest in zip(directories, manifests, strict=True):
+        book = manifest.input("accounts")
+        if book is None:
+            raise DataError([Finding(Location(str(Path(directory) / MANIFEST)), "damaged plan manifest: no accounts input")])
+        books.append(book)
+    if books[0].sha256 != books[1].sha256:
+        raise DataError(
+            [
+                Finding(
+                    Location(str(Path(directory_b) / MANIFEST)),
+                    f"{directory_a} and {directory_b} are plans of different books: their accounts files differ "
+                    f"({books[0].path}, sha256 {books[0].sha256[:12]}…; {books[1].path}, sha256 {books[1].sha256[:12]}…). "
+                    "Compare plans made from the same accounts file",
+                )
+            ]
+        )
+    sides, loads = [], []
+    for directory, manifest in zip(directories, manifests, strict=True):
+        _summary, bands, user_loads = _balance(directory)
+        rules = manifest.input("rules")
+        sides.append(PlanSide(str(directory), manifest.plan_id, None if rules is None else rules.sha256, manifest.settings, manifest.headline, bands))
+        loads.append(user_loads)
+    columns = ("account_id", "owner_id", "territory_id", "value", "status", "reason")
+    moves = _Moves(largest)
+    accounts = 0
+    for row_a, row_b in itertools.zip_longest(_rows(directory_a, "accounts", columns), _rows(directory_b, "accounts", columns)):
+        accounts += 1
+        if row_a is None or row_b is None or row_a["account_id"] != row_b["account_id"]:
+            got, had = (row_b or {}).get("account_id", "no row"), (row_a or {}).get("account_id", "no row")
+            raise DataError([Finding(Location(str(Path(directory_b) / "accounts.jsonl"), accounts), f"{got!r} where {directory_a} has {had!r}: a damaged plan file")])
+        if row_a["owner_id"] != row_b["owner_id"]:
+            moves.add(row_a["owner_id"] or NONE, row_b["owner_id"] or NONE, row_b)
+    pairs = moves.moves()
+    both = list(dict.fromkeys([*loads[0], *loads[1]]))
+    return PlanComparison(
+        a=sides[0],
+        b=sides[1],
+        accounts=accounts,
+        differing=sum(m.accounts for m in pairs),
+        value_differing=sum(m.value for m in pairs),
+        users=[UserLoads(u, loads[0].get(u, {}), loads[1].get(u, {})) for u in both],
+        moves=pairs,
+        largest=moves.largest(),
+    )
+
+
+def _balance(directory: str | Path) -> tuple[dict[str, Any], list[Band], dict[str, dict[str, Load]]]:
+    """A plan's summary, its balance bands and each user's balanced loads."""
+    summary = read_summary(directory)
+    with _damaged(directory, "summary.json"):
+        measures = [b["balance"] for b in summary["balance"]]
+        loads = {u["user_id"]: {m: Load.of(u["loads"][m]) for m in measures} for u in summary["users"]}
+        return summary, [Band.of(b) for b in summary["balance"]], loads
+
+
+def _rows(directory: str | Path, table: str, columns: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """A plan table's rows, each checked once for the columns a review reads (a plan of an older engine lacks some)."""
+    path = Path(directory) / f"{table}.jsonl"
+    needed = frozenset(columns)
+    for line, row in enumerate(plan_rows(directory, table), start=1):
+        if not (isinstance(row, dict) and needed <= row.keys()):
+            missing = sorted(needed - row.keys()) if isinstance(row, dict) else ["a JSON object"]
+            raise DataError([Finding(Location(str(path), line), f"plan row lacks {', '.join(missing)}; re-run assign with this engine version")])
+        yield row
+
+
+@contextmanager
+def _damaged(directory: str | Path, name: str) -> Iterator[None]:
+    """A missing key or a wrong type in a plan file, as a located :class:`DataError`."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError([Finding(Location(str(Path(directory) / name)), f"damaged plan file ({exc!r}); re-run assign with this engine version")]) from None

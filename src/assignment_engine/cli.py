@@ -25,6 +25,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .apply import FORMATS as UPDATE_FORMATS
+from .apply import apply_plan
 from .batch import assign_files, demo_files, plan_files
 from .compile import load_rules
 from .engine import Engine
@@ -207,6 +209,21 @@ def schema(out: str | None) -> None:
             sys.exit(2)
     else:
         click.echo(text)
+
+
+@main.command()
+@click.argument("plan", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="directory for the update files and the applied accounts file (replaced whole)")
+@click.option("--format", "crm", type=click.Choice(UPDATE_FORMATS), default="csv", show_default=True, help="update files for review (csv) or for a CRM's import (salesforce: Id,OwnerId for Data Loader)")
+@click.option("--quiet", "-q", is_flag=True, help="no progress on stderr")
+def apply(plan: str, out: str, crm: str, quiet: bool) -> None:
+    """Write the saved plan in PLAN as update files (changed owners only) and the next run's accounts file.
+
+    Refused (exit 1, nothing written) when an input file named in PLAN/plan.json changed since the plan was made.
+    """
+    with _running(out):
+        result = apply_plan(plan, out, format=crm, progress=_progress(quiet))
+        click.echo(printable(result.line()))
 
 
 @main.command()

@@ -347,6 +347,7 @@ def test_csv_round_trip_keeps_leading_zero_in_output(tmp_path, example_engine, e
 EXPECTED_ALL = [
     "AccountResult",
     "AccountTable",
+    "ApplyResult",
     "AssignmentEngineError",
     "CompiledRules",
     "DataError",
@@ -361,6 +362,7 @@ EXPECTED_ALL = [
     "Status",
     "TerritoryMatch",
     "User",
+    "apply_plan",
     "assign_files",
     "compile_rules",
     "demo_files",

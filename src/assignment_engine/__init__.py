@@ -9,6 +9,7 @@ change. Typical library use (a CRM integration)::
     plan = engine.assign(engine.table(records), users)     # batch
 """
 
+from .apply import ApplyResult, apply_plan
 from .batch import assign_files, demo_files, plan_files
 from .compile import CompiledRules, compile_rules, load_rules
 from .engine import Engine, TerritoryMatch
@@ -31,6 +32,7 @@ from .writers import write_plan
 __all__ = [
     "AccountResult",
     "AccountTable",
+    "ApplyResult",
     "AssignmentEngineError",
     "CompiledRules",
     "DataError",
@@ -45,6 +47,7 @@ __all__ = [
     "Status",
     "TerritoryMatch",
     "User",
+    "apply_plan",
     "assign_files",
     "compile_rules",
     "demo_files",

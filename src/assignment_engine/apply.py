@@ -98,16 +98,20 @@ class ApplyResult:
 
     def line(self) -> str:
         """The one-line summary the command prints."""
-        text = f"plan {self.plan_id} applied to {self.out} ({self.format}): {self.account_updates:,} account updates of {self.accounts:,} accounts"
+        text = f"plan {self.plan_id} applied to {self.out} ({self.format}): {_count(self.account_updates, 'account update')} of {_count(self.accounts, 'account')}"
         if self.account_updates != self.owner_changes:
             text += f" ({self.account_updates - self.owner_changes:,} territory only)"
         if "opportunity_updates.csv" in self.files:
-            text += f", {self.opportunity_updates:,} opportunity updates of {self.opportunities:,}"
+            text += f", {_count(self.opportunity_updates, 'opportunity update')} of {self.opportunities:,}"
         if self.unassigned:
-            text += f"; {self.unassigned:,} accounts left unassigned are not updated ({self.unassigned_keeping_owner:,} keep their owner; see unassigned.csv)"
+            text += f"; not updated: {_count(self.unassigned, 'unassigned account')}, {self.unassigned_keeping_owner:,} keeping a current owner (unassigned.csv)"
         if self.formula_like_cells:
-            text += f"; {self.formula_like_cells:,} cells start with = + - @ and are written exactly: import them, do not open them in a spreadsheet"
+            text += f"; {_count(self.formula_like_cells, 'cell')} starting with = + - @ written exactly: import, do not open in a spreadsheet"
         return text
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 @dataclass

@@ -33,6 +33,7 @@ from .engine import Engine
 from .errors import AssignmentEngineError, OptionError, printable
 from .optimize import MAX_SEED
 from .readers import read_users
+from .review import LARGEST, Band, Load, Move, MovedAccount, PlanComparison, PlanDiff, compact, compare_plans, diff_plan
 from .review import LARGEST, Band, Load, Move, MovedAccount, PlanComparison, PlanDiff, compare_plans, diff_plan
 from .ruleset import json_schema
 from .writers import write_text_atomically
@@ -273,7 +274,7 @@ def _diff_text(d: PlanDiff) -> None:
         loads = [_load_change(u.loads[m], tolerance[m]) if m in u.loads else "" for m in measures]
         name = _cell(u.user_id) + ("" if u.is_user else " (not a user)") + ("" if u.active or not u.is_user else " (inactive)")
         users.add_row(
-            name, f"{u.accounts_before:,} → {u.accounts_after:,}", f"+{u.gained:,} / -{u.lost:,}", f"+{_amount(u.value_gained)} / -{_amount(u.value_lost)}",
+            name, f"{u.accounts_before:,} → {u.accounts_after:,}", f"+{u.gained:,} / -{u.lost:,}", f"+{compact(u.value_gained)} / -{compact(u.value_lost)}",
             *loads, f"+{u.deals_gained:,} / -{u.deals_lost:,}",
         )
     out.print(users)
@@ -284,11 +285,11 @@ def _diff_text(d: PlanDiff) -> None:
         territories.add_column(column, justify="left" if column == "territory" else "right")
     for t in d.territories:
         if t.moved:
-            territories.add_row(_cell(t.territory_id), f"{t.accounts:,}", _amount(t.value), f"{t.moved:,}", _amount(t.value_moved), f"{t.owners_before} → {t.owners_after}")
+            territories.add_row(_cell(t.territory_id), f"{t.accounts:,}", compact(t.value), f"{t.moved:,}", compact(t.value_moved), f"{t.owners_before} → {t.owners_after}")
     out.print(territories)
     _moves_text(d.moves, "Moves: from → to", "from", "to")
     _largest_text(d.largest, "Largest moved accounts")
-    out.print(f"accounts: {d.accounts:,}  moved: {d.moved:,} ({_amount(d.value_moved)} {printable(d.value_measure)})", markup=False)
+    out.print(f"accounts: {d.accounts:,}  moved: {d.moved:,} ({compact(d.value_moved)} {printable(d.value_measure)})", markup=False)
     if d.deals is not None:
         out.print(f"opportunities: {d.deals:,}  moved: {d.deals_moved:,}")
     for reason, count in d.unassigned.items():
@@ -309,14 +310,14 @@ def _comparison_text(c: PlanComparison) -> None:
             side.add_row(_cell(key), _cell(str(a.settings.get(key))), _cell(str(b.settings.get(key))))
     for key in ("accounts", "moved", "value_moved", "unassigned", "conflicts", "opportunities_moved"):
         if key in a.headline or key in b.headline:
-            side.add_row(key.replace("_", " "), *(_amount(h[key]) if key in h else "" for h in (a.headline, b.headline)))
+            side.add_row(key.replace("_", " "), *(compact(h[key]) if key in h else "" for h in (a.headline, b.headline)))
     bands = {x.measure: x for x in a.bands}
     for band_b in b.bands:
         band_a = bands.pop(band_b.measure, None)
         side.add_row(f"{_cell(band_b.measure)} deviation", _band(band_a), _band(band_b))
     for band_a in bands.values():
         side.add_row(f"{_cell(band_a.measure)} deviation", _band(band_a), "")
-    side.add_row("accounts owned differently", "", f"{c.differing:,} ({_amount(c.value_differing)})")
+    side.add_row("accounts owned differently", "", f"{c.differing:,} ({compact(c.value_differing)})")
     out.print(side)
     measures = list(dict.fromkeys(m for u in c.users for m in (*u.a, *u.b)))
     loads = Table(title="Load after as a share of fair share: A | B (users whose loads differ)")
@@ -341,7 +342,7 @@ def _moves_text(moves: list[Move], title: str, from_label: str, to_label: str) -
     for column in (from_label, to_label, "accounts", "value"):
         table.add_column(column, justify="right" if column in ("accounts", "value") else "left")
     for m in moves[:_PAIRS_SHOWN]:
-        table.add_row(_cell(m.from_id), _cell(m.to_id), f"{m.accounts:,}", _amount(m.value))
+        table.add_row(_cell(m.from_id), _cell(m.to_id), f"{m.accounts:,}", compact(m.value))
     out.print(table)
     if len(moves) > _PAIRS_SHOWN:
         out.print(f"(… {len(moves) - _PAIRS_SHOWN:,} more pairs with smaller moves; --format json lists all {len(moves):,})")
@@ -354,7 +355,7 @@ def _largest_text(largest: list[MovedAccount], title: str) -> None:
     for column in ("account", "from", "to", "territory", "value", "reason"):
         table.add_column(column, justify="right" if column == "value" else "left")
     for m in largest:
-        table.add_row(_cell(m.account_id), _cell(m.from_id), _cell(m.to_id), _cell(m.territory_id), _amount(m.value), _cell(m.reason))
+        table.add_row(_cell(m.account_id), _cell(m.from_id), _cell(m.to_id), _cell(m.territory_id), compact(m.value), _cell(m.reason))
     out.print(table)
 
 
@@ -369,14 +370,6 @@ def _load_change(load: Load, tolerance: float) -> str:
 
 def _band(band: Band | None) -> str:
     return "" if band is None else f"{_pct(band.min_after)} / {_pct(band.max_after)} (±{band.tolerance:.0%})"
-
-
-def _amount(x: float) -> str:
-    """A figure in a narrow column: 1,234 or 12.3M."""
-    for limit, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M")):
-        if abs(x) >= limit:
-            return f"{x / limit:,.1f}{suffix}"
-    return f"{x:,.0f}"
 
 
 def _report(summary: dict[str, Any], fmt: str, target: str) -> None:

@@ -219,6 +219,14 @@ class _Moves:
         return [moved for _v, _o, moved in sorted(self._heap, reverse=True)]
 
 
+def compact(x: float) -> str:
+    """A figure in a narrow column: 1,234 or 12.3M."""
+    for limit, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M")):
+        if abs(x) >= limit:
+            return f"{x / limit:,.1f}{suffix}"
+    return f"{x:,.0f}"
+
+
 def diff_plan(directory: str | Path, largest: int = LARGEST) -> PlanDiff:
     """Review a saved plan: per user, per territory, the from → to pairs of moves and the ``largest`` moved accounts."""
     manifest = Manifest.read(directory)

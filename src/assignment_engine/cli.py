@@ -34,7 +34,6 @@ from .errors import AssignmentEngineError, OptionError, printable
 from .optimize import MAX_SEED
 from .readers import read_users
 from .review import LARGEST, Band, Load, Move, MovedAccount, PlanComparison, PlanDiff, compact, compare_plans, diff_plan
-from .review import LARGEST, Band, Load, Move, MovedAccount, PlanComparison, PlanDiff, compare_plans, diff_plan
 from .ruleset import json_schema
 from .writers import write_text_atomically
 

@@ -221,9 +221,10 @@ def test_an_endless_device_is_refused():
         read_text(Path("/dev/zero"))
 
 
-def test_bad_utf8_is_located(tmp_path):
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_bad_utf8_is_located(tmp_path, newline):
     path = tmp_path / "latin1.yaml"
-    path.write_bytes("version: 1\nname: café ".encode() + b"\xe9t\xe9\n")  # Latin-1 after UTF-8
+    path.write_bytes(f"version: 1{newline}name: café ".encode() + b"\xe9t\xe9\n")  # Latin-1 after UTF-8
     with pytest.raises(RuleFileError) as info:
         read_text(path)
     (finding,) = info.value.findings

@@ -27,6 +27,7 @@ from .errors import Finding, Location, RuleFileError
 
 Path_ = tuple[str | int, ...]
 
+# what the largest realistic rule files need, with room to spare (measured in docs/rules.md, Limits)
 MAX_BYTES = 8 << 20
 MAX_DEPTH = 64
 MAX_NODES = 1_000_000
@@ -142,10 +143,14 @@ def read_text(path: Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line_start = raw.rfind(b"\n", 0, exc.start) + 1
-        col = len(raw[line_start : exc.start].decode("utf-8", "replace")) + 1
-        where = Location(str(path), raw.count(b"\n", 0, exc.start) + 1, col)
+        where = _position(str(path), raw[: exc.start].decode("utf-8"))
         raise RuleFileError([Finding(where, f"not UTF-8 text: {exc.reason}")]) from None
+
+
+def _position(file: str, before: str) -> Location:
+    """Where the character after ``before`` is, counting line breaks as YAML does (``\\r``, NEL and LS too)."""
+    lines = (before + "x").splitlines()
+    return Location(file, len(lines), len(lines[-1]))
 
 
 def _check_text(text: str, file: str) -> None:
@@ -154,8 +159,7 @@ def _check_text(text: str, file: str) -> None:
         raise _too_large(file)
     bad = _UNACCEPTABLE.search(text)
     if bad:
-        before = (text[: bad.start()] + "x").splitlines()  # the line breaks YAML counts, now that none is forbidden
-        where = Location(file, len(before), len(before[-1]))
+        where = _position(file, text[: bad.start()])
         raise RuleFileError([Finding(where, f"character U+{ord(bad.group()):04X} is not allowed in a YAML file")], text.splitlines())
 
 

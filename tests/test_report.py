@@ -16,7 +16,8 @@ import pytest
 
 from assignment_engine import report
 from assignment_engine.batch import assign_files
-from assignment_engine.report import render_report, report_available
+from assignment_engine.report import charts, render_report, report_available
+from assignment_engine.review import diff_plan
 from conftest import WEST_EAST, rules_text, write_csv
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -91,7 +92,7 @@ def test_no_request_leaves_the_page(page, hostile_plan):
 
 def test_the_charts_are_drawn(page):
     titles = page.locator("section.chart h2").all_inner_texts()
-    assert titles == ["Load per user: revenue", "Balance bands", "revenue gained and lost", "Flow of accounts between owners", "Unassigned accounts by reason"]
+    assert titles == ["Load per user: revenue", "Balance bands", "Gained and lost: revenue", "Flow of accounts between owners", "Unassigned accounts by reason"]
     assert page.locator(".js-plotly-plot").count() == len(titles)
     assert page.locator(".js-plotly-plot .main-svg").count() >= len(titles)
     assert page.locator(".js-plotly-plot .sankey-node").count() >= 2  # the flow has owners on both sides
@@ -135,6 +136,15 @@ def test_a_header_click_sorts(page):
     assert [float(v.replace(",", "")) for v in column(5)] == sorted(values)
     page.locator("#moved thead th").nth(0).click()
     assert column(1) == sorted(column(1), key=str.lower)
+
+
+def test_every_chart_is_a_valid_plotly_figure(hostile_plan):
+    import plotly.graph_objects as go
+
+    drawn = charts(diff_plan(hostile_plan))
+    assert len(drawn) == 5
+    for chart in drawn:
+        go.Figure(chart.figure)  # the page skips plotly's validation for speed; an unknown property or a bad value fails here
 
 
 def test_plotly_is_inlined_once_and_every_chart_drawn_from_inline_data(hostile_plan):

@@ -266,7 +266,7 @@ def _diff_text(d: PlanDiff) -> None:
     measures = [b.measure for b in d.bands]
     tolerance = {b.measure: b.tolerance for b in d.bands}
     users = Table(title=f"Per user: gained and lost; load as a share of fair share, before → after ({_cell(d.value_measure)} is the value)")
-    for column in ("user", "accounts", "gained / lost", "value gained / lost", *measures, "opportunities gained / lost"):
+    for column in ("user", "accounts", "gained / lost", "value gained / lost", *measures, "opportunities"):
         users.add_column(_cell(column), justify="left" if column == "user" else "right")
     changed = [u for u in d.users if u.changed]
     for u in changed:

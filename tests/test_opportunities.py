@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from assignment_engine import DataError, Engine, User, plan_files
 from assignment_engine.cli import main
 from assignment_engine.opportunities import DealPlan, assign_deals, deals_from_columns
+from assignment_engine.readers import read_deals
 from assignment_engine.synthetic import generate_book
 from conftest import WEST_EAST, engine_of, rows_by_id, rules_text, write_csv
 
@@ -371,3 +372,10 @@ def test_an_owner_who_is_not_a_user_is_kept_on_kept_deals_and_reported():
     assert rows["OPEN"]["status"] == "follows_account" and rows["OPEN"]["owner_id"] in ("w1", "w2")
     assert "not among the users" not in rows["OPEN"]["reason"]
     assert deal_plan.summary()["owners_not_users"] == {"gone": 1}
+
+
+def test_an_empty_json_lines_opportunities_file_has_no_deals(tmp_path):
+    engine = engine_with()
+    (tmp_path / "opps.jsonl").write_text("\n", encoding="utf-8")
+    deals = read_deals(tmp_path / "opps.jsonl", engine.rules, engine.table([{"id": "A", "state": "CA"}]))
+    assert len(deals) == 0 and deals.table.fields["amount"].values.size == 0

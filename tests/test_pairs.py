@@ -252,3 +252,13 @@ def test_a_plan_with_values_at_the_bound_runs_to_completion(tmp_path):
     assert [r["account_id"] for r in plan.rows()] == [f"j{j}" for j in range(5)]
     counts = plan.summary()["status_counts"]
     assert (counts["assigned"], counts["unassigned"]) == (3, 2)  # each user has room for one account of about 1e15, no more
+
+
+def test_a_zero_cost_above_a_negative_bound_has_a_gap_not_a_division_by_zero():
+    """Negative costs (a bonus for a pair) can leave the affinity total at 0 above a proven bound of -3."""
+    from assignment_engine.optimize import ComponentResult, Objective, Solution
+    from assignment_engine.plan import solver_summary
+
+    component = ComponentResult(["a0", "a1"], units=2, pairs=4, objectives=[Objective("affinity", 0.0, -3.0, 0.0, "FEASIBLE")], moves=0, moves_bound=0, seconds=0.1)
+    summary = solver_summary(Solution(np.zeros(2, dtype=np.int64), {}, [component]))
+    assert summary["objectives"]["affinity"]["gap"] == component.objectives[0].gap > 0

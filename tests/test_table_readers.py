@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assignment_engine import AccountTable, DataError, Engine, User, compile_rules, read_accounts, read_users
+from assignment_engine import AccountTable, DataError, Engine, HierarchyError, User, compile_rules, read_accounts, read_users
+from assignment_engine.families import build_families
 from conftest import EXAMPLE_FIELDS, EXAMPLE_RULES, EXAMPLE_USERS, rows_by_id, write_csv, write_jsonl
 
 FIELDS = {"country": "string", "state": "string", "postal_code": "string", "industry": "string", "annual_revenue": "number", "employees": "integer"}
@@ -315,3 +316,15 @@ def test_a_measure_value_that_cannot_be_a_load_is_located(tmp_path, example_engi
 def test_negative_values_of_a_field_no_measure_uses_are_fine(example_engine, example_users):
     table = example_engine.table([{"id": "A", "country": "US", "state": "CA", "postal_code": "9", "industry": "x", "annual_revenue": 5, "employees": -3}])
     assert example_engine.assign(table, example_users, time_limit=1.0).owner_ids[0] in ("u010", "u011")
+
+
+def test_a_message_stays_on_one_line_whatever_an_id_holds(tmp_path):
+    path = tmp_path / "accounts.csv"
+    path.write_text('id,parent_id\n"A\nB",\n"A\nB",\nC,"Z\r\n"\n', encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_accounts(path, {})
+    assert str(info.value) == f"{path}:4:id: duplicate account id 'A\\nB' (first at row 2)"
+    path.write_text('id,parent_id\n"A\nB",\nC,"Z\rZ"\n', encoding="utf-8")
+    with pytest.raises(HierarchyError) as hierarchy:
+        build_families(read_accounts(path, {}))
+    assert str(hierarchy.value) == f"{path}:4:parent_id: account 'C' names parent 'Z\\rZ', which is not in the accounts file"

@@ -16,7 +16,7 @@ import networkx as nx
 import numpy as np
 
 from .errors import Finding, HierarchyError
-from .table import AccountTable
+from .table import AccountTable, shown
 
 
 @dataclass
@@ -40,9 +40,9 @@ def build_families(table: AccountTable, on_error: Literal["raise", "independent"
             continue
         p = table.index.get(parent)
         if p is None:
-            problems.append(Finding(table.location(i, "parent_id"), f"account '{table.ids[i]}' names parent '{parent}', which is not in the accounts file"))
+            problems.append(Finding(table.location(i, "parent_id"), f"account {shown(table.ids[i])} names parent {shown(parent)}, which is not in the accounts file"))
         elif p == i:
-            problems.append(Finding(table.location(i, "parent_id"), f"account '{table.ids[i]}' is its own parent"))
+            problems.append(Finding(table.location(i, "parent_id"), f"account {shown(table.ids[i])} is its own parent"))
         else:
             graph.add_edge(p, i)
     for component in nx.weakly_connected_components(graph):
@@ -53,7 +53,7 @@ def build_families(table: AccountTable, on_error: Literal["raise", "independent"
             continue
         cycle = [u for u, _ in nx.find_cycle(graph.subgraph(component))]
         first = min(cycle)
-        names = " → ".join(table.ids[v] for v in [*cycle, cycle[0]])
+        names = " → ".join(shown(table.ids[v]) for v in [*cycle, cycle[0]])
         problems.append(Finding(table.location(first, "parent_id"), f"parent_id links form a cycle: {names}"))
     if problems and on_error == "raise":
         raise HierarchyError(problems[:50])

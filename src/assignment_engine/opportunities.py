@@ -25,7 +25,7 @@ from .errors import DataError, Finding, Location
 from .match import Matches, match_accounts, rule_trace
 from .optimize import Holdings, LoadDim, Problem, Solution, solve
 from .plan import Plan, _deviation, _extreme, solver_summary
-from .table import EPOCH, AccountTable, NumericColumn, StringColumn, as_text, bound_findings
+from .table import EPOCH, AccountTable, NumericColumn, StringColumn, as_text, bound_findings, shown
 
 DEAL_COLUMNS = ["opportunity_id", "account_id", "owner_id", "territory_id", "overlay_owner_ids", "previous_owner_id", "moved", "status", "reason"]
 
@@ -73,7 +73,7 @@ def deals_from_columns(
     for i, raw in enumerate(columns["account_id"]):
         a = accounts.index.get("" if raw is None else as_text(raw).strip())
         if a is None:
-            findings.append(Finding(table.location(i, "account_id"), f"unknown account '{raw}'"))
+            findings.append(Finding(table.location(i, "account_id"), f"unknown account {shown(raw)}"))
             a = -1
         account[i] = a
     if findings:

@@ -412,7 +412,7 @@ def solver_summary(solution: Solution) -> dict[str, Any]:
             t["bound"] += o.bound
             t["greedy_start"] += o.greedy
     for t in totals.values():
-        t["gap"] = (t["value"] - t["bound"]) / abs(t["value"]) if t["value"] > t["bound"] else 0.0
+        t["gap"] = (t["value"] - t["bound"]) / max(abs(t["value"]), 1e-9) if t["value"] > t["bound"] else 0.0  # as Objective.gap: a value of 0 above a negative bound (negative costs)
     moves = sum(c.moves for c in comps)
     bound = sum(c.moves_bound for c in comps)
     statuses: dict[str, int] = {}

@@ -18,7 +18,7 @@ from typing import Any
 from .compile import CompiledRules
 from .errors import DataError, Finding, Location, suggest
 from .opportunities import DealTable, deals_from_columns
-from .table import AccountTable, FieldType, PairTable, User, pairs_from_columns, users_from_columns
+from .table import AccountTable, FieldType, PairTable, User, pairs_from_columns, shown, users_from_columns
 
 Columns = dict[str, list[Any]]
 _DISTINCT = 50_000  # past this many distinct values a column is not deduplicated
@@ -52,7 +52,7 @@ def _read_csv(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[in
         header = [h.strip() for h in header]
         duplicated = sorted({h for h in header if header.count(h) > 1})
         if duplicated:
-            raise DataError([Finding(Location(str(path), 1), f"duplicate column(s) in header: {', '.join(duplicated)}")])
+            raise DataError([Finding(Location(str(path), 1), f"duplicate column(s) in header: {', '.join(map(shown, duplicated))}")])
         keep = [i for i, h in enumerate(header) if wanted is None or h in wanted]
         columns: list[list[Any]] = [[] for _ in keep]
         # one string object per distinct value of low-cardinality columns (country, owner, flags):
@@ -103,6 +103,8 @@ def _read_jsonl(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[
                 raise DataError([Finding(Location(str(path), number, 1), "each line must be a JSON object")])
             records.append(record)
             rows.append(number)
+    if not records:  # no header to go by: an empty file has every column, as a header-only CSV does
+        return {k: [] for k in wanted or ()}, rows
     keys = dict.fromkeys(k for r in records for k in r)
     columns = {k: [r.get(k) for r in records] for k in keys}
     return columns, rows

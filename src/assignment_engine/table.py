@@ -119,6 +119,11 @@ def shown(v: Any) -> str:
     return _quote.repr(v)
 
 
+def label(name: Any) -> str:
+    """A column or key as a location names it: itself when short and printable, else as :func:`shown` quotes it."""
+    return name if isinstance(name, str) and name.isprintable() and len(name) <= 40 else shown(name)
+
+
 def parse_cell(v: Any, kind: FieldType) -> float:
     """One non-string cell as float (NaN when empty); raises :class:`CellError`.
 
@@ -245,7 +250,7 @@ class AccountTable:
         seen: dict[str, int] = {}
         for i, aid in enumerate(ids):
             if aid and aid in seen:
-                findings.append(Finding(where(i, "id"), f"duplicate {noun} id '{aid}' (first at row {rows_[seen[aid]]})"))
+                findings.append(Finding(where(i, "id"), f"duplicate {noun} id {shown(aid)} (first at row {rows_[seen[aid]]})"))
             seen.setdefault(aid, i)
 
         def optional_text(name: str) -> list[str | None]:
@@ -353,8 +358,7 @@ def check_records(records: Any, field_types: dict[str, FieldType], source: str) 
         for key, v in record.items():
             kind = kinds.get(key)
             if kind is None:
-                column = key[:80] if isinstance(key, str) else shown(key)
-                findings.append(Finding(Location(source, row, column=column), f"unknown key {shown(key)}{suggest(str(key), list(kinds))}"))
+                findings.append(Finding(Location(source, row, column=label(key)), f"unknown key {shown(key)}{suggest(str(key), list(kinds))}"))
             elif v is not None and type(v) not in exact[kind] and (not isinstance(v, _RECORD_TYPES[kind]) or (isinstance(v, bool) and kind != "boolean")):
                 hint = " (a number is not taken as text: 5000 may have been '05000')" if kind == "string" and isinstance(v, (int, float)) and not isinstance(v, bool) else ""
                 findings.append(Finding(Location(source, row, column=key), f"{key} must be {_EXPECTED[kind]}, got {type(v).__name__} {shown(v)}{hint}"))
@@ -391,7 +395,7 @@ def users_from_columns(columns: Mapping[str, Sequence[Any]], measures: Sequence[
     for measure, column in caps.items():
         if measure != "accounts" and measure not in measures:
             known = ["max_accounts", *(f"max_{m}" for m in measures)]
-            findings.append(Finding(Location(source, 1, column=column), f"capacity column '{column}' names no measure{suggest(column, known)}"))
+            findings.append(Finding(Location(source, 1, column=label(column)), f"capacity column {shown(column)} names no measure{suggest(column, known)}"))
 
     def at(i: int, column: str) -> Location:
         return Location(source, rows_[i], column=column)
@@ -419,7 +423,7 @@ def users_from_columns(columns: Mapping[str, Sequence[Any]], measures: Sequence[
             findings.append(Finding(at(i, id_column), "empty user id"))
             continue
         if uid in seen:
-            findings.append(Finding(at(i, id_column), f"duplicate user id '{uid}'"))
+            findings.append(Finding(at(i, id_column), f"duplicate user id {shown(uid)}"))
         seen.add(uid)
         name = columns["name"][i] if "name" in columns else None
         users.append(
@@ -463,9 +467,9 @@ def pairs_from_columns(columns: Mapping[str, Sequence[Any]], accounts: AccountTa
         a = accounts.index.get(as_text(columns["account_id"][i]).strip())
         u = user_index.get(as_text(columns["user_id"][i]).strip())
         if a is None:
-            findings.append(Finding(Location(source, rows_[i], column="account_id"), f"unknown account '{columns['account_id'][i]}'"))
+            findings.append(Finding(Location(source, rows_[i], column="account_id"), f"unknown account {shown(columns['account_id'][i])}"))
         if u is None:
-            findings.append(Finding(Location(source, rows_[i], column="user_id"), f"unknown user '{columns['user_id'][i]}'"))
+            findings.append(Finding(Location(source, rows_[i], column="user_id"), f"unknown user {shown(columns['user_id'][i])}"))
         if a is not None and u is not None:
             if (a, u) in seen:
                 findings.append(Finding(Location(source, rows_[i], column="user_id"), f"duplicate pair (first at row {rows_[seen[a, u]]})"))

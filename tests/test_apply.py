@@ -107,7 +107,7 @@ def test_update_files_list_exactly_the_changed_owners(plan, tmp_path):
         ["D1", "W1", "w2", "west", "w1"],
         ["D5", "E2", "e2", "east", ""],
     ]
-    assert _rows(out / "unassigned.csv") == [["account_id", "previous_owner_id", "reason"], ["U1", "w1", "matched no territory"]]
+    assert _rows(out / "unassigned.csv") == [["account_id", "previous_owner_id", "status", "reason"], ["U1", "w1", "unassigned", "matched no territory"]]
     assert result == ApplyResult(
         plan_id=Manifest.read(plan).plan_id,
         format="csv",
@@ -266,7 +266,7 @@ def test_cli_prints_one_summary_line_and_replaces_a_previous_output(plan, tmp_pa
     plan_id = Manifest.read(plan).plan_id
     assert again.stdout == (
         f"plan {plan_id} applied to {out} (salesforce): 3 account updates of 9 accounts, 2 opportunity updates of 5; "
-        "not updated: 1 unassigned account, 1 keeping a current owner (unassigned.csv)\n"
+        "not updated: 1 account without an owner in the plan, 1 keeping a current one (unassigned.csv)\n"
     )
     assert (out / "account_updates.csv").read_text(encoding="utf-8").startswith("Id,OwnerId")
 
@@ -298,11 +298,11 @@ def _moved_rows(plan: Path) -> list[dict[str, Any]]:
 
 
 def _assert_fixed_point(first: ApplyResult, summary: dict[str, Any], second: ApplyResult, tmp: Path) -> None:
-    # The only accounts the re-run counts as moved are those left unassigned that keep their CRM owner
-    # (the summary counts owner → none as a move); none gets a new owner, no deal moves.
+    # The only accounts the re-run counts as moved are those the plan leaves without an owner that keep
+    # their CRM owner (the summary counts owner → none as a move); none gets a new owner, no deal moves.
     moved = _moved_rows(tmp / "plan2")
     assert summary["moved"]["accounts"] == first.unassigned_keeping_owner == len(moved)
-    assert {r["status"] for r in moved} <= {"unassigned"} and all(r["owner_id"] == "" for r in moved)
+    assert {r["status"] for r in moved} <= {"unassigned", "pinned"} and all(r["owner_id"] == "" for r in moved)
     assert summary["opportunities"]["moved"]["opportunities"] == 0
     assert (second.account_updates, second.opportunity_updates) == (0, 0)
     assert second.unassigned == first.unassigned
@@ -352,6 +352,17 @@ def test_a_rerun_moves_accounts_only_where_the_first_run_left_band_excess_unprov
     moving = {tuple(c["users"]) for c in again["solver"]["per_component"] if c["moves"]}
     assert moving <= unproven
     users_of = {r["account_id"]: r["owner_id"] for r in (json.loads(line) for line in (plan / "accounts.jsonl").open(encoding="utf-8"))}
-    stray = [r for r in _moved_rows(tmp_path / "plan2") if r["status"] != "unassigned" and not any(users_of[r["account_id"]] in c for c in unproven)]
+    stray = [r for r in _moved_rows(tmp_path / "plan2") if r["owner_id"] and not any(users_of[r["account_id"]] in c for c in unproven)]
     assert stray == []
     assert again["moved"]["accounts"] >= first.unassigned_keeping_owner
+
+
+def test_an_account_following_an_owner_less_parent_is_listed_not_updated(tmp_path):
+    files = _book(tmp_path / "book", "id,parent_id,owner_id,state,revenue,excluded\nP,,,CA,1,true\nC,P,w1,CA,2,\nW1,,w1,CA,3,\n", deals=None)
+    files["rules"].write_text(RULES.replace("hierarchy: independent", "hierarchy: follow_ultimate_parent"), encoding="utf-8")
+    out = tmp_path / "updates"
+    result = apply_plan(_plan(files, tmp_path / "plan"), out)
+    assert _rows(out / "unassigned.csv")[1:] == [["C", "w1", "pinned", "follows ultimate parent P, which is excluded, to owner (none)"]]
+    assert (result.unassigned, result.unassigned_keeping_owner) == (1, 1)
+    assert "C" not in {r[0] for r in _rows(out / "account_updates.csv")}
+    assert (out / "accounts.csv").read_bytes() == files["accounts"].read_bytes()  # C keeps w1, as in the CRM

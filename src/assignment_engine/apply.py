@@ -11,7 +11,8 @@
   file with each changed ``owner_id`` replaced, everything else byte for byte as
   it was; likewise ``opportunities.csv`` / ``.jsonl``. They are what the CRM holds
   once the update files are loaded, ready to be the next run's inputs.
-- ``unassigned.csv``: accounts the plan leaves without an owner. They are not
+- ``unassigned.csv``: accounts the plan leaves without an owner (unassigned, or
+  following an ultimate parent that has none). They are not
   updates (a CRM record keeps its owner; Salesforce and Dynamics cannot clear
   one), so they keep their owner in the copy as in the CRM.
 - ``apply.json``: the plan id and the counts.
@@ -89,7 +90,7 @@ class ApplyResult:
     accounts: int
     account_updates: int
     owner_changes: int  # account updates that change the owner (the rest: territory only)
-    unassigned: int  # accounts the plan leaves without an owner (listed in unassigned.csv, not updated)
+    unassigned: int  # accounts the plan leaves without an owner, not locked or excluded (listed in unassigned.csv, not updated)
     unassigned_keeping_owner: int  # of those, accounts that have an owner in the CRM and keep it
     opportunities: int = 0
     opportunity_updates: int = 0
@@ -104,7 +105,7 @@ class ApplyResult:
         if "opportunity_updates.csv" in self.files:
             text += f", {_count(self.opportunity_updates, 'opportunity update')} of {self.opportunities:,}"
         if self.unassigned:
-            text += f"; not updated: {_count(self.unassigned, 'unassigned account')}, {self.unassigned_keeping_owner:,} keeping a current owner (unassigned.csv)"
+            text += f"; not updated: {_count(self.unassigned, 'account')} without an owner in the plan, {self.unassigned_keeping_owner:,} keeping a current one (unassigned.csv)"
         if self.formula_like_cells:
             text += f"; {_count(self.formula_like_cells, 'cell')} starting with = + - @ written exactly: import, do not open in a spreadsheet"
         return text
@@ -194,7 +195,7 @@ def _apply_table(kind: _Table, plan_dir: Path, source: InputFile, staging: Path,
         unassigned = None
         if kind is _ACCOUNTS:
             unassigned = csv.writer(stack.enter_context(_created(staging / "unassigned.csv")))
-            unassigned.writerow(["account_id", "previous_owner_id", "reason"])
+            unassigned.writerow(["account_id", "previous_owner_id", "status", "reason"])
         records = _jsonl_records(text, copy, source.path) if jsonl else _csv_records(text, copy, source.path)
         for number, record_id, territory, rewrite in records:
             row = next(plan, None)
@@ -204,10 +205,10 @@ def _apply_table(kind: _Table, plan_dir: Path, source: InputFile, staging: Path,
             counts.rows += 1
             owner, previous, status = row["owner_id"], row["previous_owner_id"], row["status"]
             moves = owner != previous and bool(owner) and status not in _NO_CHANGE
-            if status == "unassigned" and unassigned is not None:
+            if not owner and status not in ("locked", "excluded") and unassigned is not None:  # unassigned, or pinned to an owner-less parent
                 counts.unassigned += 1
                 counts.unassigned_keeping_owner += bool(previous)
-                unassigned.writerow([record_id, previous, row["reason"]])
+                unassigned.writerow([record_id, previous, status, row["reason"]])
             rewrite(owner if moves else None)
             territory_differs = format == "csv" and territory is not None and territory != row["territory_id"] and status not in _NO_CHANGE
             if not (moves or territory_differs):

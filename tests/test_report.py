@@ -155,6 +155,11 @@ def test_plotly_is_inlined_once_and_every_chart_drawn_from_inline_data(hostile_p
     assert SCRIPT not in text and IMAGE not in text  # escaped wherever the data is written
 
 
+def test_the_page_names_the_plan_where_it_lives(hostile_plan):
+    assert f"· {hostile_plan}</div>" in (hostile_plan / "report.html").read_text(encoding="utf-8")
+    assert "· plan/</div>" in render_report(hostile_plan, location="plan/")  # as writers.write_plan renders it in its staging directory
+
+
 def test_the_moved_table_is_capped_with_a_note(hostile_plan, monkeypatch):
     monkeypatch.setattr(report, "MOVED_ROWS", 2)
     text = render_report(hostile_plan)

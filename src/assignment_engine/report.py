@@ -54,8 +54,13 @@ class Chart:
     figure: dict[str, Any]  # {"data": [...], "layout": {...}}
 
 
-def render_report(directory: str | Path) -> str:
-    """The HTML page reviewing the plan saved in ``directory`` (its manifest, summary and rows must be written)."""
+def render_report(directory: str | Path, location: str | Path | None = None) -> str:
+    """The HTML page reviewing the plan saved in ``directory`` (its manifest, summary and rows must be written).
+
+    ``location`` is where the page names the plan (default ``directory``): a
+    plan rendered in its staging directory is read from there but lives at
+    ``--out``.
+    """
     import jinja2
     import plotly.io
     from markupsafe import Markup
@@ -72,6 +77,7 @@ def render_report(directory: str | Path) -> str:
     return environment.get_template("report.html.j2").render(
         d=d,
         manifest=Manifest.read(directory),
+        location=str(directory if location is None else location),
         measures=[b.measure for b in d.bands],
         tolerance={b.measure: b.tolerance for b in d.bands},
         changed=[u for u in d.users if u.changed],

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from assignment_engine import Engine, RuleFileError, User, compile_rules, load_rules
 from assignment_engine.cli import main
 from assignment_engine.yamlfile import MAX_BYTES, MAX_DEPTH
-from conftest import EXAMPLE_RULES, EXAMPLE_USERS, line_col, rules_text
+from conftest import EXAMPLE_FIELDS, EXAMPLE_RULES, EXAMPLE_USERS, line_col, rules_text
 
 
 def findings_of(text: str, source: str = "r.yaml") -> list[tuple[int | None, int | None, str]]:
@@ -64,11 +64,11 @@ def test_norway_and_ontario_in_rule_values_stay_codes():
         """
     )
     engine = Engine(compile_rules(text))
-    assert engine.match({"id": "a", "country": "NO", "state": "ON"}).territories == ["norway"]
-    assert engine.match({"id": "b", "country": "01234", "state": "yes"}).territories == ["zip"]
+    assert engine.match({"id": "a", "country": "NO", "state": "ON", "revenue": None}).territories == ["norway"]
+    assert engine.match({"id": "b", "country": "01234", "state": "yes", "revenue": None}).territories == ["zip"]
     # '01234' is not the octal 668 nor the integer 1234
-    assert engine.match({"id": "c", "country": "1234", "state": "yes"}).territories == []
-    assert engine.match({"id": "d", "country": "668", "state": "yes"}).territories == []
+    assert engine.match({"id": "c", "country": "1234", "state": "yes", "revenue": None}).territories == []
+    assert engine.match({"id": "d", "country": "668", "state": "yes", "revenue": None}).territories == []
 
 
 def test_quoted_true_in_a_string_field_is_fine_but_bare_true_is_an_error():
@@ -278,7 +278,7 @@ def test_member_not_in_users_is_located_by_check_members():
 def test_member_not_in_users_stops_assign_with_located_error():
     engine = Engine(compile_rules(EXAMPLE_RULES, "example.yaml"))
     users = [User(u) for u in EXAMPLE_USERS if u not in ("u001", "u012")]
-    table = engine.table([{"id": "A", "country": "US", "state": "CA"}])
+    table = engine.table([{"id": "A", **dict.fromkeys(EXAMPLE_FIELDS), "country": "US", "state": "CA"}])
     with pytest.raises(RuleFileError) as info:
         engine.assign(table, users, time_limit=1.0)
     lines = sorted(f.location.line for f in info.value.findings)
@@ -343,8 +343,9 @@ def test_conditions_nested_past_the_limit_are_located_not_a_recursion_error():
 def test_conditions_nested_as_deep_as_people_write_them_still_work():
     deep = "any: [{not: {" * 12 + "country: US" + "}}]" * 12  # 36 levels, the rule itself at 6
     engine = Engine(compile_rules(EXAMPLE_RULES.replace("when: {annual_revenue: {gte: 1000000000}}", "when: {" + deep + "}")))
-    assert engine.match({"id": "a", "country": "US", "state": "ZZ"}).territories == ["strategic", "amer"]
-    assert engine.match({"id": "b", "country": "FR"}).territories == []
+    unknown = dict.fromkeys(EXAMPLE_FIELDS)
+    assert engine.match({**unknown, "id": "a", "country": "US", "state": "ZZ"}).territories == ["strategic", "amer"]
+    assert engine.match({**unknown, "id": "b", "country": "FR"}).territories == []
 
 
 def test_a_recursive_alias_is_located():

@@ -244,7 +244,7 @@ def test_norway_in_data_and_rules():
         """
     )
     engine = Engine(compile_rules(text))
-    table = engine.table([{"id": "a", "country": "NO"}, {"id": "b", "country": "no"}, {"id": "c", "country": "False"}])
+    table = engine.table([{"id": i, "country": c, "state": None, "revenue": None} for i, c in [("a", "NO"), ("b", "no"), ("c", "False")]])
     mask = engine.rules.territories["nordics"].rules[0].condition.mask(table)
     assert mask.tolist() == [True, True, False]
 

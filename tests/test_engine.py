@@ -51,9 +51,10 @@ def test_example_book_end_to_end(example_engine, example_users):
 
 
 def test_single_account_match_on_the_example(example_engine):
-    m = example_engine.match({"id": "x", "country": "US", "state": "PA", "postal_code": "19999"})
+    unknown = {"industry": None, "annual_revenue": None, "employees": None}  # every declared field is a key; None: not known
+    m = example_engine.match({"id": "x", "country": "US", "state": "PA", "postal_code": "19999", **unknown})
     assert m.territories == ["amer-east"] and m.candidates == ["u012", "u013"]
-    m = example_engine.match({"id": "x", "country": "US", "state": "PA", "postal_code": "01234"})
+    m = example_engine.match({"id": "x", "country": "US", "state": "PA", "postal_code": "01234", **unknown})
     assert m.territories == ["amer"] and m.candidates == []
 
 

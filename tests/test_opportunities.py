@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assignment_engine import DataError, Engine, User, plan_files
+from assignment_engine import AccountTable, DataError, Engine, User, plan_files
 from assignment_engine.cli import main
 from assignment_engine.opportunities import DealPlan, assign_deals, deals_from_columns
 from assignment_engine.readers import read_deals
@@ -59,7 +59,8 @@ def engine_with(territories: str = TERRITORIES, *, types: str = TYPES, balance: 
 
 
 def run(engine: Engine, accounts: list[dict[str, Any]], deals: list[dict[str, Any]], users: list[str] = USERS, **options: Any) -> DealPlan:
-    table = engine.table(accounts)
+    """Plan ``accounts`` and ``deals``, each built as a file's rows are (a field a record leaves out is missing)."""
+    table = AccountTable.from_records(accounts, engine.rules.field_types)
     columns = {c: [d.get(c) for d in deals] for c in ["id", "account_id", "owner_id", "locked", "overlay_owner_ids", *DEAL_FIELDS]}
     deal_table = deals_from_columns(columns, engine.rules, table)
     plan = engine.assign(table, [User(u) for u in users], deals=deal_table)
@@ -135,7 +136,7 @@ def test_deals_of_an_unassigned_account_keep_their_owner_with_the_accounts_reaso
 
 def test_unknown_account_is_an_error_at_its_row(tmp_path):
     engine = engine_with()
-    table = engine.table([{"id": "A", "state": "CA"}])
+    table = engine.table([{"id": "A", "state": "CA", "industry": None, "revenue": None}])
     columns = {"id": ["D1", "D2"], "account_id": ["A", "NOPE"], "amount": ["1", "2"], "product_line": ["core", "core"]}
     with pytest.raises(DataError) as error:
         deals_from_columns(columns, engine.rules, table, source="deals.csv")
@@ -341,7 +342,7 @@ def test_a_header_only_opportunities_file_plans_no_deals(tmp_path):
 
 def test_a_duplicate_opportunity_id_says_opportunity():
     engine = engine_with()
-    table = engine.table([{"id": "A", "state": "CA"}])
+    table = engine.table([{"id": "A", "state": "CA", "industry": None, "revenue": None}])
     columns = {"id": ["D1", "D2", "D1", ""], "account_id": ["A", "A", "A", "A"], "amount": [None] * 4, "product_line": [None] * 4}
     with pytest.raises(DataError) as error:
         deals_from_columns(columns, engine.rules, table, source="deals.csv")
@@ -351,7 +352,7 @@ def test_a_duplicate_opportunity_id_says_opportunity():
 @pytest.mark.parametrize(("amount", "says"), [("-5", "got -5"), ("1e300", "got 1e300")])
 def test_a_deal_measure_that_cannot_be_a_load_is_located(amount, says):
     engine = engine_with()
-    table = engine.table([{"id": "A", "state": "CA"}])
+    table = engine.table([{"id": "A", "state": "CA", "industry": None, "revenue": None}])
     columns = {"id": ["D1", "D2"], "account_id": ["A", "A"], "amount": ["", amount], "product_line": ["", ""]}  # missing is 0
     with pytest.raises(DataError) as error:
         deals_from_columns(columns, engine.rules, table, source="deals.csv")
@@ -377,5 +378,5 @@ def test_an_owner_who_is_not_a_user_is_kept_on_kept_deals_and_reported():
 def test_an_empty_json_lines_opportunities_file_has_no_deals(tmp_path):
     engine = engine_with()
     (tmp_path / "opps.jsonl").write_text("\n", encoding="utf-8")
-    deals = read_deals(tmp_path / "opps.jsonl", engine.rules, engine.table([{"id": "A", "state": "CA"}]))
+    deals = read_deals(tmp_path / "opps.jsonl", engine.rules, engine.table([{"id": "A", "state": "CA", "industry": None, "revenue": None}]))
     assert len(deals) == 0 and deals.table.fields["amount"].values.size == 0

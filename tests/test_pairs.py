@@ -28,6 +28,7 @@ def gap_engine(eligibility: str = "listed", balance: str = "[]", objectives: str
     return engine_of(
         rules_text(
             POOL,
+            fields="{country: string}",
             measures="{effort: {pair: workload}, accounts: {constant: 1}}",
             assignment=f"{{hierarchy: independent, balance: {balance}, objectives: {objectives}, pair_eligibility: {eligibility}, time_limit: 5}}",
         )

@@ -31,6 +31,15 @@ def test_a_complete_record_matches(example_engine):
     assert example_engine.match(flags).territories == ["amer-east"]
 
 
+def test_a_misspelt_key_is_named_with_a_suggestion(example_engine):
+    with pytest.raises(DataError) as info:
+        example_engine.match(record(country=..., Country="US"))
+    assert [str(f) for f in info.value.findings] == [
+        "<record>:1:Country: unknown key 'Country' (did you mean 'country'?)",
+        "<record>:1:country: missing key 'country' (pass None for an unknown value)",
+    ]
+
+
 def test_every_unknown_key_is_reported(example_engine):
     with pytest.raises(DataError) as info:
         example_engine.match(record(Country="US", annual_revenu=5, fax="1"))
@@ -39,6 +48,11 @@ def test_every_unknown_key_is_reported(example_engine):
         "<record>:1:annual_revenu: unknown key 'annual_revenu' (did you mean 'annual_revenue'?)",
         "<record>:1:fax: unknown key 'fax'",
     ]
+
+
+def test_a_missing_declared_field_is_named(example_engine):
+    assert only_finding(example_engine, record(state=...)) == "<record>:1:state: missing key 'state' (pass None for an unknown value)"
+    assert only_finding(example_engine, record(id=...)) == "<record>:1:id: missing key 'id' (pass None for an unknown value)"
 
 
 def test_none_says_unknown_and_the_trace_says_missing(example_engine):
@@ -78,6 +92,15 @@ def test_text_for_numbers_and_dates_is_parsed_as_a_file_cell_is():
 @pytest.mark.parametrize(("value", "kind"), [(None, "NoneType"), (["id", "A1"], "list"), ("A1", "str"), (42, "int")])
 def test_a_record_that_is_not_a_mapping_is_refused(example_engine, value, kind):
     assert only_finding(example_engine, value) == f"<record>:1: a record must be a mapping of keys to values, got {kind}"
+
+
+def test_a_batch_names_each_bad_record_by_position(example_engine):
+    records = [GOOD, record(id="A2", postal_code=1000), None, record(id="A4", Industry="x", industry=...)]
+    with pytest.raises(DataError) as info:
+        example_engine.table(records)
+    assert [str(f.location) for f in info.value.findings] == ["<accounts>:2:postal_code", "<accounts>:3", "<accounts>:4:Industry", "<accounts>:4:industry"]
+    with pytest.raises(DataError, match="expected a list of records, got dict"):
+        example_engine.table(GOOD)  # type: ignore[arg-type]
 
 
 def test_records_from_a_plan_round_trip(example_engine, example_users):

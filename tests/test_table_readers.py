@@ -206,7 +206,7 @@ def test_jsonl_input_gives_the_same_table_and_plan_as_csv(tmp_path):
 
 
 def test_codes_survive_into_the_plan_explanation(example_engine, example_users):
-    table = example_engine.table([{"id": "A", "country": "US", "state": "NY", "postal_code": "01234", "annual_revenue": 1}])
+    table = example_engine.table([{"id": "A", "country": "US", "state": "NY", "postal_code": "01234", "industry": None, "annual_revenue": 1, "employees": None}])
     assert table.record(0)["postal_code"] == "01234"
     plan = example_engine.assign(table, example_users, time_limit=1.0)
     assert rows_by_id(plan)["A"]["territory_id"] == "amer-east"

@@ -333,6 +333,7 @@ _RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "boolean": (bool, str),
     "date": (dt.date, str),
 }
+_EXACT = {kind: set(types) for kind, types in _RECORD_TYPES.items()}  # the common case, checked without isinstance
 _EXPECTED = {"string": "text", "integer": "a whole number", "number": "a number", "boolean": "true or false", "date": "a date"}
 
 
@@ -349,7 +350,7 @@ def check_records(records: Any, field_types: dict[str, FieldType], source: str) 
     if isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Iterable):
         raise DataError([Finding(Location(source), f"expected a list of records, got {type(records).__name__}")])
     kinds: dict[Any, str] = {**RECORD_KEYS, **field_types}
-    exact = {kind: set(types) for kind, types in _RECORD_TYPES.items()}  # the common case, without isinstance
+    required = dict.fromkeys(["id", *field_types])  # ordered, for the messages
     findings: list[Finding] = []
     for row, record in enumerate(records, start=1):
         if not isinstance(record, Mapping):
@@ -359,9 +360,11 @@ def check_records(records: Any, field_types: dict[str, FieldType], source: str) 
             kind = kinds.get(key)
             if kind is None:
                 findings.append(Finding(Location(source, row, column=label(key)), f"unknown key {shown(key)}{suggest(str(key), list(kinds))}"))
-            elif v is not None and type(v) not in exact[kind] and (not isinstance(v, _RECORD_TYPES[kind]) or (isinstance(v, bool) and kind != "boolean")):
+            elif v is not None and type(v) not in _EXACT[kind] and (not isinstance(v, _RECORD_TYPES[kind]) or (isinstance(v, bool) and kind != "boolean")):
                 hint = " (a number is not taken as text: 5000 may have been '05000')" if kind == "string" and isinstance(v, (int, float)) and not isinstance(v, bool) else ""
                 findings.append(Finding(Location(source, row, column=key), f"{key} must be {_EXPECTED[kind]}, got {type(v).__name__} {shown(v)}{hint}"))
+        if not record.keys() >= required.keys():
+            findings += [Finding(Location(source, row, column=k), f"missing key '{k}' (pass None for an unknown value)") for k in required if k not in record]
         if len(findings) >= 50:
             break
     if findings:

@@ -22,6 +22,7 @@ from .table import AccountTable, FieldType, PairTable, User, pairs_from_columns,
 
 Columns = dict[str, list[Any]]
 _DISTINCT = 50_000  # past this many distinct values a column is not deduplicated
+_NESTED = (dict, list)  # JSON values read as their JSON text (json.loads gives these exact types)
 ACCOUNT_COLUMNS = ("id", "name", "parent_id", "owner_id", "locked", "excluded")
 DEAL_INPUT_COLUMNS = ("id", "name", "account_id", "owner_id", "locked", "excluded", "overlay_owner_ids")
 
@@ -92,7 +93,7 @@ def _read_jsonl(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[
             try:
                 record = json.loads(line)
                 if isinstance(record, dict):  # the wanted keys only, dropped line by line from a wide export
-                    record = {k: _flat(v) for k, v in record.items() if wanted is None or k in wanted}
+                    record = {k: v if type(v) not in _NESTED else _flat(v) for k, v in record.items() if wanted is None or k in wanted}
             except json.JSONDecodeError as exc:
                 raise DataError([Finding(Location(str(path), number, exc.colno), f"invalid JSON: {exc.msg}")]) from None
             except RecursionError:  # json recurses once per level: 100,000 '[' exhaust the stack
@@ -111,7 +112,8 @@ def _read_jsonl(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[
 
 
 def _flat(value: Any) -> Any:
-    if isinstance(value, (dict, list)):
+    """A JSON list or object as its JSON text; any other value as it is."""
+    if isinstance(value, _NESTED):
         return json.dumps(value, sort_keys=True)
     return value
 

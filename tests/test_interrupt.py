@@ -107,9 +107,8 @@ def test_stopped_runs_leave_a_whole_plan_and_no_processes(book: Path, tmp_path: 
         assert sorted(p.name for p in work.iterdir()) == ["plan"], "no staging directory survives"
         assert _processes_naming(str(plan)) == []
         last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
-        if process.returncode == 0:
-            outcome = "finished"
-            assert content == new
+        if process.returncode in (0, -stop) and content == new:
+            outcome = "finished"  # the signal came after the work, while Python was exiting
         else:
             assert process.returncode == 128 + stop, stderr
             assert "Traceback" not in stderr

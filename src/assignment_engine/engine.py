@@ -6,6 +6,7 @@ any number of calls (batch runs, or one account on every CRM save).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +15,11 @@ from typing import Any, Literal
 import numpy as np
 
 from .compile import CompiledRules, load_rules
-from .errors import Finding, RuleFileError
+from .errors import Finding, Location, OptionError, RuleFileError
 from .families import build_families
 from .match import match_accounts, rule_trace
 from .opportunities import DealTable, deal_measures
-from .optimize import Holdings, LoadDim, Problem, solve
+from .optimize import MAX_SEED, Holdings, LoadDim, Problem, solve
 from .plan import Plan, Prepared, Status
 from .rank import balance_values, measure_values, rank_tiers
 from .table import AccountTable, PairTable, User, check_records
@@ -86,6 +87,8 @@ class Engine:
         for any number of workers.
         """
         say = progress or (lambda _msg: None)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise OptionError([Finding(Location("workers"), f"workers must be a whole number ≥ 1, got {workers!r}")])
         prepared = self.prepare(accounts, users, progress=say, **options)
         say(f"optimizing {prepared.problem.n_units:,} units over {len(users)} users")
         solution = solve(prepared.problem, workers)
@@ -109,6 +112,7 @@ class Engine:
         say = progress or (lambda _msg: None)
         rules = self.rules
         policy = rules.policy
+        _check_solver_options(seed, time_limit)
         self.check_members(users, users_source)
         user_ids = [u.id for u in users]
         user_index = {u: i for i, u in enumerate(user_ids)}
@@ -176,7 +180,7 @@ class Engine:
             keys, key_of_pair = np.unique(pair_key, return_inverse=True)
             fixed_listed = np.flatnonzero(~listed & (pairs.user == fixed_owner[pairs.account]))
 
-        def pair_values(v: np.ndarray, in_scope: np.ndarray) -> tuple[dict[tuple[int, int], float], np.ndarray]:
+        def pair_values(pairs: PairTable, v: np.ndarray, in_scope: np.ndarray) -> tuple[dict[tuple[int, int], float], np.ndarray]:
             """Per (unit, user) loads where the pairs file gives a workload, and the fixed-load corrections."""
             workload = pairs.workload
             account = pairs.account
@@ -191,7 +195,7 @@ class Engine:
         def dim(label: str, measure: str, v: np.ndarray, in_scope: np.ndarray, **kind: Any) -> LoadDim:
             d = LoadDim(label, per_unit(v), per_user_fixed(v), **kind)
             if pairs is not None and measure in pair_measures:
-                d.pair_values, fixed_delta = pair_values(v, in_scope)
+                d.pair_values, fixed_delta = pair_values(pairs, v, in_scope)
                 d.fixed = d.fixed + fixed_delta
             return d
 
@@ -267,3 +271,14 @@ class Engine:
         ]
         if findings:
             raise RuleFileError(findings, self.rules.lines)
+
+
+def _check_solver_options(seed: int | None, time_limit: float | None) -> None:
+    """The run's own seed and effort (the rule file's are checked when it loads)."""
+    findings = []
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        findings.append(Finding(Location("seed"), f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}"))
+    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)) or not (math.isfinite(time_limit) and time_limit > 0)):
+        findings.append(Finding(Location("time_limit"), f"time_limit must be a positive, finite number of seconds, got {time_limit!r}"))
+    if findings:
+        raise OptionError(findings)

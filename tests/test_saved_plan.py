@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from assignment_engine import DataError, Plan, assign_files, demo_files
+from assignment_engine.cli import main
+from assignment_engine.explain import explain_saved
 from assignment_engine.planfile import Manifest
 from conftest import strip_timing
 
@@ -85,3 +88,33 @@ def test_a_damaged_manifest_is_located(demo_plan, tmp_path):
     (bad / "plan.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(DataError, match="cannot read the plan manifest"):
         Manifest.read(bad)
+
+
+def test_explain_from_a_saved_plan_is_the_plans_explanation(demo_plan):
+    out, run = demo_plan
+    plan, deals = run.plan, run.deals
+    moved = [r["account_id"] for r in plan.rows() if r["moved"]][:3]
+    family = next(r["account_id"] for r in plan.rows() if r["ultimate_parent_id"])
+    unassigned = next(r["account_id"] for r in plan.rows() if r["status"] == "unassigned")
+    for account_id in [*moved, family, unassigned, plan.accounts.ids[0]]:
+        row, lines = explain_saved(out, account_id)
+        assert lines == plan.explain(account_id)
+        assert row == plan.row(plan.accounts.index[account_id])
+    deal_id = deals.deals.table.ids[5]
+    row, lines = explain_saved(out, deal_id)
+    assert lines == deals.explain(deal_id)
+
+
+def test_explain_from_a_saved_plan_in_the_cli(demo_plan):
+    out, run = demo_plan
+    account_id = next(r["account_id"] for r in run.plan.rows() if r["moved"])
+    result = CliRunner().invoke(main, ["explain", account_id, "--plan", str(out), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["explanation"] == run.plan.explain(account_id)
+    assert data["owner_id"] == run.plan.row(run.plan.accounts.index[account_id])["owner_id"]
+    unknown = CliRunner().invoke(main, ["explain", "NOPE", "--plan", str(out)])
+    assert unknown.exit_code == 1
+    assert "'NOPE' is neither an account nor an opportunity of this plan" in unknown.stderr
+    usage = CliRunner().invoke(main, ["explain", account_id])
+    assert usage.exit_code == 2 and "give --plan DIR" in usage.stderr

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import click
@@ -31,6 +32,7 @@ from .batch import assign_files, demo_files, plan_files
 from .compile import load_rules
 from .engine import Engine
 from .errors import AssignmentEngineError, OptionError, printable
+from .explain import explain_saved
 from .optimize import MAX_SEED
 from .readers import read_users
 from .review import LARGEST, Band, Load, Move, MovedAccount, PlanComparison, PlanDiff, compact, compare_plans, diff_plan
@@ -138,12 +140,14 @@ def validate(rules: str, users: str | None, fmt: str) -> None:
         click.echo(f"{rules}: valid ({len(compiled.territories)} territories, {len(owners)} members)")
 
 
-def _assign_options(f):
+def _assign_options(f=None, *, required: bool = True):
+    if f is None:
+        return lambda g: _assign_options(g, required=required)
     for option in reversed(
         [
-            click.option("--rules", required=True, type=click.Path(dir_okay=False), help="rule file (YAML)"),
-            click.option("--accounts", required=True, type=click.Path(dir_okay=False), help="accounts (CSV or JSON Lines)"),
-            click.option("--users", required=True, type=click.Path(dir_okay=False), help="users (CSV or JSON Lines)"),
+            click.option("--rules", required=required, type=click.Path(dir_okay=False), help="rule file (YAML)"),
+            click.option("--accounts", required=required, type=click.Path(dir_okay=False), help="accounts (CSV or JSON Lines)"),
+            click.option("--users", required=required, type=click.Path(dir_okay=False), help="users (CSV or JSON Lines)"),
             click.option("--pairs", type=click.Path(dir_okay=False), default=None, help="per account–user cost and workload (CSV or JSON Lines)"),
             click.option("--opportunities", type=click.Path(dir_okay=False), default=None, help="open and closed deals (CSV or JSON Lines)"),
             click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), default=None, help="run date for closing-soon protection (default: the rule file's, else today)"),
@@ -172,24 +176,34 @@ def assign(rules: str, accounts: str, users: str, pairs: str | None, opportuniti
 
 @main.command()
 @click.argument("account_id")
-@_assign_options
+@click.option("--plan", "saved", type=click.Path(file_okay=False, exists=True), default=None, help="a saved plan (assign --out): explain from it, nothing re-run")
+@_assign_options(required=False)
 @FORMAT
-def explain(account_id: str, rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, quiet: bool, fmt: str) -> None:
-    """Why ACCOUNT_ID (or an opportunity id) lands where it does: rules matched or failed, territory, owner."""
-    with _running():
-        plan, deals = plan_files(
-            rules, accounts, users, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(),
-            seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet),
-        )
-    if account_id in plan.accounts.index:
-        record: dict[str, Any] = plan.account(account_id).__dict__
-        lines = plan.explain(account_id)
-    elif deals is not None and account_id in deals.deals.table.index:
-        record = next(r for r in deals.rows() if r["opportunity_id"] == account_id)
-        lines = deals.explain(account_id)
+def explain(account_id: str, saved: str | None, rules: str | None, accounts: str | None, users: str | None, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, quiet: bool, fmt: str) -> None:
+    """Why ACCOUNT_ID (or an opportunity id) lands where it does: rules matched or failed, territory, owner.
+
+    With --plan, from a saved plan (nothing re-run); otherwise the plan is computed from the files given.
+    """
+    if saved is not None:
+        with _running():
+            record, lines = explain_saved(saved, account_id)
+    elif rules is None or accounts is None or users is None:
+        raise click.UsageError("give --plan DIR, or --rules, --accounts and --users")
     else:
-        click.echo(printable(f"'{account_id}' is neither an account of {accounts} nor an opportunity{' of ' + opportunities if opportunities else ''}"), err=True)
-        sys.exit(1)
+        with _running():
+            plan, deals = plan_files(
+                rules, accounts, users, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(),
+                seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet),
+            )
+        if account_id in plan.accounts.index:
+            record = plan.row(plan.accounts.index[account_id])
+            lines = plan.explain(account_id)
+        elif deals is not None and account_id in deals.deals.table.index:
+            record = next(r for r in deals.rows() if r["opportunity_id"] == account_id)
+            lines = deals.explain(account_id)
+        else:
+            click.echo(printable(f"'{account_id}' is neither an account of {accounts} nor an opportunity{' of ' + opportunities if opportunities else ''}"), err=True)
+            sys.exit(1)
     if fmt == "json":
         click.echo(json.dumps({**record, "explanation": lines}, indent=2))
     else:
@@ -433,6 +447,8 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
         for b in deals["overlay_balance"]:
             out.print(f"  overlay {b['balance']}: deviation {_pct(b['min_deviation'])} / {_pct(b['max_deviation'])} (±{b['tolerance']:.0%}), {len(b['users_outside_tolerance'])} outside", markup=False)
     out.print(f"plan written to {target}", markup=False)
+    if (Path(target) / "report.html").is_file():
+        out.print(f"review it: {Path(target) / 'report.html'}  (or: assignment-engine diff {target})", markup=False)
 
 
 def _cell(text: str) -> str:

@@ -239,17 +239,23 @@ class DealPlan:
             DealTable(AccountTable.from_records([self.deals.table.record(i)], self.rules.deal_field_types), self.deals.account[i : i + 1], []),
             self.plan.accounts,
         )
-        lines = [f"opportunity {deal_id} of account {row['account_id']}", "", "overlay rules:"]
-        lines += [f"  {line}" for line in rule_trace(self.rules, one, 0, overlay=True)] or ["  (no overlay territories)"]
-        lines += [
-            "",
-            f"status: {row['status']}",
-            f"territory: {row['territory_id'] or 'none'}",
-            f"owner: {row['owner_id'] or 'none'} (previously {row['previous_owner_id'] or 'none'}{', moved' if row['moved'] else ', kept'})",
-            f"overlay specialists: {', '.join(row['overlay_owner_ids']) or 'none'}",
-            f"reason: {row['reason']}",
-        ]
-        return lines
+        return explain_deal(self.rules, one, row)
+
+
+def explain_deal(rules: CompiledRules, deal: AccountTable, row: dict[str, Any]) -> list[str]:
+    """The explanation of one deal from its overlay-ready record (:func:`joined`, one row) and its plan ``row``;
+    shared by a deal plan in memory and a saved one."""
+    lines = [f"opportunity {row['opportunity_id']} of account {row['account_id']}", "", "overlay rules:"]
+    lines += [f"  {line}" for line in rule_trace(rules, deal, 0, overlay=True)] or ["  (no overlay territories)"]
+    lines += [
+        "",
+        f"status: {row['status']}",
+        f"territory: {row['territory_id'] or 'none'}",
+        f"owner: {row['owner_id'] or 'none'} (previously {row['previous_owner_id'] or 'none'}{', moved' if row['moved'] else ', kept'})",
+        f"overlay specialists: {', '.join(row['overlay_owner_ids']) or 'none'}",
+        f"reason: {row['reason']}",
+    ]
+    return lines
 
 
 def overlay_values(rules: CompiledRules, deals: DealTable) -> dict[str, np.ndarray]:

@@ -233,70 +233,54 @@ class Plan:
         )
 
     def rows(self) -> Iterator[dict[str, Any]]:
-        """One plain dict per input account, in input order (for writers).
+        """One plain dict per input account, in input order (for writers); see :meth:`row`."""
+        return (self.row(i) for i in range(len(self.accounts)))
 
-        Beyond the CSV columns, each row carries the account's ``value`` (in
-        the value measure), the ``ultimate_parent_id`` whose decision it
-        follows and its ``family_size``: what review and explanations read
-        from a saved plan without re-running it.
+    def row(self, i: int) -> dict[str, Any]:
+        """Account ``i`` as written to a plan.
+
+        Beyond the CSV columns, a row carries the account's ``value`` (in the
+        value measure), the ``ultimate_parent_id`` whose decision it follows and
+        its ``family_size``: what review and explanations read from a saved plan
+        without re-running it.
         """
-        ids = self.matches.territory_ids
-        moved = self.moved
-        value = self.values[self.value_measure] if self.value_measure else np.ones(len(self.accounts))
-        family_size = np.bincount(self.families.root, minlength=len(self.accounts))[self.families.root]
-        for i, account_id in enumerate(self.accounts.ids):
-            t = int(self.territory[i])
-            r = int(self.root[i])
-            yield {
-                "account_id": account_id,
-                "owner_id": self.owner_ids[i] or "",
-                "territory_id": ids[t] if t >= 0 else "",
-                "previous_owner_id": self.accounts.owner_ids[i] or "",
-                "moved": bool(moved[i]),
-                "status": Status(int(self.status[i])).name.lower(),
-                "rule": self.rule_label(i),
-                "reason": self.reason(i),
-                "value": float(value[i]),
-                "ultimate_parent_id": self.accounts.ids[r] if r != i else "",
-                "family_size": int(family_size[i]),
-            }
+        t = int(self.territory[i])
+        r = int(self.root[i])
+        return {
+            "account_id": self.accounts.ids[i],
+            "owner_id": self.owner_ids[i] or "",
+            "territory_id": self.matches.territory_ids[t] if t >= 0 else "",
+            "previous_owner_id": self.accounts.owner_ids[i] or "",
+            "moved": bool(self.moved[i]),
+            "status": Status(int(self.status[i])).name.lower(),
+            "rule": self.rule_label(i),
+            "reason": self.reason(i),
+            "value": float(self._value[i]),
+            "ultimate_parent_id": self.accounts.ids[r] if r != i else "",
+            "family_size": int(self._family_size[i]),
+        }
+
+    @cached_property
+    def _value(self) -> np.ndarray:
+        return self.values[self.value_measure] if self.value_measure else np.ones(len(self.accounts))
+
+    @cached_property
+    def _family_size(self) -> np.ndarray:
+        return np.bincount(self.families.root, minlength=len(self.accounts))[self.families.root]
 
     def explain(self, account_id: str) -> list[str]:
         """Why this account is where it is: rules, territories, family, owner and loads."""
         i = self.accounts.index.get(account_id)
         if i is None:
             raise KeyError(account_id)
-        result = self.account(account_id)
-        lines = [f"account {account_id} ({self.accounts.names[i] or 'no name'})", "", "rules:"]
         one = AccountTable.from_records([self.accounts.record(i)], self.rules.field_types)
-        lines += [f"  {line}" for line in rule_trace(self.rules, one, 0)]
-        lines += ["", f"territories: {', '.join(result.territories) or 'none'}"]
-        r = int(self.root[i])
-        if r != i:
-            lines.append(f"family: ultimate parent {self.accounts.ids[r]} ({self.families.size_of(i)} accounts; policy {self.rules.policy.hierarchy})")
-        elif self.families.size_of(i) > 1:
-            lines.append(f"family: ultimate parent of {self.families.size_of(i)} accounts (policy {self.rules.policy.hierarchy})")
-        lines += [
-            f"status: {result.status}",
-            f"territory: {result.territory_id or 'none'}",
-            f"owner: {result.owner_id or 'none'} (previously {result.previous_owner_id or 'none'}{', moved' if result.moved else ', kept'})",
-            f"reason: {result.reason}",
-        ]
-        t = int(self.territory[i])
-        if t >= 0 and self.rules.balance:
-            after = self.loads(self.owner_ids)
-            index = {u.id: k for k, u in enumerate(self.users)}
-            node = self.rules.territories[self.matches.territory_ids[t]]
-            lines.append("owner loads after the plan (share of fair share):")
-            for user in node.owners:
-                k = index[user]
-                parts = []
-                for spec in self.rules.balance:
-                    fair = float(self.solution.fair[spec.label][k])
-                    parts.append(f"{spec.label} {after[spec.label][k] / fair:.0%}" if fair > 0 else f"{spec.label} n/a")
-                mark = "*" if user == result.owner_id else " "
-                lines.append(f"  {mark} {user}: {', '.join(parts)}")
-        return lines
+        after = self.loads(self.owner_ids)
+        index = {u.id: k for k, u in enumerate(self.users)}
+        loads = {
+            user: {spec.label: (float(after[spec.label][k]), float(self.solution.fair[spec.label][k])) for spec in self.rules.balance}
+            for user, k in index.items()
+        }
+        return explain_account(self.rules, one, self.row(i), self.territories_of(i), loads)
 
     # -- summary --------------------------------------------------------------------
 
@@ -452,6 +436,37 @@ def results_of(solver: dict[str, Any]) -> list[ComponentResult]:
         )
         for c in solver["per_component"]
     ]
+
+
+def explain_account(
+    rules: CompiledRules, record: AccountTable, row: dict[str, Any], territories: list[str], loads: dict[str, dict[str, tuple[float, float]]]
+) -> list[str]:
+    """The explanation of one account, from its input ``record`` (a one-row table), its plan ``row`` and the
+    ``loads`` after the plan (user → balance label → (load, fair share)): shared by a plan in memory and a saved one."""
+    lines = [f"account {row['account_id']} ({record.names[0] or 'no name'})", "", "rules:"]
+    lines += [f"  {line}" for line in rule_trace(rules, record, 0)]
+    lines += ["", f"territories: {', '.join(territories) or 'none'}"]
+    policy = rules.policy.hierarchy
+    if row["ultimate_parent_id"]:
+        lines.append(f"family: ultimate parent {row['ultimate_parent_id']} ({row['family_size']} accounts; policy {policy})")
+    elif row["family_size"] > 1:
+        lines.append(f"family: ultimate parent of {row['family_size']} accounts (policy {policy})")
+    lines += [
+        f"status: {row['status']}",
+        f"territory: {row['territory_id'] or 'none'}",
+        f"owner: {row['owner_id'] or 'none'} (previously {row['previous_owner_id'] or 'none'}{', moved' if row['moved'] else ', kept'})",
+        f"reason: {row['reason']}",
+    ]
+    if row["territory_id"] and rules.balance:
+        lines.append("owner loads after the plan (share of fair share):")
+        for user in rules.territories[row["territory_id"]].owners:
+            parts = []
+            for spec in rules.balance:
+                load, fair = loads[user][spec.label]
+                parts.append(f"{spec.label} {load / fair:.0%}" if fair > 0 else f"{spec.label} n/a")
+            mark = "*" if user == row["owner_id"] else " "
+            lines.append(f"  {mark} {user}: {', '.join(parts)}")
+    return lines
 
 
 def _names(items: list[str]) -> str:

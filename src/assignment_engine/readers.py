@@ -18,7 +18,7 @@ from typing import Any
 from .compile import CompiledRules
 from .errors import DataError, Finding, Location, suggest
 from .opportunities import DealTable, deals_from_columns
-from .table import AccountTable, FieldType, PairTable, User, pairs_from_columns, shown, users_from_columns
+from .table import AccountTable, FieldType, PairTable, User, as_text, pairs_from_columns, shown, users_from_columns
 
 Columns = dict[str, list[Any]]
 _DISTINCT = 50_000  # past this many distinct values a column is not deduplicated
@@ -143,3 +143,33 @@ def read_deals(path: str | Path, rules: CompiledRules, accounts: AccountTable) -
     """Opportunities: ``id, account_id, owner_id, locked, excluded`` plus the declared opportunity fields."""
     columns, rows = read_columns(path, {*DEAL_INPUT_COLUMNS, *rules.deal_field_types})
     return deals_from_columns(columns, rules, accounts, source=str(path), rows=rows)
+
+
+def find_record(path: str | Path, key: str, value: str, wanted: set[str]) -> tuple[Columns, Sequence[int]] | None:
+    """The first record whose ``key`` is ``value``, as one-row columns (``wanted`` only) and its row; None when absent.
+
+    Explaining one account reads up to its row only, and parses nothing else
+    in full: a saved plan's explanation costs a scan, not a read of the book.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="" if path.suffix.lower() not in (".jsonl", ".ndjson") else None, encoding="utf-8-sig") as handle:
+            if path.suffix.lower() in (".jsonl", ".ndjson"):
+                needle = json.dumps(value, ensure_ascii=False)[1:-1]
+                for number, line in enumerate(handle, start=1):
+                    if needle in line and (record := json.loads(line)) and isinstance(record, dict) and as_text(record.get(key, "")).strip() == value:
+                        return {k: [_flat(v)] for k, v in record.items() if k in wanted}, [number]
+                return None
+            reader = csv.reader(handle)
+            header = [h.strip() for h in next(reader, [])]
+            if key not in header:
+                return None
+            at = header.index(key)
+            start = reader.line_num + 1
+            for cells in reader:
+                if len(cells) == len(header) and cells[at].strip() == value:
+                    return {h: [cells[i]] for i, h in enumerate(header) if h in wanted}, [start]
+                start = reader.line_num + 1
+    except (OSError, UnicodeDecodeError, csv.Error, json.JSONDecodeError, RecursionError) as exc:
+        raise DataError([Finding(Location(str(path)), f"cannot read: {exc}")]) from None
+    return None

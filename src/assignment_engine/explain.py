@@ -1,0 +1,79 @@
+"""Explain one account or deal from a saved plan, without re-running anything.
+
+The plan directory holds each record's owner, territory, status and reason and
+every user's loads; the rule trace is re-evaluated on the one input record
+(matching depends on that record alone), so the lines are those
+:meth:`Plan.explain` gives for the run that made the plan.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .compile import load_rules
+from .errors import DataError, Finding, Location
+from .match import match_accounts
+from .opportunities import DealTable, explain_deal, joined
+from .plan import explain_account
+from .planfile import Manifest, read_summary
+from .readers import ACCOUNT_COLUMNS, DEAL_INPUT_COLUMNS, find_record
+from .table import AccountTable
+
+
+def explain_saved(directory: str | Path, record_id: str) -> tuple[dict[str, Any], list[str]]:
+    """The plan row of account or opportunity ``record_id`` and its explanation lines."""
+    manifest = Manifest.read(directory)
+    if changed := manifest.changed_inputs():
+        where = Location(str(Path(directory) / "plan.json"))
+        raise DataError([Finding(where, f"{why}: the explanation would not be the plan's") for why in changed])
+    rules = load_rules(_input(manifest, "rules"))
+    row = _find(directory, "accounts", "account_id", record_id)
+    if row is not None:
+        record = _record(_input(manifest, "accounts"), "id", record_id, {*ACCOUNT_COLUMNS, *rules.field_types}, rules.field_types)
+        territories = match_accounts(rules, record)
+        names = [territories.territory_ids[t] for t in territories.territories_of(0)]
+        loads = {
+            user["user_id"]: {label: (entry["after"], entry.get("fair_share") or 0.0) for label, entry in user["loads"].items()}
+            for user in read_summary(directory)["users"]
+        }
+        return row, explain_account(rules, record, row, names, loads)
+    deals = manifest.input("opportunities")
+    deal_row = _find(directory, "opportunities", "opportunity_id", record_id) if deals else None
+    if deals is None or deal_row is None:
+        raise DataError([Finding(Location(str(directory)), f"'{record_id}' is neither an account nor an opportunity of this plan")])
+    deal = _record(deals.path, "id", record_id, {*DEAL_INPUT_COLUMNS, *rules.deal_field_types}, rules.deal_field_types)
+    account = _record(_input(manifest, "accounts"), "id", deal_row["account_id"], {*ACCOUNT_COLUMNS, *rules.field_types}, rules.field_types)
+    one = joined(DealTable(deal, np.zeros(1, dtype=np.int64), []), account)
+    return deal_row, explain_deal(rules, one, deal_row)
+
+
+def _input(manifest: Manifest, role: str) -> str:
+    found = manifest.input(role)
+    assert found is not None, role  # assign always records rules and accounts
+    return found.path
+
+
+def _find(directory: str | Path, table: str, key: str, value: str) -> dict[str, Any] | None:
+    """The plan row whose ``key`` is ``value``: lines are tested as text first, so only the match is parsed."""
+    prefix = f'{{"{key}": {json.dumps(value, ensure_ascii=False)},'
+    path = Path(directory) / f"{table}.jsonl"
+    if not path.exists():
+        return None
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith(prefix):
+                return dict(json.loads(line))
+    return None
+
+
+def _record(path: str, key: str, value: str, columns: set[str], field_types: dict[str, Any]) -> AccountTable:
+    """One input record as a one-row typed table (the file's own row number kept for messages)."""
+    found = find_record(path, key, value, columns)
+    if found is None:
+        raise DataError([Finding(Location(path), f"'{value}' is in the plan but no longer in its input file")])
+    data, rows = found
+    return AccountTable.from_columns(data, field_types, source=path, rows=rows)

@@ -97,7 +97,7 @@ def test_a_new_plan_replaces_the_old_one_whole(runner, example_files, tmp_path):
     result = _assign(runner, example_files, out, "--quiet")
     assert result.exit_code == 0, result.output
     # no opportunities this time: the old plan's opportunity files went with it
-    assert sorted(p.name for p in out.iterdir()) == ["accounts.csv", "accounts.jsonl", "plan.json", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["accounts.csv", "accounts.jsonl", "plan.json", "report.html", "summary.json"]
     assert "stale" not in (out / "accounts.csv").read_text(encoding="utf-8")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 

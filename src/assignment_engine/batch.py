@@ -136,8 +136,11 @@ def _read_inputs(
     return table, user_list, pair_table, deal_table
 
 
-def assign_files(rules: str | Path, accounts: str | Path, users: str | Path, out: str | Path, *, strict: bool = False, **options: Any) -> Run:
-    """Plan and write the plan directory: ``plan.json``, ``accounts.*``, ``opportunities.*`` (with deals), ``summary.json``.
+def assign_files(
+    rules: str | Path, accounts: str | Path, users: str | Path, out: str | Path, *, strict: bool = False, report: bool = True, **options: Any
+) -> Run:
+    """Plan and write the plan directory: ``plan.json``, ``accounts.*``, ``opportunities.*`` (with deals), ``summary.json``
+    and ``report.html`` (with the ``report`` extra, unless ``report`` is False).
 
     ``out`` is checked before any work (see :func:`check_output`) and receives
     the plan as one unit. With ``strict``, a plan whose hard constraints could
@@ -149,7 +152,7 @@ def assign_files(rules: str | Path, accounts: str | Path, users: str | Path, out
     run = run_files(rules, accounts, users, **options)
     if strict and (conflicts := run.plan.conflicts()):
         raise InfeasibleError(conflicts)
-    run.summary = write_plan(run.plan, out, options.get("progress"), deals=run.deals, inputs=inputs, manifest=run.manifest)
+    run.summary = write_plan(run.plan, out, options.get("progress"), deals=run.deals, inputs=inputs, manifest=run.manifest, report=report)
     return run
 
 

@@ -36,6 +36,7 @@ from .errors import Finding, Location, OptionError
 from .opportunities import DEAL_COLUMNS, DealPlan
 from .plan import Plan
 from .planfile import MANIFEST, Manifest, headline
+from .report import render_report, report_available
 
 ACCOUNT_COLUMNS = ["account_id", "owner_id", "territory_id", "previous_owner_id", "moved", "status", "rule", "reason"]
 PLAN_FILES = frozenset({MANIFEST, "accounts.csv", "accounts.jsonl", "opportunities.csv", "opportunities.jsonl", "summary.json", "report.html"})
@@ -89,9 +90,10 @@ def write_plan(
     deals: DealPlan | None = None,
     inputs: Iterable[str | Path | None] = (),
     manifest: Manifest | None = None,
+    report: bool = True,
 ) -> dict[str, Any]:
     """``accounts.csv``, ``accounts.jsonl`` (and ``opportunities.*`` with deals), ``summary.json`` and, given its
-    manifest, ``plan.json``; returns the summary.
+    manifest, ``plan.json`` and (with the ``report`` extra, unless ``report`` is False) ``report.html``; returns the summary.
 
     The files replace whatever plan ``out`` held, all at once; ``inputs`` are
     files the directory must not hold (see :func:`check_output`).
@@ -108,6 +110,12 @@ def write_plan(
         write_json(staging / "summary.json", summary)
         if manifest is not None:
             write_json(staging / MANIFEST, replace(manifest, headline=headline(summary)).to_json())
+            if report and report_available():
+                say(f"writing {Path(out) / 'report.html'}")
+                with _durable_open(staging / "report.html") as handle:
+                    handle.write(render_report(staging, location=out))
+            elif report:
+                say("report.html skipped: the report extra is not installed (pip install 'assignment-engine[report]')")
     return summary
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from assignment_engine import DataError, Engine
+from assignment_engine import DataError, Engine, User
 from conftest import engine_of, rules_text
 
 GOOD = {"id": "A1", "country": "US", "state": "PA", "postal_code": "19999", "industry": "tech", "annual_revenue": 5e6, "employees": 120}
@@ -110,3 +110,19 @@ def test_records_from_a_plan_round_trip(example_engine, example_users):
     assert [again.record(i) for i in range(2)] == [table.record(i) for i in range(2)]
     plan = example_engine.assign(again, example_users, time_limit=1.0)
     assert any("amer-east" in line for line in plan.explain("A1"))
+
+
+@pytest.mark.parametrize(
+    ("user", "says"),
+    [
+        (lambda: User("u1", capacity={"revenue": 1e308}), "<users>: user 'u1': max_revenue must be a number between 0 and 1e15, got 1e+308"),
+        (lambda: User("u1", capacity={"accounts": -1}), "<users>: user 'u1': max_accounts must be a number between 0 and 1e15, got -1"),
+        (lambda: User("u1", weight=float("nan")), "<users>: user 'u1': weight must be a number between 0 and 1e15, got nan"),
+        (lambda: User("u1", capacity={"accounts": "3"}), "<users>: user 'u1': max_accounts must be a number between 0 and 1e15, got '3'"),
+    ],
+)
+def test_a_users_numbers_are_bounded_as_in_a_users_file(user, says):
+    with pytest.raises(DataError) as info:
+        user()
+    assert str(info.value) == says
+    assert User("u1", weight=0.5, capacity={"revenue": 1e15, "accounts": 0}).capacity["revenue"] == 1e15

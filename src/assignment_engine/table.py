@@ -385,6 +385,17 @@ class User:
     active: bool = True
     capacity: dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """A library caller's user is held to a users file's bounds: a capacity of 1e308 would overflow the optimizer."""
+        numbers = {"weight": self.weight, **{f"max_{key}": v for key, v in self.capacity.items()}}
+        findings = [
+            Finding(Location("<users>"), f"user {shown(self.id)}: {name} must be a number between 0 and {_g(LIMIT)}, got {shown(v)}")
+            for name, v in numbers.items()
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= LIMIT  # NaN fails the comparison too
+        ]
+        if findings:
+            raise DataError(findings)
+
 
 def users_from_columns(columns: Mapping[str, Sequence[Any]], measures: Sequence[str], *, source: str = "<users>", rows: Sequence[int] | None = None) -> list[User]:
     """Users from raw columns: ``id`` (or ``user_id``), ``name``, ``weight``, ``active``, ``max_<measure>``."""
@@ -418,29 +429,28 @@ def users_from_columns(columns: Mapping[str, Sequence[Any]], measures: Sequence[
     findings += bound_findings(weight, "weight", lambda i: at(i, "weight"))
     for measure, column in caps.items():
         findings += bound_findings(capacity[measure], column, partial(at, column=column))
-    users: list[User] = []
-    seen: set[str] = set()
+    ids: dict[str, int] = {}  # user id → its row, the first when repeated
     for i in range(n):
         uid = as_text(columns[id_column][i]).strip() if columns[id_column][i] is not None else ""
         if not uid:
             findings.append(Finding(at(i, id_column), "empty user id"))
-            continue
-        if uid in seen:
+        elif uid in ids:
             findings.append(Finding(at(i, id_column), f"duplicate user id {shown(uid)}"))
-        seen.add(uid)
-        name = columns["name"][i] if "name" in columns else None
-        users.append(
-            User(
-                uid,
-                "" if name is None else as_text(name),
-                1.0 if math.isnan(weight[i]) else float(weight[i]),
-                bool(active[i] != 0.0),  # an empty cell (NaN) is active
-                {measure: float(values[i]) for measure, values in capacity.items() if not math.isnan(values[i])},
-            )
-        )
+        else:
+            ids[uid] = i
     if findings:
         raise DataError(findings[:50])
-    return users
+    names = columns.get("name", [None] * n)
+    return [
+        User(
+            uid,
+            "" if names[i] is None else as_text(names[i]),
+            1.0 if math.isnan(weight[i]) else float(weight[i]),
+            bool(active[i] != 0.0),  # an empty cell (NaN) is active
+            {measure: float(values[i]) for measure, values in capacity.items() if not math.isnan(values[i])},
+        )
+        for uid, i in ids.items()
+    ]
 
 
 @dataclass

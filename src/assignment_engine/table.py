@@ -25,8 +25,9 @@ FieldType = Literal["string", "integer", "number", "boolean", "date"]
 EPOCH = dt.date(1970, 1, 1)
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
-# The largest magnitude of a load, capacity, cost or workload: the optimizer sums them in 64-bit
-# integers, and a million of them at this bound still add up exactly (docs/rules.md, Data files).
+# The largest magnitude of a load, capacity, cost or workload (docs/rules.md, Data files): above any
+# account's revenue in dollars, euros or yen, still a whole number in float64 (exact to 2^53 ≈ 9e15),
+# and thousands of them sum within the optimizer's 64-bit integers (1e300 ended in INT_MIN errors).
 LIMIT = 1e15
 RECORD_KEYS = {"id": "string", "name": "string", "parent_id": "string", "owner_id": "string", "locked": "boolean", "excluded": "boolean"}
 _quote = reprlib.Repr()

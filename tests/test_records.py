@@ -101,6 +101,8 @@ def test_a_batch_names_each_bad_record_by_position(example_engine):
     assert [str(f.location) for f in info.value.findings] == ["<accounts>:2:postal_code", "<accounts>:3", "<accounts>:4:Industry", "<accounts>:4:industry"]
     with pytest.raises(DataError, match="expected a list of records, got dict"):
         example_engine.table(GOOD)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="expected a list of records, got generator"):
+        example_engine.table(r for r in [GOOD])  # type: ignore[arg-type]
 
 
 def test_records_from_a_plan_round_trip(example_engine, example_users):

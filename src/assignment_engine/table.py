@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import reprlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any, Literal
@@ -348,7 +348,7 @@ def check_records(records: Any, field_types: dict[str, FieldType], source: str) 
     exactly or not at all; the other way is refused: 5000 for a postal code
     may have been '05000'. Findings are at ``source:position:key``.
     """
-    if isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Iterable):
+    if isinstance(records, (str, bytes)) or not isinstance(records, Sequence):  # a generator would be used up here
         raise DataError([Finding(Location(source), f"expected a list of records, got {type(records).__name__}")])
     kinds: dict[Any, str] = {**RECORD_KEYS, **field_types}
     required = dict.fromkeys(["id", *field_types])  # ordered, for the messages

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from assignment_engine import AccountTable, Engine, Plan, User, compile_rules
+from assignment_engine import AccountTable, Engine, Plan, TerritoryMatch, User, compile_rules
 
 settings.register_profile(
     "suite",
@@ -107,7 +107,16 @@ def engine_of(text: str, source: str = "rules.yaml") -> Engine:
 
 
 def table_of(engine: Engine, records: list[dict[str, Any]]) -> AccountTable:
-    return engine.table(records)
+    """The accounts, built as a file's rows are: a declared field a record leaves out is missing.
+
+    Engine.table holds a caller to every declared field; a test lists only the fields it is about.
+    """
+    return AccountTable.from_records(records, engine.rules.field_types)
+
+
+def match_of(engine: Engine, record: dict[str, Any]) -> TerritoryMatch:
+    """Engine.match with every declared field the record leaves out passed as None (unknown)."""
+    return engine.match({**dict.fromkeys(engine.rules.field_types), **record})
 
 
 def users_of(*ids: str, **capacity: float) -> list[User]:

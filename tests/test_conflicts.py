@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from assignment_engine import Engine, InfeasibleError, User, assign_files, compile_rules, json_schema
-from conftest import EXAMPLE_RULES
+from conftest import EXAMPLE_RULES, table_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def _users(**caps: int) -> list[User]:
 def test_accounts_beyond_capacity_stay_unassigned_and_are_named():
     engine = _engine()
     records = [{"id": f"W{i}", "country": "US", "state": "CA", "annual_revenue": 10 + i} for i in range(5)]
-    plan = engine.assign(engine.table(records), _users(u010=1, u011=2), time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), _users(u010=1, u011=2), time_limit=1.0)
     unassigned = [r for r in plan.rows() if r["status"] == "unassigned"]
     assert len(unassigned) == 2  # five accounts, room for three
     assert all("no capacity left among u010, u011" in r["reason"] for r in unassigned)
@@ -37,7 +37,7 @@ def test_accounts_beyond_capacity_stay_unassigned_and_are_named():
 def test_locked_load_above_capacity_is_a_conflict_not_a_failure():
     engine = _engine()
     records = [{"id": f"L{i}", "country": "US", "state": "CA", "annual_revenue": 5, "owner_id": "u010", "locked": True} for i in range(3)]
-    plan = engine.assign(engine.table(records), _users(u010=1), time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), _users(u010=1), time_limit=1.0)
     assert [r["owner_id"] for r in plan.rows()] == ["u010"] * 3  # locks win
     assert any("u010" in str(f) and "above max_accounts 1" in str(f) for f in plan.conflicts())
 
@@ -45,7 +45,7 @@ def test_locked_load_above_capacity_is_a_conflict_not_a_failure():
 def test_locked_to_a_user_outside_the_territory_is_a_conflict():
     engine = _engine()
     records = [{"id": "X", "country": "US", "state": "NY", "annual_revenue": 5, "owner_id": "u010", "locked": True}]
-    plan = engine.assign(engine.table(records), _users(), time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), _users(), time_limit=1.0)
     row = next(plan.rows())
     assert row["owner_id"] == "u010" and row["territory_id"] == "amer-east"
     assert any("locked to u010, who is not an owner of its territory amer-east" in str(f) for f in plan.conflicts())

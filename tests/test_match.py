@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from assignment_engine import Engine, User, compile_rules
 from assignment_engine.match import NO_TERRITORY, TIED, match_accounts
-from conftest import rows_by_id, rules_text
+from conftest import match_of, rows_by_id, rules_text, table_of
 
 TREE = rules_text(
     """
@@ -60,59 +60,59 @@ def engine() -> Engine:
 
 def test_inherited_rule_applies_to_descendants(engine):
     # the 'us' rule is inherited: a Californian account outside the US is in no world territory
-    assert engine.match({"id": "a", "country": "FR", "state": "CA", "city": "SF"}).territories == []
-    assert engine.match({"id": "a", "country": "US", "state": "CA", "city": "SF"}).territories == ["bay"]
+    assert match_of(engine, {"id": "a", "country": "FR", "state": "CA", "city": "SF"}).territories == []
+    assert match_of(engine, {"id": "a", "country": "US", "state": "CA", "city": "SF"}).territories == ["bay"]
 
 
 def test_all_applicable_rules_must_match(engine):
     # bay = us (from world) AND coast (from west) AND sf: SF in New York is not in bay
-    m = engine.match({"id": "a", "country": "US", "state": "NY", "city": "SF"})
+    m = match_of(engine, {"id": "a", "country": "US", "state": "NY", "city": "SF"})
     assert m.territories == ["east"]
     assert m.owning == ["east"] and m.candidates == ["u3"]
 
 
 def test_deepest_matching_territory_on_a_branch_wins(engine):
-    assert engine.match({"id": "a", "country": "US", "state": "OR", "city": "Portland"}).territories == ["west"]
-    assert engine.match({"id": "a", "country": "US", "state": "TX"}).territories == ["world"]
-    m = engine.match({"id": "a", "country": "US", "state": "CA", "city": "SF"})
+    assert match_of(engine, {"id": "a", "country": "US", "state": "OR", "city": "Portland"}).territories == ["west"]
+    assert match_of(engine, {"id": "a", "country": "US", "state": "TX"}).territories == ["world"]
+    m = match_of(engine, {"id": "a", "country": "US", "state": "CA", "city": "SF"})
     assert m.owning == ["bay"] and m.candidates == ["u2"]
 
 
 def test_account_is_in_territories_of_different_branches(engine):
-    m = engine.match({"id": "a", "country": "US", "state": "CA", "city": "LA", "revenue": 5000})
+    m = match_of(engine, {"id": "a", "country": "US", "state": "CA", "city": "LA", "revenue": 5000})
     assert m.territories == ["west", "big"]
-    m = engine.match({"id": "a", "country": "US", "state": "NY", "channel": "partner"})
+    m = match_of(engine, {"id": "a", "country": "US", "state": "NY", "channel": "partner"})
     assert m.territories == ["east", "partners"]
 
 
 def test_highest_type_priority_owns(engine):
-    m = engine.match({"id": "a", "country": "US", "state": "CA", "revenue": 5000})
+    m = match_of(engine, {"id": "a", "country": "US", "state": "CA", "revenue": 5000})
     assert m.territories == ["west", "big"]
     assert m.owning == ["big"]  # priority 1 beats 2 although geo is listed first
     assert m.candidates == ["u4"]
 
 
 def test_overlay_never_owns(engine):
-    m = engine.match({"id": "a", "country": "FR", "industry": "health"})
+    m = match_of(engine, {"id": "a", "country": "FR", "industry": "health"})
     assert m.owning == [] and m.candidates == []
-    m = engine.match({"id": "a", "country": "US", "industry": "health"})
+    m = match_of(engine, {"id": "a", "country": "US", "industry": "health"})
     assert m.owning == ["world"] and m.candidates == ["u0"]
 
 
 def test_territory_without_rules_gets_nothing_by_rules(engine):
     for record in [{"id": "a"}, {"id": "b", "country": "US", "state": "CA"}, {"id": "c", "channel": "partner", "revenue": 1e6}]:
-        assert "manual" not in engine.match(record).territories
+        assert "manual" not in match_of(engine, record).territories
 
 
 def test_equal_priority_tie_is_reported_with_all_candidates(engine):
-    m = engine.match({"id": "a", "country": "US", "state": "CA", "channel": "partner"})
+    m = match_of(engine, {"id": "a", "country": "US", "state": "CA", "channel": "partner"})
     assert m.territories == ["west", "partners"]
     assert m.owning == ["west", "partners"]
     assert m.candidates == ["u1", "u7"]
 
 
 def test_trace_says_which_rules_held(engine):
-    m = engine.match({"id": "a", "country": "US", "state": "NY", "city": "SF"})
+    m = match_of(engine, {"id": "a", "country": "US", "state": "NY", "city": "SF"})
     text = "\n".join(m.trace)
     assert "east (geo, priority 2): MATCHED" in text
     assert "bay (geo, priority 2): no match" in text
@@ -124,7 +124,7 @@ def test_trace_says_which_rules_held(engine):
 
 
 def book(engine, records):
-    return engine.assign(engine.table(records), USERS, time_limit=1.0)
+    return engine.assign(table_of(engine, records), USERS, time_limit=1.0)
 
 
 def test_tie_is_resolved_into_one_of_the_tied_territories(engine):
@@ -155,7 +155,7 @@ def test_tie_with_an_ownerless_territory_goes_to_the_staffed_one():
         """
     )
     engine = Engine(compile_rules(text))
-    plan = engine.assign(engine.table([{"id": "x", "country": "US", "state": "CA"}]), [User("u1")], time_limit=1.0)
+    plan = engine.assign(table_of(engine, [{"id": "x", "country": "US", "state": "CA"}]), [User("u1")], time_limit=1.0)
     row = rows_by_id(plan)["x"]
     assert (row["status"], row["territory_id"], row["owner_id"]) == ("assigned", "b", "u1")
 
@@ -220,7 +220,7 @@ def test_excluded_accounts_keep_their_owner_and_are_not_placed(engine):
 
 def test_inactive_owner_is_not_a_candidate(engine):
     users = [User(u.id, active=(u.id != "u3")) for u in USERS]
-    plan = engine.assign(engine.table([{"id": "x", "country": "US", "state": "NY", "owner_id": "u3"}]), users, time_limit=1.0)
+    plan = engine.assign(table_of(engine, [{"id": "x", "country": "US", "state": "NY", "owner_id": "u3"}]), users, time_limit=1.0)
     row = rows_by_id(plan)["x"]
     assert row["status"] == "unassigned" and row["owner_id"] == ""
     assert "east" in row["reason"] and "no active owner" in row["reason"]
@@ -245,10 +245,10 @@ RECORD = st.fixed_dictionaries(
 def test_table_matching_equals_single_account_matching(records):
     engine = Engine(compile_rules(TREE))
     records = [{"id": f"a{i}", **r} for i, r in enumerate(records)]
-    matches = match_accounts(engine.rules, engine.table(records))
+    matches = match_accounts(engine.rules, table_of(engine, records))
     ids = matches.territory_ids
     for i, r in enumerate(records):
-        one = engine.match(r)
+        one = match_of(engine, r)
         assert [ids[t] for t in matches.territories_of(i)] == one.territories
         assert [ids[t] for t in matches.owning_candidates(i)] == one.owning
         owning = int(matches.owning[i])
@@ -279,8 +279,8 @@ def test_overlay_type_with_the_best_priority_still_never_owns():
         types="[{name: spec, priority: 1, overlay: true}, {name: geo, priority: 2}]",
     )
     engine = Engine(compile_rules(text))
-    assert engine.match({"id": "a", "country": "US"}).owning == ["geo-us"]
-    plan = engine.assign(engine.table([{"id": "a", "country": "US", "owner_id": "s1"}]), [User("s1"), User("g1")], time_limit=1.0)
+    assert match_of(engine, {"id": "a", "country": "US"}).owning == ["geo-us"]
+    plan = engine.assign(table_of(engine, [{"id": "a", "country": "US", "owner_id": "s1"}]), [User("s1"), User("g1")], time_limit=1.0)
     row = rows_by_id(plan)["a"]
     assert (row["territory_id"], row["owner_id"]) == ("geo-us", "g1")
 
@@ -297,7 +297,7 @@ def test_non_owner_members_never_own():
     engine = Engine(compile_rules(text))
     assert engine.rules.territories["t"].owners == ["rep"]
     records = [{"id": f"a{i}", "country": "US", "owner_id": "boss"} for i in range(4)]
-    plan = engine.assign(engine.table(records), [User("boss"), User("rep")], time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), [User("boss"), User("rep")], time_limit=1.0)
     assert {r["owner_id"] for r in plan.rows()} == {"rep"}
 
 
@@ -394,7 +394,7 @@ ORACLE_RECORD = st.fixed_dictionaries(
 def test_matching_equals_an_independent_oracle(records):
     engine = ORACLE_ENGINE
     records = [{"id": f"a{i}", **r} for i, r in enumerate(records)]
-    matches = match_accounts(engine.rules, engine.table(records))
+    matches = match_accounts(engine.rules, table_of(engine, records))
     ids = matches.territory_ids
     for i, r in enumerate(records):
         territories, owning = _oracle_territories(ORACLE_DATA, r)

@@ -37,10 +37,12 @@ def _content(plan: Path) -> dict[str, object]:
             return [timeless(v) for v in value]
         return value
 
-    return {
-        path.name: timeless(json.loads(path.read_text(encoding="utf-8"))) if path.name == "summary.json" else path.read_bytes()
-        for path in sorted(plan.iterdir())
-    }
+    def content(path: Path) -> object:
+        if path.name == "summary.json":
+            return timeless(json.loads(path.read_text(encoding="utf-8")))
+        return path.read_bytes().replace(str(plan).encode(), b"<plan>")  # report.html names where the plan lives
+
+    return {path.name: content(path) for path in sorted(plan.iterdir())}
 
 
 def _start(command: list[str]) -> subprocess.Popen[str]:

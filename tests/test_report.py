@@ -173,3 +173,7 @@ def test_report_available_needs_plotly_and_jinja2(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "plotly" else real(name, *a))
     assert not report_available()
+
+
+def test_the_same_plan_gives_the_same_page(hostile_plan):
+    assert render_report(hostile_plan) == render_report(hostile_plan)

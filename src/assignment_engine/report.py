@@ -70,10 +70,11 @@ def render_report(directory: str | Path, location: str | Path | None = None) -> 
     environment = jinja2.Environment(loader=jinja2.PackageLoader("assignment_engine", "templates"), autoescape=True, undefined=jinja2.StrictUndefined)
     environment.filters["amount"] = compact
     environment.filters["share"] = _share
+    # fixed element ids (plotly picks random ones): the same plan gives the same page, byte for byte
     drawn = [
-        (chart, Markup(plotly.io.to_html(chart.figure, include_plotlyjs=False, full_html=False, config=_CONFIG, validate=False)))  # validated in the tests
-        for chart in charts(d)
-    ]
+        (chart, Markup(plotly.io.to_html(chart.figure, include_plotlyjs=False, full_html=False, config=_CONFIG, validate=False, div_id=f"chart-{k}")))
+        for k, chart in enumerate(charts(d), start=1)
+    ]  # figures are validated in the tests
     return environment.get_template("report.html.j2").render(
         d=d,
         manifest=Manifest.read(directory),

@@ -399,3 +399,29 @@ def test_a_job_with_no_eligible_pair_stays_unassigned_wherever_it_is(missing):
     owners = _gap_plan([(j, a) for j in range(5) for a in range(2) if j != missing], cost=1.0)
     assert owners[missing] is None
     assert all(o is not None for j, o in enumerate(owners) if j != missing)
+
+
+CAPACITY_RULES = """
+version: 1
+fields: {country: string, revenue: number}
+measures: {revenue: {field: revenue}}
+territory_types: [{name: geo, priority: 1}]
+territories: [{id: pool, type: geo, rules: [{when: {country: US}}], members: [{user: a}, {user: b}]}]
+assignment: {hierarchy: independent, balance: [], time_limit: 1}
+"""
+
+
+@pytest.mark.parametrize("value", [3.5, 0.1, 0.7, 7.0, 999_999_999_999_999.5, 1e15])
+def test_an_account_that_exactly_fills_a_capacity_fits(value):
+    engine = Engine(compile_rules(CAPACITY_RULES))
+    table = engine.table([{"id": "x", "country": "US", "revenue": value}])
+    plan = engine.assign(table, [User("a", capacity={"revenue": value}), User("b", capacity={"revenue": value / 2})])
+    assert plan.owner_ids == ["a"]
+
+
+def test_capacities_at_the_value_bound_do_not_overflow_the_model():
+    engine = Engine(compile_rules(CAPACITY_RULES))
+    table = engine.table([{"id": f"x{j}", "country": "US", "revenue": 1e15} for j in range(5_000)])
+    plan = engine.assign(table, [User("a", capacity={"revenue": 1e15}), User("b", capacity={"revenue": 1e15})])
+    assert sorted(o for o in plan.owner_ids if o is not None) == ["a", "b"]
+    assert plan.summary()["status_counts"]["unassigned"] == 4_998

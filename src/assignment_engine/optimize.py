@@ -250,6 +250,29 @@ class _Band(_Dim):
     weight: int = 1  # objective weight of one unit of band slack
 
 
+def _capacity(values: np.ndarray, fixed: np.ndarray, caps: np.ndarray) -> _Cap:
+    """A capacity in integers: exact for whole numbers with small totals, else scaled to a million units per
+    largest capacity, rounding only within 1e-9 of a value (an exact fit stays a fit).
+
+    Loads above every capacity are clipped just above it: they cannot fit either way, and the model's sums
+    stay far from CP-SAT's integer range (a thousand accounts of 10^15 each would overflow it).
+    """
+    finite = np.isfinite(caps)
+    top = float(caps[finite].max())
+    whole = bool(np.all(np.mod(values, 1) == 0) and np.all(np.mod(fixed, 1) == 0))
+    if whole and float(values.sum()) + float(fixed.sum()) + top < 2**50:
+        cap = np.where(finite, np.nan_to_num(caps, posinf=0), _NO_CAP).astype(np.int64)
+        return _Cap(values.astype(np.int64), fixed.astype(np.int64), cap)
+    scale = 1e6 / max(top, 1e-9)
+    cap = np.where(finite, np.floor(np.nan_to_num(caps, posinf=0) * scale * (1 + 1e-9)), _NO_CAP).astype(np.int64)
+    above = int(cap[finite].max()) + 1
+
+    def load(x: np.ndarray) -> np.ndarray:
+        return np.minimum(np.ceil(x * scale * (1 - 1e-9)), above).astype(np.int64)
+
+    return _Cap(load(values), load(fixed), cap)
+
+
 def _band(
     values: np.ndarray, fixed: np.ndarray, share: np.ndarray, tolerance: float, total: float, n_users: int, pair_user: np.ndarray
 ) -> _Band:
@@ -317,11 +340,7 @@ class Component:
         for d in problem.dims:
             values, fixed = per_pair(d.unit_values, d.pair_values), d.fixed[users]
             if d.capacity is not None and np.isfinite(d.capacity[users]).any():
-                caps = d.capacity[users]
-                integral = np.all(np.mod(values, 1) == 0) and np.all(np.mod(fixed, 1) == 0)
-                scale = 1.0 if integral else 1e6 / max(float(np.max(np.where(np.isfinite(caps), caps, 0))), 1e-9)
-                cap = np.where(np.isfinite(caps), np.floor(np.nan_to_num(caps, posinf=0) * scale), _NO_CAP).astype(np.int64)
-                self.dims.append(_Cap(np.ceil(values * scale).astype(np.int64), np.ceil(fixed * scale).astype(np.int64), cap))
+                self.dims.append(_capacity(values, fixed, d.capacity[users]))
             if d.tolerance is not None:
                 # a unit's expected value is the mean over its candidates (equal unless it depends on the user)
                 counts = np.maximum(np.diff(self.ptr), 1)

@@ -5,7 +5,7 @@ change. Typical library use (a CRM integration)::
 
     from assignment_engine import Engine
     engine = Engine.from_file("rules/territories.yaml")   # once
-    engine.match({"id": "A1", "country": "US", "state": "CA"})  # on every save
+    engine.match({"id": "A1", "country": "US", "state": "CA", ...})  # on every save: every declared field
     plan = engine.assign(engine.table(records), users)     # batch
 """
 

@@ -34,9 +34,8 @@ import csv
 import hashlib
 import io
 import json
-import os
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -44,7 +43,7 @@ from typing import IO, Any
 from .errors import DataError, Finding, Location, OptionError
 from .planfile import MANIFEST, InputFile, Manifest, plan_rows
 from .table import as_text
-from .writers import check_output, output_directory, write_json
+from .writers import check_output, durable_open, output_directory, write_json
 
 FORMATS: tuple[str, ...] = ("csv", "salesforce")
 APPLY_MANIFEST = "apply.json"
@@ -186,15 +185,15 @@ def _apply_table(kind: _Table, plan_dir: Path, source: InputFile, staging: Path,
     with ExitStack() as stack:
         hashing = _Hashing(stack.enter_context(open(source.path, "rb")))
         text = stack.enter_context(io.TextIOWrapper(io.BufferedReader(hashing, 1 << 20), encoding="utf-8", newline=""))
-        copy = stack.enter_context(_created(staging / copy_name))
-        updates = csv.writer(stack.enter_context(_created(staging / updates_name)))
+        copy = stack.enter_context(durable_open(staging / copy_name, "x"))
+        updates = csv.writer(stack.enter_context(durable_open(staging / updates_name, "x")))
         if format == "csv":
             updates.writerow([kind.id_column, *kind.extra, "owner_id", "territory_id", "previous_owner_id"])
         else:
             updates.writerow(kind.headers[format])
         unassigned = None
         if kind is _ACCOUNTS:
-            unassigned = csv.writer(stack.enter_context(_created(staging / "unassigned.csv")))
+            unassigned = csv.writer(stack.enter_context(durable_open(staging / "unassigned.csv", "x")))
             unassigned.writerow(["account_id", "previous_owner_id", "status", "reason"])
         records = _jsonl_records(text, copy, source.path) if jsonl else _csv_records(text, copy, source.path)
         for number, record_id, territory, rewrite in records:
@@ -417,12 +416,3 @@ class _Hashing(io.RawIOBase):
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
-
-
-@contextmanager
-def _created(path: Path) -> Iterator[IO[str]]:
-    """A new UTF-8 text file with no newline translation (rows keep their line endings), on disk when the block ends."""
-    with path.open("x", encoding="utf-8", newline="") as handle:
-        yield handle
-        handle.flush()
-        os.fsync(handle.fileno())

@@ -112,7 +112,7 @@ def write_plan(
             write_json(staging / MANIFEST, replace(manifest, headline=headline(summary)).to_json())
             if report and report_available():
                 say(f"writing {Path(out) / 'report.html'}")
-                with _durable_open(staging / "report.html") as handle:
+                with durable_open(staging / "report.html") as handle:
                     handle.write(render_report(staging, location=out))
             elif report:
                 say("report.html skipped: the report extra is not installed (pip install 'assignment-engine[report]')")
@@ -140,8 +140,8 @@ def output_directory(out: str | Path, inputs: Iterable[str | Path | None] = (), 
 def write_table(base: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> None:
     """``base.csv`` and ``base.jsonl`` in one pass over ``rows`` (rows may be costly to build)."""
     with ExitStack() as stack:
-        csv_handle = stack.enter_context(_durable_open(base.with_suffix(".csv")))
-        jsonl_handle = stack.enter_context(_durable_open(base.with_suffix(".jsonl")))
+        csv_handle = stack.enter_context(durable_open(base.with_suffix(".csv")))
+        jsonl_handle = stack.enter_context(durable_open(base.with_suffix(".jsonl")))
         writer = csv.writer(csv_handle)
         writer.writerow(columns)
         for row in rows:
@@ -162,7 +162,7 @@ def csv_cell(v: Any) -> Any:
 
 
 def write_json(path: Path, data: Any) -> None:
-    with _durable_open(path) as handle:
+    with durable_open(path) as handle:
         json.dump(data, handle, indent=2, ensure_ascii=False)
         handle.write("\n")
 
@@ -184,8 +184,9 @@ def write_text_atomically(path: str | Path, text: str) -> None:
 
 
 @contextmanager
-def _durable_open(path: Path) -> Iterator[IO[str]]:
-    with path.open("w", encoding="utf-8", newline="") as handle:
+def durable_open(path: Path, mode: str = "w") -> Iterator[IO[str]]:
+    """A UTF-8 text file with no newline translation (rows keep their own line endings), on disk when the block ends."""
+    with path.open(mode, encoding="utf-8", newline="") as handle:
         yield handle
         handle.flush()
         os.fsync(handle.fileno())

@@ -19,9 +19,9 @@ from assignment_engine.synthetic import generate_book
 STOP_WITHIN = 5.0  # seconds from the signal to the exit, workers included
 
 
-def _command(book: Path, out: Path, *extra: str) -> list[str]:
+def _command(book: Path, out: Path, *extra: str, workers: int = 2, time_limit: float = 0.2) -> list[str]:
     return [
-        sys.executable, "-m", "assignment_engine", "assign", "--workers", "2", "--time-limit", "0.2",
+        sys.executable, "-m", "assignment_engine", "assign", "--workers", str(workers), "--time-limit", str(time_limit),
         "--rules", str(book / "rules.yaml"), "--accounts", str(book / "accounts.csv"), "--users", str(book / "users.csv"),
         "--out", str(out), *extra,
     ]
@@ -140,3 +140,19 @@ def test_sigterm_before_any_plan_says_nothing_was_written(book: Path, tmp_path: 
     assert stderr.strip().splitlines()[-1] == f"stopped by SIGTERM: nothing was written to {plan}"
     assert not plan.exists()
     assert os.listdir(tmp_path) == []
+
+
+def test_ctrl_c_stops_a_run_in_one_process(book: Path, tmp_path: Path) -> None:
+    # CP-SAT catches SIGINT as "end this search" unless told not to; the run then went on to the end
+    plan = tmp_path / "plan"
+    process = subprocess.Popen(_command(book, plan, workers=1, time_limit=3), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    while "optimizing" not in (line := process.stderr.readline()):
+        assert line, "the run ended before it optimized"
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    sent = time.perf_counter()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert time.perf_counter() - sent < STOP_WITHIN
+    assert stderr.strip().splitlines()[-1] == f"stopped by SIGINT: nothing was written to {plan}"

@@ -778,9 +778,7 @@ class Component:
         hint = start
         to_solve = [name for name in relevant if best_scores is None or best_scores[name] > bounds[name]]
         objectives = []
-        solver = cp_model.CpSolver()
-        solver.parameters.num_workers = 1
-        solver.parameters.random_seed = self.seed
+        solver = _solver(self.seed)
         # the budget is shared by the phases to solve (a failed strict attempt costs one more budget)
         phase_budget = self.time_limit / max(len(to_solve), 1)
         if strict:
@@ -892,9 +890,7 @@ class Component:
         user_pairs = self.user_pairs
         member = np.zeros(n_users, dtype=bool)
         spent = 0.0
-        solver = cp_model.CpSolver()
-        solver.parameters.num_workers = 1
-        solver.parameters.random_seed = self.seed
+        solver = _solver(self.seed)
         solver.parameters.cp_model_probing_level = 0
         solver.parameters.max_deterministic_time = max(budget / 20, 0.05)
         improved = True
@@ -956,6 +952,16 @@ def _hint(model: cp_model.CpModel, x: list[cp_model.IntVar], chosen: np.ndarray)
     hinted[chosen[chosen >= 0]] = True
     for var, value in zip(x, hinted.tolist()):
         model.add_hint(var, value)
+
+
+def _solver(seed: int) -> cp_model.CpSolver:
+    """One deterministic CP-SAT worker that leaves Ctrl-C to Python: CP-SAT would otherwise take SIGINT as
+    "end this search" and the run would go on, ignoring the user's stop."""
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.random_seed = seed
+    solver.parameters.catch_sigint_signal = False
+    return solver
 
 
 def _tune(solver: cp_model.CpSolver, phase: str) -> None:

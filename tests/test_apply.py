@@ -251,7 +251,7 @@ def test_out_is_checked_before_any_work(book, plan, tmp_path):
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine", encoding="utf-8")
     result = runner.invoke(main, ["apply", str(plan), "--out", str(foreign)])
-    assert result.exit_code == 2 and "holds files that are not ours (notes.txt)" in result.stderr
+    assert result.exit_code == 2 and "is not empty and not a previous output (notes.txt)" in result.stderr
     assert "checking" not in result.stderr
     with pytest.raises(OptionError, match="unknown format 'hubspot'"):
         apply_plan(plan, tmp_path / "x", format="hubspot")

@@ -56,7 +56,7 @@ def test_out_with_files_that_are_not_a_plan_is_refused_and_kept(runner, example_
     (out / "accounts.csv").mkdir()  # a directory where a plan file would go
     result = _assign(runner, example_files, out)
     assert result.exit_code == 2
-    assert "holds files that are not ours (accounts.csv/, notes.txt)" in result.stderr
+    assert "is not empty and not a previous output (accounts.csv/, notes.txt)" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["accounts.csv", "notes.txt"]
     assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
 
@@ -66,7 +66,7 @@ def test_out_with_files_that_are_not_a_plan_is_refused_and_kept(runner, example_
     [
         (lambda tmp: tmp / "missing" / "plan", "the parent directory"),
         (lambda tmp: (tmp / "file.txt", (tmp / "file.txt").write_text("x"))[0], "is a file"),
-        (lambda tmp: Path("/proc/assignment-engine-plan"), "cannot write next to it in /proc"),
+        (lambda tmp: Path("/proc/assignment-engine-plan"), "cannot create a directory beside it in /proc"),
     ],
     ids=["missing parent", "a file", "unwritable place"],
 )
@@ -105,12 +105,15 @@ def test_a_new_plan_replaces_the_old_one_whole(runner, example_files, tmp_path):
 
 def test_staging_left_by_a_killed_run_is_removed(runner, example_files, tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    stale = tmp_path / f".plan.partial-{dead.stdout.strip()}-abc"
+    stale = tmp_path / f".plan.partial-{writers._HOST}-{dead.stdout.strip()}-abc"
+    elsewhere = tmp_path / f".plan.partial-otherhost-{dead.stdout.strip()}-abc"  # a run on another host sharing the volume
+    elsewhere.mkdir()
     stale.mkdir()
     (stale / "accounts.csv").write_text("half", encoding="utf-8")
     result = _assign(runner, example_files, tmp_path / "plan", "--quiet")
     assert result.exit_code == 0, result.output
     assert not stale.exists()
+    assert elsewhere.exists()
 
 
 def test_write_plan_in_the_library_refuses_an_input_folder(example_files, tmp_path):
@@ -198,3 +201,28 @@ def test_control_characters_from_data_do_not_reach_the_terminal(runner, tmp_path
     assert explained.exit_code == 0, explained.output
     assert "\x1b" not in explained.stdout and "\\x1b" in explained.stdout
 
+
+
+def test_a_folder_of_exports_with_plan_file_names_is_not_a_plan(runner, example_files, tmp_path):
+    exports = tmp_path / "q3"
+    exports.mkdir()
+    (exports / "accounts.csv").write_text("id\nA1\n", encoding="utf-8")  # last quarter's CRM export
+    (exports / "summary.json").write_text("{}", encoding="utf-8")
+    result = _assign(runner, example_files, exports)
+    assert result.exit_code == 2
+    assert "is not empty and not a previous output (no plan.json)" in result.stderr
+    assert (exports / "accounts.csv").read_text(encoding="utf-8") == "id\nA1\n"
+
+
+@pytest.mark.parametrize("kind", ["symlink loop", "empty"])
+def test_unresolvable_out_is_a_usage_error(runner, example_files, tmp_path, kind):
+    if kind == "symlink loop":
+        (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+        (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+        out = str(tmp_path / "loop1")
+    else:
+        out = ""
+    result = _assign(runner, example_files, out)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.stderr.startswith(f"--out: {out}: ")

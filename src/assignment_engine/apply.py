@@ -43,7 +43,7 @@ from typing import IO, Any
 from .errors import DataError, Finding, Location, OptionError
 from .planfile import MANIFEST, InputFile, Manifest, plan_rows
 from .table import as_text
-from .writers import check_output, durable_open, output_directory, write_json
+from .writers import FORMULA_START, check_output, durable_open, output_directory, write_json
 
 FORMATS: tuple[str, ...] = ("csv", "salesforce")
 APPLY_MANIFEST = "apply.json"
@@ -60,7 +60,6 @@ UPDATE_FILES = frozenset(
     }
 )
 _NO_CHANGE = frozenset({"locked", "excluded", "closed", "kept", "unassigned"})  # statuses that never move a record
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 Rewrite = Callable[[str | None], None]  # given the new owner (None: unchanged), writes the record to the copy
 
 
@@ -140,7 +139,7 @@ def apply_plan(plan_dir: str | Path, out: str | Path, *, format: str = "csv", pr
     where = str(plan_dir / MANIFEST)
     plan_files = [plan_dir / MANIFEST, plan_dir / "accounts.jsonl", plan_dir / "opportunities.jsonl"]
     inputs: list[str | Path] = [*(f.path for f in manifest.inputs), *plan_files]
-    check_output(out, inputs, "--out", UPDATE_FILES)  # before any work; output_directory checks again
+    check_output(out, inputs, "--out", UPDATE_FILES, APPLY_MANIFEST)  # before any work; output_directory checks again
     say(f"checking the {len(manifest.inputs)} input files of plan {manifest.plan_id} against {where}")
     changed = manifest.changed_inputs()
     if changed:
@@ -150,7 +149,7 @@ def apply_plan(plan_dir: str | Path, out: str | Path, *, format: str = "csv", pr
         raise DataError([Finding(Location(where), "damaged plan manifest: no accounts input")])
     deals_input = manifest.input("opportunities")
     files: list[str] = []
-    with output_directory(out, inputs, option="--out", owned=UPDATE_FILES) as staging:
+    with output_directory(out, inputs, option="--out", owned=UPDATE_FILES, marker=APPLY_MANIFEST) as staging:
         say(f"writing account_updates.csv and the applied accounts file from {accounts_input.path}")
         accounts = _apply_table(_ACCOUNTS, plan_dir, accounts_input, staging, format, files)
         deals = _Counts()
@@ -218,7 +217,7 @@ def _apply_table(kind: _Table, plan_dir: Path, source: InputFile, staging: Path,
                 cells = [record_id, *(row[c] for c in kind.extra), owner, row["territory_id"], previous]
             else:
                 cells = [record_id, owner]
-            counts.formula_like += sum(1 for c in cells if c.startswith(_FORMULA_START))
+            counts.formula_like += sum(1 for c in cells if c.startswith(FORMULA_START))
             updates.writerow(cells)
         if next(plan, None) is not None:
             raise DataError([Finding(Location(source.path), f"the plan's {kind.role}.jsonl has more rows than this file: the plan in {plan_dir} was not made from this file")])

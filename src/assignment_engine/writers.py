@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -40,44 +41,55 @@ from .report import render_report, report_available
 
 ACCOUNT_COLUMNS = ["account_id", "owner_id", "territory_id", "previous_owner_id", "moved", "status", "rule", "reason"]
 PLAN_FILES = frozenset({MANIFEST, "accounts.csv", "accounts.jsonl", "opportunities.csv", "opportunities.jsonl", "summary.json", "report.html"})
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_PARTIAL = ".partial-"  # staging directories: .<name>.partial-<pid>-<random>
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # cells a spreadsheet would run
+_PARTIAL = ".partial-"  # staging directories: .<name>.partial-<host>-<pid>-<random>
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64] or "host"
 
 
-def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), option: str = "--out", owned: frozenset[str] = PLAN_FILES) -> Path:
+def check_output(
+    out: str | Path, inputs: Iterable[str | Path | None] = (), option: str = "--out", owned: frozenset[str] = PLAN_FILES, marker: str = MANIFEST
+) -> Path:
     """The resolved output directory, or :class:`OptionError` saying why it cannot be one.
 
     Called before any work, so a run never computes what it cannot write. An
-    existing directory may hold only files named in ``owned`` (a previous
-    output of the same kind), since it is replaced whole.
+    existing directory is replaced whole, so it must be empty or a previous
+    output of the same kind: its ``marker`` file (``plan.json``) present and
+    nothing but ``owned`` files beside it. A folder of CRM exports named
+    ``accounts.csv`` is not a plan.
     """
-    target = Path(out).resolve()
 
     def refuse(message: str) -> OptionError:
         return OptionError([Finding(Location(option), f"{out}: {message}")])
 
-    for given in inputs:
-        if given is None:
-            continue
-        path = Path(given).resolve()
+    if not str(out).strip():
+        raise refuse("an empty path; name a directory")
+    try:
+        target = Path(out).resolve()
+        inputs_resolved = [(given, Path(given).resolve()) for given in inputs if given is not None]
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise refuse(f"cannot be resolved: {exc}") from None
+    for given, path in inputs_resolved:
         if path == target or target in path.parents:
-            raise refuse(f"holds the input file {given}; the plan would replace it. Choose another directory")
+            raise refuse(f"holds the input file {given}; writing there would replace it. Choose another directory")
     if target.exists() and not target.is_dir():
         raise refuse("exists and is not a directory")
     parent = target.parent
     if not parent.is_dir():
         raise refuse(f"the parent directory {parent} does not exist")
     if target.is_dir():
-        foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in target.iterdir() if p.name not in owned or not p.is_file() or p.is_symlink())
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "")
-            raise refuse(f"holds files that are not ours ({shown}); the output replaces its directory whole. Choose a new or empty directory")
+        if os.path.ismount(target):
+            raise refuse("is a mount point, which cannot be swapped for a new directory; name a directory inside it")
+        entries = list(target.iterdir())
+        foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in entries if p.name not in owned or not p.is_file() or p.is_symlink())
+        if foreign or (entries and not (target / marker).is_file()):
+            shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "") if foreign else f"no {marker}"
+            raise refuse(f"is not empty and not a previous output ({shown}); it would be replaced whole. Choose a new or empty directory")
         if not os.access(target, os.W_OK | os.X_OK):
             raise refuse("is not writable")
     try:
         os.rmdir(_staging_directory(target))
     except OSError as exc:
-        raise refuse(f"cannot write next to it in {parent}: {exc.strerror}") from None
+        raise refuse(f"cannot create a directory beside it in {parent}: {exc.strerror}") from None
     _remove_stale_staging(target)
     return target
 
@@ -120,19 +132,24 @@ def write_plan(
 
 
 @contextmanager
-def output_directory(out: str | Path, inputs: Iterable[str | Path | None] = (), option: str = "--out", owned: frozenset[str] = PLAN_FILES) -> Iterator[Path]:
+def output_directory(
+    out: str | Path, inputs: Iterable[str | Path | None] = (), option: str = "--out", owned: frozenset[str] = PLAN_FILES, marker: str = MANIFEST
+) -> Iterator[Path]:
     """A staging directory to fill; when the block succeeds it replaces ``out`` in one step, else it vanishes.
 
     ``out`` is checked first (see :func:`check_output`).
     """
-    target = check_output(out, inputs, option, owned)
+    target = check_output(out, inputs, option, owned, marker)
     staging = _staging_directory(target)
     try:
         yield staging
         os.chmod(staging, 0o755)  # mkdtemp makes 0700; the output is an ordinary shared directory
         _fsync(staging)
         with _signals_held():
-            _swap(staging, target)
+            try:
+                _swap(staging, target)
+            except OSError as exc:  # e.g. the directory became a mount point, or another process holds it
+                raise OptionError([Finding(Location(option), f"{out}: cannot be replaced: {exc.strerror}; nothing was changed")]) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # the old output after a swap, the partial new one otherwise
 
@@ -156,7 +173,7 @@ def csv_cell(v: Any) -> Any:
         return "true" if v else "false"
     if isinstance(v, list):
         v = ";".join(v)
-    if isinstance(v, str) and v.startswith(_FORMULA_START):
+    if isinstance(v, str) and v.startswith(FORMULA_START):
         return "'" + v
     return v
 
@@ -211,8 +228,8 @@ def _swap(staging: Path, target: Path) -> None:
         return
     if _exchange(staging, target):
         return
-    old = staging.with_name(staging.name + "-old")
-    os.rename(target, old)
+    old = target.with_name(f".{target.name}.previous-{os.getpid()}")  # never removed by stale clean-up: if this process
+    os.rename(target, old)  # dies right here, the previous output survives under this name
     os.rename(staging, target)
     os.rename(old, staging)
 
@@ -252,12 +269,15 @@ def _signals_held() -> Iterator[None]:
 
 
 def _staging_directory(target: Path) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}{_PARTIAL}{os.getpid()}-", dir=target.parent))
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}{_PARTIAL}{_HOST}-{os.getpid()}-", dir=target.parent))
 
 
 def _remove_stale_staging(target: Path) -> None:
-    """Remove staging directories of runs killed outright (SIGKILL, power loss): their process is gone."""
-    pattern = re.compile(re.escape(f".{target.name}{_PARTIAL}") + r"(\d+)-")
+    """Remove staging directories of runs on this host killed outright (SIGKILL, power loss): their process is gone.
+
+    Another host's (a shared volume) are left alone: their process ids mean nothing here.
+    """
+    pattern = re.compile(re.escape(f".{target.name}{_PARTIAL}{_HOST}-") + r"(\d+)-")
     for sibling in target.parent.iterdir():
         found = pattern.match(sibling.name)
         if found is not None and sibling.is_dir() and not _alive(int(found.group(1))):

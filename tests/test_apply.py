@@ -237,7 +237,7 @@ def test_plan_rows_that_do_not_follow_the_accounts_file_are_refused(plan, tmp_pa
     rows = (plan / "accounts.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     (plan / "accounts.jsonl").write_text(rows[1] + rows[0] + "".join(rows[2:]), encoding="utf-8")
     out = tmp_path / "updates"
-    with pytest.raises(DataError, match=r"accounts.csv:2: the plan's accounts.jsonl has account_id 'W2' where this file has 'W1'"):
+    with pytest.raises(DataError, match=r"plan.json: plan file accounts.jsonl changed since the plan was written; nothing was written"):
         apply_plan(plan, out)
     assert not out.exists()
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import assignment_engine
-from assignment_engine import Engine, User, compile_rules, read_accounts, read_users, write_plan
+from assignment_engine import Engine, OptionError, User, compile_rules, read_accounts, read_users, write_plan
 from conftest import EXAMPLE_FIELDS, EXAMPLE_USERS, match_of, rows_by_id, rules_text, strip_timing, table_of, write_csv
 
 # ---------------------------------------------------------------- the example book
@@ -320,14 +320,19 @@ def test_write_plan_files(tmp_path, example_engine, example_users):
     assert {"components", "moves", "moves_lower_bound", "objectives", "status"} <= set(summary["solver"])
 
 
-def test_write_plan_overwrites_atomically(tmp_path, example_engine, example_users):
-    out = tmp_path / "plan"
-    out.mkdir()
-    (out / "accounts.csv").write_text("stale\n", encoding="utf-8")
+def test_write_plan_replaces_a_previous_plan_whole_and_nothing_else(tmp_path, example_engine, example_users):
     plan = example_engine.assign(table_of(example_engine, [{"id": "A", "country": "US", "state": "CA"}]), example_users, time_limit=1.0)
-    write_plan(plan, out)
-    assert (out / "accounts.csv").read_text(encoding="utf-8").splitlines()[0].startswith("account_id,")
-    assert sorted(p.name for p in out.iterdir()) == ["accounts.csv", "accounts.jsonl", "summary.json"]
+    out = tmp_path / "plan"
+    write_plan(plan, out, report=False)
+    (out / "opportunities.csv").write_text("stale\n", encoding="utf-8")  # as a previous plan with deals had it
+    write_plan(plan, out, report=False)
+    assert sorted(p.name for p in out.iterdir()) == ["accounts.csv", "accounts.jsonl", "plan.json", "summary.json"]
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / "accounts.csv").write_text("stale\n", encoding="utf-8")  # not a plan: no plan.json
+    with pytest.raises(OptionError, match="not a previous output"):
+        write_plan(plan, exports)
+    assert (exports / "accounts.csv").read_text(encoding="utf-8") == "stale\n"
 
 
 def test_csv_round_trip_keeps_leading_zero_in_output(tmp_path, example_engine, example_users):

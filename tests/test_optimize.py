@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -425,3 +427,27 @@ def test_capacities_at_the_value_bound_do_not_overflow_the_model():
     plan = engine.assign(table, [User("a", capacity={"revenue": 1e15}), User("b", capacity={"revenue": 1e15})])
     assert sorted(o for o in plan.owner_ids if o is not None) == ["a", "b"]
     assert plan.summary()["status_counts"]["unassigned"] == 4_998
+
+
+def test_a_worker_that_dies_fails_the_run_instead_of_hanging(tmp_path):
+    # as the OOM killer would: one worker process is killed outright while it solves
+    script = tmp_path / "kill_a_worker.py"
+    script.write_text(
+        "import os, signal\n"
+        "from assignment_engine import AssignmentEngineError, demo_files, optimize, plan_files\n"
+        "parent, solve = os.getpid(), optimize.Component.solve\n"
+        "def dying(self):\n"
+        "    if os.getpid() != parent:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return solve(self)\n"
+        "optimize.Component.solve = dying\n"
+        "files = demo_files()\n"
+        "try:\n"
+        "    plan_files(files['rules'], files['accounts'], files['users'], workers=2, time_limit=0.2)\n"
+        "except AssignmentEngineError as error:\n"
+        "    print(error)\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "workers: a worker process died (killed, or out of memory?); nothing was written. Try fewer workers"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ def write_saved_plan(directory: Path, accounts: list[dict[str, Any]], *, book: s
     (directory / "accounts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in accounts), encoding="utf-8")
     if deals is not None:
         (directory / "opportunities.jsonl").write_text("".join(json.dumps(r) + "\n" for r in deals), encoding="utf-8")
-    inputs = [InputFile("rules", "/in/rules.yaml", "r" * 64), InputFile("accounts", "/in/accounts.csv", book * 8, len(accounts))]
+    inputs = [InputFile("rules", "/in/rules.yaml", "0" * 64), InputFile("accounts", "/in/accounts.csv", hashlib.sha256(book.encode()).hexdigest(), len(accounts))]
     manifest = Manifest("test", inputs, {"seed": 0, "time_limit": 1.0, "as_of": None, "hierarchy_errors": "raise", "workers": 1}, {"accounts": len(accounts), "moved": 5})
     (directory / "plan.json").write_text(json.dumps(manifest.to_json()), encoding="utf-8")
     return directory
@@ -167,7 +168,7 @@ def test_compare_two_plans_of_the_same_book(tmp_path):
     assert [m.account_id for m in c.largest] == ["X1", "X2"]
     assert [u.user_id for u in c.users] == ["a", "b", "c"]
     assert c.users[0].a["revenue"] == c.users[0].b["revenue"] == Load(150, 125, 100, 1.5, 1.25)
-    assert (c.a.directory, c.b.directory, c.a.rules_sha256) == (str(a), str(b), "r" * 64)
+    assert (c.a.directory, c.b.directory, c.a.rules_sha256) == (str(a), str(b), "0" * 64)
     assert compare_plans(a, a).differing == 0
     text = CliRunner().invoke(main, ["diff", str(a), str(b)], env={"COLUMNS": "200"})
     assert text.exit_code == 0, text.output

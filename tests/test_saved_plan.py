@@ -37,7 +37,8 @@ def test_manifest_names_every_input_with_its_fingerprint(demo_plan):
     assert data["headline"]["accounts"] == 2000
     assert data["headline"]["moved"] == run.summary["moved"]["accounts"]
     assert Manifest.read(out).plan_id == data["plan_id"] and len(data["plan_id"]) == 16
-    assert Manifest.read(out).changed_inputs() == []
+    assert Manifest.verified(out, inputs=("rules", "accounts", "users", "opportunities")).outputs == data["outputs"]
+    assert set(data["outputs"]) == {"accounts.csv", "accounts.jsonl", "opportunities.csv", "opportunities.jsonl", "summary.json"}
 
 
 def test_plan_id_depends_on_content_and_settings_not_on_workers(demo_plan):

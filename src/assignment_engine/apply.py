@@ -135,18 +135,15 @@ def apply_plan(plan_dir: str | Path, out: str | Path, *, format: str = "csv", pr
     if format not in FORMATS:
         raise OptionError([Finding(Location("--format"), f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")])
     plan_dir = Path(plan_dir)
-    manifest = Manifest.read(plan_dir)
+    consequence = "; nothing was written: re-run assign and review the new plan"
+    manifest = Manifest.verified(plan_dir, inputs=("rules", "accounts", "users"), consequence=consequence)
     where = str(plan_dir / MANIFEST)
     plan_files = [plan_dir / MANIFEST, plan_dir / "accounts.jsonl", plan_dir / "opportunities.jsonl"]
     inputs: list[str | Path] = [*(f.path for f in manifest.inputs), *plan_files]
     check_output(out, inputs, "--out", UPDATE_FILES, APPLY_MANIFEST)  # before any work; output_directory checks again
-    say(f"checking the {len(manifest.inputs)} input files of plan {manifest.plan_id} against {where}")
-    changed = manifest.changed_inputs()
-    if changed:
-        raise DataError([Finding(Location(where), f"{why}; nothing was written: re-run assign and review the new plan") for why in changed])
+    say(f"plan {manifest.plan_id}: its files and the {len(manifest.inputs)} input files are as they were ({where})")
     accounts_input = manifest.input("accounts")
-    if accounts_input is None:
-        raise DataError([Finding(Location(where), "damaged plan manifest: no accounts input")])
+    assert accounts_input is not None  # verified above
     deals_input = manifest.input("opportunities")
     files: list[str] = []
     with output_directory(out, inputs, option="--out", owned=UPDATE_FILES, marker=APPLY_MANIFEST) as staging:

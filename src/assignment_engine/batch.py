@@ -16,7 +16,7 @@ from .errors import DataError, Finding, InfeasibleError, Location
 from .opportunities import DealPlan, DealTable, assign_deals
 from .optimize import replay
 from .plan import Plan, results_of
-from .planfile import MANIFEST, InputFile, Manifest, engine_version, fingerprint, plan_rows, read_summary
+from .planfile import InputFile, Manifest, engine_version, fingerprint, plan_rows, read_summary
 from .readers import read_accounts, read_deals, read_pairs, read_users
 from .table import AccountTable, PairTable, User
 from .writers import check_output, write_plan
@@ -101,10 +101,7 @@ def run_files(
 def load_plan(directory: str | Path) -> Plan:
     """The plan a saved directory holds, as :func:`run_files` made it: inputs re-read and matched, owners and
     solver results taken from the directory, nothing solved again. Inputs that changed since are a :class:`DataError`."""
-    manifest = Manifest.read(directory)
-    where = Location(str(Path(directory) / MANIFEST))
-    if changed := manifest.changed_inputs():
-        raise DataError([Finding(where, f"{why}: the plan can no longer be rebuilt from it") for why in changed])
+    manifest = Manifest.verified(directory, inputs=("rules", "accounts", "users"))
     sources = {f.role: f.path for f in manifest.inputs}
     settings = manifest.settings
     engine = Engine.from_file(sources["rules"])
@@ -121,6 +118,8 @@ def load_plan(directory: str | Path) -> Plan:
             raise DataError([Finding(Location(str(Path(directory) / "accounts.jsonl"), i + 1), "the plan's accounts do not follow its accounts file")])
         k = int(prepared.unit[i])
         if k >= 0 and row["owner_id"]:
+            if row["owner_id"] not in user_index:
+                raise DataError([Finding(Location(str(Path(directory) / "accounts.jsonl"), i + 1), f"owner '{row['owner_id']}' is not in the users file")])
             owner[k] = user_index[row["owner_id"]]
     solution = replay(prepared.problem, owner, results_of(read_summary(directory)["solver"]))
     return Plan.build(prepared, solution)

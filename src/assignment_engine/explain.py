@@ -26,14 +26,11 @@ from .table import AccountTable
 
 def explain_saved(directory: str | Path, record_id: str) -> tuple[dict[str, Any], list[str]]:
     """The plan row of account or opportunity ``record_id`` and its explanation lines."""
-    manifest = Manifest.read(directory)
-    if changed := manifest.changed_inputs():
-        where = Location(str(Path(directory) / "plan.json"))
-        raise DataError([Finding(where, f"{why}: the explanation would not be the plan's") for why in changed])
-    rules = load_rules(_input(manifest, "rules"))
+    manifest = Manifest.verified(directory, inputs=("rules", "accounts"))
+    rules = load_rules(manifest.path("rules"))
     row = _find(directory, "accounts", "account_id", record_id)
     if row is not None:
-        record = _record(_input(manifest, "accounts"), "id", record_id, {*ACCOUNT_COLUMNS, *rules.field_types}, rules.field_types)
+        record = _record(manifest.path("accounts"), "id", record_id, {*ACCOUNT_COLUMNS, *rules.field_types}, rules.field_types)
         territories = match_accounts(rules, record)
         names = [territories.territory_ids[t] for t in territories.territories_of(0)]
         loads = {
@@ -46,15 +43,9 @@ def explain_saved(directory: str | Path, record_id: str) -> tuple[dict[str, Any]
     if deals is None or deal_row is None:
         raise DataError([Finding(Location(str(directory)), f"'{record_id}' is neither an account nor an opportunity of this plan")])
     deal = _record(deals.path, "id", record_id, {*DEAL_INPUT_COLUMNS, *rules.deal_field_types}, rules.deal_field_types)
-    account = _record(_input(manifest, "accounts"), "id", deal_row["account_id"], {*ACCOUNT_COLUMNS, *rules.field_types}, rules.field_types)
+    account = _record(manifest.path("accounts"), "id", deal_row["account_id"], {*ACCOUNT_COLUMNS, *rules.field_types}, rules.field_types)
     one = joined(DealTable(deal, np.zeros(1, dtype=np.int64), []), account)
     return deal_row, explain_deal(rules, one, deal_row)
-
-
-def _input(manifest: Manifest, role: str) -> str:
-    found = manifest.input(role)
-    assert found is not None, role  # assign always records rules and accounts
-    return found.path
 
 
 def _find(directory: str | Path, table: str, key: str, value: str) -> dict[str, Any] | None:

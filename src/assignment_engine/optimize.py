@@ -25,17 +25,19 @@ import contextlib
 import ctypes
 import functools
 import math
-import multiprocessing
 import signal
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import combinations
 
 import numpy as np
 from ortools.sat.python import cp_model
 
+from .errors import AssignmentEngineError, Finding, Location
 from .relaxation import CapacityRows, relax
 
 RESOLUTION = 1_000_000  # integer units per mean fair share
@@ -183,9 +185,7 @@ def solve(problem: Problem, workers: int = 1) -> Solution:
     parts, fair = _parts(problem)
     heavy = [p for p in parts if p.needs_solver]
     if workers > 1 and len(heavy) > 1:
-        # a stop (SIGINT, SIGTERM) reaches the parent, whose pool then terminates every worker
-        with multiprocessing.Pool(min(workers, len(heavy)), initializer=_worker_start) as pool:
-            solved = dict(zip(map(id, heavy), pool.map(_solve_part, heavy, chunksize=max(1, len(heavy) // (8 * workers)))))
+        solved = dict(zip(map(id, heavy), _in_processes(heavy, min(workers, len(heavy)))))
     else:
         solved = {id(p): p.solve() for p in heavy}
     results = []
@@ -215,6 +215,28 @@ def _parts(problem: Problem) -> tuple[list[Component], dict[str, np.ndarray]]:
 
 def _solve_part(part: Component) -> tuple[np.ndarray, ComponentResult]:
     return part.solve()
+
+
+def _in_processes(parts: list[Component], workers: int) -> list[tuple[np.ndarray, ComponentResult]]:
+    """Every part solved in worker processes, in order.
+
+    A stop (SIGINT, SIGTERM) reaches the parent, which then ends every worker at
+    once instead of waiting for their components; a worker that dies (killed,
+    out of memory) fails the run with a message instead of leaving it waiting.
+    """
+    pool = ProcessPoolExecutor(workers, initializer=_worker_start)
+    try:
+        results = list(pool.map(_solve_part, parts, chunksize=max(1, len(parts) // (8 * workers))))
+    except BrokenProcessPool:
+        raise AssignmentEngineError([Finding(Location("workers"), "a worker process died (killed, or out of memory?); nothing was written. Try fewer workers")]) from None
+    except BaseException:
+        running = getattr(pool, "_processes", None) or {}  # Python 3.14's terminate_workers(), by hand
+        for process in list(running.values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
 
 
 def _worker_start() -> None:

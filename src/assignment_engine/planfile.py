@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import DataError, Finding, Location
 
@@ -69,10 +71,6 @@ class InputFile:
     sha256: str
     rows: int | None = None
 
-    @classmethod
-    def of(cls, role: str, path: str | Path, rows: int | None = None) -> InputFile:
-        return cls(role, str(Path(path).resolve()), fingerprint(path), rows)
-
     def changed(self) -> str | None:
         """Why the file is no longer the one the plan was made from, or None."""
         try:
@@ -82,12 +80,34 @@ class InputFile:
         return None if now == self.sha256 else f"{self.role} file {self.path} changed since the plan was made (sha256 {now[:12]}…, was {self.sha256[:12]}…)"
 
 
+class _InputFileJson(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    role: str
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    rows: int | None = Field(None, ge=0)
+
+
+class _ManifestJson(BaseModel):
+    """plan.json as written; read strictly, so a hand-edited or damaged file is a located error, not a crash."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    format: Literal[1]
+    plan_id: str
+    engine_version: str
+    inputs: list[_InputFileJson]
+    settings: dict[str, Any]
+    headline: dict[str, Any]
+    outputs: dict[str, str] = Field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Manifest:
     engine_version: str
     inputs: list[InputFile]
     settings: dict[str, Any]  # seed, time_limit, workers, as_of, hierarchy_errors (effective values)
     headline: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)  # plan file → sha256, as written
 
     @property
     def plan_id(self) -> str:
@@ -101,9 +121,11 @@ class Manifest:
     def input(self, role: str) -> InputFile | None:
         return next((f for f in self.inputs if f.role == role), None)
 
-    def changed_inputs(self) -> list[str]:
-        """One line per input file that is not byte for byte what the plan was made from."""
-        return [why for f in self.inputs if (why := f.changed()) is not None]
+    def path(self, role: str) -> str:
+        """The path of a required input (see :meth:`verified`, which makes sure it is recorded)."""
+        found = self.input(role)
+        assert found is not None, role
+        return found.path
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -113,6 +135,7 @@ class Manifest:
             "inputs": [asdict(f) for f in self.inputs],
             "settings": self.settings,
             "headline": self.headline,
+            "outputs": self.outputs,
         }
 
     @classmethod
@@ -124,16 +147,48 @@ class Manifest:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise DataError([Finding(Location(str(directory)), f"not a saved plan: no {MANIFEST} (plans are written by 'assignment-engine assign --out DIR')")]) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise DataError([Finding(where, f"cannot read the plan manifest: {exc}")]) from None
         try:
-            if data["format"] != FORMAT:
-                raise DataError([Finding(where, f"plan format {data['format']!r} is not {FORMAT}; re-run assign with this engine version")])
-            manifest = cls(data["engine_version"], [InputFile(**f) for f in data["inputs"]], dict(data["settings"]), dict(data["headline"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError([Finding(where, f"damaged plan manifest ({exc!r})")]) from None
-        if manifest.plan_id != data.get("plan_id"):
+            parsed = _ManifestJson.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(p) for p in first["loc"])
+            raise DataError([Finding(where, f"damaged plan manifest: {key}: {first['msg']}")]) from None
+        manifest = cls(
+            parsed.engine_version,
+            [InputFile(f.role, f.path, f.sha256, f.rows) for f in parsed.inputs],
+            parsed.settings,
+            parsed.headline,
+            parsed.outputs,
+        )
+        if manifest.plan_id != parsed.plan_id:
             raise DataError([Finding(where, "damaged plan manifest: its plan_id does not match its content")])
+        return manifest
+
+    @classmethod
+    def verified(cls, directory: str | Path, *, inputs: tuple[str, ...] = (), consequence: str = "") -> Manifest:
+        """The manifest, once the plan's own files are as written and the ``inputs`` roles (rules, accounts, …)
+        are recorded and byte for byte what the plan was made from; else a :class:`DataError` per problem.
+
+        What is reviewed, explained or applied is then the plan that was made;
+        ``consequence`` ends each problem's message (what the caller did about it).
+        """
+        manifest = cls.read(directory)
+        where = Location(str(Path(directory) / MANIFEST))
+        problems = []
+        for name, sha256 in manifest.outputs.items():
+            try:
+                if fingerprint(Path(directory) / name) != sha256:
+                    problems.append(f"plan file {name} changed since the plan was written")
+            except OSError as exc:
+                problems.append(f"plan file {name} cannot be read: {exc.strerror}")
+        missing = [role for role in inputs if manifest.input(role) is None]
+        problems += [f"the plan records no {role} file (a plan written from memory by the library has none)" for role in missing]
+        if inputs:
+            problems += [why for f in manifest.inputs if (why := f.changed()) is not None]
+        if problems:
+            raise DataError([Finding(where, f"{why}{consequence}") for why in problems])
         return manifest
 
 

@@ -229,7 +229,7 @@ def compact(x: float) -> str:
 
 def diff_plan(directory: str | Path, largest: int = LARGEST) -> PlanDiff:
     """Review a saved plan: per user, per territory, the from → to pairs of moves and the ``largest`` moved accounts."""
-    manifest = Manifest.read(directory)
+    manifest = Manifest.verified(directory)
     summary, bands, loads = _balance(directory)
     with _damaged(directory, "summary.json"):
         users = {u["user_id"]: UserChange(u["user_id"], True, u["active"], loads=loads[u["user_id"]]) for u in summary["users"]}
@@ -314,7 +314,7 @@ def diff_plan(directory: str | Path, largest: int = LARGEST) -> PlanDiff:
 def compare_plans(directory_a: str | Path, directory_b: str | Path, largest: int = LARGEST) -> PlanComparison:
     """Two plans of the same book side by side; plans of different accounts files are refused (:class:`DataError`)."""
     directories = (directory_a, directory_b)
-    manifests = [Manifest.read(d) for d in directories]
+    manifests = [Manifest.verified(d) for d in directories]
     books = []
     for directory, manifest in zip(directories, manifests, strict=True):
         book = manifest.input("accounts")

@@ -36,7 +36,7 @@ from typing import IO, Any
 from .errors import Finding, Location, OptionError
 from .opportunities import DEAL_COLUMNS, DealPlan
 from .plan import Plan
-from .planfile import MANIFEST, Manifest, headline
+from .planfile import MANIFEST, Manifest, engine_version, fingerprint, headline
 from .report import render_report, report_available
 
 ACCOUNT_COLUMNS = ["account_id", "owner_id", "territory_id", "previous_owner_id", "moved", "status", "rule", "reason"]
@@ -120,14 +120,15 @@ def write_plan(
             write_table(staging / "opportunities", DEAL_COLUMNS, deals.rows())
             summary["opportunities"] = deals.summary()
         write_json(staging / "summary.json", summary)
-        if manifest is not None:
-            write_json(staging / MANIFEST, replace(manifest, headline=headline(summary)).to_json())
-            if report and report_available():
-                say(f"writing {Path(out) / 'report.html'}")
-                with durable_open(staging / "report.html") as handle:
-                    handle.write(render_report(staging, location=out))
-            elif report:
-                say("report.html skipped: the report extra is not installed (pip install 'assignment-engine[report]')")
+        written = {p.name: fingerprint(p) for p in sorted(staging.iterdir())}  # what review and apply check the plan against
+        manifest = manifest or Manifest(engine_version(), [], {})  # a plan from memory: no input files to record
+        write_json(staging / MANIFEST, replace(manifest, headline=headline(summary), outputs=written).to_json())
+        if report and report_available():
+            say(f"writing {Path(out) / 'report.html'}")
+            with durable_open(staging / "report.html") as handle:
+                handle.write(render_report(staging, location=out))
+        elif report:
+            say("report.html skipped: the report extra is not installed (pip install 'assignment-engine[report]')")
     return summary
 
 

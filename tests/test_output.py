@@ -226,3 +226,13 @@ def test_unresolvable_out_is_a_usage_error(runner, example_files, tmp_path, kind
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert result.stderr.startswith(f"--out: {out}: ")
+
+
+def test_inputs_that_cannot_be_read_twice_or_at_all_are_located_errors(runner, example_files, tmp_path):
+    fifo = tmp_path / "accounts.fifo"
+    os.mkfifo(fifo)
+    for accounts, message in ((fifo, "the accounts file must be a regular file"), (tmp_path / "none.csv", "cannot read the accounts file: it does not exist")):
+        result = _assign(runner, {**example_files, "accounts": accounts}, tmp_path / "plan")
+        assert result.exit_code == 1, result.output
+        assert result.stderr == f"{accounts}: {message}" + ("\n" if "exist" in message else ", not a directory, pipe or device\n")
+        assert not (tmp_path / "plan").exists()

@@ -64,7 +64,7 @@ def run_files(
     engine = Engine.from_file(rules)
     policy = engine.rules.policy
     sources = {"rules": rules, "accounts": accounts, "users": users, "opportunities": opportunities, "pairs": pairs}
-    digests = {role: fingerprint(path) for role, path in sources.items() if path is not None}  # before reading: what was read is at most newer
+    digests = _fingerprints(sources)
     say(f"reading {accounts}")
     table, user_list, pair_table, deal_table = _read_inputs(engine, accounts, users, pairs, opportunities)
     plan = engine.assign(
@@ -123,6 +123,25 @@ def load_plan(directory: str | Path) -> Plan:
             owner[k] = user_index[row["owner_id"]]
     solution = replay(prepared.problem, owner, results_of(read_summary(directory)["solver"]))
     return Plan.build(prepared, solution)
+
+
+def _fingerprints(sources: dict[str, str | Path | None]) -> dict[str, str]:
+    """sha256 of every input, taken before reading it (what was read is at most newer). Each is read twice, so
+    a pipe or a device is refused: its second read would find nothing."""
+    digests = {}
+    for role, path in sources.items():
+        if path is None:
+            continue
+        where = Location(str(path))
+        if not Path(path).exists():
+            raise DataError([Finding(where, f"cannot read the {role} file: it does not exist")])
+        if not Path(path).is_file():
+            raise DataError([Finding(where, f"the {role} file must be a regular file, not a directory, pipe or device")])
+        try:
+            digests[role] = fingerprint(path)
+        except OSError as exc:
+            raise DataError([Finding(where, f"cannot read the {role} file: {exc.strerror}")]) from None
+    return digests
 
 
 def _read_inputs(

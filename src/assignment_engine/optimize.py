@@ -233,7 +233,7 @@ def _in_processes(parts: list[Component], workers: int) -> list[tuple[np.ndarray
         running = getattr(pool, "_processes", None) or {}  # Python 3.14's terminate_workers(), by hand
         for process in list(running.values()):
             process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)  # nothing left to wait for but the pool's own thread
         raise
     pool.shutdown()
     return results

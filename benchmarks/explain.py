@@ -18,6 +18,7 @@ import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 from scale import OUT, generate
 
@@ -25,19 +26,24 @@ from assignment_engine import assign_files
 from assignment_engine.explain import explain_saved
 
 
+def saved_plan(preset: str) -> Path:
+    """The preset's book planned once (with opportunities) into benchmarks/out/<preset>-saved/."""
+    book = generate(preset)
+    saved = OUT / f"{preset}-saved"
+    if not (saved / "plan.json").is_file():
+        assign_files(book / "rules.yaml", book / "accounts.csv", book / "users.csv", saved, opportunities=book / "opportunities.csv", workers=os.cpu_count() or 1)
+    return saved
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="M", choices=["S", "M"])
     parser.add_argument("--samples", type=int, default=20)
     args = parser.parse_args()
-    book = generate(args.preset)
-    saved = OUT / f"{args.preset}-saved"
     started = time.perf_counter()
-    if not (saved / "plan.json").is_file():
-        assign_files(book / "rules.yaml", book / "accounts.csv", book / "users.csv", saved, opportunities=book / "opportunities.csv", workers=os.cpu_count() or 1)
-        planned = f"{time.perf_counter() - started:.1f} s"
-    else:
-        planned = "not timed (plan reused)"
+    reused = (OUT / f"{args.preset}-saved" / "plan.json").is_file()
+    saved = saved_plan(args.preset)
+    planned = "not timed (plan reused)" if reused else f"{time.perf_counter() - started:.1f} s"
 
     def ids(table: str, key: str) -> list[str]:
         with (saved / f"{table}.jsonl").open(encoding="utf-8") as handle:

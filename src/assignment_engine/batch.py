@@ -14,6 +14,7 @@ import numpy as np
 from .engine import Engine
 from .errors import DataError, Finding, InfeasibleError, Location
 from .opportunities import DealPlan, DealTable, assign_deals
+from .opportunities import run_date as deal_run_date
 from .optimize import replay
 from .plan import Plan, results_of
 from .planfile import InputFile, Manifest, engine_version, fingerprint, plan_rows, read_summary
@@ -81,7 +82,7 @@ def run_files(
     )
     run_date = None
     if deal_table is not None:
-        run_date = as_of or (dt.date.fromisoformat(engine.rules.model.opportunities.as_of) if engine.rules.model.opportunities.as_of else dt.date.today())
+        run_date = deal_run_date(engine.rules, as_of)
     deal_plan = assign_deals(plan, deal_table, as_of=run_date, workers=workers, progress=say) if deal_table is not None else None
     rows = {"accounts": len(table), "users": len(user_list), "opportunities": None if deal_table is None else len(deal_table.table), "pairs": None if pair_table is None else len(pair_table.account)}
     manifest = Manifest(

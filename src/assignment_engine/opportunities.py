@@ -242,6 +242,12 @@ class DealPlan:
         return explain_deal(self.rules, one, row)
 
 
+def run_date(rules: CompiledRules, as_of: dt.date | None = None) -> dt.date:
+    """The date closing-soon protection counts from: ``as_of`` if given, else the rule file's, else today."""
+    policy = rules.model.opportunities
+    return as_of or (dt.date.fromisoformat(policy.as_of) if policy.as_of else dt.date.today())
+
+
 def explain_deal(rules: CompiledRules, deal: AccountTable, row: dict[str, Any]) -> list[str]:
     """The explanation of one deal from its overlay-ready record (:func:`joined`, one row) and its plan ``row``;
     shared by a deal plan in memory and a saved one."""
@@ -292,7 +298,7 @@ def assign_deals(
         keep |= rules.keep_owner.mask(joined(deals, accounts))
     protect_days = policy.keep_owner.closing_within_days if policy.keep_owner else None
     if protect_days is not None:
-        today = as_of or (dt.date.fromisoformat(policy.as_of) if policy.as_of else dt.date.today())
+        today = run_date(rules, as_of)
         close = t.fields[policy.close_date_field]
         assert isinstance(close, NumericColumn)
         days = (today - EPOCH).days

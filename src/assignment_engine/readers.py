@@ -24,18 +24,29 @@ Columns = dict[str, list[Any]]
 _DISTINCT = 50_000  # past this many distinct values a column is not deduplicated
 _NESTED = (dict, list)  # JSON values read as their JSON text (json.loads gives these exact types)
 ACCOUNT_COLUMNS = ("id", "name", "parent_id", "owner_id", "locked", "excluded")
+SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods")
 DEAL_INPUT_COLUMNS = ("id", "name", "account_id", "owner_id", "locked", "excluded", "overlay_owner_ids")
 
 
-def read_columns(path: str | Path, wanted: set[str] | None = None) -> tuple[Columns, Sequence[int]]:
+def read_columns(path: str | Path, wanted: set[str] | None = None, sheet: str | None = None) -> tuple[Columns, Sequence[int]]:
     """A file as columns of raw values plus the source row (line) of every record.
 
     Only the ``wanted`` columns are kept (all when None): CRM exports carry
     dozens of columns a run never reads, and a million rows of each cost memory.
+    Spreadsheets (``sheet``: a named one, else the first) and Parquet need their extras.
     """
     path = Path(path)
+    suffix = path.suffix.lower()
     try:
-        if path.suffix.lower() in (".jsonl", ".ndjson"):
+        if suffix in SPREADSHEETS:
+            from .sheets import read_sheet
+
+            return read_sheet(path, wanted, sheet)
+        if suffix == ".parquet":
+            from .parquet import read_parquet
+
+            return read_parquet(path, wanted)
+        if suffix in (".jsonl", ".ndjson"):
             return _read_jsonl(path, wanted)
         return _read_csv(path, wanted)
     except OSError as exc:

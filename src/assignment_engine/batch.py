@@ -16,6 +16,7 @@ from .errors import DataError, Finding, InfeasibleError, Location
 from .opportunities import DealPlan, DealTable, assign_deals
 from .opportunities import run_date as deal_run_date
 from .optimize import replay
+from .parquet import require_pyarrow
 from .plan import Plan, results_of
 from .planfile import InputFile, Manifest, engine_version, fingerprint, plan_rows, read_summary
 from .readers import read_accounts, read_deals, read_pairs, read_users
@@ -156,22 +157,33 @@ def _read_inputs(
 
 
 def assign_files(
-    rules: str | Path, accounts: str | Path, users: str | Path, out: str | Path, *, strict: bool = False, report: bool = True, **options: Any
+    rules: str | Path,
+    accounts: str | Path,
+    users: str | Path,
+    out: str | Path,
+    *,
+    strict: bool = False,
+    report: bool = True,
+    parquet: bool = False,
+    **options: Any,
 ) -> Run:
     """Plan and write the plan directory: ``plan.json``, ``accounts.*``, ``opportunities.*`` (with deals), ``summary.json``
-    and ``report.html`` (with the ``report`` extra, unless ``report`` is False).
+    and ``report.html`` (with the ``report`` extra, unless ``report`` is False); with ``parquet``, ``accounts.parquet``
+    (and ``opportunities.parquet``) as well.
 
-    ``out`` is checked before any work (see :func:`check_output`) and receives
-    the plan as one unit. With ``strict``, a plan whose hard constraints could
-    not all hold (see :meth:`Plan.conflicts`) raises :class:`InfeasibleError`
-    and writes nothing.
+    ``out`` (and, with ``parquet``, the ``parquet`` extra) is checked before
+    any work (see :func:`check_output`) and receives the plan as one unit.
+    With ``strict``, a plan whose hard constraints could not all hold (see
+    :meth:`Plan.conflicts`) raises :class:`InfeasibleError` and writes nothing.
     """
     inputs = (rules, accounts, users, options.get("opportunities"), options.get("pairs"))
+    if parquet:
+        require_pyarrow()
     check_output(out, inputs)
     run = run_files(rules, accounts, users, **options)
     if strict and (conflicts := run.plan.conflicts()):
         raise InfeasibleError(conflicts)
-    run.summary = write_plan(run.plan, out, options.get("progress"), deals=run.deals, inputs=inputs, manifest=run.manifest, report=report)
+    run.summary = write_plan(run.plan, out, options.get("progress"), deals=run.deals, inputs=inputs, manifest=run.manifest, report=report, parquet=parquet)
     return run
 
 

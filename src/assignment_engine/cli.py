@@ -166,11 +166,12 @@ def _assign_options(f=None, *, required: bool = True):
 @_assign_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="directory for accounts.csv, accounts.jsonl, summary.json")
 @click.option("--strict", is_flag=True, help="fail (exit 1, nothing written) when capacity or locks cannot all hold")
+@click.option("--parquet", is_flag=True, help="also write accounts.parquet / opportunities.parquet (needs the parquet extra)")
 @FORMAT
-def assign(rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, quiet: bool, out: str, strict: bool, fmt: str) -> None:
+def assign(rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, quiet: bool, out: str, strict: bool, parquet: bool, fmt: str) -> None:
     """Assign every account to a territory and an owner; write the plan to --out."""
     with _running(out):
-        run = assign_files(rules, accounts, users, out, strict=strict, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(), seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet))
+        run = assign_files(rules, accounts, users, out, strict=strict, parquet=parquet, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(), seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet))
         _report(run.summary, fmt, out)
 
 

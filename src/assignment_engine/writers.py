@@ -10,7 +10,8 @@ the swap replaces the directory whole.
 
 CSV cells that a spreadsheet would run as a formula (starting with ``=``, ``+``,
 ``-``, ``@``, tab or carriage return) get a leading ``'`` (the OWASP
-convention); JSON Lines keep the raw values.
+convention); JSON Lines keep the raw values, and so does Parquet (on request,
+typed columns for the tools that read plans by the million).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import csv
 import ctypes
 import errno
+import itertools
 import json
 import os
 import re
@@ -35,12 +37,15 @@ from typing import IO, Any
 
 from .errors import Finding, Location, OptionError
 from .opportunities import DEAL_COLUMNS, DealPlan
+from .parquet import require_pyarrow, write_parquet
 from .plan import Plan
 from .planfile import MANIFEST, Manifest, engine_version, fingerprint, headline
 from .report import render_report, report_available
 
 ACCOUNT_COLUMNS = ["account_id", "owner_id", "territory_id", "previous_owner_id", "moved", "status", "rule", "reason"]
-PLAN_FILES = frozenset({MANIFEST, "accounts.csv", "accounts.jsonl", "opportunities.csv", "opportunities.jsonl", "summary.json", "report.html"})
+PLAN_FILES = frozenset(
+    {MANIFEST, "accounts.csv", "accounts.jsonl", "accounts.parquet", "opportunities.csv", "opportunities.jsonl", "opportunities.parquet", "summary.json", "report.html"}
+)
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # cells a spreadsheet would run
 _PARTIAL = ".partial-"  # staging directories: .<name>.partial-<host>-<pid>-<random>
 _HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64] or "host"
@@ -103,21 +108,26 @@ def write_plan(
     inputs: Iterable[str | Path | None] = (),
     manifest: Manifest | None = None,
     report: bool = True,
+    parquet: bool = False,
 ) -> dict[str, Any]:
     """``accounts.csv``, ``accounts.jsonl`` (and ``opportunities.*`` with deals), ``summary.json`` and, given its
     manifest, ``plan.json`` and (with the ``report`` extra, unless ``report`` is False) ``report.html``; returns the summary.
+    With ``parquet`` (the ``parquet`` extra), ``accounts.parquet`` (and ``opportunities.parquet``) too.
 
     The files replace whatever plan ``out`` held, all at once; ``inputs`` are
     files the directory must not hold (see :func:`check_output`).
     """
     say = progress or (lambda _m: None)
+    if parquet:
+        require_pyarrow()
+    also = ", .jsonl and .parquet" if parquet else " and .jsonl"
     with output_directory(out, inputs) as staging:
-        say(f"writing {Path(out) / 'accounts.csv'} and accounts.jsonl")
-        write_table(staging / "accounts", ACCOUNT_COLUMNS, plan.rows())
+        say(f"writing {Path(out) / 'accounts.csv'}{also}")
+        write_table(staging / "accounts", ACCOUNT_COLUMNS, plan.rows(), parquet=parquet)
         summary = plan.summary()
         if deals is not None:
-            say(f"writing {Path(out) / 'opportunities.csv'} and opportunities.jsonl")
-            write_table(staging / "opportunities", DEAL_COLUMNS, deals.rows())
+            say(f"writing {Path(out) / 'opportunities.csv'}{also}")
+            write_table(staging / "opportunities", DEAL_COLUMNS, deals.rows(), parquet=parquet)
             summary["opportunities"] = deals.summary()
         write_json(staging / "summary.json", summary)
         written = {p.name: fingerprint(p) for p in sorted(staging.iterdir())}  # what review and apply check the plan against
@@ -155,17 +165,34 @@ def output_directory(
         shutil.rmtree(staging, ignore_errors=True)  # the old output after a swap, the partial new one otherwise
 
 
-def write_table(base: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> None:
-    """``base.csv`` and ``base.jsonl`` in one pass over ``rows`` (rows may be costly to build)."""
+def write_table(base: Path, columns: list[str], rows: Iterable[dict[str, Any]], *, parquet: bool = False) -> None:
+    """``base.csv`` and ``base.jsonl`` (and ``base.parquet``) in one pass over ``rows`` (rows may be costly to build).
+
+    The CSV has ``columns``; the JSON Lines and Parquet files every key of a row, so the Parquet file holds what the JSON Lines do.
+    """
     with ExitStack() as stack:
         csv_handle = stack.enter_context(durable_open(base.with_suffix(".csv")))
         jsonl_handle = stack.enter_context(durable_open(base.with_suffix(".jsonl")))
         writer = csv.writer(csv_handle)
         writer.writerow(columns)
-        for row in rows:
-            writer.writerow([csv_cell(row[c]) for c in columns])
-            jsonl_handle.write(json.dumps(row, ensure_ascii=False))
-            jsonl_handle.write("\n")
+
+        def written() -> Iterator[dict[str, Any]]:
+            for row in rows:
+                writer.writerow([csv_cell(row[c]) for c in columns])
+                jsonl_handle.write(json.dumps(row, ensure_ascii=False))
+                jsonl_handle.write("\n")
+                yield row
+
+        stream = written()
+        if not parquet:
+            for _ in stream:
+                pass
+            return
+        first = next(stream, None)  # its keys are the JSON Lines' keys
+        if first is None:
+            write_parquet(base.with_suffix(".parquet"), columns, ())
+        else:
+            write_parquet(base.with_suffix(".parquet"), list(first), itertools.chain([first], stream))
 
 
 def csv_cell(v: Any) -> Any:

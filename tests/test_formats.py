@@ -1,0 +1,359 @@
+"""Spreadsheets and Parquet in, Parquet out: the same records as the CSV, typed cells kept, located errors."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import decimal
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openpyxl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from assignment_engine import DataError, OptionError, demo_files, load_rules, read_accounts, read_users
+from assignment_engine import parquet as parquet_module
+from assignment_engine.batch import assign_files
+from assignment_engine.cli import main
+from assignment_engine.parquet import require_pyarrow, write_parquet
+from assignment_engine.readers import read_columns, read_deals, read_pairs
+
+Columns = dict[str, list[Any]]
+
+
+def write_xlsx(path: Path, sheets: dict[str, list[list[Any]]]) -> Path:
+    """A workbook of the given sheets (in order), each a list of rows; None is an empty cell."""
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    book.save(path)
+    return path
+
+
+def xlsx_of(path: Path, columns: Columns) -> Path:
+    names = list(columns)
+    return write_xlsx(path, {"Export": [names, *map(list, zip(*columns.values()))]})
+
+
+def parquet_of(path: Path, columns: Columns) -> Path:
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def typed(path: Path, kinds: dict[str, str]) -> Columns:
+    """A CSV's columns with each value as a spreadsheet or Parquet export holds it: numbers, booleans, dates, None."""
+
+    def cell(text: str, kind: str) -> Any:
+        if text == "":
+            return None
+        if kind in ("number", "integer"):
+            return float(text) if kind == "number" else int(text)
+        if kind == "boolean":
+            return text == "true"
+        if kind == "date":
+            return dt.date.fromisoformat(text)
+        return text
+
+    with path.open(newline="", encoding="utf-8") as handle:
+        records = list(csv.DictReader(handle))
+    return {name: [cell(r[name], kinds.get(name, "string")) for r in records] for name in records[0]}
+
+
+@pytest.fixture(scope="module")
+def demo() -> dict[str, Any]:
+    files = demo_files()
+    rules = load_rules(files["rules"])
+    return {"files": files, "rules": rules}
+
+
+@pytest.fixture(scope="module")
+def copies(demo, tmp_path_factory) -> dict[str, dict[str, Path]]:
+    """The demo's accounts, users, opportunities and a pairs file as CSV, .xlsx and .parquet."""
+    rules, files = demo["rules"], demo["files"]
+    base = tmp_path_factory.mktemp("copies")
+    pairs = base / "pairs.csv"
+    pairs.write_text("account_id,user_id,cost,workload\n" + "".join(f"A{i:07d},u{6 + i % 30:02d},{i % 5},{i * 1.5}\n" for i in range(1, 41)), encoding="utf-8")
+    kinds = {
+        "accounts": {**rules.field_types, "locked": "boolean", "excluded": "boolean"},
+        "users": {"weight": "number", "active": "boolean"},
+        "opportunities": {**rules.deal_field_types, "locked": "boolean", "excluded": "boolean"},
+        "pairs": {"cost": "number", "workload": "number"},
+    }
+    sources = {"accounts": files["accounts"], "users": files["users"], "opportunities": files["opportunities"], "pairs": pairs}
+    out: dict[str, dict[str, Path]] = {}
+    for role, source in sources.items():
+        columns = typed(source, kinds[role])
+        out[role] = {"csv": source, "xlsx": xlsx_of(base / f"{role}.xlsx", columns), "parquet": parquet_of(base / f"{role}.parquet", columns)}
+    return out
+
+
+def records(table) -> list[dict[str, Any]]:
+    return [table.record(i) for i in range(len(table))]
+
+
+# --- the readers of readers.py on every format ----------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "parquet"])
+def test_accounts_read_as_from_the_csv(demo, copies, fmt):
+    expected = read_accounts(copies["accounts"]["csv"], demo["rules"].field_types)
+    table = read_accounts(copies["accounts"][fmt], demo["rules"].field_types)
+    assert table.ids == expected.ids
+    assert records(table) == records(expected)
+    assert list(table.rows) == list(expected.rows)  # the spreadsheet row is the CSV line: messages point at the same record
+    assert table.record(1)["postal_code"] == "06004"  # text cells keep their leading zeros
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "parquet"])
+def test_users_deals_and_pairs_read_as_from_the_csv(demo, copies, fmt):
+    rules = demo["rules"]
+    measures = list(rules.measures)
+    assert read_users(copies["users"][fmt], measures) == read_users(copies["users"]["csv"], measures)
+    accounts = read_accounts(copies["accounts"]["csv"], rules.field_types)
+    deals, expected = read_deals(copies["opportunities"][fmt], rules, accounts), read_deals(copies["opportunities"]["csv"], rules, accounts)
+    assert records(deals.table) == records(expected.table)
+    assert deals.account.tolist() == expected.account.tolist()
+    assert deals.previous_overlay == expected.previous_overlay
+    users = read_users(copies["users"]["csv"], measures)
+    pairs, expected_pairs = read_pairs(copies["pairs"][fmt], accounts, users), read_pairs(copies["pairs"]["csv"], accounts, users)
+    for name in ("account", "user", "cost", "workload"):
+        np.testing.assert_array_equal(getattr(pairs, name), getattr(expected_pairs, name))
+
+
+# --- spreadsheets ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def workbook(tmp_path) -> Path:
+    return write_xlsx(
+        tmp_path / "book.xlsx",
+        {
+            "Accounts": [
+                ["id", " postal_code ", "revenue", "signed", "active", "note"],
+                ["A1", 1234, 1.5, dt.date(2024, 1, 2), True, "x"],
+                [None, None, None, None, None, None],
+                ["A2", "01234", 2000.0, dt.datetime(2024, 3, 4, 5, 6), False, None],
+            ],
+            "Users": [["id", "name"], ["u1", "One"]],
+        },
+    )
+
+
+def test_the_first_sheet_is_read_with_typed_cells(workbook):
+    columns, rows = read_columns(workbook)
+    assert list(rows) == [2, 4]  # the blank row 3 is skipped, as a blank CSV line is
+    assert columns["postal_code"] == [1234, "01234"]  # header stripped; a number stays a number (the typing layer reports it)
+    assert type(columns["postal_code"][0]) is int
+    assert columns["revenue"] == [1.5, 2000] and type(columns["revenue"][1]) is int
+    assert columns["signed"] == [dt.date(2024, 1, 2), dt.datetime(2024, 3, 4, 5, 6)]
+    assert columns["active"] == [True, False]
+    assert columns["note"] == ["x", None]
+
+
+def test_only_wanted_columns_of_a_named_sheet(workbook):
+    columns, rows = read_columns(workbook, {"name", "absent"}, "Users")
+    assert columns == {"name": ["One"]}
+    assert list(rows) == [2]
+
+
+def test_an_unknown_sheet_names_the_sheets(workbook):
+    with pytest.raises(DataError) as caught:
+        read_columns(workbook, None, "Acounts")
+    assert str(caught.value) == f"{workbook}: no sheet named 'Acounts' (did you mean 'Accounts'?); the sheets are 'Accounts', 'Users'"
+
+
+def test_dates_in_a_sheet_are_read_as_dates(tmp_path):
+    path = write_xlsx(tmp_path / "a.xlsx", {"S": [["id", "signed"], ["A1", dt.date(2024, 1, 2)], ["A2", dt.datetime(2024, 3, 4, 23, 59)], ["A3", None]]})
+    table = read_accounts(path, {"signed": "date"})
+    assert [table.record(i)["signed"] for i in range(3)] == [dt.date(2024, 1, 2), dt.date(2024, 3, 4), None]
+
+
+def test_rows_are_the_spreadsheet_rows(tmp_path):
+    """Blank rows above the header and between records, and a note under a blank header, leave row numbers as Excel shows them."""
+    path = write_xlsx(tmp_path / "a.xlsx", {"S": [[], [None, "id", "revenue"], [None, "A1", 5], [], [None, "A2", "lots"], ["see row 5"]]})
+    columns, rows = read_columns(path)
+    assert columns == {"id": ["A1", "A2"], "revenue": [5, "lots"]}
+    assert list(rows) == [3, 5]
+    with pytest.raises(DataError) as caught:
+        read_accounts(path, {"revenue": "number"})
+    assert str(caught.value) == f"{path}:5:revenue: 'lots' is not a number"
+
+
+def test_a_sheet_without_records_or_header(tmp_path):
+    columns, rows = read_columns(write_xlsx(tmp_path / "h.xlsx", {"S": [["id", "name"]]}))
+    assert columns == {"id": [], "name": []} and list(rows) == []
+    empty = write_xlsx(tmp_path / "e.xlsx", {"S": []})
+    with pytest.raises(DataError, match=r"e\.xlsx:1: the sheet is empty \(expected a header row\)"):
+        read_columns(empty)
+
+
+def test_a_duplicate_header_in_a_sheet(tmp_path):
+    path = write_xlsx(tmp_path / "d.xlsx", {"S": [[], ["id", "id ", "name"], ["A1", "A2", "x"]]})
+    with pytest.raises(DataError) as caught:
+        read_columns(path)
+    assert str(caught.value) == f"{path}:2: duplicate column(s) in header: 'id'"
+
+
+@pytest.mark.parametrize("content", [b"", b"not a workbook", b"PK\x03\x04 truncated zip"])
+def test_a_damaged_workbook_cannot_be_read(tmp_path, content):
+    path = tmp_path / "bad.xlsx"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=r"^\S+bad\.xlsx: cannot read: \S") as caught:
+        read_columns(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_reading_a_sheet_without_the_extra_says_what_to_install(workbook, monkeypatch):
+    monkeypatch.setitem(sys.modules, "python_calamine", None)
+    with pytest.raises(DataError) as caught:
+        read_columns(workbook)
+    assert str(caught.value) == f"{workbook}: reading .xlsx needs the xlsx extra: pip install 'assignment-engine[xlsx]'"
+
+
+# --- Parquet in --------------------------------------------------------------------------------------
+
+
+def salesforce_like(path: Path) -> Path:
+    address = pa.struct([("country", pa.string()), ("city", pa.string()), ("geo", pa.struct([("lat", pa.float64())]))])
+    table = pa.table(
+        {
+            "Id": ["001A", "001B", "001C"],
+            "BillingAddress": pa.array([{"country": "US", "city": "Austin", "geo": {"lat": 30.3}}, None, {"country": "DE", "city": None, "geo": None}], address),
+            "Tags": [["a", "b"], [], None],
+            "AnnualRevenue": pa.array([decimal.Decimal("1200.50"), None, decimal.Decimal(7)], pa.decimal128(12, 2)),
+            "CreatedDate": pa.array([dt.datetime(2024, 1, 2, 3, 4), None, dt.datetime(2023, 5, 6)], pa.timestamp("ns", "UTC")),
+            "IsDeleted": [False, None, True],
+        }
+    )
+    pq.write_table(table, path)
+    return path
+
+
+def test_struct_fields_by_dotted_path(tmp_path):
+    path = salesforce_like(tmp_path / "accounts.parquet")
+    columns, rows = read_columns(path, {"Id", "BillingAddress.country", "BillingAddress.geo.lat"})
+    assert columns == {"Id": ["001A", "001B", "001C"], "BillingAddress.country": ["US", None, "DE"], "BillingAddress.geo.lat": [30.3, None, None]}
+    assert list(rows) == [2, 3, 4]
+
+
+def test_parquet_values_are_python_values(tmp_path):
+    columns, _ = read_columns(salesforce_like(tmp_path / "a.parquet"))
+    assert sorted(columns) == ["AnnualRevenue", "BillingAddress.city", "BillingAddress.country", "BillingAddress.geo.lat", "CreatedDate", "Id", "IsDeleted", "Tags"]
+    assert columns["Tags"] == ['["a", "b"]', "[]", None]  # a list as its JSON text, as in JSON Lines
+    assert columns["AnnualRevenue"] == [1200.5, None, 7.0]
+    assert columns["CreatedDate"][0] == dt.datetime(2024, 1, 2, 3, 4, tzinfo=dt.UTC) and type(columns["CreatedDate"][0]) is dt.datetime
+    assert columns["IsDeleted"] == [False, None, True]
+
+
+def test_only_the_wanted_columns_are_read_from_parquet(tmp_path, monkeypatch):
+    path = salesforce_like(tmp_path / "a.parquet")
+    asked: list[list[str]] = []
+    read = pq.ParquetFile.read
+    monkeypatch.setattr(pq.ParquetFile, "read", lambda self, columns=None, **kw: asked.append(columns) or read(self, columns=columns, **kw))
+    columns, _ = read_columns(path, {"Id", "BillingAddress.city", "Missing"})
+    assert asked == [["Id", "BillingAddress.city"]]
+    assert list(columns) == ["Id", "BillingAddress.city"]
+
+
+def test_an_empty_parquet_file_has_its_columns_and_no_records(tmp_path):
+    path = parquet_of(tmp_path / "a.parquet", {"id": pa.array([], pa.string()), "revenue": pa.array([], pa.float64())})
+    columns, rows = read_columns(path)
+    assert columns == {"id": [], "revenue": []} and list(rows) == []
+    assert len(read_accounts(path, {"revenue": "number"})) == 0
+
+
+def test_a_duplicate_parquet_column(tmp_path):
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(["A1"]), pa.array(["A2"])], names=["id", " id"]), path)
+    with pytest.raises(DataError) as caught:
+        read_columns(path)
+    assert str(caught.value) == f"{path}:1: duplicate column(s) in header: 'id'"
+
+
+@pytest.mark.parametrize("content", [b"", b"PAR1 not really PAR1", b"id,name\nA1,x\n"])
+def test_a_damaged_parquet_file_cannot_be_read(tmp_path, content):
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=r"^\S+bad\.parquet: cannot read: \S") as caught:
+        read_columns(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_reading_parquet_without_the_extra_says_what_to_install(tmp_path, monkeypatch):
+    path = salesforce_like(tmp_path / "a.parquet")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(DataError) as caught:
+        read_columns(path)
+    assert str(caught.value) == f"{path}: reading .parquet needs the parquet extra: pip install 'assignment-engine[parquet]'"
+    with pytest.raises(OptionError, match=r"^--parquet: writing Parquet needs the parquet extra"):
+        require_pyarrow()
+
+
+# --- Parquet out -------------------------------------------------------------------------------------
+
+
+def test_write_parquet_types_and_batches(tmp_path, monkeypatch):
+    monkeypatch.setattr(parquet_module, "BATCH", 2)  # three batches, the first of them without any owner list
+    rows = [
+        {"id": "A1", "value": 1.5, "size": 1, "moved": True, "owners": [], "note": None},
+        {"id": "A2", "value": 2.0, "size": 2, "moved": False, "owners": [], "note": None},
+        {"id": "A3", "value": 0.0, "size": 3, "moved": False, "owners": ["u1", "u2"], "note": "x"},
+        {"id": "A4", "value": 4.0, "size": 4, "moved": True, "owners": ["u3"], "note": None},
+        {"id": "A5", "value": 5.0, "size": 5, "moved": True, "owners": [], "note": None},
+    ]
+    path = tmp_path / "p.parquet"
+    write_parquet(path, ["id", "value", "size", "moved", "owners", "note"], iter(rows))
+    table = pq.read_table(path)
+    assert table.schema.types == [pa.string(), pa.float64(), pa.int64(), pa.bool_(), pa.list_(pa.string()), pa.string()]
+    assert table.to_pylist() == rows
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3
+
+
+def test_write_parquet_of_no_rows(tmp_path):
+    path = tmp_path / "p.parquet"
+    write_parquet(path, ["id", "owner_id"], [])
+    table = pq.read_table(path)
+    assert table.num_rows == 0 and table.column_names == ["id", "owner_id"]
+
+
+def test_a_plan_written_as_parquet_holds_what_the_json_lines_hold(demo, tmp_path):
+    files = demo["files"]
+    out = tmp_path / "plan"
+    run = assign_files(files["rules"], files["accounts"], files["users"], out, parquet=True, report=False, opportunities=files["opportunities"], workers=1, time_limit=1.0)
+    for name in ("accounts", "opportunities"):
+        lines = [json.loads(line) for line in (out / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
+        assert pq.read_table(out / f"{name}.parquet").to_pylist() == lines
+    schema = pq.read_schema(out / "accounts.parquet")
+    assert schema.field("moved").type == pa.bool_() and schema.field("value").type == pa.float64() and schema.field("family_size").type == pa.int64()
+    assert pq.read_schema(out / "opportunities.parquet").field("overlay_owner_ids").type == pa.list_(pa.string())
+    assert {"accounts.parquet", "opportunities.parquet"} <= set(json.loads((out / "plan.json").read_text(encoding="utf-8"))["outputs"])
+    assert run.summary["opportunities"]
+
+
+def test_assign_parquet_flag(tmp_path):
+    files = demo_files()
+    out = tmp_path / "plan"
+    args = ["assign", "--rules", str(files["rules"]), "--accounts", str(files["accounts"]), "--users", str(files["users"])]
+    result = CliRunner().invoke(main, [*args, "--out", str(out), "--workers", "1", "--time-limit", "0.5", "--quiet", "--parquet"])
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(out / "accounts.parquet").num_rows == 2000
+
+
+def test_assign_parquet_without_pyarrow_stops_before_any_work(tmp_path, monkeypatch):
+    files = demo_files()
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    out = tmp_path / "plan"
+    args = ["assign", "--rules", str(files["rules"]), "--accounts", str(files["accounts"]), "--users", str(files["users"])]
+    result = CliRunner().invoke(main, [*args, "--out", str(out), "--parquet"])
+    assert result.exit_code == 2
+    assert result.stderr == "--parquet: writing Parquet needs the parquet extra: pip install 'assignment-engine[parquet]'\n"
+    assert not out.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import difflib
 import json
 from importlib import resources
 
@@ -139,6 +140,17 @@ def test_misspellings_are_not_corrected_but_suggested():
     assert country_code("Nigera") == Resolved(None, "NG (Nigeria) or NE (Niger)")
     assert country_code("Kosvo") == Resolved(None, "XK (Kosovo)")
     assert country_code("Untied Kingdom").suggestion == "GB (United Kingdom)"
+
+
+@given(st.sampled_from([c.name for c in COUNTRIES]), st.integers(0, 60), st.sampled_from(["", "x", "xx", "xyz"]), st.booleans())
+def test_suggestions_look_only_at_names_of_near_length_and_miss_none(name, at, inserted, drop):
+    value = name[:at] + inserted + name[at + drop :]
+    table = places._countries().table
+    key = places._normalise(value)
+    every = [k for k in table.index if len(k) >= 4]
+    close = difflib.get_close_matches(key, every, n=3, cutoff=0.8) if len(key) >= 4 and key not in table.index else []
+    codes = dict.fromkeys(code for match in close for code in sorted(table.index[match]))
+    assert country_code(value).suggestion == (" or ".join(table.labels[code] for code in codes) or None)
 
 
 @pytest.mark.parametrize("value", ["", "   ", "XX", "ZZZ", "999", "Atlantis", "4.0", "12345", "9" * 5000, "\x00", "--"])

@@ -17,17 +17,19 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import json
+import math
 import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import cache, cached_property
 from importlib import resources
 from typing import Any
 
 MISSING_EXTRA = "field type 'country' needs the places extra: pip install 'assignment-engine[places]'"
 _ANCHORED = ("US", "CA", "AU")  # where a state is looked up when no country is given
-_NEAR = 0.8  # difflib ratio from which an unknown value gets a did-you-mean
+_NEAR = Fraction(4, 5)  # difflib ratio from which an unknown value gets a did-you-mean (exact, for the length bounds)
 _SHORTEST_SUGGESTED = 4  # codes are not suggested: every two-letter typo is close to some code
 _SUGGESTED_KEYS = 3
 
@@ -166,9 +168,13 @@ class _Table:
     preferred: frozenset[str] = frozenset()
 
     @cached_property
-    def suggestible(self) -> list[str]:
-        """The names a did-you-mean is chosen among (not the codes)."""
-        return [key for key in self.index if len(key) >= _SHORTEST_SUGGESTED]
+    def suggestible(self) -> dict[int, list[str]]:
+        """The names a did-you-mean is chosen among (not the codes), by length: only lengths near the value's can be close."""
+        by_length: dict[int, list[str]] = {}
+        for key in self.index:
+            if len(key) >= _SHORTEST_SUGGESTED:
+                by_length.setdefault(len(key), []).append(key)
+        return by_length
 
     def resolve(self, key: str) -> Resolved:
         codes = self.index.get(key)
@@ -183,7 +189,10 @@ class _Table:
     def _suggest(self, key: str) -> str | None:
         if len(key) < _SHORTEST_SUGGESTED:
             return None
-        close = difflib.get_close_matches(key, self.suggestible, n=_SUGGESTED_KEYS, cutoff=_NEAR)
+        # difflib's ratio is at most 2·shorter/(both lengths): past these lengths it is below _NEAR
+        lengths = range(math.ceil(len(key) * _NEAR / (2 - _NEAR)), math.floor(len(key) * (2 - _NEAR) / _NEAR) + 1)
+        candidates = [name for length in lengths for name in self.suggestible.get(length, ())]
+        close = difflib.get_close_matches(key, candidates, n=_SUGGESTED_KEYS, cutoff=float(_NEAR))
         codes = dict.fromkeys(code for match in close for code in sorted(self.index[match]))
         return " or ".join(self.labels[code] for code in codes) or None
 
@@ -269,11 +278,16 @@ def _address(street: list[str], city: str | None, state: str | None, postal_code
     return {"street": ", ".join(street) or None, "city": city or None, "state": state, "postal_code": postal_code, "country": country}
 
 
-def _is_state(text: str, country: str | None) -> bool:
-    """Whether the text names or codes a subdivision of the country (of the US, Canada or Australia without one)."""
+def _named_country(text: str | None) -> str | None:
+    """The code of an address's country part, named or coded (a number there is not a country), without a did-you-mean."""
+    codes = _countries().table.index.get(_normalise(text)) if text else None
+    return next(iter(codes)) if codes else None
+
+
+def _states(country: str | None) -> dict[str, frozenset[str]]:
+    """The state keys of an address's country, or of the US, Canada and Australia when it names none with subdivisions."""
     tables = _subdivisions()
-    code = country_code(country).code if country else None
-    return _normalise(text) in tables.by_country.get(code or "", tables.anchored).index
+    return tables.by_country.get(_named_country(country) or "", tables.anchored).index
 
 
 def _american(before: list[str], part: str, country: str | None) -> dict[str, str | None] | None:
@@ -281,14 +295,15 @@ def _american(before: list[str], part: str, country: str | None) -> dict[str, st
     if match is None:
         return None
     prefix, postal_code = match.groups()
+    states = _states(country)
     state: str | None = None
     city: str | None = None
     if prefix is None:  # the postcode has its own part: 'Springfield, IL, 62704'
-        if before and _is_state(before[-1], country):
+        if before and _normalise(before[-1]) in states:
             state, before = before[-1], before[:-1]
     else:
         words = prefix.split()
-        at = next((at for at in range(len(words)) if _is_state(" ".join(words[at:]), country)), None)
+        at = next((at for at in range(len(words)) if _normalise(" ".join(words[at:])) in states), None)
         if at is None and _STATE_CODE.fullmatch(words[-1]):
             at = len(words) - 1
         if at is None:
@@ -320,10 +335,10 @@ def _continental(before: list[str], part: str, country: str | None) -> dict[str,
 
 
 def _without_postcode(parts: list[str]) -> dict[str, str | None]:
-    country = parts[-1] if parts and country_code(parts[-1]).code else None
+    country = parts[-1] if parts and _named_country(parts[-1]) else None
     rest = parts[:-1] if country else parts
     state = None
-    if rest and _is_state(rest[-1], country) and (len(rest) > 1 or _STATE_CODE.fullmatch(rest[-1])):
+    if rest and _normalise(rest[-1]) in _states(country) and (len(rest) > 1 or _STATE_CODE.fullmatch(rest[-1])):
         state, rest = rest[-1], rest[:-1]
     city = rest[-1] if rest else None
     if not (country or state) or (city and any(char.isdigit() for char in city)):  # '1600 Main St, Washington' is a street

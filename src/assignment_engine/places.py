@@ -31,7 +31,7 @@ MISSING_EXTRA = "field type 'country' needs the places extra: pip install 'assig
 _ANCHORED = ("US", "CA", "AU")  # where a state is looked up when no country is given
 _NEAR = Fraction(4, 5)  # difflib ratio from which an unknown value gets a did-you-mean (exact, for the length bounds)
 _SHORTEST_SUGGESTED = 4  # codes are not suggested: every two-letter typo is close to some code
-_SUGGESTED_KEYS = 3
+_SUGGESTED_KEYS = 3  # closest names offered; a did-you-mean naming more helps no one
 
 _DROPPED = re.compile(r"['’.]")  # U.S.A. is USA, Côte d'Ivoire is Cote dIvoire on both sides
 _SEPARATORS = re.compile(r"[\W_]+")
@@ -105,7 +105,7 @@ def split_address(text: str) -> dict[str, str | None]:
     - Continental ``street, 12345 city[, country]``: a 4- or 5-digit postcode, with
       a country prefix (``D-10115``) or not, Dutch ``1012 AB`` and Polish or
       Portuguese ``00-950``, ``1000-001``. A street or a country must be present,
-      and what follows must be a country, since US street lines look the same.
+      and what follows must be a country or close to one, since US street lines look the same.
     - Without a postcode, ``[street, ]city, state[, country]`` or ``city, country``
       when the state is known or the country is recognised, and the city has no digits.
 

@@ -376,9 +376,9 @@ def test_a_recursive_alias_is_located():
         ("hierarchy: follow_ultimate_parent ", "seed: 2147483648\n  hierarchy: follow_ultimate_parent ", "2147483648", "seed: Input should be less than or equal to 2147483647"),
         ("hierarchy: follow_ultimate_parent ", "seed: -1\n  hierarchy: follow_ultimate_parent ", "-1", "seed: Input should be greater than or equal to 0"),
         ("hierarchy: follow_ultimate_parent ", "time_limit: 1e400\n  hierarchy: follow_ultimate_parent ", "1e400", "time_limit: Input should be a finite number"),
-        ("assignment:\n", "opportunities: {as_of: '2026-13-45'}\nassignment:\n", "'2026-13-45'", "as_of: '2026-13-45' is not a date: month must be in 1..12"),
-        ("assignment:\n", "opportunities: {as_of: 2026-02-30}\nassignment:\n", "2026-02-30", "as_of: '2026-02-30' is not a date: day is out of range for month"),
-        ("assignment:\n", "opportunities: {as_of: next week}\nassignment:\n", "next week", "as_of: use a date YYYY-MM-DD, not 'next week'"),
+        ("hierarchy: follow_ultimate_parent ", "as_of: '2026-13-45'\n  hierarchy: follow_ultimate_parent ", "'2026-13-45'", "as_of: '2026-13-45' is not a date: month must be in 1..12"),
+        ("hierarchy: follow_ultimate_parent ", "as_of: 2026-02-30\n  hierarchy: follow_ultimate_parent ", "2026-02-30", "as_of: '2026-02-30' is not a date: day is out of range for month"),
+        ("hierarchy: follow_ultimate_parent ", "as_of: next week\n  hierarchy: follow_ultimate_parent ", "next week", "as_of: use a date YYYY-MM-DD, not 'next week'"),
         ("assignment:\n", "opportunities: {keep_owner: {closing_within_days: 99999999999}}\nassignment:\n", "99999999999", "closing_within_days: Input should be less than or equal to 36500"),
         ("assignment:\n", "opportunities: {measures: {deals: {constant: .inf}}}\nassignment:\n", ".inf", "constant: Input should be a valid number, not '.inf'"),
     ],
@@ -397,19 +397,19 @@ def test_whole_numbers_are_fine_where_decimals_are_expected_and_limits_are_inclu
         .replace("accounts: {constant: 1}", "accounts: {constant: 1000000000000000}")
         .replace("{name: geo, priority: 2}", "{name: geo, priority: 1000000}")
         .replace("hierarchy: follow_ultimate_parent ", "seed: 2147483647\n  time_limit: 3\n  hierarchy: follow_ultimate_parent ")
-        .replace("assignment:\n", "opportunities: {as_of: 2024-02-29, keep_owner: {closing_within_days: 36500}}\nassignment:\n")
+        .replace("assignment:\n", "opportunities: {keep_owner: {closing_within_days: 36500}}\nassignment:\n  as_of: 2024-02-29\n")
     )
     model = compile_rules(text).model
     assert model.assignment.balance is not None and model.assignment.balance[0].tolerance == 1.0
     assert isinstance(model.assignment.balance[0].tolerance, float) and isinstance(model.assignment.time_limit, float)
     assert model.measures["accounts"].constant == 1e15
     assert (model.assignment.seed, model.territory_types[1].priority) == (2**31 - 1, 1_000_000)
-    assert model.opportunities.as_of == "2024-02-29"
+    assert model.assignment.as_of == "2024-02-29"
 
 
 def test_the_shipped_rule_file_loads_strictly():
     rules = load_rules(Path(__file__).parent.parent / "rules" / "territories.yaml")
-    assert rules.model.opportunities.as_of == "2026-11-22" and len(rules.territories) > 20
+    assert rules.model.assignment.as_of == "2026-11-22" and len(rules.territories) > 20
 
 
 def test_text_over_the_size_limit_is_refused_before_parsing():

@@ -47,12 +47,11 @@ territories:
       - {id: west, rules: [{when: {state: {in: [CA, WA]}}}], members: [{user: u1}, {user: u2}]}
       - {id: east, rules: [{when: {any: [{state: NY}, {employees: {gte: 100}}]}}], members: [{user: u2}, {user: u3}]}
   - {id: analytics, type: specialist, rules: [{when: {product_line: analytics}}], members: [{user: s1, role: overlay}]}
-assignment: {hierarchy: follow_ultimate_parent, balance: [{measure: revenue, tolerance: 0.2}, {measure: accounts, tolerance: 0.5}], time_limit: 0.2}
+assignment: {hierarchy: follow_ultimate_parent, balance: [{measure: revenue, tolerance: 0.2}, {measure: accounts, tolerance: 0.5}], time_limit: 0.2, as_of: "2026-06-01"}
 opportunities:
   fields: {amount: number, product_line: string}
   keep_owner: {when: {stage: negotiation}, closing_within_days: 30}
   measures: {amount: {field: amount}}
-  as_of: "2026-06-01"
 """
 
 LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"

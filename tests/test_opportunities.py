@@ -20,6 +20,7 @@ from assignment_engine.synthetic import generate_book
 from conftest import WEST_EAST, engine_of, rows_by_id, rules_text, write_csv
 
 DEAL_FIELDS = ["stage", "close_date", "amount", "product_line"]
+ASSIGNMENT = '{hierarchy: independent, as_of: "2026-06-01"}'
 
 
 def opportunities_section(*, tie: str = "balance", keep: str = "{when: {stage: {in: [negotiation]}}, closing_within_days: 30}", extra: str = "") -> str:
@@ -30,7 +31,6 @@ def opportunities_section(*, tie: str = "balance", keep: str = "{when: {stage: {
         f"  territory_tie: {tie}\n"
         "  measures: {amount: {field: amount}, deals: {constant: 1}}\n"
         "  balance: [{measure: amount, tolerance: 0.15}, {measure: deals, tolerance: 0.15}]\n"
-        '  as_of: "2026-06-01"\n'
         f"{extra}"
     )
 
@@ -52,7 +52,7 @@ def engine_with(territories: str = TERRITORIES, *, types: str = TYPES, balance: 
             territories,
             fields="{state: string, industry: string, revenue: number}",
             types=types,
-            assignment=f"{{hierarchy: independent, balance: {balance}}}",
+            assignment=f'{{hierarchy: independent, as_of: "2026-06-01", balance: {balance}}}',
             extra=opportunities_section(**section),
         )
     )
@@ -232,7 +232,7 @@ def test_owners_can_be_balanced_on_open_pipeline():
             fields="{state: string, industry: string, revenue: number}",
             measures="{pipeline: {deals: amount}}",
             types=TYPES,
-            assignment="{hierarchy: independent, balance: [{measure: pipeline, tolerance: 0.05}]}",
+            assignment='{hierarchy: independent, as_of: "2026-06-01", balance: [{measure: pipeline, tolerance: 0.05}]}',
             extra=opportunities_section(),
         )
     )
@@ -297,7 +297,7 @@ def test_every_deal_appears_exactly_once_and_closed_deals_never_move(specs):
 
 def test_opportunities_files_and_explain_through_the_cli(tmp_path):
     engine_text = rules_text(
-        TERRITORIES, fields="{state: string, industry: string, revenue: number}", types=TYPES, assignment="{hierarchy: independent}", extra=opportunities_section()
+        TERRITORIES, fields="{state: string, industry: string, revenue: number}", types=TYPES, assignment=ASSIGNMENT, extra=opportunities_section()
     )
     (tmp_path / "rules.yaml").write_text(engine_text, encoding="utf-8")
     write_csv(tmp_path / "accounts.csv", [{"id": "A", "state": "CA", "owner_id": "w1"}, {"id": "B", "state": "NY", "owner_id": "e1"}], ["id", "state", "industry", "revenue", "owner_id"])
@@ -326,7 +326,7 @@ def test_opportunities_files_and_explain_through_the_cli(tmp_path):
 
 def test_a_header_only_opportunities_file_plans_no_deals(tmp_path):
     (tmp_path / "rules.yaml").write_text(
-        rules_text(TERRITORIES, fields="{state: string, industry: string, revenue: number}", types=TYPES, assignment="{hierarchy: independent}", extra=opportunities_section()),
+        rules_text(TERRITORIES, fields="{state: string, industry: string, revenue: number}", types=TYPES, assignment=ASSIGNMENT, extra=opportunities_section()),
         encoding="utf-8",
     )
     write_csv(tmp_path / "accounts.csv", [{"id": "A", "state": "CA", "owner_id": "w1"}], ["id", "state", "industry", "revenue", "owner_id"])

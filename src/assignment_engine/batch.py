@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .compile import CompiledRules
 from .engine import Engine
-from .errors import DataError, Finding, InfeasibleError, Location
+from .errors import DataError, Finding, InfeasibleError, Location, OptionError
 from .opportunities import DealPlan, DealTable, assign_deals
-from .opportunities import run_date as deal_run_date
 from .optimize import replay
 from .parquet import require_pyarrow
 from .plan import Plan, results_of
@@ -69,9 +69,11 @@ def run_files(
     digests = _fingerprints(sources)
     say(f"reading {accounts}")
     table, user_list, pair_table, deal_table = _read_inputs(engine, accounts, users, pairs, opportunities)
+    run_date = engine.rules.run_date(as_of)
     plan = engine.assign(
         table,
         user_list,
+        as_of=run_date,
         seed=seed,
         time_limit=time_limit,
         on_hierarchy_error=on_hierarchy_error,
@@ -81,9 +83,6 @@ def run_files(
         pairs=pair_table,
         deals=deal_table,
     )
-    run_date = None
-    if deal_table is not None:
-        run_date = deal_run_date(engine.rules, as_of)
     deal_plan = assign_deals(plan, deal_table, as_of=run_date, workers=workers, progress=say) if deal_table is not None else None
     rows = {"accounts": len(table), "users": len(user_list), "opportunities": None if deal_table is None else len(deal_table.table), "pairs": None if pair_table is None else len(pair_table.account)}
     manifest = Manifest(
@@ -92,7 +91,7 @@ def run_files(
         {
             "seed": policy.seed if seed is None else seed,
             "time_limit": policy.time_limit if time_limit is None else time_limit,
-            "as_of": run_date.isoformat() if run_date else None,
+            "as_of": run_date.isoformat() if deal_table is not None or engine.rules.uses_run_date else None,
             "hierarchy_errors": on_hierarchy_error,
             "workers": workers,
         },
@@ -111,6 +110,7 @@ def load_plan(directory: str | Path) -> Plan:
     prepared = engine.prepare(
         table, user_list, seed=settings["seed"], time_limit=settings["time_limit"], on_hierarchy_error=settings["hierarchy_errors"],
         users_source=f"users file {sources['users']}", pairs=pair_table, deals=deal_table,
+        as_of=dt.date.fromisoformat(settings["as_of"]) if settings.get("as_of") else None,
     )
     user_index = {u.id: k for k, u in enumerate(user_list)}
     owner = np.full(prepared.problem.n_units, -1, dtype=np.int64)
@@ -149,11 +149,30 @@ def _fingerprints(sources: dict[str, str | Path | None]) -> dict[str, str]:
 def _read_inputs(
     engine: Engine, accounts: str | Path, users: str | Path, pairs: str | Path | None, opportunities: str | Path | None
 ) -> tuple[AccountTable, list[User], PairTable | None, DealTable | None]:
-    table = read_accounts(accounts, engine.rules.field_types)
-    user_list = read_users(users, list(engine.rules.measures))
-    pair_table = read_pairs(pairs, table, user_list) if pairs else None
+    inputs = engine.rules.inputs
+    table = read_accounts(accounts, engine.rules.field_types, inputs["accounts"])
+    user_list = read_users(users, list(engine.rules.measures), inputs["users"])
+    pair_table = read_pairs(pairs, table, user_list, inputs["pairs"]) if pairs else None
     deal_table = read_deals(opportunities, engine.rules, table) if opportunities else None
     return table, user_list, pair_table, deal_table
+
+
+def validate_files(rules: CompiledRules, *, users: str | Path | None = None, accounts: str | Path | None = None, opportunities: str | Path | None = None) -> list[Finding]:
+    """Read the data files given through the rule file's ``inputs:`` as a run would; raise on the first bad file, return the warnings.
+
+    Users are checked against the territories' members; opportunities need the accounts they refer to.
+    """
+    warnings: list[Finding] = []
+    if users is not None:
+        Engine(rules).check_members(read_users(users, list(rules.measures), rules.inputs["users"]), f"users file {users}")
+    if opportunities is not None and accounts is None:
+        raise OptionError([Finding(Location("--opportunities"), "checking opportunities needs --accounts: deals are read against their accounts")])
+    if accounts is not None:
+        table = read_accounts(accounts, rules.field_types, rules.inputs["accounts"])
+        warnings += table.warnings
+        if opportunities is not None:
+            warnings += read_deals(opportunities, rules, table).table.warnings
+    return warnings
 
 
 def assign_files(

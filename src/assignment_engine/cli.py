@@ -28,13 +28,11 @@ from rich.table import Table
 
 from .apply import FORMATS as UPDATE_FORMATS
 from .apply import apply_plan
-from .batch import assign_files, demo_files, plan_files
+from .batch import assign_files, demo_files, plan_files, validate_files
 from .compile import load_rules
-from .engine import Engine
 from .errors import AssignmentEngineError, OptionError, printable
 from .explain import explain_saved
 from .optimize import MAX_SEED
-from .readers import read_users
 from .review import LARGEST, Band, Load, Move, MovedAccount, PlanComparison, PlanDiff, compact, compare_plans, diff_plan
 from .ruleset import json_schema
 from .writers import write_text_atomically
@@ -120,14 +118,15 @@ def main() -> None:
 
 @main.command()
 @click.argument("rules", type=click.Path(dir_okay=False))
-@click.option("--users", type=click.Path(exists=True, dir_okay=False), help="also check that every member is a user")
+@click.option("--users", type=click.Path(exists=True, dir_okay=False), help="also read the users file and check that every member is a user")
+@click.option("--accounts", type=click.Path(exists=True, dir_okay=False), help="also read the accounts file through the rule file's inputs: columns, types, values")
+@click.option("--opportunities", type=click.Path(exists=True, dir_okay=False), help="also read the opportunities file (needs --accounts)")
 @FORMAT
-def validate(rules: str, users: str | None, fmt: str) -> None:
-    """Check a rule file; print every problem as file:line:col."""
+def validate(rules: str, users: str | None, accounts: str | None, opportunities: str | None, fmt: str) -> None:
+    """Check a rule file, and the data files given against it; print every problem as file:line:col."""
     try:
         compiled = load_rules(rules)
-        if users:
-            Engine(compiled).check_members(read_users(users, list(compiled.measures)), f"users file {users}")
+        warnings = validate_files(compiled, users=users, accounts=accounts, opportunities=opportunities)
     except AssignmentEngineError as exc:
         if fmt == "json":
             click.echo(json.dumps({"valid": False, "findings": [{"location": str(f.location), "message": f.message} for f in exc.findings]}, indent=2))
@@ -135,9 +134,11 @@ def validate(rules: str, users: str | None, fmt: str) -> None:
         _fail(exc)
     owners = {m.user for t in compiled.territories.values() for m in t.members}
     if fmt == "json":
-        click.echo(json.dumps({"valid": True, "territories": len(compiled.territories), "members": len(owners)}))
-    else:
-        click.echo(f"{rules}: valid ({len(compiled.territories)} territories, {len(owners)} members)")
+        click.echo(json.dumps({"valid": True, "territories": len(compiled.territories), "members": len(owners), "warnings": [str(w) for w in warnings]}))
+        return
+    for warning in warnings:
+        err.print(printable(f"warning: {warning}"), markup=False, soft_wrap=True)
+    click.echo(f"{rules}: valid ({len(compiled.territories)} territories, {len(owners)} members)")
 
 
 def _assign_options(f=None, *, required: bool = True):
@@ -429,6 +430,12 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
         f"accounts: {summary['accounts']:,}  moved: {moved['accounts']:,} ({moved['value']:,.0f} {moved['value_measure']})  "
         f"locked: {counts['locked']}  excluded: {counts['excluded']}  following a pinned parent: {counts['pinned']}  unassigned: {counts['unassigned']}"
     )
+    for name, levels in summary.get("segments", {}).items():
+        out.print(printable(f"segment {name}: " + ", ".join(f"{level} {count:,}" for level, count in levels.items())), markup=False)
+    for warning in summary.get("warnings", [])[:10]:
+        out.print(printable(f"warning: {warning}"), markup=False)
+    if len(summary.get("warnings", [])) > 10:
+        out.print(f"… and {len(summary['warnings']) - 10} more warnings in summary.json", markup=False)
     for conflict in summary["conflicts"][:10]:
         out.print(printable(f"conflict: {conflict}"), markup=False)
     if summary["unassigned"]:

@@ -9,6 +9,7 @@ a CRM integration loads it once and calls it for every account save.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from . import places
 from . import ruleset as rs
-from .conditions import Condition, ConditionError, parse_condition
+from .columns import ENGINE_COLUMNS, ROLES, ColumnMap, presets
+from .conditions import Condition, ConditionError, counts_from_run_date, parse_condition
 from .errors import Finding, Location, RuleFileError, suggest
 from .yamlfile import LoadedYaml, load_yaml, read_text, shown
 
@@ -67,15 +70,26 @@ class TerritoryNode:
 
 @dataclass(frozen=True)
 class BalanceSpec:
-    """One balance requirement, resolved: a measure, optionally restricted to a tier."""
+    """One balance requirement, resolved: a measure, optionally restricted to a tier or a segment level."""
 
     measure: str
     tier: str | None
     tolerance: float
+    segment: tuple[str, str] | None = None  # (segment, level)
 
     @property
     def label(self) -> str:
+        if self.segment:
+            return f"{self.measure}[{self.segment[0]}={self.segment[1]}]"
         return f"{self.measure}[{self.tier}]" if self.tier else self.measure
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A derived account field: the first level whose condition holds (None: every account left)."""
+
+    name: str
+    levels: list[tuple[str, Condition | None]]
 
 
 @dataclass
@@ -90,10 +104,27 @@ class CompiledRules:
     keep_owner: Condition | None = None  # open deals matching it keep their owner
     overlay_balance: list[BalanceSpec] = field(default_factory=list)
     lines: list[str] = field(default_factory=list, repr=False)
+    segments: list[Segment] = field(default_factory=list)
+    inputs: dict[str, ColumnMap] = field(default_factory=dict)  # per input role
 
     @property
     def field_types(self) -> dict[str, Any]:
+        """The account fields read from the accounts file (segments are derived, not read)."""
         return dict(self.model.fields)
+
+    @property
+    def uses_run_date(self) -> bool:
+        """Does any outcome depend on the run date (relative conditions, closing-soon protection)?"""
+        conditions = [r.condition for t in self.territories.values() for r in t.rules]
+        conditions += [c for s in self.segments for _, c in s.levels if c is not None]
+        conditions += [self.keep_owner] if self.keep_owner is not None else []
+        keep = self.model.opportunities.keep_owner
+        return (keep is not None and keep.closing_within_days is not None) or any(map(counts_from_run_date, conditions))
+
+    def run_date(self, as_of: dt.date | None = None) -> dt.date:
+        """The date relative conditions and closing-soon protection count from: ``as_of``, else the rule file's, else today."""
+        policy = self.model.assignment
+        return as_of or (dt.date.fromisoformat(policy.as_of) if policy.as_of else dt.date.today())
 
     @property
     def measures(self) -> dict[str, rs.Measure]:
@@ -152,6 +183,7 @@ def _order(f: Finding) -> tuple[int, int]:
 
 _MODELS: tuple[type[BaseModel], ...] = (
     rs.RuleFile, rs.Measure, rs.TierLevel, rs.Tiers, rs.TerritoryType, rs.Rule, rs.Member, rs.Territory, rs.BalanceEntry, rs.Assignment,
+    rs.SegmentLevel, rs.Input, rs.Inputs, rs.Opportunities, rs.KeepOwner, rs.DealMeasure,
 )
 _KNOWN_KEYS = sorted({key for model in _MODELS for key in model.model_fields})
 
@@ -165,7 +197,8 @@ def _pydantic_findings(exc: ValidationError, loaded: LoadedYaml) -> list[Finding
         loc = tuple(err["loc"])
         if err["type"] == "extra_forbidden":
             key = str(loc[-1])
-            findings.append(Finding(loaded.location(loc, key=True), f"unknown key '{key}'{suggest(key, _KNOWN_KEYS)}"))
+            elsewhere = f"; '{key}' does not belong here (see the schema)" if key in _KNOWN_KEYS else suggest(key, _KNOWN_KEYS)
+            findings.append(Finding(loaded.location(loc, key=True), f"unknown key '{key}'{elsewhere}"))
             continue
         if err["type"] == "missing":
             findings.append(Finding(loaded.location(loc[:-1]), f"missing required key '{loc[-1]}'"))
@@ -189,8 +222,12 @@ class _Compiler:
 
     def run(self) -> CompiledRules:
         self.check_types()
+        self.check_places()
         self.deal_fields = self.check_opportunities()
         self.check_measures()
+        segments = self.segments()
+        self.rule_fields = {**self.model.fields, **{s.name: "string" for s in segments}}  # what rules may test
+        inputs = self.inputs()
         for i, t in enumerate(self.model.territories):
             self.territory(t, ("territories", i), None, None, [])
         balance = self.balance(self.model.assignment.balance, ("assignment", "balance"), self.model.measures, 0.10, tiers=True)
@@ -198,8 +235,59 @@ class _Compiler:
         overlay_balance = self.balance(deals.balance, ("opportunities", "balance"), deals.measures, 0.15, tiers=False)
         keep_owner = None
         if deals.keep_owner is not None and deals.keep_owner.when is not None:
-            keep_owner = self.condition(deals.keep_owner.when, ("opportunities", "keep_owner", "when"), {**self.model.fields, **self.deal_fields})
-        return CompiledRules(self.loaded.file, self.model, self.nodes, balance, self.deal_fields, keep_owner, overlay_balance, self.loaded.lines)
+            keep_owner = self.condition(deals.keep_owner.when, ("opportunities", "keep_owner", "when"), {**self.rule_fields, **self.deal_fields})
+        return CompiledRules(self.loaded.file, self.model, self.nodes, balance, self.deal_fields, keep_owner, overlay_balance, self.loaded.lines, segments, inputs)
+
+    def check_places(self) -> None:
+        if places.available():
+            return
+        for name, kind in self.model.fields.items():
+            if kind in ("country", "state"):
+                self.error(("fields", name), f"field '{name}': {places.MISSING_EXTRA}")
+
+    def segments(self) -> list[Segment]:
+        """Each segment's levels: unique names, a condition on account fields on every level but the last."""
+        out = []
+        for name, levels in self.model.segments.items():
+            path = ("segments", name)
+            if name in self.model.fields:
+                self.error(path, f"segment '{name}' has the name of an account field; rename one", key=True)
+            if not levels:
+                self.error(path, f"segment '{name}' needs at least one level")
+            seen: set[str] = set()
+            parsed: list[tuple[str, Condition | None]] = []
+            for i, level in enumerate(levels):
+                if level.name in seen:
+                    self.error((*path, i, "name"), f"duplicate level '{level.name}' in segment '{name}'")
+                seen.add(level.name)
+                if level.when is None and i < len(levels) - 1:
+                    self.error((*path, i), f"level '{level.name}' needs 'when' (only the last level may omit it)")
+                condition = None if level.when is None else self.condition(level.when, (*path, i, "when"), self.model.fields)
+                parsed.append((level.name, condition))
+            out.append(Segment(name, parsed))
+        return out
+
+    def inputs(self) -> dict[str, ColumnMap]:
+        """Per input, the preset's candidates and the rule file's own columns; an engine name nobody knows is an error."""
+        spec = self.model.inputs
+        preset = presets()[spec.preset] if spec.preset else {}
+        known = {
+            "accounts": [*ENGINE_COLUMNS["accounts"], *self.model.fields],
+            "users": [*ENGINE_COLUMNS["users"], "max_accounts", *(f"max_{m}" for m in self.model.measures)],
+            "opportunities": [*ENGINE_COLUMNS["opportunities"], *self.deal_fields],
+            "pairs": list(ENGINE_COLUMNS["pairs"]),
+        }
+        out = {}
+        for role in ROLES:
+            given: rs.Input = getattr(spec, role)
+            for name in given.columns:
+                if name not in known[role]:
+                    self.error(("inputs", role, "columns", name), f"unknown {role} column '{name}'{suggest(name, known[role])}; map engine names (or declared fields) to the file's", key=True)
+            where = {name: self.loaded.location(("inputs", role, "columns", name)) for name in given.columns}
+            if given.address is not None and role != "accounts":
+                self.error(("inputs", role, "address"), "'address' applies to accounts only")
+            out[role] = ColumnMap(role, dict(given.columns), preset.get(role, {}), spec.preset, where, given.sheet, given.address)
+        return out
 
     def condition(self, raw: Any, path: tuple[Any, ...], fields: dict[str, Any]) -> Condition:
         errors: list[ConditionError] = []
@@ -284,7 +372,7 @@ class _Compiler:
         if parent:
             parent.children.append(t.id)
         # overlay territories are matched per opportunity, so their rules may also use deal fields
-        fields = {**self.model.fields, **self.deal_fields} if node.overlay else self.model.fields
+        fields = {**self.rule_fields, **self.deal_fields} if node.overlay else self.rule_fields
         for j, rule in enumerate(t.rules):
             condition = self.condition(rule.when, (*path, "rules", j, "when"), fields)
             node.rules.append(CompiledRule(t.id, j + 1, rule.name, rule.inherit, condition))
@@ -303,6 +391,7 @@ class _Compiler:
         if entries is None:
             return [BalanceSpec(name, None, default) for name in measures]
         tier_names = {lv.name for lv in self.model.tiers.levels} if tiers and self.model.tiers else set()
+        segments = {name: [lv.name for lv in levels] for name, levels in self.model.segments.items()} if tiers else {}
         out = []
         for i, b in enumerate(entries):
             if b.measure not in measures:
@@ -310,5 +399,16 @@ class _Compiler:
             if b.tier is not None and b.tier not in tier_names:
                 hint = suggest(b.tier, sorted(tier_names)) if tier_names else ("; declare 'tiers' first" if tiers else "; tiers apply to account balance only")
                 self.error((*path, i, "tier"), f"unknown tier '{b.tier}'{hint}")
-            out.append(BalanceSpec(b.measure, b.tier, b.tolerance))
+            segment = None
+            if b.segment is not None:
+                (name, level), = b.segment.items()
+                segment = (name, level)
+                if b.tier is not None:
+                    self.error((*path, i, "segment"), "a balance entry takes a tier or a segment, not both")
+                elif name not in segments:
+                    hint = suggest(name, sorted(segments)) if segments else ("; declare 'segments' first" if tiers else "; segments apply to account balance only")
+                    self.error((*path, i, "segment", name), f"unknown segment '{name}'{hint}", key=True)
+                elif level not in segments[name]:
+                    self.error((*path, i, "segment", name), f"unknown level '{level}' of segment '{name}'{suggest(level, segments[name])}")
+            out.append(BalanceSpec(b.measure, b.tier, b.tolerance, segment))
         return out

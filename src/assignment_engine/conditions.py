@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 import re2
 
+from . import places
 from .errors import suggest
-from .table import EPOCH, AccountTable, FieldType, StringColumn, as_text
+from .table import EPOCH, TEXT_KINDS, AccountTable, FieldType, StringColumn, as_text
 from .yamlfile import shown
 
 Locate = Callable[[tuple[Any, ...]], Any]
@@ -40,7 +41,9 @@ EQUALITY = ("eq", "ne", "in", "not_in")
 ORDERING = ("lt", "lte", "gt", "gte", "between")
 TEXT = ("starts_with", "ends_with", "contains", "matches")
 PRESENCE = ("exists", "is_null")
-OPERATORS = EQUALITY + ORDERING + TEXT + PRESENCE
+RELATIVE = ("within_days", "older_than_days")  # dates, counted from the run date
+OPERATORS = EQUALITY + ORDERING + TEXT + PRESENCE + RELATIVE
+MAX_DAYS = 36_500
 _SYMBOL = {"eq": "=", "ne": "≠", "lt": "<", "lte": "≤", "gt": ">", "gte": "≥"}
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.max_mem = 8 << 20
@@ -131,6 +134,15 @@ class Not(Condition):
         return [(depth, "not:", bool(self.mask(table)[row])), *self.part.trace(table, row, depth + 1)]
 
 
+def counts_from_run_date(c: Condition) -> bool:
+    """Does the condition use within_days or older_than_days anywhere (so its outcome depends on the run date)?"""
+    if isinstance(c, (AllOf, AnyOf)):
+        return any(counts_from_run_date(p) for p in c.parts)
+    if isinstance(c, Not):
+        return counts_from_run_date(c.part)
+    return isinstance(c, Compare) and c.op in RELATIVE
+
+
 def _wrap(c: Condition) -> str:
     return f"({c.describe()})" if isinstance(c, (AllOf, AnyOf)) and len(c.parts) > 1 else c.describe()
 
@@ -158,6 +170,10 @@ class Compare(Condition):
             return f"{f} is {'missing' if missing else 'present'}"
         if op == "matches":
             return f"{f} matches /{shown[0]}/"
+        if op == "within_days":
+            return f"{f} within {shown[0]} days of the run date"
+        if op == "older_than_days":
+            return f"{f} more than {shown[0]} days before the run date"
         return f"{f} {op.replace('_', ' ')} {' or '.join(shown)}"
 
     def trace(self, table: AccountTable, row: int, depth: int = 0) -> list[tuple[int, str, bool]]:
@@ -170,7 +186,7 @@ class Compare(Condition):
         column = table.fields[self.field]
         if isinstance(column, StringColumn):
             return column.gather(self._on_strings(column), missing=self._on_missing(), rows=rows)
-        return self._on_numbers(column.values if rows is None else column.values[rows])
+        return self._on_numbers(column.values if rows is None else column.values[rows], table.as_of)
 
     def _on_missing(self) -> bool:
         if self.op in ("ne", "not_in"):
@@ -203,12 +219,15 @@ class Compare(Condition):
         method = {"starts_with": str.startswith, "ends_with": str.endswith, "contains": str.__contains__}[op]
         return np.fromiter((any(method(c, x) for x in v) for c in folded.tolist()), bool, n)
 
-    def _on_numbers(self, x: np.ndarray) -> np.ndarray:
+    def _on_numbers(self, x: np.ndarray, as_of: dt.date | None) -> np.ndarray:
         op, v = self.op, self.value
         present = ~np.isnan(x)
         if op in ("exists", "is_null"):
             return present if (op == "exists") == v else ~present
         with np.errstate(invalid="ignore"):
+            if op in RELATIVE:
+                today = float(((as_of or dt.date.today()) - EPOCH).days)
+                return (x < today - v) if op == "older_than_days" else (x >= today - v) & (x <= today + v)
             if op == "eq":
                 return x == v
             if op == "ne":
@@ -274,12 +293,18 @@ def _parse_field(name: str, kind: FieldType, value: Any, path: tuple[Any, ...], 
 
 
 def _operand(name: str, kind: FieldType, op: str, operand: Any) -> Any:
+    if op in RELATIVE:
+        if kind != "date":
+            raise ValueError(f"'{op}' needs a date field (field '{name}' is {kind})")
+        if isinstance(operand, bool) or not isinstance(operand, int) or not 0 <= operand <= MAX_DAYS:
+            raise ValueError(f"'{op}' takes a whole number of days from 0 to {MAX_DAYS:,}, not {shown(operand)}")
+        return float(operand)
     if op in PRESENCE:
         if not isinstance(operand, bool):
             raise ValueError(f"'{op}' takes true or false")
         return operand
     if op == "matches":
-        if kind != "string" or not isinstance(operand, str):
+        if kind not in TEXT_KINDS or not isinstance(operand, str):
             raise ValueError(f"'matches' needs a string field and a pattern (field '{name}' is {kind})")
         try:
             return re2.compile(operand, _RE2_OPTIONS)
@@ -293,22 +318,36 @@ def _operand(name: str, kind: FieldType, op: str, operand: Any) -> Any:
             raise ValueError("'between' takes two values: [low, high]")
         if not items:
             raise ValueError(f"'{op}' takes at least one value")
-        if op in TEXT and kind != "string":
+        if op in TEXT and kind not in TEXT_KINDS:
             raise ValueError(f"'{op}' needs a string field (field '{name}' is {kind})")
         values = [_scalar(name, kind, x, fold=op != "between") for x in items]
         if op in ("in", "not_in"):
-            return frozenset(values) if kind == "string" else tuple(values)
+            return frozenset(values) if kind in TEXT_KINDS else tuple(values)
         return tuple(values)
     return _scalar(name, kind, operand, fold=op in ("eq", "ne"))
+
+
+def _place(name: str, kind: FieldType, value: str) -> str:
+    """A rule's country as its alpha-2 code, as the data is stored (``United States`` → ``US``); a state as its code where
+    that is unambiguous across the countries that have them, else as written (``BY`` of Bavaria)."""
+    if kind == "country":
+        found = places.country_code(value)
+        if found.code is None:
+            hint = f" (did you mean {found.suggestion}?)" if found.suggestion else ""
+            raise ValueError(f"'{name}' is a country field: {shown(value)} is not a country name or ISO code{hint}")
+        return found.code
+    return places.subdivision_code(None, value).code or value.strip().upper()
 
 
 def _scalar(name: str, kind: FieldType, v: Any, *, fold: bool) -> Any:
     if v is None or isinstance(v, (list, dict)):
         raise ValueError(f"expected a single {kind} value for '{name}', got {shown(v)}; use exists/is_null for missing values")
-    if kind == "string":
+    if kind in TEXT_KINDS:
         if isinstance(v, bool):
-            raise ValueError(f"'{name}' is a string field: quote the value {str(v).lower()!r}")
+            raise ValueError(f"'{name}' is a {kind} field: quote the value {str(v).lower()!r}")
         s = str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+        if kind != "string" and places.available():
+            s = _place(name, kind, s)
         return s.casefold() if fold else s
     if kind == "boolean":
         if not isinstance(v, bool):

@@ -6,6 +6,7 @@ any number of calls (batch runs, or one account on every CRM save).
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from .match import match_accounts, rule_trace
 from .opportunities import DealTable, deal_measures
 from .optimize import MAX_SEED, Holdings, LoadDim, Problem, solve
 from .plan import Plan, Prepared, Status
-from .rank import balance_values, measure_values, rank_tiers
+from .rank import balance_scope, balance_values, measure_values, rank_tiers
+from .segments import derive as derive_segments
 from .table import AccountTable, PairTable, User, check_records
 
 Progress = Callable[[str], None]
@@ -59,9 +61,11 @@ class Engine:
         check_records(records, self.rules.field_types, source)
         return AccountTable.from_records(records, self.rules.field_types, source=source)
 
-    def match(self, record: Mapping[str, Any]) -> TerritoryMatch:
-        """Territories and candidate owners of one account, with the rule trace; errors are at ``<record>:1:key``."""
-        table = self.table([record], source="<record>")
+    def match(self, record: Mapping[str, Any], as_of: dt.date | None = None) -> TerritoryMatch:
+        """Territories and candidate owners of one account, with the rule trace; errors are at ``<record>:1:key``.
+
+        ``as_of`` is the run date relative conditions count from (default: the rule file's, else today)."""
+        table = derive_segments(self.rules, self.table([record], source="<record>"), as_of)
         matches = match_accounts(self.rules, table)
         ids = matches.territory_ids
         owning = [ids[t] for t in matches.owning_candidates(0)]
@@ -107,13 +111,17 @@ class Engine:
         users_source: str = "users file",
         pairs: PairTable | None = None,
         deals: DealTable | None = None,
+        as_of: dt.date | None = None,
     ) -> Prepared:
-        """Every stage before the optimizer: match, families, ranking, and the optimization problem."""
+        """Every stage before the optimizer: segments, match, families, ranking, and the optimization problem.
+
+        ``as_of`` is the run date relative conditions count from (default: the rule file's, else today)."""
         say = progress or (lambda _msg: None)
         rules = self.rules
         policy = rules.policy
         _check_solver_options(seed, time_limit)
         self.check_members(users, users_source)
+        derive_segments(rules, accounts, as_of)
         user_ids = [u.id for u in users]
         user_index = {u: i for i, u in enumerate(user_ids)}
         active = {u.id for u in users if u.active}
@@ -202,8 +210,8 @@ class Engine:
         everywhere = np.ones(n, dtype=bool)
         dims = []
         for spec in rules.balance:
-            in_tier = everywhere if spec.tier is None else tier == tier_names.index(spec.tier)
-            dims.append(dim(spec.label, spec.measure, balance_values(spec, values, tier, tier_names), in_tier, tolerance=spec.tolerance))
+            scope = balance_scope(spec, accounts, tier, tier_names)
+            dims.append(dim(spec.label, spec.measure, balance_values(spec, values, scope), everywhere if scope is None else scope, tolerance=spec.tolerance))
         for key in sorted({k for u in users for k in u.capacity}):
             v = np.ones(n) if key == "accounts" and key not in values else values[key]
             caps = np.array([u.capacity.get(key, np.inf) for u in users], dtype=np.float64)

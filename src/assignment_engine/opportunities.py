@@ -27,6 +27,7 @@ from .optimize import Holdings, LoadDim, Problem, Solution, solve
 from .plan import Plan, _deviation, _extreme, solver_summary
 from .table import EPOCH, AccountTable, NumericColumn, StringColumn, as_text, bound_findings, shown
 
+NO_ACCOUNT = -1  # the account index of a deal without an account
 DEAL_COLUMNS = ["opportunity_id", "account_id", "owner_id", "territory_id", "overlay_owner_ids", "previous_owner_id", "moved", "status", "reason"]
 
 
@@ -52,6 +53,9 @@ def deals_from_columns(
 ) -> DealTable:
     """Deals from raw columns; an unknown ``account_id`` or a deal measure out of bounds is an error at its row.
 
+    An empty ``account_id`` is a deal without an account yet (an early prospect):
+    its account index is :data:`NO_ACCOUNT` and it keeps its owner.
+
     An ``owner_id`` that is not a user is kept, as an account's is: closed
     deals of a rep who left are history, not a mistake (see :func:`assign_deals`).
     """
@@ -71,7 +75,8 @@ def deals_from_columns(
         assert isinstance(column, NumericColumn)
         findings += bound_findings(column.values, f"measure '{measure}'", partial(table.location, column=field_name))
     for i, raw in enumerate(columns["account_id"]):
-        a = accounts.index.get("" if raw is None else as_text(raw).strip())
+        key = "" if raw is None else as_text(raw).strip()
+        a = accounts.index.get(key) if key else NO_ACCOUNT
         if a is None:
             findings.append(Finding(table.location(i, "account_id"), f"unknown account {shown(raw)}"))
             a = -1
@@ -102,26 +107,27 @@ def deal_measures(rules: CompiledRules, accounts: AccountTable, deals: DealTable
             continue
         column = deals.table.fields[m.deals]
         assert isinstance(column, NumericColumn)
-        amount = np.where(open_mask(rules, deals), np.nan_to_num(column.values), 0.0)
-        out[name] = np.bincount(deals.account, weights=amount, minlength=len(accounts))
+        counted = open_mask(rules, deals) & (deals.account >= 0)
+        out[name] = np.bincount(deals.account[counted], weights=np.nan_to_num(column.values[counted]), minlength=len(accounts))
     return out
 
 
 def joined(deals: DealTable, accounts: AccountTable) -> AccountTable:
     """Deals with their account's fields alongside their own, for overlay rules."""
     fields = dict(deals.table.fields)
-    for name, column in accounts.fields.items():
+    for name, column in accounts.fields.items():  # a sentinel row at the end, read by deals without an account (index -1)
         if isinstance(column, StringColumn):
-            fields[name] = StringColumn(column.codes[deals.account], column.categories)
+            fields[name] = StringColumn(np.append(column.codes, -1)[deals.account], column.categories)
         else:
-            fields[name] = NumericColumn(column.values[deals.account], column.kind)
+            fields[name] = NumericColumn(np.append(column.values, np.nan)[deals.account], column.kind)
     t = deals.table
-    return AccountTable(t.ids, t.names, t.parent_ids, t.owner_ids, t.locked, t.excluded, fields, t.source, t.rows)
+    return AccountTable(t.ids, t.names, t.parent_ids, t.owner_ids, t.locked, t.excluded, fields, t.source, t.rows, t.headers, as_of=accounts.as_of)
 
 
 class DealStatus:
     FOLLOWS = "follows_account"
     KEPT = "kept"  # keep_owner policy, or the account is unassigned
+    NO_ACCOUNT = "no_account"  # no account yet: keeps its owner
     CLOSED = "closed"
     LOCKED = "locked"
     EXCLUDED = "excluded"
@@ -153,7 +159,7 @@ class DealPlan:
             k = int(self.territory[i])
             yield {
                 "opportunity_id": deal_id,
-                "account_id": self.plan.accounts.ids[self.deals.account[i]],
+                "account_id": self.plan.accounts.ids[self.deals.account[i]] if self.deals.account[i] >= 0 else "",
                 "owner_id": self.owner_ids[i] or "",
                 "territory_id": ids[k] if k >= 0 else "",
                 "overlay_owner_ids": self.overlay_owners[i],
@@ -242,12 +248,6 @@ class DealPlan:
         return explain_deal(self.rules, one, row)
 
 
-def run_date(rules: CompiledRules, as_of: dt.date | None = None) -> dt.date:
-    """The date closing-soon protection counts from: ``as_of`` if given, else the rule file's, else today."""
-    policy = rules.model.opportunities
-    return as_of or (dt.date.fromisoformat(policy.as_of) if policy.as_of else dt.date.today())
-
-
 def explain_deal(rules: CompiledRules, deal: AccountTable, row: dict[str, Any]) -> list[str]:
     """The explanation of one deal from its overlay-ready record (:func:`joined`, one row) and its plan ``row``;
     shared by a deal plan in memory and a saved one."""
@@ -298,7 +298,7 @@ def assign_deals(
         keep |= rules.keep_owner.mask(joined(deals, accounts))
     protect_days = policy.keep_owner.closing_within_days if policy.keep_owner else None
     if protect_days is not None:
-        today = run_date(rules, as_of)
+        today = rules.run_date(as_of)
         close = t.fields[policy.close_date_field]
         assert isinstance(close, NumericColumn)
         days = (today - EPOCH).days
@@ -314,6 +314,12 @@ def assign_deals(
     for i in range(n):
         a = int(deals.account[i])
         current = t.owner_ids[i]
+        if a == NO_ACCOUNT:
+            status[i] = DealStatus.EXCLUDED if t.excluded[i] else DealStatus.NO_ACCOUNT
+            reasons[i] = f"{'excluded; ' if t.excluded[i] else ''}no account yet: keeps owner {current or '(none)'}"
+            if current is not None and current not in known:
+                reasons[i] += f"; owner {current} is not among the users"
+            continue
         account_owner = plan.owner_ids[a]
         options = _top_territories(plan, a)
         if t.excluded[i]:

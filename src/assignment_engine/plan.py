@@ -22,7 +22,9 @@ from .errors import Finding, Location
 from .families import Families
 from .match import Matches, rule_trace
 from .optimize import ComponentResult, Objective, Problem, Solution
-from .rank import balance_values
+from .rank import balance_scope, balance_values
+from .segments import derive as derive_segments
+from .segments import segment_counts
 from .table import AccountTable, User
 
 
@@ -188,6 +190,11 @@ class Plan:
         return self._territory_text[t]
 
     def reason(self, i: int) -> str:
+        """Why account ``i`` is where it is, in one line; what was read as missing from its row is said last."""
+        notes = self.accounts.notes.get(i)
+        return f"{self._reason(i)}; {'; '.join(notes)}" if notes else self._reason(i)
+
+    def _reason(self, i: int) -> str:
         st = self.status[i]
         if st in (Status.EXCLUDED, Status.UNASSIGNED) or self.territory[i] < 0:
             return self.reasons_owner[i]
@@ -273,7 +280,7 @@ class Plan:
         i = self.accounts.index.get(account_id)
         if i is None:
             raise KeyError(account_id)
-        one = AccountTable.from_records([self.accounts.record(i)], self.rules.field_types)
+        one = derive_segments(self.rules, AccountTable.from_records([self.accounts.record(i)], self.rules.field_types), self.accounts.as_of)
         after = self.loads(self.owner_ids)
         index = {u.id: k for k, u in enumerate(self.users)}
         loads = {
@@ -293,7 +300,7 @@ class Plan:
         for name, v in self.values.items():
             out[name] = np.bincount(who[held], weights=v[held], minlength=len(self.users))
         for spec in self.rules.balance:
-            v = balance_values(spec, self.values, self.tier, self.tier_names)
+            v = balance_values(spec, self.values, balance_scope(spec, self.accounts, self.tier, self.tier_names))
             out[spec.label] = np.bincount(who[held], weights=v[held], minlength=len(self.users))
         return out
 
@@ -377,6 +384,8 @@ class Plan:
             "balance": balance,
             "users": users,
             "unassigned": unassigned,
+            "segments": segment_counts(self.rules, self.accounts),
+            "warnings": [str(f) for f in self.accounts.warnings],
             "hierarchy_problems": [str(f) for f in self.families.problems],
             "conflicts": [str(f) for f in self.conflicts()],
             "solver": solver,

@@ -15,7 +15,7 @@ import numpy as np
 
 from .compile import BalanceSpec, CompiledRules
 from .errors import DataError, Finding
-from .table import AccountTable, NumericColumn, bound_findings
+from .table import AccountTable, NumericColumn, StringColumn, bound_findings
 
 
 def measure_values(rules: CompiledRules, table: AccountTable) -> dict[str, np.ndarray]:
@@ -52,9 +52,19 @@ def rank_tiers(rules: CompiledRules, table: AccountTable, values: dict[str, np.n
     return tier, [lv.name for lv in spec.levels]
 
 
-def balance_values(spec: BalanceSpec, values: dict[str, np.ndarray], tier: np.ndarray, tier_names: list[str]) -> np.ndarray:
-    """Per-account contribution to one balance requirement (zero outside its tier)."""
+def balance_scope(spec: BalanceSpec, table: AccountTable, tier: np.ndarray, tier_names: list[str]) -> np.ndarray | None:
+    """The accounts one balance requirement counts: those of its tier or segment level (None: every account)."""
+    if spec.segment is not None:
+        name, level = spec.segment
+        column = table.fields[name]
+        assert isinstance(column, StringColumn)
+        return column.gather(np.array([c == level for c in column.categories], dtype=bool), missing=False)
+    if spec.tier is not None:
+        return tier == tier_names.index(spec.tier)
+    return None
+
+
+def balance_values(spec: BalanceSpec, values: dict[str, np.ndarray], scope: np.ndarray | None) -> np.ndarray:
+    """Per-account contribution to one balance requirement (zero outside its scope, see :func:`balance_scope`)."""
     v = values[spec.measure]
-    if spec.tier is None:
-        return v
-    return np.where(tier == tier_names.index(spec.tier), v, 0.0)
+    return v if scope is None else np.where(scope, v, 0.0)

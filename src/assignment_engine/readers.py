@@ -11,10 +11,12 @@ from __future__ import annotations
 import csv
 import json
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .columns import ACCOUNT_COLUMNS, DEAL_INPUT_COLUMNS, ColumnMap
 from .compile import CompiledRules
 from .errors import DataError, Finding, Location, suggest
 from .opportunities import DealTable, deals_from_columns
@@ -23,9 +25,8 @@ from .table import AccountTable, FieldType, PairTable, User, as_text, pairs_from
 Columns = dict[str, list[Any]]
 _DISTINCT = 50_000  # past this many distinct values a column is not deduplicated
 _NESTED = (dict, list)  # JSON values read as their JSON text (json.loads gives these exact types)
-ACCOUNT_COLUMNS = ("id", "name", "parent_id", "owner_id", "locked", "excluded")
 SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods")
-DEAL_INPUT_COLUMNS = ("id", "name", "account_id", "owner_id", "locked", "excluded", "overlay_owner_ids")
+ADDRESS_PARTS = ("street", "city", "state", "postal_code", "country")
 
 
 def read_columns(path: str | Path, wanted: set[str] | None = None, sheet: str | None = None) -> tuple[Columns, Sequence[int]]:
@@ -97,6 +98,7 @@ def _read_csv(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[in
 def _read_jsonl(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[int]]:
     records: list[dict[str, Any]] = []
     rows = array("l")
+    paths = [w for w in wanted or () if "." in w]  # BillingAddress.country: a field of a JSON object
     with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -104,7 +106,11 @@ def _read_jsonl(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[
             try:
                 record = json.loads(line)
                 if isinstance(record, dict):  # the wanted keys only, dropped line by line from a wide export
-                    record = {k: v if type(v) not in _NESTED else _flat(v) for k, v in record.items() if wanted is None or k in wanted}
+                    whole = record
+                    record = {k: v if type(v) not in _NESTED else _flat(v) for k, v in whole.items() if wanted is None or k in wanted}
+                    for dotted in paths:
+                        if dotted not in record and (found := _inside(whole, dotted)) is not None:
+                            record[dotted] = _flat(found)
             except json.JSONDecodeError as exc:
                 raise DataError([Finding(Location(str(path), number, exc.colno), f"invalid JSON: {exc.msg}")]) from None
             except RecursionError:  # json recurses once per level: 100,000 '[' exhaust the stack
@@ -122,6 +128,16 @@ def _read_jsonl(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[
     return columns, rows
 
 
+def _inside(record: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted path through nested JSON objects, None when any step is missing."""
+    node: Any = record
+    for step in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(step)
+    return node
+
+
 def _flat(value: Any) -> Any:
     """A JSON list or object as its JSON text; any other value as it is."""
     if isinstance(value, _NESTED):
@@ -129,57 +145,153 @@ def _flat(value: Any) -> Any:
     return value
 
 
-def read_accounts(path: str | Path, field_types: dict[str, FieldType]) -> AccountTable:
-    """Accounts with ``id`` and the declared fields (``name``, ``parent_id``, ``owner_id``, ``locked``, ``excluded`` optional)."""
-    columns, rows = read_columns(path, {*ACCOUNT_COLUMNS, *field_types})
-    missing = [f for f in field_types if f not in columns]
-    if missing and "id" in columns:
-        present = list(read_columns(path)[0])  # every column, for the suggestion (an error path: cost is fine)
-        raise DataError([Finding(Location(str(path), 1), f"missing column '{f}' declared in the rule file's fields{suggest(f, present)}") for f in missing])
-    return AccountTable.from_columns(columns, field_types, source=str(path), rows=rows)
+def read_mapped(path: str | Path, names: set[str] | None, columns: ColumnMap) -> tuple[Columns, Sequence[int], dict[str, str]]:
+    """A file's columns under engine names (see :class:`ColumnMap`), the source rows, and the file column of each mapped name."""
+    raw, rows = read_columns(path, columns.wanted(names), columns.sheet)
+    mapped, headers = columns.rename(raw, str(path), names, lambda: list(read_columns(path, sheet=columns.sheet)[0]))
+    return mapped, rows, headers
 
 
-def read_users(path: str | Path, measures: Sequence[str]) -> list[User]:
-    columns, rows = read_columns(path)
-    return users_from_columns(columns, measures, source=str(path), rows=rows)
+@contextmanager
+def _file_names(columns: ColumnMap, headers: dict[str, str]) -> Iterator[None]:
+    """Findings raised inside name the file's columns, not the engine's."""
+    try:
+        yield
+    except DataError as exc:
+        raise type(exc)(columns.located(exc.findings, headers)) from None
 
 
-def read_pairs(path: str | Path, accounts: AccountTable, users: Sequence[User]) -> PairTable:
+def read_accounts(path: str | Path, field_types: dict[str, FieldType], columns: ColumnMap | None = None) -> AccountTable:
+    """Accounts with ``id`` and the declared fields (``name``, ``parent_id``, ``owner_id``, ``locked``, ``excluded`` optional).
+
+    With ``columns.address``, one address column fills the declared fields
+    among street, city, state, postal_code and country that the file lacks.
+    """
+    columns = columns or ColumnMap("accounts")
+    data, rows, headers = read_mapped(path, {*ACCOUNT_COLUMNS, *field_types}, columns)
+    if columns.address:
+        for name, values in split_addresses(data.pop(columns.address, None), columns.address, str(path)).items():
+            if name in field_types and name not in data:
+                data[name] = values
+                headers[name] = f"{columns.address}→{name}"
+    missing = [f for f in field_types if f not in data]
+    if missing and "id" in data:
+        present = list(read_columns(path, sheet=columns.sheet)[0])  # every column, for the suggestion (an error path: cost is fine)
+        raise DataError(
+            [Finding(Location(str(path), 1), f"missing column {' or '.join(map(repr, columns.candidates(f)))}, declared in the rule file's fields{suggest(columns.candidates(f)[0], present)}") for f in missing]
+        )
+    with _file_names(columns, headers):
+        table = AccountTable.from_columns(data, field_types, source=str(path), rows=rows)
+    return _named(table, columns, headers)
+
+
+def _named(table: AccountTable, columns: ColumnMap, headers: dict[str, str]) -> AccountTable:
+    """The table's later messages and its warnings in the file's column names."""
+    table.headers = headers
+    table.warnings = columns.located(table.warnings, headers)
+    return table
+
+
+def split_addresses(values: Sequence[Any] | None, column: str, source: str) -> dict[str, list[Any]]:
+    """One address column as the columns street, city, state, postal_code and country (each distinct address split once)."""
+    if values is None:
+        raise DataError([Finding(Location(source, 1), f"no column {column!r} (inputs.accounts.address)")])
+    from .places import split_address
+
+    parts: dict[str, dict[str, str | None]] = {}
+    out: dict[str, list[Any]] = {k: [] for k in ADDRESS_PARTS}
+    for v in values:
+        text = "" if v is None else as_text(v)
+        split = parts.get(text)
+        if split is None:
+            split = parts[text] = split_address(text)
+        for k in ADDRESS_PARTS:
+            out[k].append(split.get(k))
+    return out
+
+
+def read_users(path: str | Path, measures: Sequence[str], columns: ColumnMap | None = None) -> list[User]:
+    columns = columns or ColumnMap("users")
+    data, rows, headers = read_mapped(path, None, columns)
+    with _file_names(columns, headers):
+        return users_from_columns(data, measures, source=str(path), rows=rows)
+
+
+def read_pairs(path: str | Path, accounts: AccountTable, users: Sequence[User], columns: ColumnMap | None = None) -> PairTable:
     """Per account–user ``cost`` and ``workload`` (columns ``account_id, user_id, cost, workload``)."""
-    columns, rows = read_columns(path, {"account_id", "user_id", "cost", "workload"})
-    return pairs_from_columns(columns, accounts, users, source=str(path), rows=rows)
+    columns = columns or ColumnMap("pairs")
+    data, rows, headers = read_mapped(path, {"account_id", "user_id", "cost", "workload"}, columns)
+    with _file_names(columns, headers):
+        return pairs_from_columns(data, accounts, users, source=str(path), rows=rows)
 
 
 def read_deals(path: str | Path, rules: CompiledRules, accounts: AccountTable) -> DealTable:
     """Opportunities: ``id, account_id, owner_id, locked, excluded`` plus the declared opportunity fields."""
-    columns, rows = read_columns(path, {*DEAL_INPUT_COLUMNS, *rules.deal_field_types})
-    return deals_from_columns(columns, rules, accounts, source=str(path), rows=rows)
+    columns = rules.inputs["opportunities"]
+    data, rows, headers = read_mapped(path, {*DEAL_INPUT_COLUMNS, *rules.deal_field_types}, columns)
+    with _file_names(columns, headers):
+        deals = deals_from_columns(data, rules, accounts, source=str(path), rows=rows)
+    _named(deals.table, columns, headers)
+    return deals
 
 
-def find_record(path: str | Path, key: str, value: str, wanted: set[str]) -> tuple[Columns, Sequence[int]] | None:
-    """The first record whose ``key`` is ``value``, as one-row columns (``wanted`` only) and its row; None when absent.
+def find_record(path: str | Path, value: str, field_types: dict[str, FieldType], columns: ColumnMap, wanted: set[str]) -> AccountTable | None:
+    """The first record whose id is ``value`` as a one-row typed table (its own row number kept), None when absent.
 
     Explaining one account reads up to its row only, and parses nothing else
-    in full: a saved plan's explanation costs a scan, not a read of the book.
+    in full: a saved plan's explanation costs a scan, not a read of the book
+    (spreadsheets and Parquet are read whole: they have no rows to scan).
     """
     path = Path(path)
+    keys = columns.candidates("id")
+    raw_wanted = columns.wanted(wanted)
+    found = _scan(path, keys, value, raw_wanted) if path.suffix.lower() in (".csv", ".jsonl", ".ndjson", ".txt", "") else _pick(path, keys, value, raw_wanted, columns)
+    if found is None:
+        return None
+    raw, rows = found
+    data, headers = columns.rename(raw, str(path), wanted)
+    if columns.address:
+        for name, values in split_addresses(data.pop(columns.address, None), columns.address, str(path)).items():
+            data.setdefault(name, values)
+    for name in field_types:  # a plan's input was read whole when planned; an absent optional column (a deal's close_date) is empty
+        data.setdefault(name, [None])
+    with _file_names(columns, headers):
+        table = AccountTable.from_columns(data, field_types, source=str(path), rows=rows)
+    return _named(table, columns, headers)
+
+
+def _pick(path: Path, keys: tuple[str, ...], value: str, wanted: set[str] | None, columns: ColumnMap) -> tuple[Columns, Sequence[int]] | None:
+    data, rows = read_columns(path, wanted, columns.sheet)
+    key = next((k for k in keys if k in data), None)
+    if key is None:
+        return None
+    at = next((i for i, v in enumerate(data[key]) if v is not None and as_text(v).strip() == value), None)
+    return None if at is None else ({k: [v[at]] for k, v in data.items()}, [rows[at]])
+
+
+def _scan(path: Path, keys: tuple[str, ...], value: str, wanted: set[str] | None) -> tuple[Columns, Sequence[int]] | None:
     try:
         with path.open(newline="" if path.suffix.lower() not in (".jsonl", ".ndjson") else None, encoding="utf-8-sig") as handle:
             if path.suffix.lower() in (".jsonl", ".ndjson"):
                 needle = json.dumps(value, ensure_ascii=False)[1:-1]
                 for number, line in enumerate(handle, start=1):
-                    if needle in line and (record := json.loads(line)) and isinstance(record, dict) and as_text(record.get(key, "")).strip() == value:
-                        return {k: [_flat(v)] for k, v in record.items() if k in wanted}, [number]
+                    if needle in line and (record := json.loads(line)) and isinstance(record, dict):
+                        key = next((k for k in keys if k in record), None)
+                        if key is not None and as_text(record[key]).strip() == value:
+                            picked = {k: [_flat(v)] for k, v in record.items() if wanted is None or k in wanted}
+                            picked.update({d: [_flat(_inside(record, d))] for d in wanted or () if "." in d and d not in record})
+                            return picked, [number]
                 return None
             reader = csv.reader(handle)
             header = [h.strip() for h in next(reader, [])]
-            if key not in header:
+            key = next((k for k in keys if k in header), None)
+            if key is None:
                 return None
             at = header.index(key)
             start = reader.line_num + 1
             for cells in reader:
                 if len(cells) == len(header) and cells[at].strip() == value:
-                    return {h: [cells[i]] for i, h in enumerate(header) if h in wanted}, [start]
+                    return {h: [cells[i]] for i, h in enumerate(header) if wanted is None or h in wanted}, [start]
                 start = reader.line_num + 1
     except (OSError, UnicodeDecodeError, csv.Error, json.JSONDecodeError, RecursionError) as exc:
         raise DataError([Finding(Location(str(path)), f"cannot read: {exc}")]) from None

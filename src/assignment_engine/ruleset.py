@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from .yamlfile import shown
 
-FieldTypeName = Literal["string", "integer", "number", "boolean", "date"]
+FieldTypeName = Literal["string", "integer", "number", "boolean", "date", "country", "state"]
 Objective = Literal["balance", "continuity", "affinity"]
 Name = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", min_length=1, max_length=100)
 MAX_CONSTANT = 1e15  # far above any real workload of one account or deal; whole numbers up to it are exact in a float
@@ -118,6 +118,9 @@ class Territory(_Strict):
 class BalanceEntry(_Strict):
     measure: str
     tier: str | None = Field(None, description="balance only accounts of this value tier")
+    segment: dict[str, str] | None = Field(
+        None, min_length=1, max_length=1, description="balance only accounts of this segment level, e.g. {lifecycle: dormant}"
+    )
     tolerance: float = Field(0.10, ge=0, le=10, description="allowed relative deviation from the fair share, e.g. 0.10 = ±10 %")
 
 
@@ -131,6 +134,11 @@ class Assignment(_Strict):
     pair_eligibility: Literal["any", "listed"] = Field("any", description="'listed': only account–user pairs in the pairs file are eligible")
     time_limit: float = Field(1.5, gt=0, le=86_400, description="solver effort per component, in deterministic seconds (about a wall-clock second each)")
     seed: int = Field(0, ge=0, le=MAX_SEED)
+    as_of: Annotated[str, BeforeValidator(_calendar_date)] | None = Field(
+        None,
+        json_schema_extra={"format": "date"},
+        description="the run date (YYYY-MM-DD) that within_days, older_than_days and closing_within_days count from; default: today",
+    )
 
 
 class DealMeasure(_Strict):
@@ -166,9 +174,34 @@ class Opportunities(_Strict):
     )
     measures: dict[str, DealMeasure] = Field(default_factory=lambda: {"deals": DealMeasure(constant=1)}, description="overlay workload per deal")
     balance: list[BalanceEntry] | None = Field(None, description="overlay specialists' balance; default: every deal measure within ±15 %")
-    as_of: Annotated[str, BeforeValidator(_calendar_date)] | None = Field(
-        None, json_schema_extra={"format": "date"}, description="the run date (YYYY-MM-DD) for closing_within_days; default: today"
+
+
+class SegmentLevel(_Strict):
+    name: str = Name
+    when: dict[str, Any] | None = Field(None, json_schema_extra=WHEN_SCHEMA, description="omit on the last level: every account left")
+
+
+ColumnName = Field(min_length=1, max_length=200)
+
+
+class Input(_Strict):
+    """How one input file names its columns: engine name → the file's column (a dotted path reaches into a JSON object)."""
+
+    columns: dict[str, Annotated[str, ColumnName]] = Field(default_factory=dict, description="e.g. {id: account, parent_id: subsidiary_of}")
+    sheet: str | None = Field(None, min_length=1, description="spreadsheet sheet to read (default: the first)")
+    address: str | None = Field(
+        None, min_length=1, description="a column holding a whole address, split into street, city, state, postal_code and country where those are declared fields"
     )
+
+
+class Inputs(_Strict):
+    """Read CRM exports as they are: a preset of a CRM's column names, and per-file overrides."""
+
+    preset: Literal["salesforce", "hubspot", "dynamics"] | None = Field(None, description="the column names of a CRM's exports (API names and report labels)")
+    accounts: Input = Field(default_factory=Input)
+    users: Input = Field(default_factory=Input)
+    opportunities: Input = Field(default_factory=Input)
+    pairs: Input = Field(default_factory=Input)
 
 
 class RuleFile(_Strict):
@@ -178,6 +211,10 @@ class RuleFile(_Strict):
     fields: dict[str, FieldTypeName] = Field(default_factory=dict, description="account fields rules may use, with their types")
     measures: dict[str, Measure] = Field(default_factory=lambda: {"accounts": Measure(constant=1)})
     tiers: Tiers | None = None
+    segments: dict[str, list[SegmentLevel]] = Field(
+        default_factory=dict, description="derived account fields: per segment, levels tried in order, the first whose 'when' holds wins"
+    )
+    inputs: Inputs = Field(default_factory=Inputs)
     territory_types: list[TerritoryType] = Field(min_length=1)
     territories: list[Territory] = Field(min_length=1)
     assignment: Assignment = Field(default_factory=Assignment)

@@ -283,6 +283,7 @@ def _rules_yaml(leaves: list[_Leaf], strategic: list[str], overlay: list[str]) -
         f"    members: {members(overlay[half:] or overlay, 'overlay')}",
         "assignment:",
         "  hierarchy: follow_ultimate_parent",
+        '  as_of: "2026-11-22"',
         "  balance:",
         "    - {measure: revenue, tolerance: 0.05}",
         "    - {measure: accounts, tolerance: 0.10}",
@@ -293,7 +294,6 @@ def _rules_yaml(leaves: list[_Leaf], strategic: list[str], overlay: list[str]) -
         "  territory_tie: balance",
         "  measures: {amount: {field: amount}, deals: {constant: 1}}",
         "  balance: [{measure: amount, tolerance: 0.15}, {measure: deals, tolerance: 0.15}]",
-        '  as_of: "2026-11-22"',
     ]
     return "\n".join(lines) + "\n"
 

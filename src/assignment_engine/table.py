@@ -21,7 +21,8 @@ import numpy as np
 
 from .errors import DataError, Finding, Location, suggest
 
-FieldType = Literal["string", "integer", "number", "boolean", "date"]
+FieldType = Literal["string", "integer", "number", "boolean", "date", "country", "state"]
+TEXT_KINDS = ("string", "country", "state")  # dictionary-encoded; country and state stored as ISO codes
 EPOCH = dt.date(1970, 1, 1)
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
@@ -88,15 +89,19 @@ class CellError(ValueError):
     """A cell that cannot be read as its declared type."""
 
 
-def encode_strings(raw: Sequence[Any]) -> StringColumn:
+def encode_strings(raw: Sequence[Any], numbers: list[int] | None = None) -> StringColumn:
+    """Dictionary-encode a text column; the rows holding a number (not text) are appended to ``numbers`` when given."""
     index: dict[str, int] = {}
     codes = np.empty(len(raw), dtype=np.int32)
     for i, v in enumerate(raw):
         if v is None:
             codes[i] = -1
             continue
-        s = v if isinstance(v, str) else as_text(v)
-        s = s.strip()
+        if type(v) is not str:
+            if numbers is not None and isinstance(v, (int, float)) and not isinstance(v, bool):
+                numbers.append(i)
+            v = as_text(v)
+        s = v.strip()
         codes[i] = -1 if s == "" else index.setdefault(s, len(index))
     return StringColumn(codes, list(index))
 
@@ -191,6 +196,10 @@ class AccountTable:
     fields: dict[str, Column]
     source: str = "<accounts>"
     rows: Sequence[int] | None = None  # source row of each account, for messages
+    headers: dict[str, str] = field(default_factory=dict)  # engine name → the file's column, for messages
+    warnings: list[Finding] = field(default_factory=list)  # values read as missing or as text, once per value
+    notes: dict[int, list[str]] = field(default_factory=dict)  # per row: what its reason must say about its data
+    as_of: dt.date | None = None  # the run date relative conditions count from (the engine sets it)
     index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -201,7 +210,7 @@ class AccountTable:
 
     def location(self, i: int, column: str | None = None) -> Location:
         row = self.rows[i] if self.rows is not None else i + 1
-        return Location(self.source, row, column=column)
+        return Location(self.source, row, column=self.headers.get(column, column) if column else None)
 
     def record(self, i: int) -> dict[str, Any]:
         """One account as a plain dict (for explanations and single-account calls)."""
@@ -279,12 +288,24 @@ class AccountTable:
             return out
 
         typed: dict[str, Column] = {}
+        warnings: list[Finding] = []
+        notes: dict[int, list[str]] = {}
         for name, kind in field_types.items():
             raw = columns.get(name)
             if raw is None:
                 raise DataError([Finding(Location(source, 1), f"missing column '{name}', declared in the rule file's fields")])
-            if kind == "string":
-                typed[name] = encode_strings(raw)
+            if kind in TEXT_KINDS:
+                numbers: list[int] = []
+                typed[name] = encode_strings(raw, numbers)
+                if numbers:
+                    first = numbers[0]
+                    warnings.append(
+                        Finding(
+                            where(first, name),
+                            f"{len(numbers):,} number(s) in a text column, read as text (first: {shown(raw[first])} as {as_text(raw[first])!r}); "
+                            "a spreadsheet may have dropped leading zeros: store the column as text",
+                        )
+                    )
                 continue
             values = np.empty(n, dtype=np.float64)
             for i, v in enumerate(raw):
@@ -299,6 +320,7 @@ class AccountTable:
         locked, excluded = flag("locked"), flag("excluded")
         if findings:
             raise DataError(findings[:50])
+        _as_places(typed, field_types, where, warnings, notes)
         names = [s or "" for s in optional_text("name")]
         return cls(
             ids=ids,
@@ -310,6 +332,8 @@ class AccountTable:
             fields=typed,
             source=source,
             rows=rows_,
+            warnings=warnings,
+            notes=notes,
         )
 
     @classmethod
@@ -327,15 +351,39 @@ class AccountTable:
         return cls.from_columns(columns, field_types, source=source, rows=range(1, len(records) + 1))
 
 
+def _as_places(typed: dict[str, Column], field_types: Mapping[str, FieldType], where: Callable[[int, str], Location], warnings: list[Finding], notes: dict[int, list[str]]) -> None:
+    """Country and state fields as ISO codes (countries first: a state is read against its row's country)."""
+    from .geography import country_column, state_column
+
+    countries = [name for name, kind in field_types.items() if kind == "country"]
+    for name in [*countries, *(n for n, kind in field_types.items() if kind == "state")]:
+        column = typed[name]
+        assert isinstance(column, StringColumn)
+        if field_types[name] == "country":
+            typed[name], unrecognised = country_column(column)
+        else:
+            country = typed[countries[0]] if countries else None
+            typed[name], unrecognised = state_column(column, country if isinstance(country, StringColumn) else None)
+        what = "country" if field_types[name] == "country" else "state or province"
+        for u in unrecognised:
+            first = int(u.rows[0])
+            warnings.append(Finding(where(first, name), f"{shown(u.value)} is not a {what} we know{u.hint()}: read as missing ({len(u.rows):,} row(s))"))
+            note = f"{name} {shown(u.value)} not recognised, read as missing"
+            for i in u.rows.tolist():
+                notes.setdefault(i, []).append(note)
+
+
 _RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
+    "country": (str,),
+    "state": (str,),
     "integer": (int, float, str),
     "number": (int, float, str),
     "boolean": (bool, str),
     "date": (dt.date, str),
 }
 _EXACT = {kind: set(types) for kind, types in _RECORD_TYPES.items()}  # the common case, checked without isinstance
-_EXPECTED = {"string": "text", "integer": "a whole number", "number": "a number", "boolean": "true or false", "date": "a date"}
+_EXPECTED = {"string": "text", "country": "a country name or code", "state": "a state name or code", "integer": "a whole number", "number": "a number", "boolean": "true or false", "date": "a date"}
 
 
 def check_records(records: Any, field_types: dict[str, FieldType], source: str) -> None:
@@ -362,7 +410,7 @@ def check_records(records: Any, field_types: dict[str, FieldType], source: str) 
             if kind is None:
                 findings.append(Finding(Location(source, row, column=label(key)), f"unknown key {shown(key)}{suggest(str(key), list(kinds))}"))
             elif v is not None and type(v) not in _EXACT[kind] and (not isinstance(v, _RECORD_TYPES[kind]) or (isinstance(v, bool) and kind != "boolean")):
-                hint = " (a number is not taken as text: 5000 may have been '05000')" if kind == "string" and isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+                hint = " (a number is not taken as text: 5000 may have been '05000')" if kind in TEXT_KINDS and isinstance(v, (int, float)) and not isinstance(v, bool) else ""
                 findings.append(Finding(Location(source, row, column=key), f"{key} must be {_EXPECTED[kind]}, got {type(v).__name__} {shown(v)}{hint}"))
         if not record.keys() >= required.keys():
             findings += [Finding(Location(source, row, column=k), f"missing key '{k}' (pass None for an unknown value)") for k in required if k not in record]

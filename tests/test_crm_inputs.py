@@ -347,3 +347,17 @@ def test_the_example_rule_file_explains_a_saved_account(tmp_path):
     assign_files(tmp_path / "sf" / "rules.yaml", tmp_path / "sf" / "Account.csv", tmp_path / "sf" / "User.csv", out, report=False)
     row, lines = explain_saved(out, "0015g00000000012AA")
     assert "lifecycle = new" in "\n".join(lines) and row["territory_id"] == "hunters"
+
+
+def test_a_rule_naming_a_level_its_segment_lacks_is_a_rule_file_error():
+    text = rules_text(HUNTERS.replace("lifecycle: new", "lifecycle: [nwe, dormant]"), fields=SEGMENT_FIELDS, types=TYPES, extra=LIFECYCLE)
+    with pytest.raises(RuleFileError) as caught:
+        compile_rules(text, "rules.yaml")
+    (finding,) = caught.value.findings
+    assert finding.message == "segment 'lifecycle' has no level 'nwe' (did you mean 'new'?)" and str(finding.location).startswith("rules.yaml:")
+
+
+def test_every_reason_ends_with_the_accounts_segments():
+    engine = engine_of(rules_text(HUNTERS, fields=SEGMENT_FIELDS, types=TYPES, extra=LIFECYCLE, assignment='{hierarchy: independent, as_of: "2026-06-01"}'))
+    plan = engine.assign(engine.table(segment_book()), [*USERS, User("h1")])
+    assert plan.account("B").reason.endswith("; lifecycle: dormant") and plan.account("A").reason.endswith("; lifecycle: new")

@@ -151,7 +151,7 @@ def _assign_options(f=None, *, required: bool = True):
             click.option("--users", required=required, type=click.Path(dir_okay=False), help="users (CSV or JSON Lines)"),
             click.option("--pairs", type=click.Path(dir_okay=False), default=None, help="per account–user cost and workload (CSV or JSON Lines)"),
             click.option("--opportunities", type=click.Path(dir_okay=False), default=None, help="open and closed deals (CSV or JSON Lines)"),
-            click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), default=None, help="run date for closing-soon protection (default: the rule file's, else today)"),
+            click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), default=None, help="run date for within_days, older_than_days and closing-soon protection (default: the rule file's, else today)"),
             click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="solver seed (default: the rule file's)"),
             click.option("--time-limit", type=_Seconds(), default=None, help="solver effort per component, deterministic seconds"),
             click.option("--hierarchy-errors", type=click.Choice(["raise", "independent"]), default="raise", show_default=True, help="on a bad parent link: stop, or report and treat the accounts as independent"),

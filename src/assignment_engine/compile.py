@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from . import places
 from . import ruleset as rs
 from .columns import ENGINE_COLUMNS, ROLES, ColumnMap, presets
-from .conditions import Condition, ConditionError, counts_from_run_date, parse_condition
+from .conditions import RELATIVE, Condition, ConditionError, compares, parse_condition
 from .errors import Finding, Location, RuleFileError, suggest
 from .yamlfile import LoadedYaml, load_yaml, read_text, shown
 
@@ -119,7 +119,7 @@ class CompiledRules:
         conditions += [c for s in self.segments for _, c in s.levels if c is not None]
         conditions += [self.keep_owner] if self.keep_owner is not None else []
         keep = self.model.opportunities.keep_owner
-        return (keep is not None and keep.closing_within_days is not None) or any(map(counts_from_run_date, conditions))
+        return (keep is not None and keep.closing_within_days is not None) or any(c.op in RELATIVE for c in conditions for c in compares(c))
 
     def run_date(self, as_of: dt.date | None = None) -> dt.date:
         """The date relative conditions and closing-soon protection count from: ``as_of``, else the rule file's, else today."""
@@ -267,6 +267,16 @@ class _Compiler:
             out.append(Segment(name, parsed))
         return out
 
+    def check_levels(self, condition: Condition, path: tuple[Any, ...]) -> None:
+        """A rule comparing a segment with a level it does not have would match nothing, silently."""
+        levels = {name: [lv.name for lv in lvs] for name, lvs in self.model.segments.items()}
+        for compare in compares(condition):
+            if compare.field in levels and compare.op in ("eq", "ne", "in", "not_in"):
+                known = {lv.casefold(): lv for lv in levels[compare.field]}
+                for value in compare.shown:
+                    if value.casefold() not in known:
+                        self.error((*path, compare.field), f"segment '{compare.field}' has no level '{value}'{suggest(value, levels[compare.field])}")
+
     def inputs(self) -> dict[str, ColumnMap]:
         """Per input, the preset's candidates and the rule file's own columns; an engine name nobody knows is an error."""
         spec = self.model.inputs
@@ -376,6 +386,8 @@ class _Compiler:
         for j, rule in enumerate(t.rules):
             condition = self.condition(rule.when, (*path, "rules", j, "when"), fields)
             node.rules.append(CompiledRule(t.id, j + 1, rule.name, rule.inherit, condition))
+        for j, compiled in enumerate(node.rules):
+            self.check_levels(compiled.condition, (*path, "rules", j, "when"))
         node.applicable = inherited + node.rules
         seen: set[str] = set()
         for j, m in enumerate(t.members):

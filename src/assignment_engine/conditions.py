@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,13 +134,15 @@ class Not(Condition):
         return [(depth, "not:", bool(self.mask(table)[row])), *self.part.trace(table, row, depth + 1)]
 
 
-def counts_from_run_date(c: Condition) -> bool:
-    """Does the condition use within_days or older_than_days anywhere (so its outcome depends on the run date)?"""
+def compares(c: Condition) -> Iterator[Compare]:
+    """Every comparison in a condition tree (for checks over a whole rule file)."""
     if isinstance(c, (AllOf, AnyOf)):
-        return any(counts_from_run_date(p) for p in c.parts)
-    if isinstance(c, Not):
-        return counts_from_run_date(c.part)
-    return isinstance(c, Compare) and c.op in RELATIVE
+        for part in c.parts:
+            yield from compares(part)
+    elif isinstance(c, Not):
+        yield from compares(c.part)
+    elif isinstance(c, Compare):
+        yield c
 
 
 def _wrap(c: Condition) -> str:

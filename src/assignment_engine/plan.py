@@ -190,9 +190,10 @@ class Plan:
         return self._territory_text[t]
 
     def reason(self, i: int) -> str:
-        """Why account ``i`` is where it is, in one line; what was read as missing from its row is said last."""
-        notes = self.accounts.notes.get(i)
-        return f"{self._reason(i)}; {'; '.join(notes)}" if notes else self._reason(i)
+        """Why account ``i`` is where it is, in one line, then its segments and what was read as missing from its row."""
+        extra = [f"{s.name}: {self.accounts.fields[s.name].value(i) or 'none'}" for s in self.rules.segments]
+        extra += self.accounts.notes.get(i, ())
+        return "; ".join([self._reason(i), *extra])
 
     def _reason(self, i: int) -> str:
         st = self.status[i]

@@ -361,3 +361,28 @@ def test_every_reason_ends_with_the_accounts_segments():
     engine = engine_of(rules_text(HUNTERS, fields=SEGMENT_FIELDS, types=TYPES, extra=LIFECYCLE, assignment='{hierarchy: independent, as_of: "2026-06-01"}'))
     plan = engine.assign(engine.table(segment_book()), [*USERS, User("h1")])
     assert plan.account("B").reason.endswith("; lifecycle: dormant") and plan.account("A").reason.endswith("; lifecycle: new")
+
+
+def test_apply_writes_the_next_runs_file_in_the_exports_own_column_names(tmp_path):
+    from assignment_engine import apply_plan
+
+    shutil.copytree(SALESFORCE, tmp_path / "sf")
+    sf = tmp_path / "sf"
+    assign_files(sf / "rules.yaml", sf / "Account.csv", sf / "User.csv", tmp_path / "plan", opportunities=sf / "Opportunity.csv", report=False)
+    result = apply_plan(tmp_path / "plan", tmp_path / "updates")
+    assert result.owner_changes > 0
+    applied = tmp_path / "updates" / "accounts.csv"
+    assert applied.read_text().splitlines()[0] == (sf / "Account.csv").read_text().splitlines()[0]  # same columns: OwnerId rewritten in place
+    shutil.copy(applied, sf / "Account.csv")
+    shutil.copy(tmp_path / "updates" / "opportunities.csv", sf / "Opportunity.csv")
+    again = assign_files(sf / "rules.yaml", sf / "Account.csv", sf / "User.csv", tmp_path / "plan2", opportunities=sf / "Opportunity.csv", report=False)
+    assert again.summary["moved"]["accounts"] < result.owner_changes  # the applied owners are read back through the preset
+
+
+def test_apply_refuses_a_spreadsheet_input_clearly(tmp_path):
+    from assignment_engine import apply_plan
+
+    sf = SALESFORCE
+    assign_files(sf / "rules.yaml", sf / "Account.xlsx", sf / "User.csv", tmp_path / "plan", report=False)
+    with pytest.raises(DataError, match="apply rewrites CSV and JSON Lines inputs only"):
+        apply_plan(tmp_path / "plan", tmp_path / "updates")

@@ -40,8 +40,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from .columns import ColumnMap
+from .compile import load_rules
 from .errors import DataError, Finding, Location, OptionError
 from .planfile import MANIFEST, InputFile, Manifest, plan_rows
+from .readers import SPREADSHEETS
 from .table import as_text
 from .writers import FORMULA_START, check_output, durable_open, output_directory, write_json
 
@@ -145,14 +148,18 @@ def apply_plan(plan_dir: str | Path, out: str | Path, *, format: str = "csv", pr
     accounts_input = manifest.input("accounts")
     assert accounts_input is not None  # verified above
     deals_input = manifest.input("opportunities")
+    for source in (accounts_input, deals_input):
+        if source is not None and Path(source.path).suffix.lower() in (*SPREADSHEETS, ".parquet"):
+            raise DataError([Finding(Location(source.path), "apply rewrites CSV and JSON Lines inputs only; export this file as CSV, plan it, then apply")])
+    inputs_of = load_rules(manifest.path("rules")).inputs
     files: list[str] = []
     with output_directory(out, inputs, option="--out", owned=UPDATE_FILES, marker=APPLY_MANIFEST) as staging:
         say(f"writing account_updates.csv and the applied accounts file from {accounts_input.path}")
-        accounts = _apply_table(_ACCOUNTS, plan_dir, accounts_input, staging, format, files)
+        accounts = _apply_table(_ACCOUNTS, plan_dir, accounts_input, staging, format, files, inputs_of["accounts"])
         deals = _Counts()
         if deals_input is not None:
             say(f"writing opportunity_updates.csv and the applied opportunities file from {deals_input.path}")
-            deals = _apply_table(_DEALS, plan_dir, deals_input, staging, format, files)
+            deals = _apply_table(_DEALS, plan_dir, deals_input, staging, format, files, inputs_of["opportunities"])
         result = ApplyResult(
             plan_id=manifest.plan_id,
             format=format,
@@ -171,7 +178,7 @@ def apply_plan(plan_dir: str | Path, out: str | Path, *, format: str = "csv", pr
     return result
 
 
-def _apply_table(kind: _Table, plan_dir: Path, source: InputFile, staging: Path, format: str, files: list[str]) -> _Counts:
+def _apply_table(kind: _Table, plan_dir: Path, source: InputFile, staging: Path, format: str, files: list[str], columns: ColumnMap) -> _Counts:
     """One pass over the input file and the plan's rows: the update file, the applied copy (and unassigned.csv)."""
     counts = _Counts()
     jsonl = Path(source.path).suffix.lower() in (".jsonl", ".ndjson")
@@ -191,7 +198,7 @@ def _apply_table(kind: _Table, plan_dir: Path, source: InputFile, staging: Path,
         if kind is _ACCOUNTS:
             unassigned = csv.writer(stack.enter_context(durable_open(staging / "unassigned.csv", "x")))
             unassigned.writerow(["account_id", "previous_owner_id", "status", "reason"])
-        records = _jsonl_records(text, copy, source.path) if jsonl else _csv_records(text, copy, source.path)
+        records = _jsonl_records(text, copy, source.path, columns) if jsonl else _csv_records(text, copy, source.path, columns)
         for number, record_id, territory, rewrite in records:
             row = next(plan, None)
             if row is None or row[kind.id_column] != record_id:
@@ -228,13 +235,13 @@ def _apply_table(kind: _Table, plan_dir: Path, source: InputFile, staging: Path,
     return counts
 
 
-def _csv_records(text: IO[str], copy: IO[str], path: str) -> Iterator[tuple[int, str, str | None, Rewrite]]:
+def _csv_records(text: IO[str], copy: IO[str], path: str, columns: ColumnMap) -> Iterator[tuple[int, str, str | None, Rewrite]]:
     """``(line, id, territory_id or None, rewrite)`` per record of a CSV file, copying what is not a record verbatim.
 
     Records are read as the engine's reader reads them (Python's csv module,
-    header names stripped); each record's raw text is kept, so an unchanged
-    record is copied byte for byte and a changed one differs only in its
-    ``owner_id`` cell.
+    header names stripped, columns named through the rule file's ``inputs:``);
+    each record's raw text is kept, so an unchanged record is copied byte for
+    byte and a changed one differs only in its owner cell.
     """
     lines = _Taken(text)
     reader = csv.reader(lines)
@@ -246,15 +253,13 @@ def _csv_records(text: IO[str], copy: IO[str], path: str) -> Iterator[tuple[int,
         raise DataError([Finding(Location(path, 1), "the file is empty (expected a header row)")])
     names = [h.strip() for h in header]
     names[0] = names[0].removeprefix("\ufeff").strip()
-    id_at = names.index("id") if "id" in names else None
+    id_at, owner_at, territory_at = (_column(names, columns, name) for name in ("id", "owner_id", "territory_id"))
     if id_at is None:
-        raise DataError([Finding(Location(path, 1), "missing required column 'id'")])
-    owner_at = names.index("owner_id") if "owner_id" in names else None
-    territory_at = names.index("territory_id") if "territory_id" in names else None
+        raise DataError([Finding(Location(path, 1), f"missing required column {columns.candidates('id')[0]!r}")])
     raw = lines.take()
-    if owner_at is None:  # a last column owner_id, empty where the owner does not change
+    if owner_at is None:  # a last owner column (named as the next run reads it), empty where the owner does not change
         body, end = _split_end(raw)
-        copy.write(body + ",owner_id" + end)
+        copy.write(body + "," + _quoted(columns.candidates("owner_id")[0]) + end)
     else:
         copy.write(raw)
     start = reader.line_num + 1
@@ -284,7 +289,12 @@ def _csv_records(text: IO[str], copy: IO[str], path: str) -> Iterator[tuple[int,
     copy.write(lines.take())
 
 
-def _jsonl_records(text: IO[str], copy: IO[str], path: str) -> Iterator[tuple[int, str, str | None, Rewrite]]:
+def _column(names: list[str], columns: ColumnMap, name: str) -> int | None:
+    """Where the file holds the engine's ``name``: the first of its candidate columns present."""
+    return next((names.index(c) for c in columns.candidates(name) if c in names), None)
+
+
+def _jsonl_records(text: IO[str], copy: IO[str], path: str, columns: ColumnMap) -> Iterator[tuple[int, str, str | None, Rewrite]]:
     """``(line, id, territory_id or None, rewrite)`` per record of a JSON Lines file, as the engine's reader reads it.
 
     An unchanged line is copied byte for byte; a changed one is the same object
@@ -302,13 +312,14 @@ def _jsonl_records(text: IO[str], copy: IO[str], path: str) -> Iterator[tuple[in
             raise DataError([Finding(Location(path, number), f"invalid JSON: {exc}")]) from None
         if not isinstance(record, dict):
             raise DataError([Finding(Location(path, number, 1), "each line must be a JSON object")])
-        raw_id, territory = record.get("id"), record.get("territory_id")
+        key_of = {name: next((c for c in columns.candidates(name) if c in record), columns.candidates(name)[0]) for name in ("id", "owner_id", "territory_id")}
+        raw_id, territory = record.get(key_of["id"]), record.get(key_of["territory_id"])
 
-        def rewrite(owner: str | None, line: str = line, record: dict[str, Any] = record, bom: str = bom, end: str = end) -> None:
+        def rewrite(owner: str | None, line: str = line, record: dict[str, Any] = record, bom: str = bom, end: str = end, key: str = key_of["owner_id"]) -> None:
             if owner is None:
                 copy.write(line)
             else:
-                record["owner_id"] = owner
+                record[key] = owner
                 copy.write(bom + json.dumps(record, ensure_ascii=False) + end)
 
         yield number, "" if raw_id is None else as_text(raw_id).strip(), None if territory is None else as_text(territory).strip(), rewrite

@@ -260,7 +260,7 @@ def test_only_the_wanted_columns_are_read_from_parquet(tmp_path, monkeypatch):
     read = pq.ParquetFile.read
     monkeypatch.setattr(pq.ParquetFile, "read", lambda self, columns=None, **kw: asked.append(columns) or read(self, columns=columns, **kw))
     columns, _ = read_columns(path, {"Id", "BillingAddress.city", "Missing"})
-    assert asked == [["Id", "BillingAddress.city"]]
+    assert asked == [["Id"], ["BillingAddress.city"]]  # one column at a time, nothing else decoded
     assert list(columns) == ["Id", "BillingAddress.city"]
 
 

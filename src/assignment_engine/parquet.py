@@ -48,16 +48,16 @@ def read_parquet(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence
         if duplicated:
             raise DataError([Finding(Location(str(path), 1), f"duplicate column(s) in header: {', '.join(map(shown, duplicated))}")])
         chosen = [n for n, s in zip(names, stripped) if wanted is None or s in wanted]
-        table = file.read(columns=chosen)  # a dotted path reads one field of a struct
-        while any(pa.types.is_struct(t) for t in table.schema.types):
-            table = table.flatten()
-    except (pa.ArrowException, OSError) as exc:  # not Parquet, truncated, or a damaged page (pyarrow's OSErrors carry no strerror)
+    except (pa.ArrowException, OSError) as exc:  # not Parquet, or a damaged footer (pyarrow's OSErrors carry no strerror)
         raise DataError([Finding(Location(str(path)), f"cannot read: {' '.join(str(exc).split())}")]) from None
     columns = {}
-    for name in chosen:
+    for name in chosen:  # one column at a time: its Arrow data is freed once it is Python values
         try:
-            columns[name.strip()] = _values(table.column(name))
-        except (ValueError, OverflowError) as exc:  # bytes that are not UTF-8, a date past year 9999
+            table = file.read(columns=[name])  # a dotted path reads one field of a struct
+            while pa.types.is_struct(table.schema.types[0]):
+                table = table.flatten()
+            columns[name.strip()] = _values(table.column(0))
+        except (pa.ArrowException, OSError, ValueError, OverflowError) as exc:  # a damaged page, bytes that are not UTF-8, a date past 9999
             raise DataError([Finding(Location(str(path)), f"cannot read column {shown(name)}: {' '.join(str(exc).split())}")]) from None
     return columns, range(2, file.metadata.num_rows + 2)
 

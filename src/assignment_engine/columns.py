@@ -26,7 +26,7 @@ DEAL_INPUT_COLUMNS = ("id", "name", "account_id", "owner_id", "locked", "exclude
 # the engine names each input knows besides declared fields (users: plus max_<measure>)
 ENGINE_COLUMNS = {
     "accounts": ACCOUNT_COLUMNS,
-    "users": ("id", "user_id", "name", "weight", "active"),
+    "users": ("id", "user_id", "name", "weight", "active", "max_new_per_day", "available", "away_until"),
     "opportunities": DEAL_INPUT_COLUMNS,
     "pairs": ("account_id", "user_id", "cost", "workload"),
 }

@@ -183,7 +183,7 @@ def _order(f: Finding) -> tuple[int, int]:
 
 _MODELS: tuple[type[BaseModel], ...] = (
     rs.RuleFile, rs.Measure, rs.TierLevel, rs.Tiers, rs.TerritoryType, rs.Rule, rs.Member, rs.Territory, rs.BalanceEntry, rs.Assignment,
-    rs.SegmentLevel, rs.Input, rs.Inputs, rs.Opportunities, rs.KeepOwner, rs.DealMeasure,
+    rs.SegmentLevel, rs.Input, rs.Inputs, rs.Opportunities, rs.KeepOwner, rs.DealMeasure, rs.Routing, rs.TerritoryRouting,
 )
 _KNOWN_KEYS = sorted({key for model in _MODELS for key in model.model_fields})
 
@@ -233,10 +233,23 @@ class _Compiler:
         balance = self.balance(self.model.assignment.balance, ("assignment", "balance"), self.model.measures, 0.10, tiers=True)
         deals = self.model.opportunities
         overlay_balance = self.balance(deals.balance, ("opportunities", "balance"), deals.measures, 0.15, tiers=False)
+        self.check_routing()
         keep_owner = None
         if deals.keep_owner is not None and deals.keep_owner.when is not None:
             keep_owner = self.condition(deals.keep_owner.when, ("opportunities", "keep_owner", "when"), {**self.rule_fields, **self.deal_fields})
         return CompiledRules(self.loaded.file, self.model, self.nodes, balance, self.deal_fields, keep_owner, overlay_balance, self.loaded.lines, segments, inputs)
+
+    def check_routing(self) -> None:
+        """Routing overrides name owning territories; the website field is a declared text field."""
+        routing = self.model.routing
+        for tid in routing.territories:
+            if tid not in self.nodes:
+                self.error(("routing", "territories", tid), f"unknown territory '{tid}'{suggest(tid, list(self.nodes))}", key=True)
+            elif self.nodes[tid].overlay:
+                self.error(("routing", "territories", tid), f"territory '{tid}' is an overlay: routing gives accounts owners", key=True)
+        field = routing.website_field
+        if field is not None and self.model.fields.get(field) != "string":
+            self.error(("routing", "website_field"), f"'{field}' must be a declared string field{suggest(field, list(self.model.fields))}")
 
     def check_places(self) -> None:
         if places.available():

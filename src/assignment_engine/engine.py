@@ -23,6 +23,7 @@ from .opportunities import DealTable, deal_measures
 from .optimize import MAX_SEED, Holdings, LoadDim, Problem, solve
 from .plan import Plan, Prepared, Status
 from .rank import balance_scope, balance_values, measure_values, rank_tiers
+from .routing import Router, State
 from .segments import derive as derive_segments
 from .table import AccountTable, PairTable, User, check_records
 
@@ -72,6 +73,13 @@ class Engine:
         nodes = self.rules.territories
         candidates = list(dict.fromkeys(u for t in owning for u in nodes[t].owners))
         return TerritoryMatch([ids[t] for t in matches.territories_of(0)], owning, candidates, rule_trace(self.rules, table, 0))
+
+    def router(self, plan: Plan | str | Path, state: State | None = None) -> Router:
+        """A :class:`Router` for records arriving after ``plan`` (a :class:`Plan`, or a saved plan directory).
+
+        The rules are the plan's own (a saved plan's rule file, verified unchanged), so this engine's rules only
+        serve when ``plan`` is in memory."""
+        return Router.from_plan(plan, state) if isinstance(plan, Plan) else Router.from_directory(plan, state)
 
     # -- a whole book -------------------------------------------------------------
 

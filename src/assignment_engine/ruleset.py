@@ -204,6 +204,25 @@ class Inputs(_Strict):
     pairs: Input = Field(default_factory=Input)
 
 
+RoutingPolicy = Literal["least_loaded", "round_robin"]
+
+
+class TerritoryRouting(_Strict):
+    policy: RoutingPolicy | None = Field(None, description="this territory's owner choice (default: the top-level policy)")
+    fallback: str | None = Field(None, min_length=1, description="user who takes a record no member can (default: the top-level fallback)")
+
+
+class Routing(_Strict):
+    """How one record routed between batch runs gets its owner (Router, ``route``)."""
+
+    policy: RoutingPolicy = Field(
+        "least_loaded", description="least_loaded: the member lowest against fair share after the addition; round_robin: turns weighted by the users' weight"
+    )
+    fallback: str | None = Field(None, min_length=1, description="user who takes a record no member can take; none: it stays unassigned with the reason")
+    territories: dict[str, TerritoryRouting] = Field(default_factory=dict, description="per-territory overrides, by territory id")
+    website_field: str | None = Field(None, description="the account field holding its website, for matching leads by domain")
+
+
 class RuleFile(_Strict):
     """A territory plan: fields, measures, tiers, types, the territory tree and the policy."""
 
@@ -219,6 +238,7 @@ class RuleFile(_Strict):
     territories: list[Territory] = Field(min_length=1)
     assignment: Assignment = Field(default_factory=Assignment)
     opportunities: Opportunities = Field(default_factory=Opportunities)
+    routing: Routing = Field(default_factory=Routing)
 
 
 def json_schema() -> dict[str, Any]:

@@ -30,6 +30,7 @@ _FALSE = {"false", "f", "no", "n", "0"}
 # account's revenue in dollars, euros or yen, still a whole number in float64 (exact to 2^53 ≈ 9e15),
 # and thousands of them sum within the optimizer's 64-bit integers (1e300 ended in INT_MIN errors).
 LIMIT = 1e15
+ROUTING_COLUMNS = ("max_new_per_day", "available", "away_until")  # users-file columns only routing reads
 RECORD_KEYS = {"id": "string", "name": "string", "parent_id": "string", "owner_id": "string", "locked": "boolean", "excluded": "boolean"}
 _quote = reprlib.Repr()
 _quote.maxstring = _quote.maxother = 40  # a cell quoted in a message stays on one short line
@@ -433,6 +434,9 @@ class User:
     weight: float = 1.0
     active: bool = True
     capacity: dict[str, float] = field(default_factory=dict)
+    max_new_per_day: float | None = None  # routing: at most this many records a day
+    available: bool = True  # routing: False takes nothing new (batch runs ignore it)
+    away_until: dt.date | None = None  # routing: takes nothing new until after this day
 
     def __post_init__(self) -> None:
         """A library caller's user is held to a users file's bounds: a capacity of 1e308 would overflow the optimizer."""
@@ -447,13 +451,14 @@ class User:
 
 
 def users_from_columns(columns: Mapping[str, Sequence[Any]], measures: Sequence[str], *, source: str = "<users>", rows: Sequence[int] | None = None) -> list[User]:
-    """Users from raw columns: ``id`` (or ``user_id``), ``name``, ``weight``, ``active``, ``max_<measure>``."""
+    """Users from raw columns: ``id`` (or ``user_id``), ``name``, ``weight``, ``active``, ``max_<measure>``,
+    and for routing ``max_new_per_day``, ``available``, ``away_until``."""
     id_column = "id" if "id" in columns else "user_id"
     if id_column not in columns:
         raise DataError([Finding(Location(source, 1), "missing required column 'id'")])
     n = len(columns[id_column])
     rows_ = rows if rows is not None else range(2, n + 2)
-    caps = {c.removeprefix("max_"): c for c in columns if c.startswith("max_")}
+    caps = {c.removeprefix("max_"): c for c in columns if c.startswith("max_") and c not in ROUTING_COLUMNS}
     findings: list[Finding] = []
     for measure, column in caps.items():
         if measure != "accounts" and measure not in measures:
@@ -474,6 +479,8 @@ def users_from_columns(columns: Mapping[str, Sequence[Any]], measures: Sequence[
 
     weight = cells("weight", "number")
     active = cells("active", "boolean")
+    per_day, available, away = cells("max_new_per_day", "number"), cells("available", "boolean"), cells("away_until", "date")
+    findings += bound_findings(per_day, "max_new_per_day", lambda i: at(i, "max_new_per_day"))
     capacity = {measure: cells(column, "number") for measure, column in caps.items()}
     findings += bound_findings(weight, "weight", lambda i: at(i, "weight"))
     for measure, column in caps.items():
@@ -497,6 +504,9 @@ def users_from_columns(columns: Mapping[str, Sequence[Any]], measures: Sequence[
             1.0 if math.isnan(weight[i]) else float(weight[i]),
             bool(active[i] != 0.0),  # an empty cell (NaN) is active
             {measure: float(values[i]) for measure, values in capacity.items() if not math.isnan(values[i])},
+            None if math.isnan(per_day[i]) else float(per_day[i]),
+            bool(available[i] != 0.0),
+            None if math.isnan(away[i]) else EPOCH + dt.timedelta(days=int(away[i])),
         )
         for uid, i in ids.items()
     ]

@@ -1,0 +1,240 @@
+"""Owners for records that arrive between batch runs, consistent with the balanced plan.
+
+A :class:`Router` is built once from a plan (in memory, or a saved plan
+directory, read without re-reading the book) and then answers one record in
+well under a millisecond: the record is matched to territories on its plain
+values (:mod:`recordmatch`), and the owning territory's members are weighed by
+the territory's policy (rule file ``routing:``):
+
+- ``least_loaded`` (default): the member whose heaviest balance load, as a
+  share of their fair share, is lowest once the record is added;
+- ``round_robin``: turns weighted by the users' ``weight`` (the member with the
+  fewest turns per unit of weight goes next).
+
+A member takes nothing while ``available`` is false, until after
+``away_until``, at ``max_new_per_day`` records that day, or when the record
+would pass one of their capacities. When no member can, the territory's
+``fallback`` (else the top-level one) takes it; else it stays unassigned, and
+the reason says why each member could not. Loads, turns and daily counts
+update as records are routed, in memory or in a shared SQLite state file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .compile import CompiledRules, load_rules
+from .errors import Finding, Location, RuleFileError
+from .match import rule_trace
+from .planfile import Manifest, read_summary
+from .readers import read_users
+from .recordmatch import RecordMatcher, Values, typed
+from .routestate import MemoryState
+from .table import AccountTable, User, check_records
+
+
+class State(Protocol):
+    def transaction(self) -> Any: ...
+    def turns(self, territory: str, users: Sequence[str]) -> dict[str, int]: ...
+    def daily(self, day: str, users: Sequence[str]) -> dict[str, int]: ...
+    def added(self, users: Sequence[str]) -> dict[str, dict[str, float]]: ...
+    def record(self, territory: str, user: str, day: str, loads: Mapping[str, float]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Routed:
+    """One routing decision: the owner, the territory and a one-line reason (the rule trace on request)."""
+
+    account_id: str
+    owner_id: str | None
+    territory_id: str | None
+    status: str  # routed | fallback | unassigned
+    reason: str
+    trace: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Router:
+    """Routes records against a plan's loads; see the module docstring."""
+
+    rules: CompiledRules
+    users: list[User]
+    loads: dict[str, dict[str, float]]  # user → load label → load in the plan
+    fair: dict[str, dict[str, float]]  # user → balance label → fair share
+    plan_id: str = ""
+    as_of: dt.date | None = None
+    state: State = field(default_factory=MemoryState)
+
+    def __post_init__(self) -> None:
+        self.matcher = RecordMatcher(self.rules)
+        self.by_id = {u.id: u for u in self.users}
+        routing = self.rules.model.routing
+        fallbacks = [routing.fallback, *(t.fallback for t in routing.territories.values())]
+        unknown = sorted({f for f in fallbacks if f is not None and f not in self.by_id})
+        if unknown:
+            raise RuleFileError([Finding(Location(self.rules.source), f"routing fallback '{u}' is not among the users") for u in unknown], self.rules.lines)
+        self.run_date = self.rules.run_date(self.as_of)
+        self._owners = {tid: [u for u in node.owners if u in self.by_id and self.by_id[u].active] for tid, node in self.rules.territories.items()}
+
+    # -- building ---------------------------------------------------------------------
+
+    @classmethod
+    def from_plan(cls, plan: Any, state: State | None = None) -> Router:
+        """From a :class:`Plan` in memory: its users, their loads under the plan's owners, their fair shares."""
+        loads_by_label = plan.loads(plan.owner_ids)
+        users = plan.users
+        loads = {u.id: {label: float(v[k]) for label, v in loads_by_label.items()} for k, u in enumerate(users)}
+        fair = {u.id: {label: float(v[k]) for label, v in plan.solution.fair.items()} for k, u in enumerate(users)}
+        return cls(plan.rules, list(users), loads, fair, "", plan.accounts.as_of, state or MemoryState())
+
+    @classmethod
+    def from_directory(cls, directory: str | Path, state: State | None = None) -> Router:
+        """From a saved plan: its rule file and users file (verified unchanged) and the loads in ``summary.json``;
+        the accounts are not read, so building costs the same for a thousand accounts or a million."""
+        manifest = Manifest.verified(directory, inputs=("rules", "users"))
+        rules = load_rules(manifest.path("rules"))
+        users = read_users(manifest.path("users"), list(rules.measures), rules.inputs["users"])
+        loads: dict[str, dict[str, float]] = {}
+        fair: dict[str, dict[str, float]] = {}
+        for entry in read_summary(directory)["users"]:
+            loads[entry["user_id"]] = {label: float(e["after"]) for label, e in entry["loads"].items()}
+            fair[entry["user_id"]] = {label: float(e["fair_share"]) for label, e in entry["loads"].items() if "fair_share" in e}
+        as_of = manifest.settings.get("as_of")
+        return cls(rules, users, loads, fair, manifest.plan_id, dt.date.fromisoformat(as_of) if as_of else None, state or MemoryState())
+
+    # -- routing ----------------------------------------------------------------------
+
+    def route(self, record: Mapping[str, Any], *, trace: bool = False, today: dt.date | None = None) -> Routed:
+        """Owner, territory and reason for one account (a mapping as :meth:`Engine.match` takes; errors at ``<record>:1:key``)."""
+        check_records([record], self.rules.field_types, "<record>")
+        one = AccountTable.from_records([record], self.rules.field_types, source="<record>") if _needs_table(self.rules) else None
+        values = typed(one.record(0) if one is not None else record, self.rules.field_types)
+        notes = one.notes.get(0, []) if one is not None else []
+        routed = self.route_values(str(record["id"]).strip(), values, today=today, notes=notes)
+        if trace:
+            table = one or AccountTable.from_records([record], self.rules.field_types, source="<record>")
+            from .segments import derive
+
+            routed = Routed(**{**routed.__dict__, "trace": rule_trace(self.rules, derive(self.rules, table, self.run_date), 0)})
+        return routed
+
+    def route_values(self, account_id: str, values: Values, *, today: dt.date | None = None, notes: Sequence[str] = ()) -> Routed:
+        """Route one record given as typed plain values (see :func:`recordmatch.typed`)."""
+        day = today or dt.date.today()
+        self.matcher.segments(values, self.run_date)
+        found = self.matcher.match(values, self.run_date)
+        tail = "".join(f"; {n}" for n in notes) + "".join(f"; {s.name}: {values.get(s.name) or 'none'}" for s in self.rules.segments)
+        routing = self.rules.model.routing
+        with self.state.transaction():
+            if not found.owning:
+                fallback = routing.fallback
+                if fallback is not None:
+                    return self._give(account_id, fallback, None, "fallback", f"matched no territory; fallback {fallback}{tail}", values, day)
+                return Routed(account_id, None, None, "unassigned", f"matched no territory{tail}")
+            best: tuple[tuple[float, ...], str, str, str] | None = None  # (score, territory, user, how)
+            refusals: list[str] = []
+            for tid in found.owning:
+                choice = self._choose(tid, values, day, refusals)
+                if choice is not None and (best is None or choice[0] < best[0]):
+                    best = (choice[0], tid, choice[1], choice[2])
+            where = self._where(found.owning)
+            if best is not None:
+                _, tid, owner, how = best
+                return self._give(account_id, owner, tid, "routed", f"{where}; {how}{tail}", values, day)
+            tid = found.owning[0]
+            override = routing.territories.get(tid)
+            fallback = (override.fallback if override else None) or routing.fallback
+            why = "; ".join(refusals) or "no active owner member"
+            if fallback is not None:
+                return self._give(account_id, fallback, tid, "fallback", f"{where}; no member can take it ({why}); fallback {fallback}{tail}", values, day)
+            return Routed(account_id, None, tid, "unassigned", f"{where}; no member can take it ({why}){tail}")
+
+    def _where(self, owning: list[str]) -> str:
+        nodes = self.rules.territories
+        labels = [f"{tid} by {' & '.join(r.label for r in nodes[tid].applicable)}" for tid in owning]
+        return f"matched {labels[0]}" if len(labels) == 1 else f"tie between {', '.join(labels)} (same type priority)"
+
+    def _choose(self, tid: str, values: Values, day: dt.date, refusals: list[str]) -> tuple[tuple[float, ...], str, str] | None:
+        """The member of ``tid`` the policy picks, as (score, user, how); None when no member can take the record."""
+        members = self._owners[tid]
+        if not members:
+            return None
+        override = self.rules.model.routing.territories.get(tid)
+        policy = (override.policy if override else None) or self.rules.model.routing.policy
+        adds = self._adds(values)
+        added = self.state.added(members)
+        daily = self.state.daily(day.isoformat(), members)
+        eligible = []
+        for u in members:
+            why = self._cannot(self.by_id[u], adds, added.get(u, {}), daily[u], day)
+            if why:
+                refusals.append(f"{u} {why}")
+            else:
+                eligible.append(u)
+        if not eligible:
+            return None
+        if policy == "round_robin":
+            turns = self.state.turns(tid, eligible)
+            key = {u: turns[u] / self.by_id[u].weight for u in eligible}
+            owner = min(eligible, key=lambda u: key[u])  # min keeps file order on ties
+            return (0.0,), owner, f"round robin among {', '.join(eligible)} (weighted): {owner}'s turn"
+        scores = {u: self._share_after(u, adds, added.get(u, {})) for u in eligible}
+        owner = min(eligible, key=lambda u: scores[u])
+        share = scores[owner][0]
+        shown = f"{share:.0%} of fair share" if math.isfinite(share) else "no fair share"
+        return scores[owner], owner, f"least loaded of {', '.join(eligible)}: {owner} at {shown} after the addition"
+
+    def _adds(self, values: Values) -> dict[str, float]:
+        """The record's contribution to every load label (measures and balance entries); tiers are not known for one record."""
+        out: dict[str, float] = {}
+        for name, m in self.rules.measures.items():
+            if m.field is not None:
+                x = values.get(m.field, math.nan)
+                out[name] = 0.0 if x is None or math.isnan(x) else float(x)
+            else:
+                out[name] = float(m.constant or 0.0) if m.deals is None else 0.0
+        out.setdefault("accounts", 1.0)
+        for spec in self.rules.balance:
+            if spec.segment is not None:
+                out[spec.label] = out[spec.measure] if values.get(spec.segment[0]) == spec.segment[1] else 0.0
+            elif spec.tier is not None:
+                out[spec.label] = 0.0
+        return out
+
+    def _cannot(self, user: User, adds: dict[str, float], added: dict[str, float], today_count: int, day: dt.date) -> str | None:
+        if not user.available:
+            return "is not available"
+        if user.away_until is not None and day <= user.away_until:
+            return f"is away until {user.away_until.isoformat()}"
+        if user.max_new_per_day is not None and today_count >= user.max_new_per_day:
+            return f"is at its daily cap of {user.max_new_per_day:g}"
+        for key, cap in user.capacity.items():
+            if self.loads.get(user.id, {}).get(key, 0.0) + added.get(key, 0.0) + adds.get(key, 0.0) > cap:
+                return f"would pass max_{key} {cap:g}"
+        return None
+
+    def _share_after(self, user: str, adds: dict[str, float], added: dict[str, float]) -> tuple[float, ...]:
+        """(heaviest share of fair share after the addition, their sum): lower is less loaded."""
+        shares = []
+        for spec in self.rules.balance:
+            fair = self.fair.get(user, {}).get(spec.label, 0.0)
+            if fair > 0:
+                shares.append((self.loads.get(user, {}).get(spec.label, 0.0) + added.get(spec.label, 0.0) + adds.get(spec.label, 0.0)) / fair)
+        if not shares:
+            return (math.inf, math.inf)
+        return (max(shares), sum(shares))
+
+    def _give(self, account_id: str, owner: str, tid: str | None, status: str, reason: str, values: Values, day: dt.date) -> Routed:
+        adds = self._adds(values)
+        self.state.record(tid or "", owner, day.isoformat(), {k: v for k, v in adds.items() if v})
+        return Routed(account_id, owner, tid, status, reason)
+
+
+def _needs_table(rules: CompiledRules) -> bool:
+    """Country and state fields are resolved to codes by the table's reader; other records are read as they are."""
+    return any(kind in ("country", "state") for kind in rules.field_types.values())

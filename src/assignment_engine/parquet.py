@@ -1,7 +1,7 @@
 """Read CRM exports from Parquet and write plans as Parquet (the ``parquet`` extra, pyarrow).
 
-Reading takes only the wanted columns from the file (Parquet is columnar: the
-other columns are never decoded) and converts each column at once. Struct
+Reading decodes only the wanted columns (Parquet is columnar: the others are
+never touched), one at a time, each converted to Python values at once. Struct
 columns, such as a Salesforce ``BillingAddress``, are addressed by dotted path
 (``BillingAddress.country``); list and map columns are read as their JSON text,
 as JSON Lines are. Writing streams record batches, so a million-row plan is

@@ -34,6 +34,7 @@ from .errors import AssignmentEngineError, OptionError, printable
 from .explain import explain_saved
 from .optimize import MAX_SEED
 from .review import LARGEST, Band, Load, Move, MovedAccount, PlanComparison, PlanDiff, compact, compare_plans, diff_plan
+from .route import route_files
 from .ruleset import json_schema
 from .writers import write_text_atomically
 
@@ -239,6 +240,23 @@ def apply(plan: str, out: str, crm: str, quiet: bool) -> None:
     """
     with _running(out):
         result = apply_plan(plan, out, format=crm, progress=_progress(quiet))
+        click.echo(printable(result.line()))
+
+
+@main.command()
+@click.option("--plan", "plan_dir", required=True, type=click.Path(file_okay=False), help="the saved plan to route against (assign --out)")
+@click.option("--accounts", type=click.Path(dir_okay=False), default=None, help="new accounts (the accounts file's format)")
+@click.option("--leads", type=click.Path(dir_okay=False), default=None, help="leads: id, company, email, website and declared account fields")
+@click.option("--state", type=click.Path(dir_okay=False), default=None, help="SQLite file keeping turns, daily counts and added loads across runs and processes")
+@click.option("--today", type=click.DateTime(["%Y-%m-%d"]), default=None, help="the day for daily caps and away_until (default: today)")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="directory for accounts.csv, leads.csv, lead_accounts.csv (replaced whole)")
+@click.option("--quiet", "-q", is_flag=True, help="no progress on stderr")
+def route(plan_dir: str, accounts: str | None, leads: str | None, state: str | None, today, out: str, quiet: bool) -> None:
+    """Give owners to new accounts and leads against a saved plan, without re-solving it."""
+    if accounts is None and leads is None:
+        raise click.UsageError("give --accounts, --leads or both")
+    with _running(out):
+        result = route_files(plan_dir, out, accounts=accounts, leads=leads, state=state, today=today and today.date(), progress=_progress(quiet))
         click.echo(printable(result.line()))
 
 

@@ -1,0 +1,140 @@
+"""``route``: new accounts and leads given owners against a saved plan, written as one directory.
+
+The plan is read, never re-solved: the router takes the rule file, the users
+file and the loads of ``summary.json`` (see :meth:`Router.from_directory`), so
+routing ten thousand records into a million-account plan reads neither the book
+nor the plan's rows. Leads are matched to the plan's accounts first (which
+does read them, once); a lead that matches no account is routed like a new
+account and written in the accounts file's format, ready to be created.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError, Finding, Location
+from .planfile import Manifest, plan_rows
+from .readers import read_accounts, read_columns
+from .recordmatch import typed
+from .routestate import SqliteState
+from .routing import Routed, Router
+from .table import as_text
+from .writers import csv_cell, durable_open, output_directory, write_json
+
+ROUTE_MANIFEST = "route.json"
+ROUTE_FILES = frozenset({ROUTE_MANIFEST, "accounts.csv", "leads.csv", "lead_accounts.csv"})
+ACCOUNT_COLUMNS = ["account_id", "owner_id", "territory_id", "previous_owner_id", "moved", "status", "rule", "reason"]
+LEAD_COLUMNS = ["lead_id", "account_id", "owner_id", "territory_id", "reason"]
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    plan_id: str
+    out: str
+    accounts: int
+    leads: int
+    leads_matched: int
+    unassigned: int
+
+    def line(self) -> str:
+        leads = f", {self.leads:,} leads ({self.leads_matched:,} matched an account)" if self.leads else ""
+        return f"routed {self.accounts:,} accounts{leads} against plan {self.plan_id}; {self.unassigned:,} left unassigned; written to {self.out}"
+
+
+def route_files(
+    plan_dir: str | Path,
+    out: str | Path,
+    *,
+    accounts: str | Path | None = None,
+    leads: str | Path | None = None,
+    state: str | Path | None = None,
+    today: dt.date | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RouteResult:
+    """Route the records of ``accounts`` and ``leads`` against the saved plan in ``plan_dir``; write ``out`` whole."""
+    say = progress or (lambda _m: None)
+    manifest = Manifest.verified(plan_dir, inputs=("rules", "users"))
+    store = SqliteState(state, manifest.plan_id) if state is not None else None
+    router = Router.from_directory(plan_dir, store)
+    inputs = [accounts, leads, state, *(f.path for f in manifest.inputs)]
+    n_accounts = n_leads = matched = unassigned = 0
+    with output_directory(out, inputs, owned=ROUTE_FILES, marker=ROUTE_MANIFEST) as staging:
+        if accounts is not None:
+            say(f"routing the accounts of {accounts}")
+            table = read_accounts(accounts, router.rules.field_types, router.rules.inputs["accounts"])
+            with durable_open(staging / "accounts.csv") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(ACCOUNT_COLUMNS)
+                for i, account_id in enumerate(table.ids):
+                    routed = router.route_values(account_id, typed(table.record(i), router.rules.field_types), today=today, notes=table.notes.get(i, ()))
+                    previous = table.owner_ids[i]
+                    unassigned += routed.owner_id is None
+                    writer.writerow([csv_cell(v) for v in _account_row(router, routed, previous)])
+            n_accounts = len(table)
+        if leads is not None:
+            say(f"matching the leads of {leads} to the plan's accounts")
+            n_leads, matched, missed = _route_leads(router, plan_dir, manifest, leads, staging, today)
+            unassigned += missed
+        write_json(staging / ROUTE_MANIFEST, {"plan_dir": str(Path(plan_dir).resolve()), "plan_id": manifest.plan_id, "accounts": n_accounts, "leads": n_leads})
+    if store is not None:
+        store.close()
+    return RouteResult(manifest.plan_id, str(out), n_accounts, n_leads, matched, unassigned)
+
+
+def _account_row(router: Router, routed: Routed, previous: str | None) -> list[Any]:
+    rule = " & ".join(f"{r.territory}:{r.label}" for r in router.rules.territories[routed.territory_id].applicable) if routed.territory_id else ""
+    return [routed.account_id, routed.owner_id or "", routed.territory_id or "", previous or "", (routed.owner_id or None) != previous, routed.status, rule, routed.reason]
+
+
+def _route_leads(router: Router, plan_dir: str | Path, manifest: Manifest, path: str | Path, staging: Path, today: dt.date | None) -> tuple[int, int, int]:
+    """Leads matched to the plan's accounts (their owner), else routed as new accounts; returns (leads, matched, unassigned)."""
+    from .leads import AccountIndex
+
+    rules = router.rules
+    book = read_accounts(manifest.path("accounts"), rules.field_types, rules.inputs["accounts"])
+    website = rules.model.routing.website_field
+    websites = [book.fields[website].value(i) for i in range(len(book))] if website else [None] * len(book)
+    index = AccountIndex(book.ids, book.names, websites)
+    owners = {row["account_id"]: (row["owner_id"], row["territory_id"]) for row in plan_rows(plan_dir)}
+    columns, rows = read_columns(path)
+    if "id" not in columns:
+        raise DataError([Finding(Location(str(path), 1), "missing required column 'id'")])
+    n = len(columns["id"])
+    cell = {name: columns.get(name, [None] * n) for name in ("id", "company", "email", "website")}
+    fields = {name: columns.get(name, [None] * n) for name in rules.field_types}
+    matched = missed = 0
+    with durable_open(staging / "leads.csv") as lead_handle, durable_open(staging / "lead_accounts.csv") as new_handle:
+        lead_out, new_out = csv.writer(lead_handle), csv.writer(new_handle)
+        lead_out.writerow(LEAD_COLUMNS)
+        new_out.writerow(["id", "name", "owner_id", *rules.field_types])
+        for i in range(n):
+            lead_id = "" if cell["id"][i] is None else as_text(cell["id"][i]).strip()
+            if not lead_id:
+                raise DataError([Finding(Location(str(path), rows[i], column="id"), "empty lead id")])
+            found = index.match(company=_text(cell["company"][i]), email=_text(cell["email"][i]), website=_text(cell["website"][i]))
+            if found is not None:
+                owner, territory = owners.get(found.account_id, ("", ""))
+                matched += 1
+                reason = f"matches account {found.account_id} by {found.how}: its owner in plan {manifest.plan_id}" if owner else f"matches account {found.account_id} by {found.how}, which has no owner in plan {manifest.plan_id}"
+                lead_out.writerow([csv_cell(v) for v in (lead_id, found.account_id, owner, territory, reason)])
+                continue
+            record = {name: values[i] for name, values in fields.items()}
+            try:
+                values = typed(record, rules.field_types)
+            except ValueError as exc:
+                raise DataError([Finding(Location(str(path), rows[i]), f"lead {lead_id}: {exc}")]) from None
+            routed = router.route_values(lead_id, values, today=today)
+            missed += routed.owner_id is None
+            reason = f"no account matches; routed as a new account: {routed.reason}"
+            lead_out.writerow([csv_cell(v) for v in (lead_id, "", routed.owner_id or "", routed.territory_id or "", reason)])
+            new_out.writerow([csv_cell(v) for v in (lead_id, _text(cell["company"][i]) or "", routed.owner_id or "", *(record[f] for f in rules.field_types))])
+    return n, matched, missed
+
+
+def _text(v: Any) -> str | None:
+    return None if v is None else (as_text(v).strip() or None)

@@ -178,7 +178,7 @@ def test_room_first_start_places_what_cheapest_first_leaves_out():
 def test_any_non_negative_capacity_prices_give_a_lower_bound(instance, prices, fixed, uncapped):
     """The bound reported from the LP's duals must hold whatever prices the LP solver returns,
     with fixed loads, an uncapped agent and a second capacity (an account count of 2 per agent)."""
-    from assignment_engine.relaxation import CapacityRows, lagrangian_bound
+    from assignment_engine.optimize.relaxation import CapacityRows, lagrangian_bound
 
     cost, load, capacity = (np.array(x) for x in instance)
     fixed = np.array(fixed).reshape(2, 3)

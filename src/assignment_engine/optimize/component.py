@@ -1,0 +1,179 @@
+"""One independent component: its candidate pairs, loads, limits and objectives per pair, and how a plan scores.
+
+A plan of a component is one chosen pair per unit (-1: unassigned). Every
+step of the method takes the component and such plans: the start
+(start.py), the lexicographic phases (phases.py) and the neighbourhood search
+(neighbourhood.py). ``Component.solve`` runs them in that order; it is what a
+worker process runs (executors.py), so a component carries all it needs and
+pickles by value.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+
+import numpy as np
+
+from .limits import _Band, _band, _Cap, _capacity, _Dim
+from .neighbourhood import neighbourhood_search
+from .phases import lexicographic
+from .problem import ComponentResult, Objective, Problem
+from .start import greedy_start, lp_guided_start
+
+VALUE_STEPS = 1_000  # value moved is a tie-break in steps of 0.1 % of the component's value
+
+
+class Component:
+    """One independent part. Pairs are stored flat: unit k owns pairs ``ptr[k]:ptr[k+1]``."""
+
+    def __init__(self, problem: Problem, users: list[int], units: np.ndarray):
+        self.users, self.units = users, units
+        self.user_ids = [problem.user_ids[u] for u in users]
+        self.seed, self.time_limit = problem.seed, problem.time_limit
+        self.order = list(problem.objectives)
+        self.lp_bounds: dict[str, float] = {}  # objective → LP relaxation bound over plans that place every unit
+        local = {u: k for k, u in enumerate(users)}
+        pair_unit: list[int] = []
+        pair_user: list[int] = []
+        allowed = problem.pair_allowed
+        for k, unit in enumerate(units):
+            for u in problem.candidate_sets[problem.unit_set[unit]]:
+                if allowed is None or (int(unit), u) in allowed:
+                    pair_unit.append(k)
+                    pair_user.append(local[u])
+        self.pair_unit = np.asarray(pair_unit, dtype=np.int64)
+        self.pair_user = np.asarray(pair_user, dtype=np.int64)
+        self.ptr = np.searchsorted(self.pair_unit, np.arange(len(units) + 1))
+        self.size = problem.unit_size[units].astype(np.int64)
+        global_unit = units[self.pair_unit] if len(units) else self.pair_unit
+        global_user = np.asarray(users, dtype=np.int64)[self.pair_user] if users else self.pair_user
+        keys = list(zip(global_unit.tolist(), global_user.tolist()))
+
+        def per_pair(unit_values: np.ndarray, overrides: dict[tuple[int, int], float] | None) -> np.ndarray:
+            values = unit_values[global_unit].astype(np.float64)
+            if overrides:
+                values = np.array([overrides.get(key, v) for key, v in zip(keys, values)], dtype=np.float64)
+            return values
+
+        weight = problem.weight[users]
+        self.fair: dict[str, np.ndarray] = {}
+        self.dims: list[_Dim] = []
+        for d in problem.dims:
+            values, fixed = per_pair(d.unit_values, d.pair_values), d.fixed[users]
+            if d.capacity is not None and np.isfinite(d.capacity[users]).any():
+                self.dims.append(_capacity(values, fixed, d.capacity[users]))
+            if d.tolerance is not None:
+                # a unit's expected value is the mean over its candidates (equal unless it depends on the user)
+                counts = np.maximum(np.diff(self.ptr), 1)
+                total = float((np.bincount(self.pair_unit, weights=values, minlength=len(units)) / counts).sum()) + float(fixed.sum())
+                share = weight / weight.sum() * total if weight.sum() > 0 else np.zeros(len(users))
+                self.fair[d.label] = share
+                if total > 0:
+                    self.dims.append(_band(values, fixed, share, d.tolerance, total, len(users), self.pair_user))
+        # band slack is weighed so one mean fair share of any dimension costs the same
+        bands = [dim for dim in self.dims if isinstance(dim, _Band)]
+        self.balance_unit = max((band.mean_fair for band in bands), default=1.0)
+        for band in bands:
+            band.weight = max(1, round(self.balance_unit / band.mean_fair))
+        # continuity: accounts moved per pair, and value moved as a tie-break
+        held_accounts, held_value = problem.held.lookup(global_unit, global_user)
+        moves = np.repeat(self.size, np.diff(self.ptr)).astype(np.int64) - held_accounts
+        moved_value = problem.unit_value[global_unit].astype(np.float64) - held_value
+        total_value = float(problem.unit_value[units].sum())
+        steps = np.round(moved_value / total_value * VALUE_STEPS).astype(np.int64) if total_value > 0 else np.zeros(len(keys), dtype=np.int64)
+        self.moves = moves
+        self.continuity = moves * (VALUE_STEPS + 1) + steps
+        self.cost = np.zeros(len(keys), dtype=np.int64)
+        if problem.pair_cost:
+            raw = np.array([problem.pair_cost.get(key, 0.0) for key in keys], dtype=np.float64)
+            integral = np.all(np.mod(raw, 1) == 0)
+            self.cost = np.round(raw * (1.0 if integral else 1e6 / max(float(np.abs(raw).max()), 1e-9))).astype(np.int64)
+
+    # -- evaluation ---------------------------------------------------------------
+
+    @property
+    def needs_solver(self) -> bool:
+        """False when every unit has at most one candidate and no capacity can bind."""
+        if not len(self.units):
+            return False
+        return bool(np.any(np.diff(self.ptr) > 1)) or any(isinstance(d, _Cap) for d in self.dims)
+
+    @property
+    def capacity_only(self) -> bool:
+        return any(isinstance(d, _Cap) for d in self.dims) and not any(isinstance(d, _Band) for d in self.dims)
+
+    def loads(self, chosen: np.ndarray) -> list[np.ndarray]:
+        """Per dim, the integer load of every local user for chosen pairs (-1 = unit unassigned)."""
+        picked = chosen[chosen >= 0]
+        return [d.fixed + np.bincount(self.pair_user[picked], weights=d.values[picked], minlength=len(self.users)).astype(np.int64) for d in self.dims]
+
+    def scores(self, chosen: np.ndarray) -> dict[str, int]:
+        picked = chosen[chosen >= 0]
+        violation = 0
+        for d, load in zip(self.dims, self.loads(chosen)):
+            if isinstance(d, _Band):
+                violation += d.weight * int(np.maximum(load - d.hi, 0).sum() + np.maximum(d.lo - load, 0).sum())
+        return {
+            "unassigned": int(self.size[chosen < 0].sum()),
+            "balance": violation,
+            "continuity": int(self.continuity[picked].sum()),
+            "affinity": int(self.cost[picked].sum()),
+        }
+
+    def lower_bounds(self, complete: bool = False) -> dict[str, int]:
+        """Bounds a phase whose start value meets needs no solving: the cheapest pair of every unit,
+        and for plans that place every unit (``complete``) the LP relaxation's bound when one was solved."""
+        cheapest = {name: int(self.per_unit(np.minimum, values, empty=0).sum()) for name, values in (("continuity", self.continuity), ("affinity", self.cost))}
+        bounds = {"unassigned": 0, "balance": 0, **cheapest}
+        for name, bound in self.lp_bounds.items() if complete else ():
+            bounds[name] = max(bounds[name], math.ceil(bound - 1e-6 * max(abs(bound), 1.0)))  # objectives are integers
+        return bounds
+
+    def per_unit(self, reduce: np.ufunc, values: np.ndarray, empty: float) -> np.ndarray:
+        """``reduce`` (np.minimum, np.maximum) of per-pair ``values`` over each unit's pairs; ``empty`` for a
+        unit with no eligible pair (``reduceat`` alone would read a neighbour's pair, or past the end)."""
+        out = np.full(len(self.units), empty, dtype=np.result_type(values.dtype, type(empty)))
+        has_pairs = np.diff(self.ptr) > 0
+        if len(values):
+            out[has_pairs] = reduce.reduceat(values, self.ptr[:-1][has_pairs])
+        return out
+
+    @functools.cached_property
+    def user_pairs(self) -> list[np.ndarray]:
+        """Per local user, the indices of their pairs in increasing order."""
+        by_user = np.argsort(self.pair_user, kind="stable")
+        return np.split(by_user, np.searchsorted(self.pair_user[by_user], np.arange(1, len(self.users))))
+
+    # -- the method -----------------------------------------------------------------
+
+    def solve(self) -> tuple[np.ndarray, ComponentResult]:
+        """The greedy start, then the lexicographic phases when there is a choice to make: owners per unit, and the report."""
+        start = time.perf_counter()
+        chosen = self.greedy()
+        objectives: list[Objective] = []
+        if self.needs_solver:
+            chosen, objectives = lexicographic(self, chosen)
+        moves = int(self.moves[chosen[chosen >= 0]].sum())
+        continuity = next((o for o in objectives if o.name == "continuity"), None)
+        # continuity = moves × (VALUE_STEPS + 1) + value steps (≤ VALUE_STEPS): a bound on it bounds the moves
+        moves_bound = moves if continuity is None else max(0, -(-(int(continuity.bound) - VALUE_STEPS) // (VALUE_STEPS + 1)))
+        users = np.asarray(self.users, dtype=np.int64)
+        owner = np.where(chosen >= 0, users[self.pair_user[np.maximum(chosen, 0)]] if len(self.pair_user) else -1, -1)
+        result = ComponentResult(self.user_ids, len(self.units), len(self.pair_user), objectives, moves, min(moves_bound, moves), time.perf_counter() - start)
+        return owner, result
+
+    # the steps, also as methods: a component's tests and callers need not know which file holds each
+
+    def greedy(self, room_first: bool = False) -> np.ndarray:
+        """The greedy start (start.greedy_start)."""
+        return greedy_start(self, room_first)
+
+    def _lp_guided(self, name: str) -> np.ndarray | None:
+        """The start rounded from the LP relaxation (start.lp_guided_start)."""
+        return lp_guided_start(self, name)
+
+    def _neighbourhood_search(self, chosen: np.ndarray, name: str, earlier: list[str], bands: dict[int, tuple[np.ndarray, np.ndarray]], budget: float) -> tuple[np.ndarray, float]:
+        """Re-solving small groups of users exactly (neighbourhood.neighbourhood_search)."""
+        return neighbourhood_search(self, chosen, name, earlier, bands, budget)

@@ -1,0 +1,234 @@
+"""The start: a feasible plan that every later step improves, so the result is never worse than it.
+
+Continuity first: ``greedy_start`` keeps each unit's current owner where
+capacity allows, places the rest largest first, then ``_repair`` moves or
+swaps units of the user furthest outside a band until no move helps. With
+``room_first`` it places the hardest unit first where it takes the least
+room, for capacities that cheapest-first leaves units out of. On components
+held only by capacities, ``lp_guided_start`` rounds the LP relaxation
+(relaxation.py), which places every unit where the greedy may leave some
+out, and records the LP's bound. The phases (phases.py) keep whichever start
+scores better.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .limits import _NO_CAP, _Band, _Cap
+from .relaxation import CapacityRows, relax
+
+if TYPE_CHECKING:
+    from .component import Component
+
+
+def greedy_start(part: Component, room_first: bool = False) -> np.ndarray:
+    """Keep current owners where capacity allows, place the rest largest first, then repair bands.
+
+    ``room_first`` (capacities only, no bands) places the hardest unit first
+    on the candidate whose capacity it takes the smallest part of, ignoring
+    cost: on tight capacities it places every unit where cheapest-first
+    leaves some out.
+    """
+    n_units = len(part.units)
+    load = [d.fixed.copy() for d in part.dims]
+    chosen = np.full(n_units, -1, dtype=np.int64)
+    caps = [(i, d.cap) for i, d in enumerate(part.dims) if isinstance(d, _Cap)]
+    bands = [(i, d) for i, d in enumerate(part.dims) if isinstance(d, _Band)]
+
+    def fits(p: int) -> bool:
+        c = part.pair_user[p]
+        return all(load[i][c] + part.dims[i].values[p] <= cap[c] for i, cap in caps)
+
+    def move(p: int, sign: int) -> None:
+        c = part.pair_user[p]
+        for i, d in enumerate(part.dims):
+            load[i][c] += sign * d.values[p]
+
+    pending = []
+    for k in range(n_units):
+        lo, hi = part.ptr[k], part.ptr[k + 1]
+        if lo == hi:
+            continue
+        p = lo + int(np.argmin(part.moves[lo:hi]))
+        if part.moves[p] < part.size[k] and fits(p):
+            chosen[k] = p
+            move(p, 1)
+        else:
+            pending.append(k)
+    share = None  # per pair: the largest part of a capacity the unit takes (room_first)
+    if room_first and caps and not bands:
+        share = np.max([part.dims[i].values / np.maximum(cap[part.pair_user], 1) for i, cap in caps], axis=0)
+        hardest = part.per_unit(np.minimum, share, empty=0.0)
+        pending.sort(key=lambda k: (-float(hardest[k]), k))
+    else:
+        size_key = part.dims[bands[0][0]].values if bands else part.cost
+        pending.sort(key=lambda k: (-int(size_key[part.ptr[k]:part.ptr[k + 1]].max(initial=0)), k))
+    for k in pending:
+        best, best_key = -1, None
+        for p in range(part.ptr[k], part.ptr[k + 1]):
+            if not fits(p):
+                continue
+            c = part.pair_user[p]
+            fill = max(((load[i][c] + d.values[p]) / max(int(d.hi[c]), 1) for i, d in bands), default=0.0) if share is None else float(share[p])
+            key = (fill, int(part.cost[p]), p)
+            if best_key is None or key < best_key:
+                best, best_key = p, key
+        if best >= 0:
+            chosen[k] = best
+            move(best, 1)
+    if bands:
+        _repair(part, chosen, load, bands, fits, move)
+    return chosen
+
+
+def _repair(
+    part: Component,
+    chosen: np.ndarray,
+    load: list[np.ndarray],
+    bands: list[tuple[int, _Band]],
+    fits: Callable[[int], bool],
+    move: Callable[[int, int], None],
+) -> None:
+    """Local search on band violations: best single move or swap for the worst user, until none helps.
+
+    Candidate moves are scored in arrays: for the worst user s and each other
+    user t, every unit of s that may go to t (a move) and every pair of such
+    units of s and t (a swap). Ties prefer actions that move fewer accounts.
+    """
+    n_users = len(part.users)
+    if len(part.units) * n_users > 5_000_000:
+        return  # too large for a dense pair table; CP-SAT works from the greedy start as it is
+    pair_of = np.full((len(part.units), n_users), -1, dtype=np.int64)
+    pair_of[part.pair_unit, part.pair_user] = np.arange(len(part.pair_user))
+    band_of = dict(bands)  # dim index → band
+    band_index = list(band_of)
+    cap_dims = [(i, d) for i, d in enumerate(part.dims) if isinstance(d, _Cap)]
+
+    def viol(i: int, users: np.ndarray | int, new_load: np.ndarray) -> np.ndarray:
+        d = band_of[i]
+        return d.weight * (np.maximum(new_load - d.hi[users], 0) + np.maximum(d.lo[users] - new_load, 0))
+
+    def user_violation() -> np.ndarray:
+        return sum((viol(i, np.arange(n_users), load[i]) for i in band_index), np.zeros(n_users, dtype=np.int64))
+
+    def caps_ok(users: int, delta: list[np.ndarray]) -> np.ndarray:
+        ok = np.ones(delta[0].shape if delta else (), dtype=bool)
+        for (i, d), change in zip(cap_dims, delta):
+            ok &= load[i][users] + change <= d.cap[users]
+        return ok
+
+    unit_user = np.full(len(part.units), -1, dtype=np.int64)
+    for _ in range(4 * len(part.units) + 50):
+        placed = chosen >= 0
+        unit_user[placed] = part.pair_user[chosen[placed]]
+        unit_user[~placed] = -1
+        per_user = user_violation()
+        if per_user.sum() == 0:
+            return
+        acted = False
+        for s in np.argsort(-per_user, kind="stable"):
+            if per_user[s] == 0:
+                break
+            at_s = np.flatnonzero(unit_user == s)
+            best: tuple[int, int, str, tuple[int, ...]] | None = None  # (gain, -moves, kind, units and pairs)
+            for t in range(n_users):
+                if t == s:
+                    continue
+                base = sum(viol(i, s, load[i][s]) + viol(i, t, load[i][t]) for i in band_index)
+                movable = at_s[pair_of[at_s, t] >= 0]
+                if len(movable):
+                    src, dst = chosen[movable], pair_of[movable, t]
+                    after = sum(viol(i, s, load[i][s] - part.dims[i].values[src]) + viol(i, t, load[i][t] + part.dims[i].values[dst]) for i in band_index)
+                    gain = base - after
+                    gain = np.where(caps_ok(t, [d.values[dst] for _, d in cap_dims]), gain, -1)
+                    extra = part.moves[dst] - part.moves[src]
+                    k = int(np.lexsort((extra, -gain))[0])
+                    if gain[k] > 0 and (best is None or (gain[k], -extra[k]) > best[:2]):
+                        best = (int(gain[k]), -int(extra[k]), "move", (movable[k], dst[k]))
+            for t in range(n_users) if best is None else ():  # swaps only when no single move helps
+                if t == s:
+                    continue
+                base = sum(viol(i, s, load[i][s]) + viol(i, t, load[i][t]) for i in band_index)
+                at_t = np.flatnonzero(unit_user == t)
+                a_units = at_s[pair_of[at_s, t] >= 0]
+                b_units = at_t[pair_of[at_t, s] >= 0]
+                if len(a_units) and len(b_units) and len(a_units) * len(b_units) <= 250_000:
+                    a_src, a_dst = chosen[a_units], pair_of[a_units, t]
+                    b_src, b_dst = chosen[b_units], pair_of[b_units, s]
+                    after = 0
+                    for i in band_index:
+                        v = part.dims[i].values
+                        new_s = load[i][s] - v[a_src][:, None] + v[b_dst][None, :]
+                        new_t = load[i][t] + v[a_dst][:, None] - v[b_src][None, :]
+                        after = after + viol(i, s, new_s) + viol(i, t, new_t)
+                    gain = base - after
+                    for (ci, d) in cap_dims:
+                        v = d.values
+                        ok_t = load[ci][t] + v[a_dst][:, None] - v[b_src][None, :] <= d.cap[t]
+                        ok_s = load[ci][s] - v[a_src][:, None] + v[b_dst][None, :] <= d.cap[s]
+                        gain = np.where(ok_t & ok_s, gain, -1)
+                    extra = (part.moves[a_dst] - part.moves[a_src])[:, None] + (part.moves[b_dst] - part.moves[b_src])[None, :]
+                    flat = int(np.lexsort((extra.ravel(), -gain.ravel()))[0])
+                    ia, ib = divmod(flat, len(b_units))
+                    if gain[ia, ib] > 0 and (best is None or (gain[ia, ib], -extra[ia, ib]) > best[:2]):
+                        best = (int(gain[ia, ib]), -int(extra[ia, ib]), "swap", (a_units[ia], a_dst[ia], b_units[ib], b_dst[ib]))
+            if best is None:
+                continue
+            if best[2] == "move":
+                k, dst = best[3]
+                move(chosen[k], -1)
+                move(dst, 1)
+                chosen[k] = dst
+            else:
+                ka, da, kb, db = best[3]
+                move(chosen[ka], -1)
+                move(chosen[kb], -1)
+                move(da, 1)
+                move(db, 1)
+                chosen[ka], chosen[kb] = da, db
+            acted = True
+            break
+        if not acted:
+            return
+
+
+def lp_guided_start(part: Component, name: str) -> np.ndarray | None:
+    """A start rounded from the LP relaxation of objective ``name`` (capacities only); records its bound.
+
+    Units go in order of their largest LP value (the integral ones first, which
+    always fit together), each to its highest-valued pair that fits, cheapest
+    first among equals; units none of whose LP pairs fits then go to their
+    cheapest pair that does (on GAP e801600: +1.69 % in one pass, +1.55 % in two).
+    """
+    target = {"continuity": part.continuity, "affinity": part.cost}[name]
+    capacities = [CapacityRows(d.values, d.cap, d.cap < _NO_CAP, d.fixed) for d in part.dims if isinstance(d, _Cap)]
+    relaxation = relax(part.ptr, part.pair_user, part.user_pairs, target, capacities, part.time_limit)
+    if relaxation is None:
+        return None
+    part.lp_bounds[name] = relaxation.bound
+    values = relaxation.values
+    load = [c.fixed.copy() for c in capacities]
+    chosen = np.full(len(part.units), -1, dtype=np.int64)
+    units = np.arange(len(part.units))  # every unit has a pair (the caller checks)
+    top = np.maximum.reduceat(values, part.ptr[:-1])
+    for in_lp in (True, False):
+        for k in units[np.lexsort((units, -top))].tolist():
+            lo, hi = part.ptr[k], part.ptr[k + 1]
+            if chosen[k] >= 0:
+                continue
+            # first the LP's pairs by value; then, loads having only grown, by cost alone
+            ranked = np.lexsort((target[lo:hi], -values[lo:hi])) if in_lp else np.argsort(target[lo:hi], kind="stable")
+            for p in (lo + ranked).tolist():
+                if in_lp and values[p] <= 1e-9:
+                    break
+                c = part.pair_user[p]
+                if all(l[c] + cap.values[p] <= cap.cap[c] for l, cap in zip(load, capacities)):
+                    chosen[k] = p
+                    for l, cap in zip(load, capacities):
+                        l[c] += cap.values[p]
+                    break
+    return chosen

@@ -148,10 +148,10 @@ def _assign_options(f=None, *, required: bool = True):
     for option in reversed(
         [
             click.option("--rules", required=required, type=click.Path(dir_okay=False), help="rule file (YAML)"),
-            click.option("--accounts", required=required, type=click.Path(dir_okay=False), help="accounts (CSV or JSON Lines)"),
-            click.option("--users", required=required, type=click.Path(dir_okay=False), help="users (CSV or JSON Lines)"),
-            click.option("--pairs", type=click.Path(dir_okay=False), default=None, help="per account–user cost and workload (CSV or JSON Lines)"),
-            click.option("--opportunities", type=click.Path(dir_okay=False), default=None, help="open and closed deals (CSV or JSON Lines)"),
+            click.option("--accounts", required=required, type=click.Path(dir_okay=False), help="accounts (CSV, JSON Lines, .xlsx or Parquet)"),
+            click.option("--users", required=required, type=click.Path(dir_okay=False), help="users (CSV, JSON Lines, .xlsx or Parquet)"),
+            click.option("--pairs", type=click.Path(dir_okay=False), default=None, help="per account–user cost and workload (CSV, JSON Lines, .xlsx or Parquet)"),
+            click.option("--opportunities", type=click.Path(dir_okay=False), default=None, help="open and closed deals (CSV, JSON Lines, .xlsx or Parquet)"),
             click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), default=None, help="run date for within_days, older_than_days and closing-soon protection (default: the rule file's, else today)"),
             click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="solver seed (default: the rule file's)"),
             click.option("--time-limit", type=_Seconds(), default=None, help="solver effort per component, deterministic seconds"),

@@ -191,3 +191,62 @@ def test_two_processes_never_take_the_same_turn(tmp_path):
     turns = dict(db.execute("SELECT user, n FROM turns WHERE territory = 'west'").fetchall())
     assert turns == {"a": 40, "b": 40, "c": 40}  # 120 turns, none handed out twice
     assert sum(n for (n,) in db.execute("SELECT n FROM daily")) == 120
+
+
+# -- leads -------------------------------------------------------------------------------------------------
+
+LEAD_RULES = """
+- id: west
+  type: geo
+  rules: [{when: {state: CA}}]
+  members: [{user: a}, {user: b}]
+"""
+
+
+def lead_plan(tmp_path: Path) -> Path:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_text(LEAD_RULES, fields="{country: string, state: string, revenue: number, website: string}", types=TYPES, assignment="{hierarchy: independent}") + "routing: {website_field: website}\n")
+    rows = [
+        {"id": "ACME", "name": "Acme, Inc.", "state": "CA", "website": "https://www.acme.com/about", "owner_id": "a", "revenue": "5"},
+        {"id": "GLOBEX", "name": "Globex Corporation", "state": "CA", "website": "", "owner_id": "b", "revenue": "5"},
+    ]
+    accounts = write_csv(tmp_path / "a.csv", rows, ["id", "name", "country", "state", "revenue", "website", "owner_id"])
+    users = write_csv(tmp_path / "u.csv", [{"id": u} for u in "ab"], ["id"])
+    assign_files(rules, accounts, users, tmp_path / "plan", report=False)
+    return tmp_path / "plan"
+
+
+def test_a_lead_goes_to_its_accounts_owner_by_domain_or_name(tmp_path):
+    plan = lead_plan(tmp_path)
+    router = Engine.from_file(tmp_path / "rules.yaml").router(plan)
+    owner = {row.account_id: row.owner_id for row in [router.route_lead({"id": "x", "company": "Acme", "email": "jo@acme.com"})]}
+    by_email = router.route_lead({"id": "L1", "company": "Something Else", "email": "Jo.Doe@ACME.com"})
+    assert by_email.account_id == "ACME" and "email domain acme.com" in by_email.reason and by_email.owner_id == owner["ACME"]
+    by_name = router.route_lead({"id": "L2", "company": "GLOBEX corp.", "email": "someone@gmail.com"})
+    assert by_name.account_id == "GLOBEX" and "company name" in by_name.reason
+    free_mail = router.route_lead({"id": "L3", "company": "Initech", "email": "boss@gmail.com", "state": "CA"})
+    assert free_mail.account_id is None and free_mail.routed is not None and free_mail.territory_id == "west"
+    assert free_mail.reason.startswith("no account matches; routed as a new account: matched west")
+
+
+def test_route_cli_writes_accounts_leads_and_new_accounts(tmp_path):
+    from click.testing import CliRunner
+
+    from assignment_engine.cli import main
+
+    plan = lead_plan(tmp_path)
+    new = write_csv(tmp_path / "new.csv", [{"id": "N1", "state": "CA", "revenue": "1"}, {"id": "N2", "state": "TX", "revenue": "1"}], ["id", "country", "state", "revenue", "website"])
+    leads = write_csv(tmp_path / "leads.csv", [{"id": "L1", "company": "Acme Inc", "email": "x@acme.com"}, {"id": "L2", "company": "Hooli", "email": "y@hooli.xyz", "state": "CA"}], ["id", "company", "email", "state"])
+    out = tmp_path / "routed"
+    result = CliRunner().invoke(main, ["route", "--plan", str(plan), "--accounts", str(new), "--leads", str(leads), "--state", str(tmp_path / "s.db"), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "routed 2 accounts, 2 leads (1 matched an account)" in result.output and "1 left unassigned" in result.output
+    accounts = (out / "accounts.csv").read_text().splitlines()
+    assert accounts[0] == "account_id,owner_id,territory_id,previous_owner_id,moved,status,rule,reason"
+    assert accounts[2].startswith("N2,,,,false,unassigned,,matched no territory")
+    lead_rows = (out / "leads.csv").read_text().splitlines()
+    assert lead_rows[1].startswith("L1,ACME,") and lead_rows[2].startswith("L2,,")
+    new_accounts = (out / "lead_accounts.csv").read_text().splitlines()
+    assert new_accounts[0] == "id,name,owner_id,country,state,revenue,website" and new_accounts[1].startswith("L2,Hooli,")
+    again = CliRunner().invoke(main, ["route", "--plan", str(plan), "--out", str(out)])
+    assert again.exit_code == 2 and "give --accounts, --leads or both" in again.output

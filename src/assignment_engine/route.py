@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError, Finding, Location
-from .planfile import Manifest, plan_rows
+from .planfile import Manifest
 from .readers import read_accounts, read_columns
 from .recordmatch import typed
 from .routestate import SqliteState
@@ -78,7 +78,7 @@ def route_files(
             n_accounts = len(table)
         if leads is not None:
             say(f"matching the leads of {leads} to the plan's accounts")
-            n_leads, matched, missed = _route_leads(router, plan_dir, manifest, leads, staging, today)
+            n_leads, matched, missed = _route_leads(router, leads, staging, today)
             unassigned += missed
         write_json(staging / ROUTE_MANIFEST, {"plan_dir": str(Path(plan_dir).resolve()), "plan_id": manifest.plan_id, "accounts": n_accounts, "leads": n_leads})
     if store is not None:
@@ -91,50 +91,30 @@ def _account_row(router: Router, routed: Routed, previous: str | None) -> list[A
     return [routed.account_id, routed.owner_id or "", routed.territory_id or "", previous or "", (routed.owner_id or None) != previous, routed.status, rule, routed.reason]
 
 
-def _route_leads(router: Router, plan_dir: str | Path, manifest: Manifest, path: str | Path, staging: Path, today: dt.date | None) -> tuple[int, int, int]:
-    """Leads matched to the plan's accounts (their owner), else routed as new accounts; returns (leads, matched, unassigned)."""
-    from .leads import AccountIndex
-
+def _route_leads(router: Router, path: str | Path, staging: Path, today: dt.date | None) -> tuple[int, int, int]:
+    """Leads to their matching account's owner, else routed as new accounts; returns (leads, matched, unassigned)."""
     rules = router.rules
-    book = read_accounts(manifest.path("accounts"), rules.field_types, rules.inputs["accounts"])
-    website = rules.model.routing.website_field
-    websites = [book.fields[website].value(i) for i in range(len(book))] if website else [None] * len(book)
-    index = AccountIndex(book.ids, book.names, websites)
-    owners = {row["account_id"]: (row["owner_id"], row["territory_id"]) for row in plan_rows(plan_dir)}
     columns, rows = read_columns(path)
     if "id" not in columns:
         raise DataError([Finding(Location(str(path), 1), "missing required column 'id'")])
     n = len(columns["id"])
-    cell = {name: columns.get(name, [None] * n) for name in ("id", "company", "email", "website")}
-    fields = {name: columns.get(name, [None] * n) for name in rules.field_types}
+    names = ["id", "company", "email", "website", *rules.field_types]
+    cells = {name: columns.get(name, [None] * n) for name in names}
     matched = missed = 0
     with durable_open(staging / "leads.csv") as lead_handle, durable_open(staging / "lead_accounts.csv") as new_handle:
         lead_out, new_out = csv.writer(lead_handle), csv.writer(new_handle)
         lead_out.writerow(LEAD_COLUMNS)
         new_out.writerow(["id", "name", "owner_id", *rules.field_types])
         for i in range(n):
-            lead_id = "" if cell["id"][i] is None else as_text(cell["id"][i]).strip()
-            if not lead_id:
-                raise DataError([Finding(Location(str(path), rows[i], column="id"), "empty lead id")])
-            found = index.match(company=_text(cell["company"][i]), email=_text(cell["email"][i]), website=_text(cell["website"][i]))
-            if found is not None:
-                owner, territory = owners.get(found.account_id, ("", ""))
-                matched += 1
-                reason = f"matches account {found.account_id} by {found.how}: its owner in plan {manifest.plan_id}" if owner else f"matches account {found.account_id} by {found.how}, which has no owner in plan {manifest.plan_id}"
-                lead_out.writerow([csv_cell(v) for v in (lead_id, found.account_id, owner, territory, reason)])
-                continue
-            record = {name: values[i] for name, values in fields.items()}
+            lead = {name: values[i] for name, values in cells.items()}
             try:
-                values = typed(record, rules.field_types)
-            except ValueError as exc:
-                raise DataError([Finding(Location(str(path), rows[i]), f"lead {lead_id}: {exc}")]) from None
-            routed = router.route_values(lead_id, values, today=today)
+                routed = router.route_lead(lead, today=today)
+            except DataError as exc:
+                raise DataError([Finding(Location(str(path), rows[i], column=f.location.column), f.message) for f in exc.findings]) from None
+            lead_out.writerow([csv_cell(v) for v in (routed.lead_id, routed.account_id or "", routed.owner_id or "", routed.territory_id or "", routed.reason)])
+            if routed.account_id is not None:
+                matched += 1
+                continue
             missed += routed.owner_id is None
-            reason = f"no account matches; routed as a new account: {routed.reason}"
-            lead_out.writerow([csv_cell(v) for v in (lead_id, "", routed.owner_id or "", routed.territory_id or "", reason)])
-            new_out.writerow([csv_cell(v) for v in (lead_id, _text(cell["company"][i]) or "", routed.owner_id or "", *(record[f] for f in rules.field_types))])
+            new_out.writerow([csv_cell(v) for v in (routed.lead_id, as_text(lead["company"] or ""), routed.owner_id or "", *(lead[f] for f in rules.field_types))])
     return n, matched, missed
-
-
-def _text(v: Any) -> str | None:
-    return None if v is None else (as_text(v).strip() or None)

@@ -23,19 +23,22 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .compile import CompiledRules, load_rules
-from .errors import Finding, Location, RuleFileError
+from .errors import DataError, Finding, Location, RuleFileError
 from .match import rule_trace
-from .planfile import Manifest, read_summary
-from .readers import read_users
+from .planfile import Manifest, plan_rows, read_summary
+from .readers import read_accounts, read_users
 from .recordmatch import RecordMatcher, Values, typed
 from .routestate import MemoryState
-from .table import AccountTable, User, check_records
+from .table import AccountTable, User, as_text, check_records
+
+if TYPE_CHECKING:
+    from .leads import AccountIndex
 
 
 class State(Protocol):
@@ -58,6 +61,29 @@ class Routed:
     trace: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RoutedLead:
+    """A lead's owner: its matching account's owner in the plan, else routed as a new account (``account`` is then None)."""
+
+    lead_id: str
+    account_id: str | None
+    owner_id: str | None
+    territory_id: str | None
+    reason: str
+    routed: Routed | None = None  # how the lead was routed when it matched no account
+
+
+@dataclass(frozen=True)
+class Book:
+    """What lead matching needs of a plan's accounts: identity, name, website, owner and territory."""
+
+    ids: Sequence[str]
+    names: Sequence[str | None]
+    websites: Sequence[str | None]
+    owners: Sequence[str | None]
+    territories: Sequence[str | None]
+
+
 @dataclass
 class Router:
     """Routes records against a plan's loads; see the module docstring."""
@@ -69,6 +95,7 @@ class Router:
     plan_id: str = ""
     as_of: dt.date | None = None
     state: State = field(default_factory=MemoryState)
+    book: Callable[[], Book] | None = None  # the plan's accounts, read on the first lead
 
     def __post_init__(self) -> None:
         self.matcher = RecordMatcher(self.rules)
@@ -79,6 +106,9 @@ class Router:
         if unknown:
             raise RuleFileError([Finding(Location(self.rules.source), f"routing fallback '{u}' is not among the users") for u in unknown], self.rules.lines)
         self.run_date = self.rules.run_date(self.as_of)
+        self._accounts: Book | None = None
+        self._book_index: dict[str, int] = {}
+        self._index: AccountIndex | None = None
         self._owners = {tid: [u for u in node.owners if u in self.by_id and self.by_id[u].active] for tid, node in self.rules.territories.items()}
 
     # -- building ---------------------------------------------------------------------
@@ -90,7 +120,14 @@ class Router:
         users = plan.users
         loads = {u.id: {label: float(v[k]) for label, v in loads_by_label.items()} for k, u in enumerate(users)}
         fair = {u.id: {label: float(v[k]) for label, v in plan.solution.fair.items()} for k, u in enumerate(users)}
-        return cls(plan.rules, list(users), loads, fair, "", plan.accounts.as_of, state or MemoryState())
+        def book() -> Book:
+            website = plan.rules.model.routing.website_field
+            accounts = plan.accounts
+            websites = [accounts.fields[website].value(i) for i in range(len(accounts))] if website else [None] * len(accounts)
+            ids = plan.matches.territory_ids
+            return Book(accounts.ids, accounts.names, websites, plan.owner_ids, [ids[t] if t >= 0 else None for t in plan.territory.tolist()])
+
+        return cls(plan.rules, list(users), loads, fair, "", plan.accounts.as_of, state or MemoryState(), book)
 
     @classmethod
     def from_directory(cls, directory: str | Path, state: State | None = None) -> Router:
@@ -105,7 +142,16 @@ class Router:
             loads[entry["user_id"]] = {label: float(e["after"]) for label, e in entry["loads"].items()}
             fair[entry["user_id"]] = {label: float(e["fair_share"]) for label, e in entry["loads"].items() if "fair_share" in e}
         as_of = manifest.settings.get("as_of")
-        return cls(rules, users, loads, fair, manifest.plan_id, dt.date.fromisoformat(as_of) if as_of else None, state or MemoryState())
+
+        def book() -> Book:
+            accounts = read_accounts(manifest.path("accounts"), rules.field_types, rules.inputs["accounts"])
+            website = rules.model.routing.website_field
+            websites = [accounts.fields[website].value(i) for i in range(len(accounts))] if website else [None] * len(accounts)
+            rows = {row["account_id"]: row for row in plan_rows(directory)}
+            owners = [rows[a]["owner_id"] or None if a in rows else None for a in accounts.ids]
+            return Book(accounts.ids, accounts.names, websites, owners, [rows[a]["territory_id"] or None if a in rows else None for a in accounts.ids])
+
+        return cls(rules, users, loads, fair, manifest.plan_id, dt.date.fromisoformat(as_of) if as_of else None, state or MemoryState(), book)
 
     # -- routing ----------------------------------------------------------------------
 
@@ -122,6 +168,43 @@ class Router:
 
             routed = Routed(**{**routed.__dict__, "trace": rule_trace(self.rules, derive(self.rules, table, self.run_date), 0)})
         return routed
+
+    def route_lead(self, lead: Mapping[str, Any], *, today: dt.date | None = None) -> RoutedLead:
+        """A lead (``id``, ``company``, ``email``, ``website`` and any declared account fields) to the owner of the plan's
+        account it matches (by email or website domain, then company name; see :mod:`leads`), else routed as a new account."""
+        lead_id = "" if lead.get("id") is None else str(lead["id"]).strip()
+        if not lead_id:
+            raise DataError([Finding(Location("<lead>", 1, column="id"), "a lead needs an id")])
+        found = self._leads().match(company=_text(lead.get("company")), email=_text(lead.get("email")), website=_text(lead.get("website")))
+        if found is not None:
+            book = self._book()
+            k = self._book_index[found.account_id]
+            owner, territory = book.owners[k], book.territories[k]
+            plan = f" in plan {self.plan_id}" if self.plan_id else ""
+            why = f"matches account {found.account_id} by {found.how}: " + (f"its owner{plan}" if owner else f"it has no owner{plan}")
+            return RoutedLead(lead_id, found.account_id, owner, territory, why)
+        try:
+            values = typed({name: lead.get(name) for name in self.rules.field_types}, self.rules.field_types)
+        except ValueError as exc:
+            raise DataError([Finding(Location("<lead>", 1), f"lead {lead_id}: {exc}")]) from None
+        routed = self.route_values(lead_id, values, today=today)
+        return RoutedLead(lead_id, None, routed.owner_id, routed.territory_id, f"no account matches; routed as a new account: {routed.reason}", routed)
+
+    def _book(self) -> Book:
+        if self._accounts is None:
+            if self.book is None:
+                raise DataError([Finding(Location("<lead>"), "this router has no plan accounts to match leads against")])
+            self._accounts = self.book()
+            self._book_index = {a: k for k, a in enumerate(self._accounts.ids)}
+        return self._accounts
+
+    def _leads(self) -> AccountIndex:
+        if self._index is None:
+            from .leads import AccountIndex
+
+            book = self._book()
+            self._index = AccountIndex(book.ids, book.names, book.websites)
+        return self._index
 
     def route_values(self, account_id: str, values: Values, *, today: dt.date | None = None, notes: Sequence[str] = ()) -> Routed:
         """Route one record given as typed plain values (see :func:`recordmatch.typed`)."""
@@ -233,6 +316,10 @@ class Router:
         adds = self._adds(values)
         self.state.record(tid or "", owner, day.isoformat(), {k: v for k, v in adds.items() if v})
         return Routed(account_id, owner, tid, status, reason)
+
+
+def _text(v: Any) -> str | None:
+    return None if v is None else (as_text(v).strip() or None)
 
 
 def _needs_table(rules: CompiledRules) -> bool:

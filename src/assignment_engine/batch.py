@@ -17,7 +17,7 @@ from .errors import DataError, Finding, InfeasibleError, Location, OptionError
 from .opportunities import DealPlan, DealTable, assign_deals
 from .optimize import replay
 from .parquet import require_pyarrow
-from .plan import Plan, results_of
+from .plan import REPLAN_WHY, Baseline, Plan, results_of
 from .planfile import InputFile, Manifest, engine_version, fingerprint, plan_rows, read_summary
 from .readers import read_accounts, read_deals, read_pairs, read_users
 from .table import AccountTable, PairTable, User
@@ -60,8 +60,13 @@ def run_files(
     progress: Progress | None = None,
     workers: int = 1,
     pairs: str | Path | None = None,
+    from_plan: str | Path | None = None,
 ) -> Run:
-    """Load the rule file and data files, compute the plan and its manifest (nothing written)."""
+    """Load the rule file and data files, compute the plan and its manifest (nothing written).
+
+    With ``from_plan`` (a saved plan's directory) the run is incremental: only accounts that changed since
+    that plan are replanned, the others keep its owners (see :meth:`Engine.prepare`); the plan may have been
+    made from other input files (that is the point), but its own files must be as written."""
     say = progress or (lambda _m: None)
     engine = Engine.from_file(rules)
     policy = engine.rules.policy
@@ -69,6 +74,10 @@ def run_files(
     digests = _fingerprints(sources)
     say(f"reading {accounts}")
     table, user_list, pair_table, deal_table = _read_inputs(engine, accounts, users, pairs, opportunities)
+    baseline = None
+    if from_plan is not None:
+        say(f"reading the plan in {from_plan}")
+        baseline = read_baseline(from_plan, table.ids)
     run_date = engine.rules.run_date(as_of)
     plan = engine.assign(
         table,
@@ -82,6 +91,7 @@ def run_files(
         workers=workers,
         pairs=pair_table,
         deals=deal_table,
+        baseline=baseline,
     )
     deal_plan = assign_deals(plan, deal_table, as_of=run_date, workers=workers, progress=say) if deal_table is not None else None
     rows = {"accounts": len(table), "users": len(user_list), "opportunities": None if deal_table is None else len(deal_table.table), "pairs": None if pair_table is None else len(pair_table.account)}
@@ -94,9 +104,62 @@ def run_files(
             "as_of": run_date.isoformat() if deal_table is not None or engine.rules.uses_run_date else None,
             "hierarchy_errors": on_hierarchy_error,
             "workers": workers,
+            **({"from_plan": baseline.plan_id} if baseline is not None else {}),
         },
     )
     return Run(plan, deal_plan, manifest)
+
+
+def read_baseline(directory: str | Path, ids: list[str], *, recorded: bool = False) -> Baseline:
+    """A saved plan's owners, territories, statuses and fingerprints, aligned to the accounts ``ids`` of a new run.
+
+    The plan's own files must be as written (its input files may have changed since) and its rows must
+    carry fingerprints (plans written before incremental runs do not: plan the book in full once). With
+    ``recorded`` (an incremental plan reloaded), what its rows say was replanned is kept as it is."""
+    manifest = Manifest.verified(directory, consequence="; an incremental run needs the plan as it was written")
+    path = Path(directory) / "accounts.jsonl"
+    at: dict[str, int] = {}
+    owners: list[str | None] = []
+    previous: list[str | None] = []
+    territories: list[str | None] = []
+    statuses: list[str | None] = []
+    prints: list[int] = []
+    why: list[int] = []
+    codes = {name: code for code, name in enumerate(REPLAN_WHY)}
+    for line, row in enumerate(plan_rows(directory), start=1):
+        try:
+            at[row["account_id"]] = len(owners)
+            owners.append(row["owner_id"] or None)
+            previous.append(row["previous_owner_id"] or None)
+            territories.append(row["territory_id"] or None)
+            statuses.append(row["status"])
+            prints.append(int(row["fingerprint"], 16))
+            if recorded:
+                why.append(codes[row["replanned"]])
+        except KeyError as exc:
+            hint = "; plans written before incremental runs have none: run assign without --from-plan once" if exc.args == ("fingerprint",) else ""
+            raise DataError([Finding(Location(str(path), line), f"plan row lacks {exc.args[0]}{hint}")]) from None
+        except (TypeError, ValueError, AttributeError):
+            raise DataError([Finding(Location(str(path), line), "damaged plan row: an account_id, owner, territory, status and a hex fingerprint expected")]) from None
+    where = np.array([at.get(a, -1) for a in ids], dtype=np.int64)
+    found = where >= 0
+    fingerprints = np.zeros(len(ids), dtype=np.uint64)
+    fingerprints[found] = np.array(prints, dtype=np.uint64)[where[found]] if prints else 0
+
+    def aligned(values: list[str | None]) -> list[str | None]:
+        return [values[j] if j >= 0 else None for j in where.tolist()]
+
+    return Baseline(
+        plan_id=manifest.plan_id,
+        in_plan=found,
+        owner=aligned(owners),
+        previous=aligned(previous),
+        territory=aligned(territories),
+        status=aligned(statuses),
+        fingerprint=fingerprints,
+        removed=len(at) - int(np.count_nonzero(found)),
+        why=np.array([why[j] if j >= 0 else 0 for j in where.tolist()], dtype=np.int8) if recorded else None,
+    )
 
 
 def load_plan(directory: str | Path) -> Plan:
@@ -107,10 +170,15 @@ def load_plan(directory: str | Path) -> Plan:
     settings = manifest.settings
     engine = Engine.from_file(sources["rules"])
     table, user_list, pair_table, deal_table = _read_inputs(engine, sources["accounts"], sources["users"], sources.get("pairs"), sources.get("opportunities"))
+    baseline = None
+    if settings.get("from_plan"):  # an incremental plan: what it kept and replanned, as its rows record
+        baseline = read_baseline(directory, table.ids, recorded=True)
+        baseline.plan_id = settings["from_plan"]
+        baseline.removed = read_summary(directory)["incremental"]["removed"]
     prepared = engine.prepare(
         table, user_list, seed=settings["seed"], time_limit=settings["time_limit"], on_hierarchy_error=settings["hierarchy_errors"],
         users_source=f"users file {sources['users']}", pairs=pair_table, deals=deal_table,
-        as_of=dt.date.fromisoformat(settings["as_of"]) if settings.get("as_of") else None,
+        as_of=dt.date.fromisoformat(settings["as_of"]) if settings.get("as_of") else None, baseline=baseline,
     )
     user_index = {u.id: k for k, u in enumerate(user_list)}
     owner = np.full(prepared.problem.n_units, -1, dtype=np.int64)

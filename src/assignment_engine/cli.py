@@ -169,12 +169,22 @@ def _assign_options(f=None, *, required: bool = True):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="directory for accounts.csv, accounts.jsonl, summary.json")
 @click.option("--strict", is_flag=True, help="fail (exit 1, nothing written) when capacity or locks cannot all hold")
 @click.option("--parquet", is_flag=True, help="also write accounts.parquet / opportunities.parquet (needs the parquet extra)")
+@click.option("--from-plan", type=click.Path(file_okay=False), default=None, help="a saved plan: replan only accounts that changed since it, keep the others (--out may be the same directory)")
 @FORMAT
-def assign(rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, quiet: bool, out: str, strict: bool, parquet: bool, fmt: str) -> None:
-    """Assign every account to a territory and an owner; write the plan to --out."""
+def assign(rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, quiet: bool, out: str, strict: bool, parquet: bool, from_plan: str | None, fmt: str) -> None:
+    """Assign every account to a territory and an owner; write the plan to --out.
+
+    With --from-plan DIR, only new accounts and accounts that changed since that plan (fields, owner, territory,
+    an owner who left, their family) are replanned; every other account keeps the plan's owner and counts as load.
+    """
     with _running(out):
-        run = assign_files(rules, accounts, users, out, strict=strict, parquet=parquet, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(), seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet))
+        run = assign_files(rules, accounts, users, out, strict=strict, parquet=parquet, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(), seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet), from_plan=from_plan)
         _report(run.summary, fmt, out)
+        if fmt == "text" and "incremental" in run.summary:
+            inc = run.summary["incremental"]
+            why = ", ".join(f"{name.replace('_', ' ')} {count:,}" for name, count in inc["why"].items() if count) or "nothing changed"
+            out_line = f"incremental from plan {inc['from_plan']}: replanned {inc['replanned']:,} ({why}); kept {inc['kept']:,}; no longer in the book {inc['removed']:,}"
+            click.echo(printable(out_line))
 
 
 @main.command()

@@ -18,10 +18,10 @@ import numpy as np
 from .compile import CompiledRules, load_rules
 from .errors import Finding, Location, OptionError, RuleFileError
 from .families import build_families
-from .match import match_accounts, rule_trace
+from .match import TIED, Matches, match_accounts, rule_trace
 from .opportunities import DealTable, deal_measures
 from .optimize import MAX_SEED, Holdings, LoadDim, Problem, solve
-from .plan import Plan, Prepared, Status
+from .plan import REPLAN_WHY, Baseline, Incremental, Plan, Prepared, Status, account_fingerprints, fingerprint_fields
 from .rank import balance_scope, balance_values, measure_values, rank_tiers
 from .routing import Router, State
 from .segments import derive as derive_segments
@@ -120,10 +120,14 @@ class Engine:
         pairs: PairTable | None = None,
         deals: DealTable | None = None,
         as_of: dt.date | None = None,
+        baseline: Baseline | None = None,
     ) -> Prepared:
         """Every stage before the optimizer: segments, match, families, ranking, and the optimization problem.
 
-        ``as_of`` is the run date relative conditions count from (default: the rule file's, else today)."""
+        ``as_of`` is the run date relative conditions count from (default: the rule file's, else today).
+        With ``baseline`` (a saved plan's decisions, :func:`batch.read_baseline`) the run is incremental: only
+        accounts that changed since that plan are units of the problem (see :func:`_replan`); the others keep
+        the plan's owner and count as fixed load, like locked accounts, with status ``unchanged``."""
         say = progress or (lambda _msg: None)
         rules = self.rules
         policy = rules.policy
@@ -150,6 +154,10 @@ class Engine:
         rooted = root != np.arange(n)
         pinned_root = (status[root] != Status.ASSIGNED) & rooted & (status == Status.ASSIGNED)
         status[pinned_root] = Status.PINNED
+        incremental = None
+        if baseline is not None:
+            incremental = _replan(rules, accounts, matches, root, status, baseline, users)
+            status[incremental.kept_owner >= 0] = Status.UNCHANGED
         free = status == Status.ASSIGNED
 
         # units: one per distinct root of a free account
@@ -178,8 +186,10 @@ class Engine:
         value_measure = self.value_measure()
         value = values[value_measure] if value_measure else np.ones(n)
         owner_index = np.array([user_index.get(o, -1) if o is not None else -1 for o in accounts.owner_ids], dtype=np.int64)
-        fixed_rows = np.flatnonzero(~free)  # locked, excluded and pinned accounts stay where they are
+        fixed_rows = np.flatnonzero(~free)  # locked, excluded, pinned (and unchanged) accounts stay where they are
         fixed_owner = np.where(status == Status.PINNED, owner_index[root], owner_index)
+        if incremental is not None:
+            fixed_owner = np.where(status == Status.UNCHANGED, incremental.kept_owner, fixed_owner)
 
         def per_unit(v: np.ndarray) -> np.ndarray:
             return np.bincount(unit_of_free, weights=v[free], minlength=len(unit_roots))
@@ -251,6 +261,8 @@ class Engine:
             time_limit=time_limit if time_limit is not None else policy.time_limit,
             seed=policy.seed if seed is None else seed,
         )
+        if incremental is not None:
+            incremental.fair = _fair_shares(problem, rules, matches, root[status == Status.UNCHANGED], active, user_index)
         return Prepared(
             rules=rules,
             accounts=accounts,
@@ -268,6 +280,7 @@ class Engine:
             tier_names=tier_names,
             value_measure=value_measure,
             problem=problem,
+            incremental=incremental,
         )
 
     def value_measure(self) -> str | None:
@@ -298,3 +311,135 @@ def _check_solver_options(seed: int | None, time_limit: float | None) -> None:
         findings.append(Finding(Location("time_limit"), f"time_limit must be a positive, finite number of seconds, got {time_limit!r}"))
     if findings:
         raise OptionError(findings)
+
+
+def _replan(rules: CompiledRules, accounts: AccountTable, matches: Matches, root: np.ndarray, status: np.ndarray, baseline: Baseline, users: Sequence[User]) -> Incremental:
+    """Which free accounts an incremental run replans, and why; every other free account keeps the plan's owner.
+
+    Replanned, under the first reason that holds (:data:`REPLAN_WHY`): an account not in the plan (``new``);
+    its fingerprint differs (``fields_changed``); its owner in the book is neither the plan's owner nor the
+    owner the plan found (``owner_changed``: someone reassigned it since); the plan's owner is no longer an
+    active owner member of the plan's territory (``owner_left``); the plan's territory is no longer its
+    owning one, or one of the tied ones, under these rules (``territory_changed``); it had no owner in the
+    plan and now has a candidate (``unassigned``); and every other account of a family (a unit) with one of
+    these, or whose members the plan split, or which followed a locked parent there (``family``). Locked,
+    excluded and pinned accounts are handled as in any run; an account still without a candidate stays a
+    unit (unassigned with its reason) without counting as replanned.
+    """
+    n = len(accounts)
+    ids = matches.territory_ids
+    user_index = {u.id: k for k, u in enumerate(users)}
+    free = status == Status.ASSIGNED
+    t_index = {t: k for k, t in enumerate(ids)}
+    plan_owner = np.array([user_index.get(o, -1) if o else -1 for o in baseline.owner], dtype=np.int64)
+    plan_t = np.array([t_index.get(t, -1) if t else -1 for t in baseline.territory], dtype=np.int64)
+    owned = plan_owner >= 0
+    if baseline.why is not None:  # a saved incremental plan: its own record of what it replanned
+        why = np.where(free, baseline.why, 0).astype(np.int8)
+    else:
+        # owner[t, u]: user u is an owner member of territory t; active[u]
+        owner = np.zeros((len(ids), len(users)), dtype=bool)
+        for t, tid in enumerate(ids):
+            owner[t, [user_index[u] for u in rules.territories[tid].owners if u in user_index]] = True
+        active = np.array([u.active for u in users], dtype=bool)
+        staffed = (owner & active).any(axis=1)  # a territory with an active owner member
+        in_plan = baseline.in_plan
+        owning = matches.owning[root]
+        in_territory = (owning == plan_t) & (plan_t >= 0)
+        has_candidate = np.zeros(n, dtype=bool)
+        has_candidate[owning >= 0] = staffed[owning[owning >= 0]]
+        for i in np.flatnonzero(owning == TIED).tolist():
+            tied = matches.ties[int(root[i])]
+            in_territory[i] = int(plan_t[i]) in tied
+            has_candidate[i] = bool(staffed[list(tied)].any())
+        current = accounts.owner_ids
+        reassigned = np.array([c != o and c != p for c, o, p in zip(current, baseline.owner, baseline.previous)], dtype=bool)
+        named = np.array([o is not None for o in baseline.owner], dtype=bool)  # the plan names an owner (a user or not)
+        left = named & ~owned
+        left[owned] = ~active[plan_owner[owned]]
+        member = in_territory & owned
+        member[member] = owner[plan_t[member], plan_owner[member]]
+        tests = [
+            ~in_plan,
+            in_plan & (account_fingerprints(accounts, fingerprint_fields(rules)) != baseline.fingerprint),
+            in_plan & reassigned,
+            left | (named & in_territory & ~member),
+            named & ~in_territory,
+            in_plan & ~named & has_candidate,
+        ]
+        why = np.zeros(n, dtype=np.int8)
+        for code, hit in enumerate(tests, start=1):
+            why[(why == 0) & hit & free] = code
+        # families move as one unit: a member replanned, members the plan split, or members pinned there
+        was_free = np.array([s in (None, "assigned", "unchanged", "unassigned") for s in baseline.status], dtype=bool)
+        touched = np.zeros(n, dtype=bool)
+        touched[root[free & ((why > 0) | ~was_free)]] = True
+        steady = free & (why == 0)
+        low = np.full(n, np.iinfo(np.int64).max)
+        high = np.full(n, -2, dtype=np.int64)
+        np.minimum.at(low, root[steady], plan_owner[steady])
+        np.maximum.at(high, root[steady], plan_owner[steady])
+        touched |= (high >= -1) & (low != high)
+        why[steady & touched[root]] = REPLAN_WHY.index("family")
+    kept = free & (why == 0) & owned
+    return Incremental(
+        from_plan=baseline.plan_id,
+        why=why,
+        kept_owner=np.where(kept, plan_owner, -1),
+        kept_territory=np.where(kept, plan_t, -1),
+        removed=baseline.removed,
+        fair={},
+    )
+
+
+def _fair_shares(problem: Problem, rules: CompiledRules, matches: Matches, kept_roots: np.ndarray, active: set[str], user_index: dict[str, int]) -> dict[str, np.ndarray]:
+    """Fair shares over the whole book's components, as a full run computes them (for the summary).
+
+    The optimizer sees only the replanned units, so users who compete for none of them would each be a
+    component of their own, their fair share their own load. Here users are joined by the candidates of
+    kept units too, and each component's total (fixed load, kept load included, plus the replanned units'
+    values) is shared by weight.
+    """
+    n_users = len(problem.user_ids)
+    parent = np.arange(n_users)
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = int(parent[x])
+        return x
+
+    def join(users: Sequence[int]) -> None:
+        for u in users[1:]:
+            a, b = find(users[0]), find(u)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+
+    nodes = [rules.territories[t] for t in matches.territory_ids]
+    owning = np.unique(matches.owning[np.unique(kept_roots)]) if len(kept_roots) else np.empty(0, dtype=np.int64)
+    groups: list[tuple[int, ...]] = list(problem.candidate_sets)
+    groups += [tuple(user_index[u] for u in nodes[t].owners if u in active) for t in owning.tolist() if t >= 0]
+    if TIED in owning:
+        for r in np.unique(kept_roots[matches.owning[kept_roots] == TIED]).tolist():
+            groups.append(tuple(user_index[u] for t in matches.ties[r] for u in nodes[t].owners if u in active))
+    for users in groups:
+        join(users)
+    component = np.array([find(u) for u in range(n_users)], dtype=np.int64)
+    set_component = np.array([component[c[0]] if c else -1 for c in problem.candidate_sets] or [-1], dtype=np.int64)
+    unit_component = set_component[problem.unit_set] if problem.n_units else np.empty(0, dtype=np.int64)
+    placed = unit_component >= 0
+    weight_total = np.bincount(component, weights=problem.weight, minlength=n_users)
+    fair = {}
+    for d in problem.dims:
+        if d.tolerance is None:
+            continue
+        unit_values = d.unit_values.astype(np.float64)
+        if d.pair_values:  # a unit's expected value is the mean over its candidates, as the optimizer takes it
+            sizes = np.array([len(c) for c in problem.candidate_sets] or [0])[problem.unit_set] if problem.n_units else np.zeros(0)
+            unit_values = unit_values.copy()
+            for (k, _u), v in d.pair_values.items():
+                unit_values[k] += (v - d.unit_values[k]) / max(int(sizes[k]), 1)
+        total = np.bincount(component, weights=d.fixed, minlength=n_users) + np.bincount(unit_component[placed], weights=unit_values[placed], minlength=n_users)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fair[d.label] = np.where(weight_total[component] > 0, problem.weight * total[component] / np.where(weight_total[component] > 0, weight_total[component], 1), 0.0)
+    return fair

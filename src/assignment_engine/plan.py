@@ -8,8 +8,9 @@ Reasons are assembled from pieces cached per territory and per candidate set.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from functools import cached_property
 from pathlib import Path
@@ -25,7 +26,7 @@ from .optimize import ComponentResult, Objective, Problem, Solution
 from .rank import balance_scope, balance_values
 from .segments import derive as derive_segments
 from .segments import segment_counts
-from .table import AccountTable, User
+from .table import AccountTable, StringColumn, User
 
 
 class Status(IntEnum):
@@ -34,6 +35,117 @@ class Status(IntEnum):
     EXCLUDED = 2  # flagged excluded: not touched by rules
     PINNED = 3  # follows a locked or excluded ultimate parent
     UNASSIGNED = 4  # no territory, no eligible owner, or no capacity
+    UNCHANGED = 5  # an incremental run (assign --from-plan): unchanged since that plan, keeps its owner there
+
+
+# Why an incremental run replans an account, in the order they are tested (an account counts under the first
+# that holds); 0 is not replanned. The names are the keys of the summary's ``incremental.why``.
+REPLAN_WHY = ("", "new", "fields_changed", "owner_changed", "owner_left", "territory_changed", "unassigned", "family")
+_WHY_TEXT = (
+    "",
+    "a new account",
+    "its fields changed",
+    "its owner was changed outside the plan",
+    "its owner there is no longer an active owner of its territory",
+    "its territory changed",
+    "it was unassigned there",
+    "its family was replanned",
+)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)  # splitmix64's finaliser
+_MISSING = np.uint64(0x9E3779B97F4A7C15)
+
+
+def account_fingerprints(accounts: AccountTable, names: Sequence[str]) -> np.ndarray:
+    """Per account, a 64-bit hash of what a plan is made from: ``parent_id``, ``locked``, ``excluded`` and the
+    fields ``names`` (declared fields and segments), as the typed table holds them (so '5000' and '5000.0' in a
+    number field are the same value; a text field's value is its stripped text, a country its ISO code).
+
+    Stable across runs, processes and machines (blake2b of each distinct text, splitmix64 to combine); the
+    id is left out (rows are matched by it) and so is the owner (an incremental run compares owners itself).
+    Vectorised: a million accounts take a fraction of a second.
+    """
+    n = len(accounts)
+    h = np.zeros(n, dtype=np.uint64)
+
+    def add(label: str, column: np.ndarray) -> None:
+        nonlocal h
+        h = _mix(h ^ _mix(column ^ _text_hashes([label])[0]))
+
+    index: dict[str, int] = {}
+    codes = np.fromiter((-1 if p is None else index.setdefault(p, len(index)) for p in accounts.parent_ids), dtype=np.int64, count=n)
+    add("parent_id", np.append(_text_hashes(list(index)), _MISSING)[codes])
+    add("locked", accounts.locked.astype(np.uint64))
+    add("excluded", accounts.excluded.astype(np.uint64))
+    for name in sorted(names):
+        column = accounts.fields[name]
+        if isinstance(column, StringColumn):
+            add(f"{name}:text", np.append(_text_hashes(column.categories), _MISSING)[column.codes])
+        else:
+            v = column.values + 0.0  # -0.0 as 0.0
+            add(f"{name}:{column.kind}", np.where(np.isnan(v), _MISSING, v.view(np.uint64)))
+    return h
+
+
+def fingerprint_fields(rules: CompiledRules) -> list[str]:
+    """The fields an account's fingerprint covers: every declared field and every segment."""
+    return [*rules.field_types, *(s.name for s in rules.segments)]
+
+
+def fingerprint_texts(fingerprints: np.ndarray) -> list[str]:
+    """Fingerprints as 16 hex digits each (as plan rows hold them)."""
+    digits = fingerprints.astype(">u8").tobytes().hex()
+    return [digits[k : k + 16] for k in range(0, len(digits), 16)]
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    x = x ^ (x >> np.uint64(30))
+    x = x * _MIX1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+def _text_hashes(values: Sequence[str]) -> np.ndarray:
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(v.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little") for v in values), dtype=np.uint64, count=len(values)
+    )
+
+
+@dataclass
+class Baseline:
+    """A saved plan's decisions, aligned to the accounts of a new run (see :func:`batch.read_baseline`)."""
+
+    plan_id: str
+    in_plan: np.ndarray  # per account: its id is in the plan
+    owner: list[str | None]  # per account: the plan's owner (None: not in the plan, or no owner there)
+    previous: list[str | None]  # per account: the owner the plan found (its previous_owner_id)
+    territory: list[str | None]  # per account: the plan's territory
+    status: list[str | None]  # per account: the plan's status
+    fingerprint: np.ndarray  # per account: the plan's fingerprint (uint64; 0 where not in the plan)
+    removed: int  # accounts of the plan no longer in the book
+    why: np.ndarray | None = None  # a saved incremental plan reloaded (Plan.load): the reasons it recorded, not detected again
+
+
+@dataclass
+class Incremental:
+    """What an incremental run replanned and what it kept (see :meth:`Engine.prepare`'s ``baseline``)."""
+
+    from_plan: str  # the plan id
+    why: np.ndarray  # per account: index into REPLAN_WHY, 0 when not replanned
+    kept_owner: np.ndarray  # per account: user index of a kept account's owner, -1 otherwise
+    kept_territory: np.ndarray  # per account: territory index of a kept account, -1 otherwise
+    removed: int
+    fair: dict[str, np.ndarray]  # per balance label: fair shares over the whole book's components
+
+    def summary(self, status: np.ndarray) -> dict[str, Any]:
+        counts = np.bincount(self.why, minlength=len(REPLAN_WHY))
+        return {
+            "from_plan": self.from_plan,
+            "replanned": int(counts[1:].sum()),
+            "why": {name: int(c) for name, c in zip(REPLAN_WHY[1:], counts[1:].tolist())},
+            "kept": int(np.count_nonzero(status == Status.UNCHANGED)),
+            "removed": self.removed,
+        }
 
 
 @dataclass(frozen=True)
@@ -69,6 +181,7 @@ class Prepared:
     tier_names: list[str]
     value_measure: str | None
     problem: Problem
+    incremental: Incremental | None = None  # an incremental run: what it replans and keeps
 
 
 @dataclass
@@ -88,6 +201,7 @@ class Plan:
     tier: np.ndarray
     tier_names: list[str]
     value_measure: str | None
+    incremental: Incremental | None = None  # an incremental run (assign --from-plan): what it replanned and why
     _territory_text: dict[int, str] = field(default_factory=dict, repr=False)
     _rule_labels: dict[int, str] = field(default_factory=dict, repr=False)
 
@@ -116,8 +230,21 @@ class Plan:
                     return t
             return options[0] if options else -1
 
+        incremental = prepared.incremental
+        rest: range | list[int] = range(n)
+        if incremental is not None:
+            solution = replace(solution, fair={**solution.fair, **incremental.fair})  # the whole book's fair shares
+            kept = np.flatnonzero(status == Status.UNCHANGED)
+            territory[kept] = incremental.kept_territory[kept]
+            kept_text: dict[int, str] = {}
+            for i, u in zip(kept.tolist(), incremental.kept_owner[kept].tolist()):
+                owner_ids[i] = user_ids[u]
+                if u not in kept_text:
+                    kept_text[u] = f"unchanged since plan {incremental.from_plan}: keeps owner {user_ids[u]}"
+                reasons[i] = kept_text[u]
+            rest = np.flatnonzero(status != Status.UNCHANGED).tolist()
         owner_text: dict[tuple[int, int], str] = {}
-        for i in range(n):
+        for i in rest:
             st = status[i]
             previous = accounts.owner_ids[i]
             if st == Status.EXCLUDED:
@@ -165,7 +292,7 @@ class Plan:
                 reasons[i] = owner_text[key]
         return cls(
             rules, accounts, users, matches, prepared.families, root, status, owner_ids, territory, reasons, solution,
-            prepared.values, prepared.tier, prepared.tier_names, prepared.value_measure,
+            prepared.values, prepared.tier, prepared.tier_names, prepared.value_measure, incremental,
         )
 
     @classmethod
@@ -193,6 +320,8 @@ class Plan:
         """Why account ``i`` is where it is, in one line, then its segments and what was read as missing from its row."""
         extra = [f"{s.name}: {self.accounts.fields[s.name].value(i) or 'none'}" for s in self.rules.segments]
         extra += self.accounts.notes.get(i, ())
+        if self.incremental is not None and (why := int(self.incremental.why[i])):
+            extra.insert(0, f"replanned since plan {self.incremental.from_plan}: {_WHY_TEXT[why]}")
         return "; ".join([self._reason(i), *extra])
 
     def _reason(self, i: int) -> str:
@@ -200,11 +329,12 @@ class Plan:
         if st in (Status.EXCLUDED, Status.UNASSIGNED) or self.territory[i] < 0:
             return self.reasons_owner[i]
         base = self.territory_text(int(self.territory[i]))
-        tied = self.matches.owning_candidates(int(self.root[i]) if st == Status.ASSIGNED else i)
+        follows = st in (Status.ASSIGNED, Status.UNCHANGED)  # a unit's members follow its ultimate parent
+        tied = self.matches.owning_candidates(int(self.root[i]) if follows else i)
         if len(tied) > 1:
             base = f"tie between {_names([self.matches.territory_ids[t] for t in tied])} (same type priority) decided by balance; {base}"
         r = int(self.root[i])
-        if st == Status.ASSIGNED and r != i:
+        if follows and r != i:
             base = f"follows ultimate parent {self.accounts.ids[r]}, which {base}"
         return f"{base}; {self.reasons_owner[i]}"
 
@@ -250,11 +380,14 @@ class Plan:
         Beyond the CSV columns, a row carries the account's ``value`` (in the
         value measure), the ``ultimate_parent_id`` whose decision it follows and
         its ``family_size``: what review and explanations read from a saved plan
-        without re-running it.
+        without re-running it; and the ``fingerprint`` of its inputs, which an
+        incremental run (``assign --from-plan``) compares. A row of an incremental
+        plan also says why it was ``replanned`` (a key of :data:`REPLAN_WHY`, ''
+        when it was not).
         """
         t = int(self.territory[i])
         r = int(self.root[i])
-        return {
+        row = {
             "account_id": self.accounts.ids[i],
             "owner_id": self.owner_ids[i] or "",
             "territory_id": self.matches.territory_ids[t] if t >= 0 else "",
@@ -266,11 +399,24 @@ class Plan:
             "value": float(self._value[i]),
             "ultimate_parent_id": self.accounts.ids[r] if r != i else "",
             "family_size": int(self._family_size[i]),
+            "fingerprint": self._fingerprints[i],
         }
+        if self.incremental is not None:
+            row["replanned"] = REPLAN_WHY[self.incremental.why[i]]
+        return row
 
     @cached_property
     def _value(self) -> np.ndarray:
         return self.values[self.value_measure] if self.value_measure else np.ones(len(self.accounts))
+
+    @cached_property
+    def fingerprints(self) -> np.ndarray:
+        """Per account, the fingerprint of its inputs (see :func:`account_fingerprints`)."""
+        return account_fingerprints(self.accounts, fingerprint_fields(self.rules))
+
+    @cached_property
+    def _fingerprints(self) -> list[str]:
+        return fingerprint_texts(self.fingerprints)
 
     @cached_property
     def _family_size(self) -> np.ndarray:
@@ -315,7 +461,8 @@ class Plan:
         findings: list[Finding] = []
         ids = self.matches.territory_ids
         nodes = self.rules.territories
-        kept = (self.status == Status.LOCKED) | (self.status == Status.EXCLUDED) | (self.status == Status.PINNED)
+        kept = np.isin(self.status, (Status.LOCKED, Status.EXCLUDED, Status.PINNED, Status.UNCHANGED))
+        what = "locked, excluded, pinned and unchanged" if self.incremental is not None else "locked, excluded and pinned"
         fixed = self.loads([o if k else None for o, k in zip(self.owner_ids, kept)])
         index = {u.id: k for k, u in enumerate(self.users)}
         held_count = np.bincount([index[o] for o, k in zip(self.owner_ids, kept) if k and o in index], minlength=len(self.users))
@@ -323,7 +470,7 @@ class Plan:
             for key, cap in sorted(user.capacity.items()):
                 load = held_count[k] if key == "accounts" and key not in self.values else fixed[key][k]
                 if load > cap + 1e-9:
-                    findings.append(Finding(Location("users"), f"user {user.id}: locked, excluded and pinned accounts already carry {load:,.0f} {key}, above max_{key} {cap:,.0f}"))
+                    findings.append(Finding(Location("users"), f"user {user.id}: {what} accounts already carry {load:,.0f} {key}, above max_{key} {cap:,.0f}"))
         for i in np.flatnonzero(self.status == Status.LOCKED):
             t = int(self.territory[i])
             owner = self.owner_ids[i]
@@ -374,7 +521,7 @@ class Plan:
             users.append({"user_id": u.id, "weight": u.weight, "active": u.active, "loads": loads})
         unassigned = [{"account_id": self.accounts.ids[i], "reason": self.reason(i)} for i in np.flatnonzero(self.status == Status.UNASSIGNED).tolist()]
         solver = solver_summary(self.solution)
-        return {
+        out = {
             "accounts": len(self.accounts),
             "status_counts": counts,
             "moved": {
@@ -391,6 +538,9 @@ class Plan:
             "conflicts": [str(f) for f in self.conflicts()],
             "solver": solver,
         }
+        if self.incremental is not None:
+            out["incremental"] = self.incremental.summary(self.status)
+        return out
 
 
 def solver_summary(solution: Solution) -> dict[str, Any]:

@@ -39,6 +39,8 @@ def headline(summary: dict[str, Any]) -> dict[str, Any]:
         "conflicts": len(summary["conflicts"]),
         "balance": {b["balance"]: [b["min_deviation"], b["max_deviation"]] for b in summary["balance"]},
     }
+    if "incremental" in summary:
+        out["replanned"] = summary["incremental"]["replanned"]
     deals = summary.get("opportunities")
     if deals:
         out["opportunities"] = deals["opportunities"]
@@ -105,7 +107,7 @@ class _ManifestJson(BaseModel):
 class Manifest:
     engine_version: str
     inputs: list[InputFile]
-    settings: dict[str, Any]  # seed, time_limit, workers, as_of, hierarchy_errors (effective values)
+    settings: dict[str, Any]  # seed, time_limit, workers, as_of, hierarchy_errors (effective values); from_plan (a plan id) when incremental
     headline: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # plan file → sha256, as written
 
@@ -116,6 +118,8 @@ class Manifest:
             "inputs": [(f.role, f.sha256, f.rows) for f in self.inputs],
             "settings": {k: self.settings.get(k) for k in _PLAN_SHAPING},
         }
+        if self.settings.get("from_plan"):  # an incremental plan: made from that plan too (absent otherwise, so older ids hold)
+            shaping["from_plan"] = self.settings["from_plan"]
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
     def input(self, role: str) -> InputFile | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,6 +35,7 @@ from .planfile import Manifest, plan_rows, read_summary
 from .readers import read_accounts, read_users
 from .recordmatch import RecordMatcher, Values, typed
 from .routestate import MemoryState
+from .segments import derive as derive_segments
 from .table import AccountTable, User, as_text, check_records
 
 if TYPE_CHECKING:
@@ -164,9 +165,7 @@ class Router:
         routed = self.route_values(str(record["id"]).strip(), values, today=today, notes=notes)
         if trace:
             table = one or AccountTable.from_records([record], self.rules.field_types, source="<record>")
-            from .segments import derive
-
-            routed = Routed(**{**routed.__dict__, "trace": rule_trace(self.rules, derive(self.rules, table, self.run_date), 0)})
+            routed = replace(routed, trace=rule_trace(self.rules, derive_segments(self.rules, table, self.run_date), 0))
         return routed
 
     def route_lead(self, lead: Mapping[str, Any], *, today: dt.date | None = None) -> RoutedLead:

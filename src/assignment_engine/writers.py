@@ -175,12 +175,13 @@ def write_table(base: Path, columns: list[str], rows: Iterable[dict[str, Any]], 
         jsonl_handle = stack.enter_context(durable_open(base.with_suffix(".jsonl")))
         writer = csv.writer(csv_handle)
         writer.writerow(columns)
+        encode = _JSON_LINE.encode  # one encoder for every row (json.dumps with options builds one per call)
+        write_csv, write_jsonl = writer.writerow, jsonl_handle.write
 
         def written() -> Iterator[dict[str, Any]]:
             for row in rows:
-                writer.writerow([csv_cell(row[c]) for c in columns])
-                jsonl_handle.write(json.dumps(row, ensure_ascii=False))
-                jsonl_handle.write("\n")
+                write_csv([csv_cell(row[c]) for c in columns])
+                write_jsonl(encode(row) + "\n")
                 yield row
 
         stream = written()
@@ -195,8 +196,13 @@ def write_table(base: Path, columns: list[str], rows: Iterable[dict[str, Any]], 
             write_parquet(base.with_suffix(".parquet"), list(first), itertools.chain([first], stream))
 
 
+_JSON_LINE = json.JSONEncoder(ensure_ascii=False)  # as json.dumps(row, ensure_ascii=False)
+
+
 def csv_cell(v: Any) -> Any:
     """A value as a CSV cell: booleans as true/false, lists joined by ``;``, formulas neutralised."""
+    if type(v) is str:  # most cells: tested first
+        return "'" + v if v.startswith(FORMULA_START) else v
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, list):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from .engine import Engine
 from .errors import DataError, Finding, InfeasibleError, Location, OptionError
 from .opportunities import DealPlan, DealTable, assign_deals
 from .optimize import replay
+from .optimize.distributed import check_executor
 from .parquet import require_pyarrow
 from .plan import REPLAN_WHY, Baseline, Plan, results_of
 from .planfile import InputFile, Manifest, engine_version, fingerprint, plan_rows, read_summary
@@ -61,13 +63,18 @@ def run_files(
     workers: int = 1,
     pairs: str | Path | None = None,
     from_plan: str | Path | None = None,
+    executor: str = "local",
+    scheduler: Any = None,
 ) -> Run:
     """Load the rule file and data files, compute the plan and its manifest (nothing written).
+
+    ``executor`` and ``scheduler`` choose where components are solved (see :meth:`Engine.assign`); the plan is the same.
 
     With ``from_plan`` (a saved plan's directory) the run is incremental: only accounts that changed since
     that plan are replanned, the others keep its owners (see :meth:`Engine.prepare`); the plan may have been
     made from other input files (that is the point), but its own files must be as written."""
     say = progress or (lambda _m: None)
+    check_executor(executor, scheduler)
     engine = Engine.from_file(rules)
     policy = engine.rules.policy
     sources = {"rules": rules, "accounts": accounts, "users": users, "opportunities": opportunities, "pairs": pairs}
@@ -92,6 +99,8 @@ def run_files(
         pairs=pair_table,
         deals=deal_table,
         baseline=baseline,
+        executor=executor,
+        scheduler=scheduler,
     )
     deal_plan = assign_deals(plan, deal_table, as_of=run_date, workers=workers, progress=say) if deal_table is not None else None
     rows = {"accounts": len(table), "users": len(user_list), "opportunities": None if deal_table is None else len(deal_table.table), "pairs": None if pair_table is None else len(pair_table.account)}
@@ -104,6 +113,7 @@ def run_files(
             "as_of": run_date.isoformat() if deal_table is not None or engine.rules.uses_run_date else None,
             "hierarchy_errors": on_hierarchy_error,
             "workers": workers,
+            "executor": executor,  # not plan-shaping (planfile._PLAN_SHAPING): every executor makes the same plan
             **({"from_plan": baseline.plan_id} if baseline is not None else {}),
         },
     )
@@ -129,10 +139,10 @@ def read_baseline(directory: str | Path, ids: list[str], *, recorded: bool = Fal
     for line, row in enumerate(plan_rows(directory), start=1):
         try:
             at[row["account_id"]] = len(owners)
-            owners.append(row["owner_id"] or None)
-            previous.append(row["previous_owner_id"] or None)
-            territories.append(row["territory_id"] or None)
-            statuses.append(row["status"])
+            owners.append(sys.intern(row["owner_id"]) or None)  # interned: a few distinct values a million times
+            previous.append(sys.intern(row["previous_owner_id"]) or None)
+            territories.append(sys.intern(row["territory_id"]) or None)
+            statuses.append(sys.intern(row["status"]))
             prints.append(int(row["fingerprint"], 16))
             if recorded:
                 why.append(codes[row["replanned"]])

@@ -157,6 +157,8 @@ def _assign_options(f=None, *, required: bool = True):
             click.option("--time-limit", type=_Seconds(), default=None, help="solver effort per component, deterministic seconds"),
             click.option("--hierarchy-errors", type=click.Choice(["raise", "independent"]), default="raise", show_default=True, help="on a bad parent link: stop, or report and treat the accounts as independent"),
             click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="CPU count", help="processes for independent components (same plan for any number)"),
+            click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True, help="where components are solved: local processes, or a Dask cluster (needs the distributed extra; same plan)"),
+            click.option("--scheduler", metavar="ADDRESS", default=None, help="the Dask scheduler for --executor dask, e.g. tcp://host:8786 (default: a local cluster of --workers processes, started for the run)"),
             click.option("--quiet", "-q", is_flag=True, help="no progress on stderr"),
         ]
     ):
@@ -171,14 +173,14 @@ def _assign_options(f=None, *, required: bool = True):
 @click.option("--parquet", is_flag=True, help="also write accounts.parquet / opportunities.parquet (needs the parquet extra)")
 @click.option("--from-plan", type=click.Path(file_okay=False), default=None, help="a saved plan: replan only accounts that changed since it, keep the others (--out may be the same directory)")
 @FORMAT
-def assign(rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, quiet: bool, out: str, strict: bool, parquet: bool, from_plan: str | None, fmt: str) -> None:
+def assign(rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, executor: str, scheduler: str | None, quiet: bool, out: str, strict: bool, parquet: bool, from_plan: str | None, fmt: str) -> None:
     """Assign every account to a territory and an owner; write the plan to --out.
 
     With --from-plan DIR, only new accounts and accounts that changed since that plan (fields, owner, territory,
     an owner who left, their family) are replanned; every other account keeps the plan's owner and counts as load.
     """
     with _running(out):
-        run = assign_files(rules, accounts, users, out, strict=strict, parquet=parquet, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(), seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet), from_plan=from_plan)
+        run = assign_files(rules, accounts, users, out, strict=strict, parquet=parquet, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(), seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, executor=executor, scheduler=scheduler, progress=_progress(quiet), from_plan=from_plan)
         _report(run.summary, fmt, out)
         if fmt == "text" and "incremental" in run.summary:
             inc = run.summary["incremental"]
@@ -192,7 +194,7 @@ def assign(rules: str, accounts: str, users: str, pairs: str | None, opportuniti
 @click.option("--plan", "saved", type=click.Path(file_okay=False, exists=True), default=None, help="a saved plan (assign --out): explain from it, nothing re-run")
 @_assign_options(required=False)
 @FORMAT
-def explain(account_id: str, saved: str | None, rules: str | None, accounts: str | None, users: str | None, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, quiet: bool, fmt: str) -> None:
+def explain(account_id: str, saved: str | None, rules: str | None, accounts: str | None, users: str | None, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, executor: str, scheduler: str | None, quiet: bool, fmt: str) -> None:
     """Why ACCOUNT_ID (or an opportunity id) lands where it does: rules matched or failed, territory, owner.
 
     With --plan, from a saved plan (nothing re-run); otherwise the plan is computed from the files given.
@@ -206,7 +208,7 @@ def explain(account_id: str, saved: str | None, rules: str | None, accounts: str
         with _running():
             plan, deals = plan_files(
                 rules, accounts, users, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(),
-                seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, progress=_progress(quiet),
+                seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, executor=executor, scheduler=scheduler, progress=_progress(quiet),
             )
         if account_id in plan.accounts.index:
             record = plan.row(plan.accounts.index[account_id])

@@ -21,6 +21,7 @@ from .families import build_families
 from .match import TIED, Matches, match_accounts, rule_trace
 from .opportunities import DealTable, deal_measures
 from .optimize import MAX_SEED, Holdings, LoadDim, Problem, solve
+from .optimize.distributed import check_executor
 from .plan import REPLAN_WHY, Baseline, Incremental, Plan, Prepared, Status, account_fingerprints, fingerprint_fields
 from .rank import balance_scope, balance_values, measure_values, rank_tiers
 from .routing import Router, State
@@ -90,20 +91,26 @@ class Engine:
         *,
         workers: int = 1,
         progress: Progress | None = None,
+        executor: str = "local",
+        scheduler: Any = None,
         **options: Any,
     ) -> Plan:
         """Assign every account of ``accounts`` to a territory and an owner among ``users``.
 
         ``options`` are those of :meth:`prepare`. ``workers`` > 1 solves
         independent components in that many processes; the plan is the same
-        for any number of workers.
+        for any number of workers. ``executor="dask"`` solves them on a Dask
+        cluster instead (the ``distributed`` extra): ``scheduler`` is its address
+        or a ``distributed.Client``, or None for a local cluster of ``workers``
+        processes; the plan is the same again.
         """
         say = progress or (lambda _msg: None)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise OptionError([Finding(Location("workers"), f"workers must be a whole number ≥ 1, got {workers!r}")])
+        check_executor(executor, scheduler)
         prepared = self.prepare(accounts, users, progress=say, **options)
         say(f"optimizing {prepared.problem.n_units:,} units over {len(users)} users")
-        solution = solve(prepared.problem, workers)
+        solution = solve(prepared.problem, workers, executor, scheduler)
         say("building the plan")
         return Plan.build(prepared, solution)
 

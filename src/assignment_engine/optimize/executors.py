@@ -14,6 +14,7 @@ import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 import numpy as np
 
@@ -22,16 +23,24 @@ from .component import Component
 from .problem import ComponentResult, Problem, Solution, components
 
 
-def solve(problem: Problem, workers: int = 1) -> Solution:
+def solve(problem: Problem, workers: int = 1, executor: str = "local", scheduler: Any = None) -> Solution:
     """Solve every component; with ``workers`` > 1 the ones that need CP-SAT run in worker processes.
 
+    With ``executor="dask"`` they run on a Dask cluster instead (distributed.py):
+    ``scheduler`` is its address or a ``distributed.Client``, or None for a
+    local cluster of ``workers`` processes.
+
     Components are independent and each is solved by one deterministic CP-SAT
-    worker, so the answer does not depend on ``workers`` or on scheduling.
+    worker, so the answer does not depend on ``workers``, the executor or scheduling.
     """
     owner = np.full(problem.n_units, -1, dtype=np.int64)
     parts, fair = _parts(problem)
     heavy = [p for p in parts if p.needs_solver]
-    if workers > 1 and len(heavy) > 1:
+    if executor == "dask":
+        from .distributed import on_dask  # the distributed extra, imported only when asked for
+
+        solved = dict(zip(map(id, heavy), on_dask(problem, heavy, scheduler, workers)))
+    elif workers > 1 and len(heavy) > 1:
         solved = dict(zip(map(id, heavy), _in_processes(heavy, min(workers, len(heavy)))))
     else:
         solved = {id(p): p.solve() for p in heavy}

@@ -116,7 +116,7 @@ def _assert_shipments_rebuild(problem: Problem) -> None:
     parts, _ = _parts(problem)
     assert len(parts) > 1
     for part in parts:
-        shipment = dask_executor.ship(problem, part.users, part.units)
+        shipment = dask_executor.ship(problem, part.users, part.units, part=part)
         rebuilt = shipment.component()
         whole = {k: v for k, v in vars(part).items() if k not in ("users", "units")}  # those are numbered from 0 on a worker
         _same(whole, {k: v for k, v in vars(rebuilt).items() if k not in ("users", "units")}, "component")

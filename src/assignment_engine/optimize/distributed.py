@@ -77,6 +77,7 @@ class Shipment:
     pair_cost: tuple[np.ndarray, np.ndarray] | None
     pair_allowed: np.ndarray | None
     pair_values: list[tuple[np.ndarray, np.ndarray] | None]  # per load dimension
+    settings: dict[str, object] = dataclasses.field(default_factory=dict)  # the part's own scalars (see :func:`ship`)
 
     def component(self) -> Component:
         """The ``Component`` the local executor builds from the whole problem, field for field."""
@@ -92,7 +93,10 @@ class Shipment:
             pair_allowed=None if self.pair_allowed is None else set(zip((self.pair_allowed // n_users).tolist(), (self.pair_allowed % n_users).tolist())),
             dims=[dataclasses.replace(d, pair_values=None if pv is None else table(*pv)) for d, pv in zip(p.dims, self.pair_values)],
         )
-        return Component(problem, list(range(n_users)), np.arange(p.n_units, dtype=np.int64))
+        part = Component(problem, list(range(n_users)), np.arange(p.n_units, dtype=np.int64))
+        for name, value in self.settings.items():
+            setattr(part, name, value)
+        return part
 
 
 class _PairTables:
@@ -111,8 +115,11 @@ class _PairTables:
         return keys[order], values[order]
 
 
-def ship(problem: Problem, users: list[int], units: np.ndarray, tables: _PairTables | None = None) -> Shipment:
-    """The component ``(users, units)`` of ``problem`` (as ``components`` gives them: both sorted) as a :class:`Shipment`."""
+def ship(problem: Problem, users: list[int], units: np.ndarray, tables: _PairTables | None = None, part: Component | None = None) -> Shipment:
+    """The component ``(users, units)`` of ``problem`` (as ``components`` gives them: both sorted) as a :class:`Shipment`.
+
+    With ``part`` (that component, built here), its scalar attributes travel too and are set on the
+    worker's copy: whatever an executor set on the part after building it (a deadline of its own) holds there."""
     tables = tables or _PairTables(problem)
     n = len(problem.user_ids)
     m = len(users)
@@ -147,7 +154,7 @@ def ship(problem: Problem, users: list[int], units: np.ndarray, tables: _PairTab
         at, keys = restrict(table[0])
         return keys, table[1][at]
 
-    part = dataclasses.replace(
+    sub = dataclasses.replace(
         problem,
         user_ids=[problem.user_ids[u] for u in users],
         weight=problem.weight[user_index],
@@ -161,7 +168,8 @@ def ship(problem: Problem, users: list[int], units: np.ndarray, tables: _PairTab
         pair_allowed=None,
     )
     allowed = None if tables.allowed is None else restrict(tables.allowed)[1]
-    return Shipment(part, pairs(tables.cost), allowed, [pairs(pv) for pv in tables.values])
+    settings: dict[str, object] = {k: v for k, v in vars(part).items() if isinstance(v, (bool, int, float, str, type(None)))} if part is not None else {}
+    return Shipment(sub, pairs(tables.cost), allowed, [pairs(pv) for pv in tables.values], settings)
 
 
 def solve_shipment(shipment: Shipment) -> tuple[np.ndarray, ComponentResult]:
@@ -188,7 +196,7 @@ def on_dask(problem: Problem, parts: list[Component], scheduler: str | Client | 
         futures: list[Future] = []
         try:
             for rank, i in enumerate(order):
-                shipment = ship(problem, parts[i].users, parts[i].units, tables)
+                shipment = ship(problem, parts[i].users, parts[i].units, tables, parts[i])
                 futures.append(client.submit(solve_shipment, shipment, key=f"assignment-component-{i}-{run}", priority=len(order) - rank, pure=False))
             gathered = _gather(futures, [parts[i] for i in order], where)
         except BaseException:

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -250,10 +252,17 @@ def _client(scheduler: str | Client | None, workers: int) -> Iterator[tuple[Clie
         yield scheduler, str(getattr(scheduler.scheduler, "address", None) or "the client's scheduler")
         return
     if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")  # no fixed port to collide on
+        # no fixed dashboard port to collide on; each worker runs dask_setup below
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", preload=[__name__])
         try:
             with Client(cluster) as client:
                 yield client, f"a local cluster of {workers} workers"
+        except BaseException:
+            # a stop (or a failure) ends the workers at once: a closing worker would first finish its CP-SAT call
+            for nanny in list(cluster.workers.values()):
+                with contextlib.suppress(Exception):
+                    os.kill(nanny.pid, signal.SIGKILL)
+            raise
         finally:
             cluster.close()
         return
@@ -271,6 +280,13 @@ def _client(scheduler: str | Client | None, workers: int) -> Iterator[tuple[Clie
     finally:
         with contextlib.suppress(Exception):
             client.close()
+
+
+def dask_setup(worker: object) -> None:
+    """Run by every worker of a local cluster started here (its preload): a terminal's Ctrl-C reaches the
+    whole process group, and the run's process, not each worker, handles it (it ends the workers)."""
+    with contextlib.suppress(ValueError):  # signal handlers can only be set from a process's main thread
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _error(message: str, where: str = "executor") -> AssignmentEngineError:

@@ -8,10 +8,12 @@ the run.
 
 What travels is a :class:`Shipment`: the component's part of the problem in
 index form, users and units numbered from 0 — per-unit and per-user numpy
-arrays, and the per-pair tables of a pairs file as key and value arrays. A
+arrays, and the per-pair tables of a pairs file as key and value arrays, each
+whole-valued array pickled in the smallest integer type that holds it. A
 worker builds the ``Component`` from it (component.py) and solves it; the
 per-pair arrays a ``Component`` holds are several times larger than what it
-is built from, so they are never sent. Largest components are submitted first
+is built from, so they are never sent (M book: 1.7 MiB shipped for 199
+components, 28.8 MiB as built components). Largest components are submitted first
 and with the highest priority (the run can end no sooner than its largest
 component), and the results are gathered in submission order.
 
@@ -99,6 +101,55 @@ class Shipment:
         for name, value in self.settings.items():
             setattr(part, name, value)
         return part
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled with every whole-valued array in the smallest integer type that holds it (restored exactly)."""
+        return {f.name: _packed(getattr(self, f.name), _narrow) for f in dataclasses.fields(self)}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name, value in state.items():
+            setattr(self, name, _packed(value, _widen))
+
+
+@dataclass
+class _Narrowed:
+    """An array kept in a smaller integer type, and the type it is restored to."""
+
+    values: np.ndarray
+    dtype: str
+
+
+_NARROW_TYPES = [(np.dtype(t), np.iinfo(t)) for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64)]
+
+
+def _narrow(a: np.ndarray) -> np.ndarray | _Narrowed:
+    """``a`` in the smallest integer type that holds its values exactly (counts, indices, whole amounts), else as it is."""
+    if a.ndim != 1 or not len(a) or a.dtype.kind not in "iuf":
+        return a
+    if a.dtype.kind == "f" and not (np.all(np.isfinite(a)) and np.all(np.mod(a, 1) == 0) and not np.any(np.signbit(a) & (a == 0))):
+        return a  # fractions, infinities, NaN and -0.0 do not survive an integer type
+    lo, hi = a.min(), a.max()
+    for t, info in _NARROW_TYPES:
+        if t.itemsize < a.dtype.itemsize and info.min <= lo and hi <= info.max:
+            return _Narrowed(a.astype(t), a.dtype.str)
+    return a
+
+
+def _widen(a: object) -> object:
+    return a.values.astype(np.dtype(a.dtype)) if isinstance(a, _Narrowed) else a
+
+
+def _packed(obj: Any, convert: Any) -> Any:
+    """``obj`` with ``convert`` applied to every array (or narrowed array) inside its dataclasses, lists and tuples."""
+    if isinstance(obj, (np.ndarray, _Narrowed)):
+        return convert(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: _packed(getattr(obj, f.name), convert) for f in dataclasses.fields(obj)})
+    if isinstance(obj, list):
+        return [_packed(x, convert) for x in obj]
+    if isinstance(obj, tuple):
+        return tuple(_packed(x, convert) for x in obj)
+    return obj
 
 
 class _PairTables:

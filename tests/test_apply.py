@@ -74,7 +74,7 @@ def _book(directory: Path, accounts: str = ACCOUNTS, name: str = "accounts.csv",
 
 
 def _plan(files: dict[str, Path], out: Path) -> Path:
-    assign_files(files["rules"], files["accounts"], files["users"], out, opportunities=files.get("opportunities"), workers=1, time_limit=0.5)
+    assign_files(files["rules"], files["accounts"], files["users"], out, opportunities=files.get("opportunities"), workers=1, effort=0.5)
     return out
 
 

@@ -103,7 +103,7 @@ def test_assign_writes_plan_and_prints_json_summary(runner, example_files, tmp_p
             "--out", str(out),
             "--format", "json",
             "--workers", "1",
-            "--time-limit", "1",
+            "--effort", "1",
             "--quiet",
         ],
     )

@@ -280,7 +280,7 @@ def test_member_not_in_users_stops_assign_with_located_error():
     users = [User(u) for u in EXAMPLE_USERS if u not in ("u001", "u012")]
     table = engine.table([{"id": "A", **dict.fromkeys(EXAMPLE_FIELDS), "country": "US", "state": "CA"}])
     with pytest.raises(RuleFileError) as info:
-        engine.assign(table, users, time_limit=1.0)
+        engine.assign(table, users, effort=1.0)
     lines = sorted(f.location.line for f in info.value.findings)
     assert lines == sorted([line_col(EXAMPLE_RULES, "u001")[0], line_col(EXAMPLE_RULES, "u012")[0]])
 

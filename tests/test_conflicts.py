@@ -24,7 +24,7 @@ def _users(**caps: int) -> list[User]:
 def test_accounts_beyond_capacity_stay_unassigned_and_are_named():
     engine = _engine()
     records = [{"id": f"W{i}", "country": "US", "state": "CA", "annual_revenue": 10 + i} for i in range(5)]
-    plan = engine.assign(table_of(engine, records), _users(u010=1, u011=2), time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), _users(u010=1, u011=2), effort=1.0)
     unassigned = [r for r in plan.rows() if r["status"] == "unassigned"]
     assert len(unassigned) == 2  # five accounts, room for three
     assert all("no capacity left among u010, u011" in r["reason"] for r in unassigned)
@@ -37,7 +37,7 @@ def test_accounts_beyond_capacity_stay_unassigned_and_are_named():
 def test_locked_load_above_capacity_is_a_conflict_not_a_failure():
     engine = _engine()
     records = [{"id": f"L{i}", "country": "US", "state": "CA", "annual_revenue": 5, "owner_id": "u010", "locked": True} for i in range(3)]
-    plan = engine.assign(table_of(engine, records), _users(u010=1), time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), _users(u010=1), effort=1.0)
     assert [r["owner_id"] for r in plan.rows()] == ["u010"] * 3  # locks win
     assert any("u010" in str(f) and "above max_accounts 1" in str(f) for f in plan.conflicts())
 
@@ -45,7 +45,7 @@ def test_locked_load_above_capacity_is_a_conflict_not_a_failure():
 def test_locked_to_a_user_outside_the_territory_is_a_conflict():
     engine = _engine()
     records = [{"id": "X", "country": "US", "state": "NY", "annual_revenue": 5, "owner_id": "u010", "locked": True}]
-    plan = engine.assign(table_of(engine, records), _users(), time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), _users(), effort=1.0)
     row = next(plan.rows())
     assert row["owner_id"] == "u010" and row["territory_id"] == "amer-east"
     assert any("locked to u010, who is not an owner of its territory amer-east" in str(f) for f in plan.conflicts())
@@ -60,11 +60,11 @@ def test_strict_raises_and_writes_nothing(tmp_path: Path):
     users.write_text("id,max_accounts\nu001,\nu010,1\nu011,1\nu012,\nu013,\n")
     out = tmp_path / "plan"
     with pytest.raises(InfeasibleError) as caught:
-        assign_files(rules, accounts, users, out, strict=True, time_limit=1.0)
+        assign_files(rules, accounts, users, out, strict=True, effort=1.0)
     assert "could not be placed" in str(caught.value)
     assert f"{accounts}:" in str(caught.value)  # located at the accounts file
     assert not out.exists()
-    run = assign_files(rules, accounts, users, out, time_limit=1.0)  # without --strict: a plan, with the conflict
+    run = assign_files(rules, accounts, users, out, effort=1.0)  # without --strict: a plan, with the conflict
     assert run.summary["conflicts"] and (out / "accounts.csv").is_file()
 
 

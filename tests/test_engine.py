@@ -30,7 +30,7 @@ def test_example_book_end_to_end(example_engine, example_users):
         {"id": "NOR", "country": "NO", "state": "ON", "postal_code": "01234", "annual_revenue": 10},
         {"id": "CA-FR", "country": "FR", "state": "CA", "annual_revenue": 10},
     ]
-    plan = example_engine.assign(table_of(example_engine, records), example_users, time_limit=1.0)
+    plan = example_engine.assign(table_of(example_engine, records), example_users, effort=1.0)
     rows = rows_by_id(plan)
     assert [r["account_id"] for r in plan.rows()] == [r["id"] for r in records]
     assert (rows["BIG"]["territory_id"], rows["BIG"]["owner_id"]) == ("strategic", "u001")
@@ -63,7 +63,7 @@ def test_explain_lists_rules_family_and_owner(example_engine, example_users):
         {"id": "P", "country": "US", "state": "CA", "annual_revenue": 10, "owner_id": "u011"},
         {"id": "C", "country": "US", "state": "NY", "annual_revenue": 10, "parent_id": "P"},
     ]
-    plan = example_engine.assign(table_of(example_engine, records), example_users, time_limit=1.0)
+    plan = example_engine.assign(table_of(example_engine, records), example_users, effort=1.0)
     text = "\n".join(plan.explain("C"))
     assert "amer-east (geo, priority 2): MATCHED" in text
     assert "amer-west (geo, priority 2): no match" in text
@@ -143,7 +143,7 @@ def _root(records_by_id: dict[str, dict], account: str) -> str:
 def test_plan_invariants_on_random_books(book):
     records, users, hierarchy = book
     engine = ENGINES[hierarchy]
-    plan = engine.assign(table_of(engine, records), users, time_limit=0.5)
+    plan = engine.assign(table_of(engine, records), users, effort=0.5)
     rows = list(plan.rows())
     by_id = {r["id"]: r for r in records}
 
@@ -230,8 +230,8 @@ def test_plan_invariants_on_random_books(book):
 def test_same_input_and_seed_give_identical_plans(book):
     records, users, hierarchy = book
     engine = ENGINES[hierarchy]
-    first = engine.assign(table_of(engine, records), users, time_limit=0.5, seed=7)
-    second = engine.assign(table_of(engine, records), users, time_limit=0.5, seed=7)
+    first = engine.assign(table_of(engine, records), users, effort=0.5, seed=7)
+    second = engine.assign(table_of(engine, records), users, effort=0.5, seed=7)
     assert list(first.rows()) == list(second.rows())
     assert strip_timing(first.summary()) == strip_timing(second.summary())
 
@@ -251,8 +251,8 @@ def test_same_plan_for_any_number_of_workers():
         for i in range(30)
     ]
     users = [User(u) for u in USER_IDS]
-    one = engine.assign(table_of(engine, records), users, time_limit=0.5, workers=1)
-    two = engine.assign(table_of(engine, records), users, time_limit=0.5, workers=2)
+    one = engine.assign(table_of(engine, records), users, effort=0.5, workers=1)
+    two = engine.assign(table_of(engine, records), users, effort=0.5, workers=2)
     assert len([c for c in one.solution.components if c.objectives]) == 3
     assert list(one.rows()) == list(two.rows())
     assert strip_timing(one.summary()) == strip_timing(two.summary())
@@ -269,7 +269,7 @@ def test_write_plan_files(tmp_path, example_engine, example_users):
         {"id": "NOR", "country": "NO", "annual_revenue": 5, "owner_id": "u012"},
         {"id": "L", "country": "US", "state": "CA", "annual_revenue": 50, "owner_id": "u011", "locked": True},
     ]
-    plan = example_engine.assign(table_of(example_engine, records), example_users, time_limit=1.0)
+    plan = example_engine.assign(table_of(example_engine, records), example_users, effort=1.0)
     out = tmp_path / "plan"
     returned = write_plan(plan, out)
 
@@ -321,7 +321,7 @@ def test_write_plan_files(tmp_path, example_engine, example_users):
 
 
 def test_write_plan_replaces_a_previous_plan_whole_and_nothing_else(tmp_path, example_engine, example_users):
-    plan = example_engine.assign(table_of(example_engine, [{"id": "A", "country": "US", "state": "CA"}]), example_users, time_limit=1.0)
+    plan = example_engine.assign(table_of(example_engine, [{"id": "A", "country": "US", "state": "CA"}]), example_users, effort=1.0)
     out = tmp_path / "plan"
     write_plan(plan, out, report=False)
     (out / "opportunities.csv").write_text("stale\n", encoding="utf-8")  # as a previous plan with deals had it
@@ -339,7 +339,7 @@ def test_csv_round_trip_keeps_leading_zero_in_output(tmp_path, example_engine, e
     columns = ["id", "name", "owner_id", *EXAMPLE_FIELDS]
     path = write_csv(tmp_path / "accounts.csv", [{"id": "01234", "country": "US", "state": "NY", "postal_code": "01234", "annual_revenue": 5}], columns)
     table = read_accounts(path, example_engine.rules.field_types)
-    plan = example_engine.assign(table, example_users, time_limit=1.0)
+    plan = example_engine.assign(table, example_users, effort=1.0)
     write_plan(plan, tmp_path / "out")
     with (tmp_path / "out" / "accounts.csv").open(newline="", encoding="utf-8") as handle:
         (row,) = list(csv.DictReader(handle))
@@ -403,13 +403,13 @@ def test_users_file_capacity_is_honoured_end_to_end(tmp_path, example_engine):
     users_path.write_text("id,max_accounts\nu001,\nu010,1\nu011,1\nu012,\nu013,\n", encoding="utf-8")
     users = read_users(users_path, list(example_engine.rules.measures))
     records = [{"id": f"W{i}", "country": "US", "state": "CA", "annual_revenue": 10} for i in range(3)]
-    plan = example_engine.assign(table_of(example_engine, records), users, time_limit=1.0)
+    plan = example_engine.assign(table_of(example_engine, records), users, effort=1.0)
     owners = Counter(r["owner_id"] for r in plan.rows())
     assert owners == {"u010": 1, "u011": 1, "": 1}
 
 
 def test_empty_book(example_engine, example_users):
-    plan = example_engine.assign(example_engine.table([]), example_users, time_limit=1.0)
+    plan = example_engine.assign(example_engine.table([]), example_users, effort=1.0)
     assert list(plan.rows()) == []
     summary = plan.summary()
     assert summary["accounts"] == 0 and summary["moved"]["accounts"] == 0 and summary["unassigned"] == []

@@ -36,7 +36,7 @@ FAMILY = [
 
 def test_whole_family_follows_the_ultimate_parent():
     e = engine()
-    plan = e.assign(book(e, FAMILY), USERS, time_limit=1.0)
+    plan = e.assign(book(e, FAMILY), USERS, effort=1.0)
     rows = rows_by_id(plan)
     root = rows["P"]
     assert root["territory_id"] == "west" and root["owner_id"] in ("w1", "w2")
@@ -50,7 +50,7 @@ def test_whole_family_follows_the_ultimate_parent():
 
 def test_independent_places_each_account_on_its_own():
     e = engine("independent")
-    plan = e.assign(book(e, FAMILY), USERS, time_limit=1.0)
+    plan = e.assign(book(e, FAMILY), USERS, effort=1.0)
     rows = rows_by_id(plan)
     assert rows["P"]["territory_id"] == "west"
     assert rows["C1"]["territory_id"] == "east"
@@ -61,7 +61,7 @@ def test_independent_places_each_account_on_its_own():
 def test_family_of_an_unmatched_root_is_unassigned_with_it():
     e = engine()
     records = [{"id": "R", "state": "TX"}, {"id": "K", "state": "CA", "parent_id": "R", "owner_id": "w1"}]
-    rows = rows_by_id(e.assign(book(e, records), USERS, time_limit=1.0))
+    rows = rows_by_id(e.assign(book(e, records), USERS, effort=1.0))
     assert rows["R"]["status"] == "unassigned"
     assert rows["K"]["status"] == "unassigned" and rows["K"]["owner_id"] == ""
     assert "R" in rows["K"]["reason"] and "matched no territory" in rows["K"]["reason"]
@@ -74,7 +74,7 @@ def test_children_of_a_locked_parent_follow_its_owner():
         {"id": "C", "state": "NY", "parent_id": "P", "owner_id": "e1"},
         {"id": "L", "state": "NY", "parent_id": "P", "owner_id": "w1", "locked": True},
     ]
-    rows = rows_by_id(e.assign(book(e, records), USERS, time_limit=1.0))
+    rows = rows_by_id(e.assign(book(e, records), USERS, effort=1.0))
     assert rows["P"]["owner_id"] == "e2" and rows["P"]["status"] == "locked"
     assert rows["C"]["owner_id"] == "e2" and rows["C"]["status"] == "pinned"
     assert rows["L"]["owner_id"] == "w1" and rows["L"]["status"] == "locked"  # a locked child keeps its own
@@ -83,7 +83,7 @@ def test_children_of_a_locked_parent_follow_its_owner():
 def test_children_of_an_excluded_parent_follow_its_owner():
     e = engine()
     records = [{"id": "P", "state": "CA", "owner_id": "k1", "excluded": True}, {"id": "C", "state": "NY", "parent_id": "P"}]
-    rows = rows_by_id(e.assign(book(e, records), USERS, time_limit=1.0))
+    rows = rows_by_id(e.assign(book(e, records), USERS, effort=1.0))
     assert (rows["P"]["owner_id"], rows["P"]["status"]) == ("k1", "excluded")
     assert rows["C"]["owner_id"] == "k1"
 
@@ -107,7 +107,7 @@ def test_children_of_an_excluded_parent_follow_its_owner():
 def test_bad_links_raise_hierarchy_error_naming_the_accounts(records, named):
     e = engine()
     with pytest.raises(HierarchyError) as info:
-        e.assign(book(e, records), USERS, time_limit=1.0)
+        e.assign(book(e, records), USERS, effort=1.0)
     text = str(info.value)
     for account in named:
         assert account in text
@@ -124,7 +124,7 @@ def test_every_bad_link_is_reported_at_once():
         {"id": "O", "state": "CA", "parent_id": "NOPE"},
     ]
     with pytest.raises(HierarchyError) as info:
-        e.assign(book(e, records), USERS, time_limit=1.0)
+        e.assign(book(e, records), USERS, effort=1.0)
     assert len(info.value.findings) == 3
     assert all(f.location.column == "parent_id" for f in info.value.findings)
 
@@ -135,7 +135,7 @@ def test_hierarchy_error_points_at_the_csv_row(tmp_path):
     path.write_text("id,parent_id,country,state,revenue\nA,,US,CA,1\nB,B,US,CA,1\n", encoding="utf-8")
     table = read_accounts(path, e.rules.field_types)
     with pytest.raises(HierarchyError) as info:
-        e.assign(table, USERS, time_limit=1.0)
+        e.assign(table, USERS, effort=1.0)
     (finding,) = info.value.findings
     assert (finding.location.file, finding.location.line, finding.location.column) == (str(path), 3, "parent_id")
     assert "'B' is its own parent" in finding.message
@@ -149,7 +149,7 @@ def test_on_hierarchy_error_independent_reports_and_continues():
         {"id": "O", "state": "NY", "parent_id": "GHOST"},
         {"id": "K", "state": "CA", "parent_id": "O"},
     ]
-    plan = e.assign(book(e, records), USERS, time_limit=1.0, on_hierarchy_error="independent")
+    plan = e.assign(book(e, records), USERS, effort=1.0, on_hierarchy_error="independent")
     problems = plan.summary()["hierarchy_problems"]
     assert len(problems) == 2
     assert any("cycle" in p and "A" in p and "B" in p for p in problems)

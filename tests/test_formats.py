@@ -328,7 +328,7 @@ def test_write_parquet_of_no_rows(tmp_path):
 def test_a_plan_written_as_parquet_holds_what_the_json_lines_hold(demo, tmp_path):
     files = demo["files"]
     out = tmp_path / "plan"
-    run = assign_files(files["rules"], files["accounts"], files["users"], out, parquet=True, report=False, opportunities=files["opportunities"], workers=1, time_limit=1.0)
+    run = assign_files(files["rules"], files["accounts"], files["users"], out, parquet=True, report=False, opportunities=files["opportunities"], workers=1, effort=1.0)
     for name in ("accounts", "opportunities"):
         lines = [json.loads(line) for line in (out / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
         assert pq.read_table(out / f"{name}.parquet").to_pylist() == lines
@@ -343,7 +343,7 @@ def test_assign_parquet_flag(tmp_path):
     files = demo_files()
     out = tmp_path / "plan"
     args = ["assign", "--rules", str(files["rules"]), "--accounts", str(files["accounts"]), "--users", str(files["users"])]
-    result = CliRunner().invoke(main, [*args, "--out", str(out), "--workers", "1", "--time-limit", "0.5", "--quiet", "--parquet"])
+    result = CliRunner().invoke(main, [*args, "--out", str(out), "--workers", "1", "--effort", "0.5", "--quiet", "--parquet"])
     assert result.exit_code == 0, result.output
     assert pq.read_table(out / "accounts.parquet").num_rows == 2000
 

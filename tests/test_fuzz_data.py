@@ -47,7 +47,7 @@ territories:
       - {id: west, rules: [{when: {state: {in: [CA, WA]}}}], members: [{user: u1}, {user: u2}]}
       - {id: east, rules: [{when: {any: [{state: NY}, {employees: {gte: 100}}]}}], members: [{user: u2}, {user: u3}]}
   - {id: analytics, type: specialist, rules: [{when: {product_line: analytics}}], members: [{user: s1, role: overlay}]}
-assignment: {hierarchy: follow_ultimate_parent, balance: [{measure: revenue, tolerance: 0.2}, {measure: accounts, tolerance: 0.5}], time_limit: 0.2, as_of: "2026-06-01"}
+assignment: {hierarchy: follow_ultimate_parent, balance: [{measure: revenue, tolerance: 0.2}, {measure: accounts, tolerance: 0.5}], effort: 0.2, as_of: "2026-06-01"}
 opportunities:
   fields: {amount: number, product_line: string}
   keep_owner: {when: {stage: negotiation}, closing_within_days: 30}
@@ -206,7 +206,7 @@ def records_in(path: Path) -> int:
 def check(files: dict[str, Path | None]) -> str:
     """Plan the files; the property: a located AssignmentEngineError, or every account and deal exactly once."""
     try:
-        plan, deals = plan_files(files["rules"], files["accounts"], files["users"], opportunities=files["opportunities"], pairs=files["pairs"], time_limit=0.2)
+        plan, deals = plan_files(files["rules"], files["accounts"], files["users"], opportunities=files["opportunities"], pairs=files["pairs"], effort=0.2)
         summary = plan.summary()
         if deals is not None:
             summary["opportunities"] = deals.summary()
@@ -280,7 +280,7 @@ def test_hostile_records_match_plan_or_fail_located(records):
         except DataError as error:
             assert all(f.location.file == "<record>" and f.location.line == 1 and "\n" not in f.render() for f in error.findings), error
     try:
-        plan = ENGINE.assign(ENGINE.table(records), [User(u) for u in USER_IDS], time_limit=0.2)
+        plan = ENGINE.assign(ENGINE.table(records), [User(u) for u in USER_IDS], effort=0.2)
     except (DataError, HierarchyError) as error:
         assert all(f.location.file == "<accounts>" and 1 <= (f.location.line or 1) <= len(records) for f in error.findings), error
         event(type(error).__name__)

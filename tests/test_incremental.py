@@ -62,7 +62,7 @@ def write(directory: Path, accounts: list[dict[str, Any]], *, territories: str =
 
 
 def plan(files: dict[str, Path], out: Path, **options: Any) -> Any:
-    return assign_files(files["rules"], files["accounts"], files["users"], out, workers=1, time_limit=0.3, report=False, **options)
+    return assign_files(files["rules"], files["accounts"], files["users"], out, workers=1, effort=0.3, report=False, **options)
 
 
 def rows(directory: Path) -> dict[str, dict[str, Any]]:
@@ -229,7 +229,7 @@ def test_the_new_plan_may_replace_the_old_one_and_the_cli_says_what_was_replanne
     files = write(tmp_path / "v2", changed)
     old_id = Manifest.read(base).plan_id
     result = CliRunner().invoke(main, ["assign", "--rules", str(files["rules"]), "--accounts", str(files["accounts"]), "--users", str(files["users"]),
-                                       "--out", str(base), "--from-plan", str(base), "--workers", "1", "--time-limit", "0.3", "-q"])
+                                       "--out", str(base), "--from-plan", str(base), "--workers", "1", "--effort", "0.3", "-q"])
     assert result.exit_code == 0, result.output
     assert f"incremental from plan {old_id}: replanned 1 (new 1); kept {len(accounts)}; no longer in the book 0" in result.output
     assert Manifest.read(base).settings["from_plan"] == old_id and rows(base)["NEW1"]["replanned"] == "new"

@@ -19,9 +19,9 @@ from assignment_engine.synthetic import generate_book
 STOP_WITHIN = 5.0  # seconds from the signal to the exit, workers included
 
 
-def _command(book: Path, out: Path, *extra: str, workers: int = 2, time_limit: float = 0.2) -> list[str]:
+def _command(book: Path, out: Path, *extra: str, workers: int = 2, effort: float = 0.2) -> list[str]:
     return [
-        sys.executable, "-m", "assignment_engine", "assign", "--workers", str(workers), "--time-limit", str(time_limit),
+        sys.executable, "-m", "assignment_engine", "assign", "--workers", str(workers), "--effort", str(effort),
         "--rules", str(book / "rules.yaml"), "--accounts", str(book / "accounts.csv"), "--users", str(book / "users.csv"),
         "--out", str(out), *extra,
     ]
@@ -149,7 +149,7 @@ def test_sigterm_before_any_plan_says_nothing_was_written(book: Path, tmp_path: 
 def test_ctrl_c_stops_a_run_in_one_process(book: Path, tmp_path: Path) -> None:
     # CP-SAT catches SIGINT as "end this search" unless told not to; the run then went on to the end
     plan = tmp_path / "plan"
-    process = subprocess.Popen(_command(book, plan, workers=1, time_limit=3), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(_command(book, plan, workers=1, effort=3), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     while "optimizing" not in (line := process.stderr.readline()):
         assert line, "the run ended before it optimized"

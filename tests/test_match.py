@@ -124,7 +124,7 @@ def test_trace_says_which_rules_held(engine):
 
 
 def book(engine, records):
-    return engine.assign(table_of(engine, records), USERS, time_limit=1.0)
+    return engine.assign(table_of(engine, records), USERS, effort=1.0)
 
 
 def test_tie_is_resolved_into_one_of_the_tied_territories(engine):
@@ -155,7 +155,7 @@ def test_tie_with_an_ownerless_territory_goes_to_the_staffed_one():
         """
     )
     engine = Engine(compile_rules(text))
-    plan = engine.assign(table_of(engine, [{"id": "x", "country": "US", "state": "CA"}]), [User("u1")], time_limit=1.0)
+    plan = engine.assign(table_of(engine, [{"id": "x", "country": "US", "state": "CA"}]), [User("u1")], effort=1.0)
     row = rows_by_id(plan)["x"]
     assert (row["status"], row["territory_id"], row["owner_id"]) == ("assigned", "b", "u1")
 
@@ -220,7 +220,7 @@ def test_excluded_accounts_keep_their_owner_and_are_not_placed(engine):
 
 def test_inactive_owner_is_not_a_candidate(engine):
     users = [User(u.id, active=(u.id != "u3")) for u in USERS]
-    plan = engine.assign(table_of(engine, [{"id": "x", "country": "US", "state": "NY", "owner_id": "u3"}]), users, time_limit=1.0)
+    plan = engine.assign(table_of(engine, [{"id": "x", "country": "US", "state": "NY", "owner_id": "u3"}]), users, effort=1.0)
     row = rows_by_id(plan)["x"]
     assert row["status"] == "unassigned" and row["owner_id"] == ""
     assert "east" in row["reason"] and "no active owner" in row["reason"]
@@ -280,7 +280,7 @@ def test_overlay_type_with_the_best_priority_still_never_owns():
     )
     engine = Engine(compile_rules(text))
     assert match_of(engine, {"id": "a", "country": "US"}).owning == ["geo-us"]
-    plan = engine.assign(table_of(engine, [{"id": "a", "country": "US", "owner_id": "s1"}]), [User("s1"), User("g1")], time_limit=1.0)
+    plan = engine.assign(table_of(engine, [{"id": "a", "country": "US", "owner_id": "s1"}]), [User("s1"), User("g1")], effort=1.0)
     row = rows_by_id(plan)["a"]
     assert (row["territory_id"], row["owner_id"]) == ("geo-us", "g1")
 
@@ -297,7 +297,7 @@ def test_non_owner_members_never_own():
     engine = Engine(compile_rules(text))
     assert engine.rules.territories["t"].owners == ["rep"]
     records = [{"id": f"a{i}", "country": "US", "owner_id": "boss"} for i in range(4)]
-    plan = engine.assign(table_of(engine, records), [User("boss"), User("rep")], time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), [User("boss"), User("rep")], effort=1.0)
     assert {r["owner_id"] for r in plan.rows()} == {"rep"}
 
 

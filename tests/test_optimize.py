@@ -50,7 +50,7 @@ def balanced_owner(i: int) -> str:
 
 def test_balance_within_tolerance_when_achievable():
     engine = one_territory("[{measure: revenue, tolerance: 0.10}, {measure: accounts, tolerance: 0.15}]")
-    plan = engine.assign(table_of(engine, BOOK), [User(f"u{i}") for i in range(1, 5)], time_limit=2.0)
+    plan = engine.assign(table_of(engine, BOOK), [User(f"u{i}") for i in range(1, 5)], effort=2.0)
     for label in ("revenue", "accounts"):
         entry = balance_entry(plan, label)
         assert entry["users_outside_tolerance"] == [], entry
@@ -67,7 +67,7 @@ def test_balance_within_tolerance_when_achievable():
 def test_continuity_nobody_moves_when_already_balanced():
     engine = one_territory("[{measure: revenue, tolerance: 0.10}, {measure: accounts, tolerance: 0.15}]")
     records = [{**r, "owner_id": balanced_owner(i)} for i, r in enumerate(BOOK, start=1)]
-    plan = engine.assign(table_of(engine, records), [User(f"u{i}") for i in range(1, 5)], time_limit=2.0)
+    plan = engine.assign(table_of(engine, records), [User(f"u{i}") for i in range(1, 5)], effort=2.0)
     summary = plan.summary()
     assert summary["moved"]["accounts"] == 0
     assert summary["moved"]["value"] == 0
@@ -79,7 +79,7 @@ def test_continuity_moves_only_what_balance_needs():
     """u1 holds all 40 accounts: balance needs 30 moves at least (each other user needs ~10 accounts)."""
     engine = one_territory("[{measure: accounts, tolerance: 0.0}]")
     records = [{**r, "owner_id": "u1"} for r in BOOK]
-    plan = engine.assign(table_of(engine, records), [User(f"u{i}") for i in range(1, 5)], time_limit=2.0)
+    plan = engine.assign(table_of(engine, records), [User(f"u{i}") for i in range(1, 5)], effort=2.0)
     assert loads(plan, "accounts") == {f"u{k}": 10.0 for k in range(1, 5)}
     assert plan.summary()["moved"]["accounts"] == 30
     # u1 keeps ten of its own accounts
@@ -90,7 +90,7 @@ def test_weighted_fair_share():
     engine = one_territory("[{measure: accounts, tolerance: 0.10}]", users=3)
     records = [{"id": f"A{i}", "country": "US", "revenue": 1} for i in range(50)]
     users = [User("u1"), User("u2"), User("u3", weight=0.5)]
-    plan = engine.assign(table_of(engine, records), users, time_limit=2.0)
+    plan = engine.assign(table_of(engine, records), users, effort=2.0)
     counts = loads(plan, "accounts")
     # fair shares 20 / 20 / 10
     fair = {u["user_id"]: u["loads"]["accounts"]["fair_share"] for u in plan.summary()["users"]}
@@ -108,7 +108,7 @@ def test_tier_balance_spreads_key_accounts():
     # 20 accounts; the top 20 % by revenue (4 accounts: K0..K3) are key accounts, all held by u1
     records = [{"id": f"K{i}", "country": "US", "revenue": 1000 + i, "owner_id": "u1"} for i in range(4)]
     records += [{"id": f"C{i}", "country": "US", "revenue": i, "owner_id": "u2" if i % 2 else "u1"} for i in range(16)]
-    plan = engine.assign(table_of(engine, records), [User("u1"), User("u2")], time_limit=2.0)
+    plan = engine.assign(table_of(engine, records), [User("u1"), User("u2")], effort=2.0)
     rows = rows_by_id(plan)
     key_owners = [rows[f"K{i}"]["owner_id"] for i in range(4)]
     assert key_owners.count("u1") == 2 and key_owners.count("u2") == 2
@@ -122,7 +122,7 @@ def test_soft_band_locked_account_makes_band_impossible_but_run_succeeds():
     engine = one_territory("[{measure: revenue, tolerance: 0.10}]", users=2)
     records = [{"id": "LOCK", "country": "US", "revenue": 1000, "owner_id": "u1", "locked": True}]
     records += [{"id": f"F{i}", "country": "US", "revenue": 10, "owner_id": "u1"} for i in range(4)]
-    plan = engine.assign(table_of(engine, records), [User("u1"), User("u2")], time_limit=2.0)
+    plan = engine.assign(table_of(engine, records), [User("u1"), User("u2")], effort=2.0)
     entry = balance_entry(plan, "revenue")
     assert "u1" in entry["users_outside_tolerance"]
     assert entry["max_deviation"] > 0.10
@@ -135,7 +135,7 @@ def test_soft_band_locked_account_makes_band_impossible_but_run_succeeds():
 def test_objective_order_continuity_first_keeps_owners():
     engine = one_territory("[{measure: accounts, tolerance: 0.0}]", users=2, objectives=", objectives: [continuity, balance]")
     records = [{"id": f"A{i}", "country": "US", "revenue": 1, "owner_id": "u1"} for i in range(6)]
-    plan = engine.assign(table_of(engine, records), [User("u1"), User("u2")], time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), [User("u1"), User("u2")], effort=1.0)
     assert plan.summary()["moved"]["accounts"] == 0
     assert balance_entry(plan, "accounts")["users_outside_tolerance"] == ["u1", "u2"]
 
@@ -144,7 +144,7 @@ def test_capacity_is_hard_and_overflow_is_unassigned():
     engine = one_territory("[{measure: accounts, tolerance: 0.10}]", users=2)
     records = [{"id": f"A{i}", "country": "US", "revenue": 1} for i in range(7)]
     users = [User("u1", capacity={"accounts": 2}), User("u2", capacity={"accounts": 3})]
-    plan = engine.assign(table_of(engine, records), users, time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), users, effort=1.0)
     counts = {"u1": 0, "u2": 0}
     unassigned = []
     for r in plan.rows():
@@ -161,7 +161,7 @@ def test_capacity_on_a_measure():
     engine = one_territory("[{measure: accounts, tolerance: 0.5}]", users=2)
     records = [{"id": f"A{i}", "country": "US", "revenue": 100} for i in range(6)]
     users = [User("u1", capacity={"revenue": 150}), User("u2")]
-    plan = engine.assign(table_of(engine, records), users, time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), users, effort=1.0)
     revenue = loads(plan)
     assert revenue["u1"] <= 150
     assert revenue["u1"] + revenue["u2"] == 600
@@ -171,7 +171,7 @@ def test_inactive_user_gets_nothing():
     engine = one_territory("[{measure: accounts, tolerance: 0.1}]", users=3)
     records = [{"id": f"A{i}", "country": "US", "revenue": 1, "owner_id": "u3"} for i in range(9)]
     users = [User("u1"), User("u2"), User("u3", active=False)]
-    plan = engine.assign(table_of(engine, records), users, time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), users, effort=1.0)
     counts = loads(plan, "accounts")
     assert counts["u3"] == 0
     assert counts["u1"] + counts["u2"] == 9
@@ -190,7 +190,7 @@ def test_optimizer_is_never_worse_than_the_greedy_start(owners):
         owner = {"none": None, "u1": "u1", "mixed": f"u{i % 3 + 1}" if i % 4 else "u2"}[owners]
         records.append({"id": f"A{i}", "country": "US", "revenue": (i * 37) % 101 + 1, "owner_id": owner, "locked": i == 5})
     users = [User("u1"), User("u2"), User("u3", capacity={"accounts": 9})]
-    plan = engine.assign(table_of(engine, records), users, time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), users, effort=1.0)
     assert plan.solution.components
     solved = [c for c in plan.solution.components if c.objectives]
     assert solved
@@ -226,7 +226,7 @@ def test_within_tolerance_when_a_perfect_split_exists_explicit():
     engine = one_territory(TWO_USERS, users=2)
     values = [1, 109928, 198942, 580704]
     records = [{"id": f"A{i}", "country": "US", "revenue": v, "owner_id": "u1"} for i, v in enumerate(values + values)]
-    plan = engine.assign(table_of(engine, records), [User("u1"), User("u2")], time_limit=2.0)
+    plan = engine.assign(table_of(engine, records), [User("u1"), User("u2")], effort=2.0)
     revenue = loads(plan)
     fair = sum(values)  # per user: half of twice the values
     for user, load in revenue.items():
@@ -243,7 +243,7 @@ def test_nobody_moves_when_current_owners_are_within_tolerance_explicit():
     assert abs(sum(mine) - fair) <= 0.1 * fair and abs(sum(theirs) - fair) <= 0.1 * fair
     records = [{"id": f"M{i}", "country": "US", "revenue": v, "owner_id": "u1"} for i, v in enumerate(mine)]
     records += [{"id": f"T{i}", "country": "US", "revenue": v, "owner_id": "u2"} for i, v in enumerate(theirs)]
-    plan = engine.assign(table_of(engine, records), [User("u1"), User("u2")], time_limit=2.0)
+    plan = engine.assign(table_of(engine, records), [User("u1"), User("u2")], effort=2.0)
     assert plan.summary()["moved"]["accounts"] == 0
     assert balance_entry(plan, "revenue")["users_outside_tolerance"] == []
 
@@ -257,7 +257,7 @@ def test_nobody_moves_when_current_owners_are_within_tolerance_explicit():
 def test_within_tolerance_whenever_a_perfect_split_exists(values, tolerance, holder):
     engine = one_territory(f"[{{measure: revenue, tolerance: {tolerance}}}]", users=2)
     records = [{"id": f"A{i}", "country": "US", "revenue": v, "owner_id": holder} for i, v in enumerate(values + values)]
-    plan = engine.assign(table_of(engine, records), [User("u1"), User("u2")], time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), [User("u1"), User("u2")], effort=1.0)
     fair = sum(values)
     for user, load in loads(plan).items():
         assert abs(load - fair) <= tolerance * fair + 1e-9, (user, load, fair)
@@ -272,7 +272,7 @@ def test_nobody_moves_when_counts_sit_on_the_band_edge():
     engine = one_territory("[{measure: accounts, tolerance: 0.10}]")
     owners = ["u1"] * 11 + ["u2"] * 11 + ["u3"] * 9 + ["u4"] * 9
     records = [{"id": f"A{i}", "country": "US", "revenue": 1, "owner_id": o} for i, o in enumerate(owners)]
-    plan = engine.assign(table_of(engine, records), [User(f"u{i}") for i in range(1, 5)], time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), [User(f"u{i}") for i in range(1, 5)], effort=1.0)
     entry = balance_entry(plan, "accounts")
     assert entry["max_deviation_before"] == pytest.approx(0.10) and entry["min_deviation_before"] == pytest.approx(-0.10)
     assert plan.summary()["moved"]["accounts"] == 0
@@ -282,7 +282,7 @@ def test_nobody_moves_when_revenue_sits_on_the_band_edge():
     engine = one_territory(TWO_USERS, users=2)
     records = [{"id": "M0", "country": "US", "revenue": 550, "owner_id": "u1"}, {"id": "M1", "country": "US", "revenue": 550, "owner_id": "u1"}]
     records += [{"id": "T0", "country": "US", "revenue": 450, "owner_id": "u2"}, {"id": "T1", "country": "US", "revenue": 450, "owner_id": "u2"}]
-    plan = engine.assign(table_of(engine, records), [User("u1"), User("u2")], time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), [User("u1"), User("u2")], effort=1.0)
     # 1,100 vs 900 around a fair share of 1,000: exactly ±10 %
     assert plan.summary()["moved"]["accounts"] == 0
 
@@ -303,7 +303,7 @@ def test_nobody_moves_when_every_count_is_within_tolerance(users, base, deltas, 
     engine = one_territory(f"[{{measure: accounts, tolerance: {tolerance}}}]", users=users)
     owners = [f"u{k + 1}" for k, c in enumerate(counts) for _ in range(c)]
     records = [{"id": f"A{i}", "country": "US", "revenue": 1, "owner_id": o} for i, o in enumerate(owners)]
-    plan = engine.assign(table_of(engine, records), [User(f"u{k}") for k in range(1, users + 1)], time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), [User(f"u{k}") for k in range(1, users + 1)], effort=1.0)
     assert plan.summary()["moved"]["accounts"] == 0, counts
 
 
@@ -314,7 +314,7 @@ def _key_accounts(top: str, n: int) -> int:
     tiers = f"tiers: {{by: revenue, levels: [{{name: key, top: {top}}}, {{name: core}}]}}\n"
     engine = one_territory("[{measure: accounts, tier: key, tolerance: 1.0}]", extra=tiers, users=2)
     records = [{"id": f"A{i:03d}", "country": "US", "revenue": i} for i in range(n)]
-    plan = engine.assign(table_of(engine, records), [User("u1"), User("u2")], time_limit=1.0)
+    plan = engine.assign(table_of(engine, records), [User("u1"), User("u2")], effort=1.0)
     return round(sum(u["loads"]["accounts[key]"]["after"] for u in plan.summary()["users"]))
 
 
@@ -328,7 +328,7 @@ def test_example_tiers_rank_by_revenue_with_ties_broken_by_id(example_engine, ex
     records = [{"id": f"A{i:02d}", "country": "US", "state": "CA", "annual_revenue": 100 - i} for i in range(20)]
     records[5]["annual_revenue"] = 100  # ties with A00: A00 ranks first by id
     records.append({"id": "X", "country": "US", "state": "CA", "annual_revenue": 1e6, "excluded": True})
-    plan = example_engine.assign(table_of(example_engine, records), example_users, time_limit=1.0)
+    plan = example_engine.assign(table_of(example_engine, records), example_users, effort=1.0)
     tiers = {aid: plan.tier_names[t] if t >= 0 else None for aid, t in zip(plan.accounts.ids, plan.tier.tolist())}
     assert tiers["X"] is None  # excluded accounts are not ranked
     assert [a for a, t in tiers.items() if t == "key"] == ["A00"]  # top 5 % of 20 = 1
@@ -371,7 +371,7 @@ measures: {effort: {pair: workload}}
 territory_types: [{name: pool, priority: 1}]
 territories:
   - {id: all, type: pool, rules: [{when: {pool: gap}}], members: [{user: a0}, {user: a1}]}
-assignment: {hierarchy: independent, balance: [], objectives: [affinity], pair_eligibility: listed, time_limit: 1}
+assignment: {hierarchy: independent, balance: [], objectives: [affinity], pair_eligibility: listed, effort: 1}
 """
 
 
@@ -409,7 +409,7 @@ fields: {country: string, revenue: number}
 measures: {revenue: {field: revenue}}
 territory_types: [{name: geo, priority: 1}]
 territories: [{id: pool, type: geo, rules: [{when: {country: US}}], members: [{user: a}, {user: b}]}]
-assignment: {hierarchy: independent, balance: [], time_limit: 1}
+assignment: {hierarchy: independent, balance: [], effort: 1}
 """
 
 
@@ -443,7 +443,7 @@ def test_a_worker_that_dies_fails_the_run_instead_of_hanging(tmp_path):
         "optimize.Component.solve = dying\n"
         "files = demo_files()\n"
         "try:\n"
-        "    plan_files(files['rules'], files['accounts'], files['users'], workers=2, time_limit=0.2)\n"
+        "    plan_files(files['rules'], files['accounts'], files['users'], workers=2, effort=0.2)\n"
         "except AssignmentEngineError as error:\n"
         "    print(error)\n",
         encoding="utf-8",

@@ -26,7 +26,7 @@ def runner() -> CliRunner:
 
 def _assign(runner: CliRunner, files: dict[str, Path], out: Path | str, *extra: str):
     args = ["assign", "--rules", str(files["rules"]), "--accounts", str(files["accounts"]), "--users", str(files["users"])]
-    return runner.invoke(main, [*args, "--out", str(out), "--workers", "1", "--time-limit", "0.5", *extra])
+    return runner.invoke(main, [*args, "--out", str(out), "--workers", "1", "--effort", "0.5", *extra])
 
 
 def _snapshot(directory: Path) -> dict[str, bytes]:
@@ -118,7 +118,7 @@ def test_staging_left_by_a_killed_run_is_removed(runner, example_files, tmp_path
 
 def test_write_plan_in_the_library_refuses_an_input_folder(example_files, tmp_path):
     engine = Engine.from_file(example_files["rules"])
-    plan = engine.assign(engine.table([{"id": "A", "country": "US", "state": "CA", "postal_code": "9", "industry": "x", "annual_revenue": 1, "employees": 1}]), [User(u) for u in EXAMPLE_USERS], time_limit=0.5)
+    plan = engine.assign(engine.table([{"id": "A", "country": "US", "state": "CA", "postal_code": "9", "industry": "x", "annual_revenue": 1, "employees": 1}]), [User(u) for u in EXAMPLE_USERS], effort=0.5)
     with pytest.raises(OptionError, match="holds the input file"):
         write_plan(plan, example_files["dir"], inputs=[example_files["accounts"]])
     summary = write_plan(plan, tmp_path / "plan")

@@ -30,7 +30,7 @@ def gap_engine(eligibility: str = "listed", balance: str = "[]", objectives: str
             POOL,
             fields="{country: string}",
             measures="{effort: {pair: workload}, accounts: {constant: 1}}",
-            assignment=f"{{hierarchy: independent, balance: {balance}, objectives: {objectives}, pair_eligibility: {eligibility}, time_limit: 5}}",
+            assignment=f"{{hierarchy: independent, balance: {balance}, objectives: {objectives}, pair_eligibility: {eligibility}, effort: 5}}",
         )
     )
 
@@ -249,7 +249,7 @@ def test_a_plan_with_values_at_the_bound_runs_to_completion(tmp_path):
     (tmp_path / "users.csv").write_text("id,max_revenue,max_effort,max_accounts\na0,1e15,1e15,1e15\na1,1e15,,\na2,,1e15,\n", encoding="utf-8")
     pairs = [{"account_id": f"j{j}", "user_id": f"a{j % 3}", "cost": "1e15" if j % 2 else "-1e15", "workload": "1e15"} for j in range(5)]
     write_csv(tmp_path / "pairs.csv", pairs, ["account_id", "user_id", "cost", "workload"])
-    plan, _ = plan_files(tmp_path / "rules.yaml", tmp_path / "accounts.csv", tmp_path / "users.csv", pairs=tmp_path / "pairs.csv", time_limit=2.0)
+    plan, _ = plan_files(tmp_path / "rules.yaml", tmp_path / "accounts.csv", tmp_path / "users.csv", pairs=tmp_path / "pairs.csv", effort=2.0)
     assert [r["account_id"] for r in plan.rows()] == [f"j{j}" for j in range(5)]
     counts = plan.summary()["status_counts"]
     assert (counts["assigned"], counts["unassigned"]) == (3, 2)  # each user has room for one account of about 1e15, no more

@@ -110,7 +110,7 @@ def test_records_from_a_plan_round_trip(example_engine, example_users):
     table = example_engine.table([GOOD, record(id="A2", state="CA", annual_revenue=None, owner_id="u010", locked=True)])
     again = example_engine.table([table.record(i) for i in range(len(table))])
     assert [again.record(i) for i in range(2)] == [table.record(i) for i in range(2)]
-    plan = example_engine.assign(again, example_users, time_limit=1.0)
+    plan = example_engine.assign(again, example_users, effort=1.0)
     assert any("amer-east" in line for line in plan.explain("A1"))
 
 

@@ -51,7 +51,7 @@ def hostile_plan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     users = base / "users.csv"
     users.write_text("id\nw1\nw2\ne1\ne2\n", encoding="utf-8")
     out = base / "plan"
-    assign_files(rules, base / "accounts.csv", users, out, workers=1, time_limit=0.5)
+    assign_files(rules, base / "accounts.csv", users, out, workers=1, effort=0.5)
     (out / "report.html").write_text(render_report(out), encoding="utf-8")
     return out
 

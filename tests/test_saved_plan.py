@@ -19,7 +19,7 @@ from conftest import strip_timing
 def demo_plan(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("saved") / "plan"
     files = demo_files()
-    run = assign_files(files["rules"], files["accounts"], files["users"], out, opportunities=files["opportunities"], workers=1, time_limit=0.5)
+    run = assign_files(files["rules"], files["accounts"], files["users"], out, opportunities=files["opportunities"], workers=1, effort=0.5)
     return out, run
 
 
@@ -33,7 +33,7 @@ def test_manifest_names_every_input_with_its_fingerprint(demo_plan):
         ("users", str(files["users"].resolve()), 40),
         ("opportunities", str(files["opportunities"].resolve()), 1203),
     ]
-    assert data["settings"]["seed"] == 0 and data["settings"]["time_limit"] == 0.5 and data["settings"]["workers"] == 1
+    assert data["settings"]["seed"] == 0 and data["settings"]["effort"] == 0.5 and data["settings"]["time_limit"] is None and data["settings"]["workers"] == 1
     assert data["headline"]["accounts"] == 2000
     assert data["headline"]["moved"] == run.summary["moved"]["accounts"]
     assert Manifest.read(out).plan_id == data["plan_id"] and len(data["plan_id"]) == 16
@@ -63,7 +63,7 @@ def test_load_rebuilds_the_same_plan_without_solving(demo_plan, monkeypatch):
 
 def test_load_refuses_a_plan_whose_inputs_changed(tmp_path, example_files):
     out = tmp_path / "plan"
-    assign_files(example_files["rules"], example_files["accounts"], example_files["users"], out, workers=1, time_limit=0.5)
+    assign_files(example_files["rules"], example_files["accounts"], example_files["users"], out, workers=1, effort=0.5)
     with example_files["users"].open("a", encoding="utf-8") as handle:
         handle.write("u099,New\n")
     with pytest.raises(DataError) as caught:

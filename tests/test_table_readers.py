@@ -199,8 +199,8 @@ def test_jsonl_input_gives_the_same_table_and_plan_as_csv(tmp_path):
     assert jsonl_table.record(3)["postal_code"] == "00501"
     assert jsonl_table.record(0)["postal_code"] == "01234"
     users = [User(u) for u in EXAMPLE_USERS]
-    a = list(engine.assign(csv_table, users, time_limit=1.0).rows())
-    b = list(engine.assign(jsonl_table, users, time_limit=1.0).rows())
+    a = list(engine.assign(csv_table, users, effort=1.0).rows())
+    b = list(engine.assign(jsonl_table, users, effort=1.0).rows())
     assert a == b
     assert [r["account_id"] for r in a] == ["W1", "E1", "E2", "N1"]
 
@@ -208,7 +208,7 @@ def test_jsonl_input_gives_the_same_table_and_plan_as_csv(tmp_path):
 def test_codes_survive_into_the_plan_explanation(example_engine, example_users):
     table = example_engine.table([{"id": "A", "country": "US", "state": "NY", "postal_code": "01234", "industry": None, "annual_revenue": 1, "employees": None}])
     assert table.record(0)["postal_code"] == "01234"
-    plan = example_engine.assign(table, example_users, time_limit=1.0)
+    plan = example_engine.assign(table, example_users, effort=1.0)
     assert rows_by_id(plan)["A"]["territory_id"] == "amer-east"
     assert any("'01234'" in line for line in plan.explain("A"))
 
@@ -309,13 +309,13 @@ def test_a_measure_value_that_cannot_be_a_load_is_located(tmp_path, example_engi
     path.write_text(HEADER + f"\nA1,a,US,CA,1,x,10,1\nA2,b,US,CA,1,x,,1\nA3,c,US,CA,1,x,{cell},1\n", encoding="utf-8")
     table = read_accounts(path, FIELDS)  # the file itself is fine: annual_revenue is a number
     with pytest.raises(DataError) as info:
-        example_engine.assign(table, example_users, time_limit=1.0)
+        example_engine.assign(table, example_users, effort=1.0)
     assert str(info.value) == f"{path}:4:annual_revenue: measure 'revenue' must be between 0 and 1e15, {says}"
 
 
 def test_negative_values_of_a_field_no_measure_uses_are_fine(example_engine, example_users):
     table = example_engine.table([{"id": "A", "country": "US", "state": "CA", "postal_code": "9", "industry": "x", "annual_revenue": 5, "employees": -3}])
-    assert example_engine.assign(table, example_users, time_limit=1.0).owner_ids[0] in ("u010", "u011")
+    assert example_engine.assign(table, example_users, effort=1.0).owner_ids[0] in ("u010", "u011")
 
 
 def test_a_message_stays_on_one_line_whatever_an_id_holds(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from .engine import Engine
 from .errors import DataError, Finding, InfeasibleError, Location, OptionError
 from .opportunities import DealPlan, DealTable, assign_deals
 from .optimize import replay
+from .optimize.clock import effort_in_force
 from .optimize.distributed import check_executor
 from .parquet import require_pyarrow
 from .plan import REPLAN_WHY, Baseline, Plan, results_of
@@ -58,6 +60,7 @@ def run_files(
     as_of: dt.date | None = None,
     seed: int | None = None,
     time_limit: float | None = None,
+    effort: float | None = None,
     on_hierarchy_error: Literal["raise", "independent"] = "raise",
     progress: Progress | None = None,
     workers: int = 1,
@@ -69,10 +72,12 @@ def run_files(
     """Load the rule file and data files, compute the plan and its manifest (nothing written).
 
     ``executor`` and ``scheduler`` choose where components are solved (see :meth:`Engine.assign`); the plan is the same.
+    ``time_limit`` (wall-clock seconds) counts from this call; ``effort`` is the solver's deterministic work per component.
 
     With ``from_plan`` (a saved plan's directory) the run is incremental: only accounts that changed since
     that plan are replanned, the others keep its owners (see :meth:`Engine.prepare`); the plan may have been
     made from other input files (that is the point), but its own files must be as written."""
+    started = time.time()
     say = progress or (lambda _m: None)
     check_executor(executor, scheduler)
     engine = Engine.from_file(rules)
@@ -92,6 +97,8 @@ def run_files(
         as_of=run_date,
         seed=seed,
         time_limit=time_limit,
+        effort=effort,
+        started=started,
         on_hierarchy_error=on_hierarchy_error,
         progress=say,
         users_source=f"users file {users}",
@@ -104,12 +111,14 @@ def run_files(
     )
     deal_plan = assign_deals(plan, deal_table, as_of=run_date, workers=workers, progress=say) if deal_table is not None else None
     rows = {"accounts": len(table), "users": len(user_list), "opportunities": None if deal_table is None else len(deal_table.table), "pairs": None if pair_table is None else len(pair_table.account)}
+    time_limit = policy.time_limit if time_limit is None else time_limit
     manifest = Manifest(
         engine_version(),
         [InputFile(role, str(Path(path).resolve()), digests[role], rows.get(role)) for role, path in sources.items() if path is not None],
         {
             "seed": policy.seed if seed is None else seed,
-            "time_limit": policy.time_limit if time_limit is None else time_limit,
+            "time_limit": time_limit,  # wall clock
+            "effort": effort_in_force(policy.effort if effort is None else effort, time_limit),
             "as_of": run_date.isoformat() if deal_table is not None or engine.rules.uses_run_date else None,
             "hierarchy_errors": on_hierarchy_error,
             "workers": workers,
@@ -177,7 +186,7 @@ def load_plan(directory: str | Path) -> Plan:
     solver results taken from the directory, nothing solved again. Inputs that changed since are a :class:`DataError`."""
     manifest = Manifest.verified(directory, inputs=("rules", "accounts", "users"))
     sources = {f.role: f.path for f in manifest.inputs}
-    settings = manifest.settings
+    settings = manifest.current_settings  # an old plan's time_limit is its effort
     engine = Engine.from_file(sources["rules"])
     table, user_list, pair_table, deal_table = _read_inputs(engine, sources["accounts"], sources["users"], sources.get("pairs"), sources.get("opportunities"))
     baseline = None
@@ -186,7 +195,7 @@ def load_plan(directory: str | Path) -> Plan:
         baseline.plan_id = settings["from_plan"]
         baseline.removed = read_summary(directory)["incremental"]["removed"]
     prepared = engine.prepare(
-        table, user_list, seed=settings["seed"], time_limit=settings["time_limit"], on_hierarchy_error=settings["hierarchy_errors"],
+        table, user_list, seed=settings["seed"], time_limit=settings["time_limit"], effort=settings["effort"], on_hierarchy_error=settings["hierarchy_errors"],
         users_source=f"users file {sources['users']}", pairs=pair_table, deals=deal_table,
         as_of=dt.date.fromisoformat(settings["as_of"]) if settings.get("as_of") else None, baseline=baseline,
     )

@@ -35,7 +35,7 @@ from .explain import explain_saved
 from .optimize import MAX_SEED
 from .review import LARGEST, Band, Load, Move, MovedAccount, PlanComparison, PlanDiff, compact, compare_plans, diff_plan
 from .route import route_files
-from .ruleset import json_schema
+from .ruleset import MAX_SECONDS, json_schema
 from .writers import write_text_atomically
 
 err = Console(stderr=True, highlight=False)
@@ -59,7 +59,7 @@ def _fail(error: AssignmentEngineError) -> None:
 
 
 class _Seconds(click.ParamType):
-    """A positive, finite number of seconds (click's FloatRange lets nan through)."""
+    """A positive, finite number of seconds up to a day (click's FloatRange lets nan through)."""
 
     name = "seconds"
 
@@ -68,8 +68,8 @@ class _Seconds(click.ParamType):
             seconds = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number", param, ctx)
-        if not (math.isfinite(seconds) and seconds > 0):
-            self.fail(f"{value!r} is not a positive, finite number of seconds", param, ctx)
+        if not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
+            self.fail(f"{value!r} is not a positive, finite number of seconds up to {MAX_SECONDS:,}", param, ctx)
         return seconds
 
 
@@ -154,7 +154,8 @@ def _assign_options(f=None, *, required: bool = True):
             click.option("--opportunities", type=click.Path(dir_okay=False), default=None, help="open and closed deals (CSV, JSON Lines, .xlsx or Parquet)"),
             click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), default=None, help="run date for within_days, older_than_days and closing-soon protection (default: the rule file's, else today)"),
             click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="solver seed (default: the rule file's)"),
-            click.option("--time-limit", type=_Seconds(), default=None, help="solver effort per component, deterministic seconds"),
+            click.option("--time-limit", type=_Seconds(), default=None, help="wall-clock seconds for the whole run: the best plan found by then (not reproducible if it stops a component; the summary says which)"),
+            click.option("--effort", type=_Seconds(), default=None, help="solver work per component, deterministic seconds: the same plan on any machine (default 1.5, or none under a time limit)"),
             click.option("--hierarchy-errors", type=click.Choice(["raise", "independent"]), default="raise", show_default=True, help="on a bad parent link: stop, or report and treat the accounts as independent"),
             click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="CPU count", help="processes for independent components (same plan for any number)"),
             click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True, help="where components are solved: local processes, or a Dask cluster (needs the distributed extra; same plan)"),
@@ -173,14 +174,14 @@ def _assign_options(f=None, *, required: bool = True):
 @click.option("--parquet", is_flag=True, help="also write accounts.parquet / opportunities.parquet (needs the parquet extra)")
 @click.option("--from-plan", type=click.Path(file_okay=False), default=None, help="a saved plan: replan only accounts that changed since it, keep the others (--out may be the same directory)")
 @FORMAT
-def assign(rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, executor: str, scheduler: str | None, quiet: bool, out: str, strict: bool, parquet: bool, from_plan: str | None, fmt: str) -> None:
+def assign(rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, effort: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, executor: str, scheduler: str | None, quiet: bool, out: str, strict: bool, parquet: bool, from_plan: str | None, fmt: str) -> None:
     """Assign every account to a territory and an owner; write the plan to --out.
 
     With --from-plan DIR, only new accounts and accounts that changed since that plan (fields, owner, territory,
     an owner who left, their family) are replanned; every other account keeps the plan's owner and counts as load.
     """
     with _running(out):
-        run = assign_files(rules, accounts, users, out, strict=strict, parquet=parquet, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(), seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, executor=executor, scheduler=scheduler, progress=_progress(quiet), from_plan=from_plan)
+        run = assign_files(rules, accounts, users, out, strict=strict, parquet=parquet, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(), seed=seed, time_limit=time_limit, effort=effort, on_hierarchy_error=hierarchy_errors, workers=workers, executor=executor, scheduler=scheduler, progress=_progress(quiet), from_plan=from_plan)
         _report(run.summary, fmt, out)
         if fmt == "text" and "incremental" in run.summary:
             inc = run.summary["incremental"]
@@ -194,7 +195,7 @@ def assign(rules: str, accounts: str, users: str, pairs: str | None, opportuniti
 @click.option("--plan", "saved", type=click.Path(file_okay=False, exists=True), default=None, help="a saved plan (assign --out): explain from it, nothing re-run")
 @_assign_options(required=False)
 @FORMAT
-def explain(account_id: str, saved: str | None, rules: str | None, accounts: str | None, users: str | None, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, executor: str, scheduler: str | None, quiet: bool, fmt: str) -> None:
+def explain(account_id: str, saved: str | None, rules: str | None, accounts: str | None, users: str | None, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, effort: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, executor: str, scheduler: str | None, quiet: bool, fmt: str) -> None:
     """Why ACCOUNT_ID (or an opportunity id) lands where it does: rules matched or failed, territory, owner.
 
     With --plan, from a saved plan (nothing re-run); otherwise the plan is computed from the files given.
@@ -208,7 +209,7 @@ def explain(account_id: str, saved: str | None, rules: str | None, accounts: str
         with _running():
             plan, deals = plan_files(
                 rules, accounts, users, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(),
-                seed=seed, time_limit=time_limit, on_hierarchy_error=hierarchy_errors, workers=workers, executor=executor, scheduler=scheduler, progress=_progress(quiet),
+                seed=seed, time_limit=time_limit, effort=effort, on_hierarchy_error=hierarchy_errors, workers=workers, executor=executor, scheduler=scheduler, progress=_progress(quiet),
             )
         if account_id in plan.accounts.index:
             record = plan.row(plan.accounts.index[account_id])
@@ -478,6 +479,8 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
         f"solver: {solver['components']} components {solver['status']}; accounts moved {solver['moves']} "
         f"(proven lower bound {solver['moves_lower_bound']}), {solver['seconds']:.1f}s"
     )
+    if solver.get("stopped_on_time"):
+        out.print(f"  {len(solver['stopped_on_time'])} components stopped on the time limit: another run may give another plan (--effort alone reproduces one)", markup=False)
     deals = summary.get("opportunities")
     if deals:
         moved = deals["moved"]

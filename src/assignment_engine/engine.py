@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,12 @@ from .families import build_families
 from .match import TIED, Matches, match_accounts, rule_trace
 from .opportunities import DealTable, deal_measures
 from .optimize import MAX_SEED, Holdings, LoadDim, Problem, solve
+from .optimize.clock import effort_in_force, solving_deadline
 from .optimize.distributed import check_executor
 from .plan import REPLAN_WHY, Baseline, Incremental, Plan, Prepared, Status, account_fingerprints, fingerprint_fields
 from .rank import balance_scope, balance_values, measure_values, rank_tiers
 from .routing import Router, State
+from .ruleset import MAX_SECONDS, Assignment
 from .segments import derive as derive_segments
 from .table import AccountTable, PairTable, User, check_records
 
@@ -121,6 +124,8 @@ class Engine:
         *,
         seed: int | None = None,
         time_limit: float | None = None,
+        effort: float | None = None,
+        started: float | None = None,
         on_hierarchy_error: Literal["raise", "independent"] = "raise",
         progress: Progress | None = None,
         users_source: str = "users file",
@@ -134,11 +139,16 @@ class Engine:
         ``as_of`` is the run date relative conditions count from (default: the rule file's, else today).
         With ``baseline`` (a saved plan's decisions, :func:`batch.read_baseline`) the run is incremental: only
         accounts that changed since that plan are units of the problem (see :func:`_replan`); the others keep
-        the plan's owner and count as fixed load, like locked accounts, with status ``unchanged``."""
+        the plan's owner and count as fixed load, like locked accounts, with status ``unchanged``.
+
+        ``time_limit`` (default: the rule file's) is wall-clock seconds for the run that started at ``started``
+        (``time.time()``; default: now), solving ending in time to build and write the plan; ``effort`` (default:
+        the rule file's) is the solver's deterministic work per component (optimize/clock.py)."""
         say = progress or (lambda _msg: None)
         rules = self.rules
         policy = rules.policy
-        _check_solver_options(seed, time_limit)
+        _check_solver_options(seed, time_limit, effort)
+        started = time.time() if started is None else started
         self.check_members(users, users_source)
         derive_segments(rules, accounts, as_of)
         user_ids = [u.id for u in users]
@@ -265,7 +275,7 @@ class Engine:
             pair_cost=pair_cost,
             pair_allowed=pair_allowed,
             objectives=list(policy.objectives),
-            time_limit=time_limit if time_limit is not None else policy.time_limit,
+            **_limits(policy, time_limit, effort, started, len(accounts)),
             seed=policy.seed if seed is None else seed,
         )
         if incremental is not None:
@@ -309,15 +319,25 @@ class Engine:
             raise RuleFileError(findings, self.rules.lines)
 
 
-def _check_solver_options(seed: int | None, time_limit: float | None) -> None:
-    """The run's own seed and effort (the rule file's are checked when it loads)."""
+def _check_solver_options(seed: int | None, time_limit: float | None, effort: float | None) -> None:
+    """The run's own seed, time limit and effort (the rule file's are checked when it loads)."""
     findings = []
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
         findings.append(Finding(Location("seed"), f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}"))
-    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)) or not (math.isfinite(time_limit) and time_limit > 0)):
-        findings.append(Finding(Location("time_limit"), f"time_limit must be a positive, finite number of seconds, got {time_limit!r}"))
+    for name, seconds in (("time_limit", time_limit), ("effort", effort)):
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS)):
+            findings.append(Finding(Location(name), f"{name} must be a positive, finite number of seconds up to {MAX_SECONDS:,}, got {seconds!r}"))
     if findings:
         raise OptionError(findings)
+
+
+def _limits(policy: Assignment, time_limit: float | None, effort: float | None, started: float, accounts: int) -> dict[str, float | None]:
+    """The problem's effort and solving deadline: the run's, else the rule file's (optimize/clock.py)."""
+    time_limit = policy.time_limit if time_limit is None else time_limit
+    return {
+        "effort": effort_in_force(policy.effort if effort is None else effort, time_limit),
+        "deadline": None if time_limit is None else solving_deadline(started, time_limit, accounts),
+    }
 
 
 def _replan(rules: CompiledRules, accounts: AccountTable, matches: Matches, root: np.ndarray, status: np.ndarray, baseline: Baseline, users: Sequence[User]) -> Incremental:

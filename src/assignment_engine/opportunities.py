@@ -24,6 +24,7 @@ from .compile import CompiledRules
 from .errors import DataError, Finding, Location
 from .match import Matches, match_accounts, rule_trace
 from .optimize import Holdings, LoadDim, Problem, Solution, solve
+from .optimize.clock import effort_in_force
 from .plan import Plan, _deviation, _extreme, solver_summary
 from .table import EPOCH, AccountTable, NumericColumn, StringColumn, as_text, bound_findings, shown
 
@@ -438,7 +439,7 @@ def _assign_overlays(plan: Plan, deals: DealTable, matches: Matches, movable: np
         unit_value=amount[slot_deal],
         held=Holdings.build(np.flatnonzero(holder >= 0), holder[holder >= 0], amount[slot_deal][holder >= 0], len(users)),
         dims=dims,
-        time_limit=rules.policy.time_limit,
+        effort=effort_in_force(rules.policy.effort, None),  # on effort alone, wall-clock limit or not: it runs after the accounts'
         seed=rules.policy.seed,
     )
     solution = solve(problem, workers)

@@ -580,7 +580,12 @@ class _Lists:
 
 
 def solver_summary(solution: Solution) -> dict[str, Any]:
-    """Objective values, proven bounds and gaps, over all components and per component."""
+    """Objective values, proven bounds and gaps, over all components and per component.
+
+    Components are numbered in the order of ``per_component`` (``id``); each says what it ``stopped_on``:
+    ``optimal`` (every objective proven, or nothing to choose), ``effort`` (its deterministic budget, or the
+    method's own stopping rules) or ``time_limit`` (the wall clock). ``stopped_on_time`` lists the last, whose
+    plans another run may not repeat."""
     comps = solution.components
     totals: dict[str, dict[str, float]] = {}
     for c in comps:
@@ -606,8 +611,10 @@ def solver_summary(solution: Solution) -> dict[str, Any]:
         "moves_gap": (moves - bound) / moves if moves > bound else 0.0,
         "objectives": totals,
         "seconds": sum(c.seconds for c in comps),
+        "stopped_on_time": [k for k, c in enumerate(comps) if c.stopped_on == "time_limit"],
         "per_component": [
             {
+                "id": k,
                 "users": c.users,
                 "units": c.units,
                 "pairs": c.pairs,
@@ -616,8 +623,9 @@ def solver_summary(solution: Solution) -> dict[str, Any]:
                 "moves_lower_bound": c.moves_bound,
                 "objectives": {o.name: {"status": o.status, "gap": o.gap, "value": o.value, "bound": o.bound, "greedy_start": o.greedy} for o in c.objectives},
                 "seconds": round(c.seconds, 3),
+                "stopped_on": c.stopped_on,
             }
-            for c in comps
+            for k, c in enumerate(comps)
         ],
     }
 
@@ -629,6 +637,7 @@ def results_of(solver: dict[str, Any]) -> list[ComponentResult]:
             c["users"], c["units"], c["pairs"],
             [Objective(name, o["value"], o["bound"], o["greedy_start"], o["status"]) for name, o in c["objectives"].items()],
             c["moves"], c["moves_lower_bound"], c["seconds"],
+            c.get("stopped_on", "optimal" if c["status"] != "FEASIBLE" else "effort"),  # not recorded before time limits
         )
         for c in solver["per_component"]
     ]

@@ -26,7 +26,7 @@ from .errors import DataError, Finding, Location
 
 MANIFEST = "plan.json"
 FORMAT = 1
-_PLAN_SHAPING = ("seed", "time_limit", "as_of", "hierarchy_errors")
+_PLAN_SHAPING = ("seed", "time_limit", "as_of", "hierarchy_errors")  # and effort, when recorded (see Manifest.plan_id)
 
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:
@@ -108,20 +108,31 @@ class _ManifestJson(BaseModel):
 class Manifest:
     engine_version: str
     inputs: list[InputFile]
-    settings: dict[str, Any]  # seed, time_limit, workers, as_of, hierarchy_errors (effective values); from_plan (a plan id) when incremental
+    settings: dict[str, Any]  # seed, time_limit (wall clock), effort, workers, as_of, hierarchy_errors (effective values); from_plan (a plan id) when incremental
     headline: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # plan file → sha256, as written
 
     @property
     def plan_id(self) -> str:
+        settings = {k: self.settings.get(k) for k in _PLAN_SHAPING}
+        if "effort" in self.settings:  # plans made before effort existed recorded it as time_limit, and keep their ids
+            settings["effort"] = self.settings["effort"]
         shaping = {
             "engine_version": self.engine_version,
             "inputs": [(f.role, f.sha256, f.rows) for f in self.inputs],
-            "settings": {k: self.settings.get(k) for k in _PLAN_SHAPING},
+            "settings": settings,
         }
         if self.settings.get("from_plan"):  # an incremental plan: made from that plan too (absent otherwise, so older ids hold)
             shaping["from_plan"] = self.settings["from_plan"]
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def current_settings(self) -> dict[str, Any]:
+        """The settings in today's terms: a plan made before ``effort`` existed recorded its effort as ``time_limit``
+        (deterministic seconds per component) and had no wall-clock limit."""
+        if "effort" in self.settings:
+            return self.settings
+        return {**self.settings, "time_limit": None, "effort": self.settings.get("time_limit")}
 
     def input(self, role: str) -> InputFile | None:
         return next((f for f in self.inputs if f.role == role), None)

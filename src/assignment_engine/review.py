@@ -336,7 +336,7 @@ def compare_plans(directory_a: str | Path, directory_b: str | Path, largest: int
     for directory, manifest in zip(directories, manifests, strict=True):
         _summary, bands, user_loads = _balance(directory)
         rules = manifest.input("rules")
-        sides.append(PlanSide(str(directory), manifest.plan_id, None if rules is None else rules.sha256, manifest.settings, manifest.headline, bands))
+        sides.append(PlanSide(str(directory), manifest.plan_id, None if rules is None else rules.sha256, manifest.current_settings, manifest.headline, bands))
         loads.append(user_loads)
     columns = ("account_id", "owner_id", "territory_id", "value", "status", "reason")
     moves = _Moves(largest)

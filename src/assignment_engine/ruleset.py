@@ -22,6 +22,8 @@ Name = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", min_length=1, max_length
 MAX_CONSTANT = 1e15  # far above any real workload of one account or deal; whole numbers up to it are exact in a float
 MAX_PRIORITY = 1_000_000
 MAX_SEED = 2**31 - 1  # CP-SAT takes a 32-bit seed
+DEFAULT_EFFORT = 1.5  # deterministic seconds per phase budget of a component (optimize/clock.py)
+MAX_SECONDS = 86_400  # the largest effort or time limit (a day)
 
 
 def _integer_one(value: Any) -> Any:
@@ -132,7 +134,18 @@ class Assignment(_Strict):
         description="objective order after the hard constraints; leave one out to ignore it",
     )
     pair_eligibility: Literal["any", "listed"] = Field("any", description="'listed': only account–user pairs in the pairs file are eligible")
-    time_limit: float = Field(1.5, gt=0, le=86_400, description="solver effort per component, in deterministic seconds (about a wall-clock second each)")
+    time_limit: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_SECONDS,
+        description="wall-clock seconds for the whole run: the plan is the best found by then; a plan a component of which stopped on it is not reproducible (the summary names them)",
+    )
+    effort: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_SECONDS,
+        description=f"solver work per component, in deterministic seconds (about a wall-clock second each): the same plan on any machine; default {DEFAULT_EFFORT:g}, or none when time_limit is set",
+    )
     seed: int = Field(0, ge=0, le=MAX_SEED)
     as_of: Annotated[str, BeforeValidator(_calendar_date)] | None = Field(
         None,

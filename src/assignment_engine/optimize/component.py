@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from .clock import Clock
 from .limits import _Band, _band, _Cap, _capacity, _Dim
 from .neighbourhood import neighbourhood_search
 from .phases import lexicographic
@@ -31,7 +32,9 @@ class Component:
     def __init__(self, problem: Problem, users: list[int], units: np.ndarray):
         self.users, self.units = users, units
         self.user_ids = [problem.user_ids[u] for u in users]
-        self.seed, self.time_limit = problem.seed, problem.time_limit
+        self.seed, self.effort = problem.seed, problem.effort
+        self.deadline = problem.deadline  # a time.time() instant; executors.solve may give the component an earlier one (clock.share_time)
+        self.clock = Clock.starting(self.effort, self.deadline)  # started again by solve
         self.order = list(problem.objectives)
         self.lp_bounds: dict[str, float] = {}  # objective → LP relaxation bound over plans that place every unit
         local = {u: k for k, u in enumerate(users)}
@@ -151,17 +154,20 @@ class Component:
     def solve(self) -> tuple[np.ndarray, ComponentResult]:
         """The greedy start, then the lexicographic phases when there is a choice to make: owners per unit, and the report."""
         start = time.perf_counter()
+        self.clock = Clock.starting(self.effort, self.deadline, len(self.pair_user))
         chosen = self.greedy()
         objectives: list[Objective] = []
         if self.needs_solver:
             chosen, objectives = lexicographic(self, chosen)
+        proven = all(o.status == "OPTIMAL" for o in objectives)
+        stopped_on = "optimal" if proven else "time_limit" if self.clock.cut else "effort"
         moves = int(self.moves[chosen[chosen >= 0]].sum())
         continuity = next((o for o in objectives if o.name == "continuity"), None)
         # continuity = moves × (VALUE_STEPS + 1) + value steps (≤ VALUE_STEPS): a bound on it bounds the moves
         moves_bound = moves if continuity is None else max(0, -(-(int(continuity.bound) - VALUE_STEPS) // (VALUE_STEPS + 1)))
         users = np.asarray(self.users, dtype=np.int64)
         owner = np.where(chosen >= 0, users[self.pair_user[np.maximum(chosen, 0)]] if len(self.pair_user) else -1, -1)
-        result = ComponentResult(self.user_ids, len(self.units), len(self.pair_user), objectives, moves, min(moves_bound, moves), time.perf_counter() - start)
+        result = ComponentResult(self.user_ids, len(self.units), len(self.pair_user), objectives, moves, min(moves_bound, moves), time.perf_counter() - start, stopped_on)
         return owner, result
 
     # the steps, also as methods: a component's tests and callers need not know which file holds each

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import AssignmentEngineError, Finding, Location
+from .clock import share_time
 from .component import Component
 from .problem import ComponentResult, Problem, Solution, components
 
@@ -36,6 +37,8 @@ def solve(problem: Problem, workers: int = 1, executor: str = "local", scheduler
     owner = np.full(problem.n_units, -1, dtype=np.int64)
     parts, fair = _parts(problem)
     heavy = [p for p in parts if p.needs_solver]
+    if problem.deadline is not None:  # each its share of the time left, by its size; largest first (clock.py)
+        heavy = share_time(heavy, problem.deadline, workers)
     if executor == "dask":
         from .distributed import on_dask  # the distributed extra, imported only when asked for
 
@@ -82,7 +85,8 @@ def _in_processes(parts: list[Component], workers: int) -> list[tuple[np.ndarray
     """
     pool = ProcessPoolExecutor(workers, initializer=_worker_start)
     try:
-        results = list(pool.map(_solve_part, parts, chunksize=max(1, len(parts) // (8 * workers))))
+        timed = any(p.deadline is not None for p in parts)  # one at a time, in order: each part's deadline assumes it
+        results = list(pool.map(_solve_part, parts, chunksize=1 if timed else max(1, len(parts) // (8 * workers))))
     except BrokenProcessPool:
         raise AssignmentEngineError([Finding(Location("workers"), "a worker process died (killed, or out of memory?); nothing was written. Try fewer workers")]) from None
     except BaseException:

@@ -9,6 +9,7 @@ component held only by capacities.
 from __future__ import annotations
 
 import math
+import time
 from itertools import combinations
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,9 @@ SUBMODEL_COST = 0.004  # deterministic seconds charged per neighbourhood model f
 MAX_TRIPLES = 2_000  # the neighbourhood search re-solves every three users of a component with at most this many triples
 
 
-def neighbourhood_search(part: Component, chosen: np.ndarray, name: str, earlier: list[str], bands: dict[int, tuple[np.ndarray, np.ndarray]], budget: float) -> tuple[np.ndarray, float]:
+def neighbourhood_search(
+    part: Component, chosen: np.ndarray, name: str, earlier: list[str], bands: dict[int, tuple[np.ndarray, np.ndarray]], budget: float, until: float = math.inf
+) -> tuple[np.ndarray, float]:
     """Large-neighbourhood search on a complete plan: re-solve small groups of users exactly.
 
     A single CP-SAT worker improves a whole component slowly; a group of two
@@ -37,8 +40,10 @@ def neighbourhood_search(part: Component, chosen: np.ndarray, name: str, earlier
     deterministic seconds are spent (each model charged SUBMODEL_COST more
     for its set-up, so the budget tracks wall time), so the result is
     reproducible. Used on strict continuity phases, and on affinity when
-    capacities are the only constraints and the plan is complete. Returns
-    the plan and the budget spent.
+    capacities are the only constraints and the plan is complete. It also
+    stops at ``until`` (``time.monotonic()``) or at the component's wall-clock
+    end (part.clock), whichever comes first: a stop on the wall clock is noted
+    there. Returns the plan and the budget spent.
     """
     n_users = len(part.users)
     if n_users < 3:
@@ -61,11 +66,16 @@ def neighbourhood_search(part: Component, chosen: np.ndarray, name: str, earlier
     spent = 0.0
     solver = _solver(part.seed)
     solver.parameters.cp_model_probing_level = 0
-    solver.parameters.max_deterministic_time = max(budget / 20, 0.05)
-    improved = True
-    while improved and spent < budget:
+    per_model = max(budget / 20, 0.05) if math.isfinite(budget) else 1.0
+    clock = part.clock
+    until = min(until, clock.end if clock.end is not None else math.inf)
+    improved, timed = True, False
+    while improved and spent < budget and not timed:
         improved = False
         for group in groups:
+            if time.monotonic() >= until:
+                timed = True
+                break
             member[:] = False
             member[group] = True
             in_group = member[owner]
@@ -94,6 +104,7 @@ def neighbourhood_search(part: Component, chosen: np.ndarray, name: str, earlier
             model.minimize(cp_model.LinearExpr.weighted_sum(x, target[pairs].tolist()))
             for var, now in zip(x, np.isin(pairs, current).tolist()):
                 model.add_hint(var, now)
+            clock.limit(solver, per_model, until)
             status = solver.solve(model)
             # CP-SAT's deterministic time leaves out setting up a model, which dominates for models this small
             spent += solver.response_proto.deterministic_time + SUBMODEL_COST
@@ -104,4 +115,5 @@ def neighbourhood_search(part: Component, chosen: np.ndarray, name: str, earlier
                 improved = True
             if spent >= budget:
                 break
+    clock.cut |= timed  # stopped on the wall clock in the middle of a pass
     return chosen, spent

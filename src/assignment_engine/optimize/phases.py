@@ -16,6 +16,7 @@ only by capacities.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from .component import Component
 
 CONTINUITY_GAP = 0.005  # a continuity phase may stop within 0.5 % of its proven bound
+MIN_ROUND = 0.05  # wall seconds a phase must have left for one more CP-SAT round
 
 
 def lexicographic(part: Component, start: np.ndarray) -> tuple[np.ndarray, list[Objective]]:
@@ -117,13 +119,25 @@ def _phases(
     them per dimension index). Otherwise: an 'unassigned' option per unit and
     penalised band slack. None when a strict model finds no solution.
     """
+    has_caps = any(isinstance(d, _Cap) for d in part.dims)
+    counts = np.diff(part.ptr)
+    unplaced = np.ones(len(part.units), dtype=bool) if has_caps and not strict else counts == 0  # units with an 'unassigned' option
+    present = {"balance": not strict and bool(part.users) and any(isinstance(d, _Band) for d in part.dims), "continuity": True, "affinity": bool(part.cost.any())}
+    relevant = ["unassigned"] * bool(unplaced.any()) + [name for name in part.order if present[name]]
+    if until is not None:
+        relevant = relevant[: relevant.index(until) + 1] if until in relevant else relevant
+    # in the strict model the start (outside a band, or leaving units out) is no solution: no incumbent yet
+    best, best_scores = (None, None) if strict else (start, dict(greedy_scores))
+    bounds = part.lower_bounds(complete=strict or greedy_scores["unassigned"] == 0)
+    clock = part.clock
+    if clock.over():  # no time left: the start as it is (a strict model has none)
+        return None if strict else _scaled(part, start, [_kept(name, greedy_scores, bounds) for name in relevant])
     model = cp_model.CpModel()
     x = [model.new_bool_var("") for _ in range(len(part.pair_user))]
-    has_caps = any(isinstance(d, _Cap) for d in part.dims)
     unplaced_terms = []
     for k in range(len(part.units)):
         row = x[part.ptr[k]:part.ptr[k + 1]]
-        if (has_caps and not strict) or not row:
+        if unplaced[k]:
             none = model.new_bool_var("")
             model.add_exactly_one([*row, none])
             unplaced_terms.append((none, int(part.size[k])))
@@ -155,19 +169,13 @@ def _phases(
         "continuity": cp_model.LinearExpr.weighted_sum(x, part.continuity.tolist()),
         "affinity": cp_model.LinearExpr.weighted_sum(x, part.cost.tolist()),
     }
-    present = {"balance": bool(slack), "continuity": True, "affinity": bool(part.cost.any())}
-    relevant = ["unassigned"] * bool(unplaced_terms) + [name for name in part.order if present[name]]
-    if until is not None:
-        relevant = relevant[: relevant.index(until) + 1] if until in relevant else relevant
-    # in the strict model the start (outside a band, or leaving units out) is no solution: no incumbent yet
-    best, best_scores = (None, None) if strict else (start, dict(greedy_scores))
-    bounds = part.lower_bounds(complete=strict or greedy_scores["unassigned"] == 0)
     hint = start
     to_solve = [name for name in relevant if best_scores is None or best_scores[name] > bounds[name]]
     objectives = []
     solver = _solver(part.seed)
-    # the budget is shared by the phases to solve (a failed strict attempt costs one more budget)
-    phase_budget = part.time_limit / max(len(to_solve), 1)
+    # the budget is shared by the phases to solve (a failed strict attempt costs one more budget); so is the
+    # wall-clock time left, each phase taking an equal part of what the ones before it left
+    phase_budget = clock.budget / max(len(to_solve), 1)
     if strict:
         objectives.append(Objective("unassigned", 0, 0, greedy_scores["unassigned"], "OPTIMAL"))
         if any(isinstance(d, _Band) for d in part.dims) and bands is None:
@@ -178,10 +186,19 @@ def _phases(
         objectives.append(Objective(name, value, bound, greedy_scores[name], state))
         model.add(exprs[name] <= value)
 
+    def run(until: float) -> cp_model.CpSolverStatus:
+        """Solve the model within the phase's budget and until ``until`` (time.monotonic())."""
+        clock.limit(solver, max(budget, 0.0), until)  # a search may overrun its share by one model
+        status = solver.solve(model)
+        if status == cp_model.MODEL_INVALID:  # a bug in this module, never a user error
+            raise RuntimeError(f"invalid CP-SAT model: {model.validate()}")
+        clock.stopped(solver, proven=status in (cp_model.OPTIMAL, cp_model.INFEASIBLE))
+        return status
+
+    budget = clock.budget
     if strict and not relevant:  # nothing to optimise: one solve for any plan that holds
         _hint(model, x, hint)
-        solver.parameters.max_deterministic_time = part.time_limit
-        if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        if run(clock.until(1)) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             return None
         best = _read(part, solver, x)
     for name in relevant:
@@ -190,8 +207,15 @@ def _phases(
         if best_scores is not None and best_scores[name] <= bounds[name]:  # at its trivial or LP bound: proven
             settle(name, best_scores[name], best_scores[name], "OPTIMAL")
             continue
+        if clock.over():  # no time left: the best plan so far, unproven
+            if best_scores is None:
+                return None
+            settle(name, best_scores[name], bounds[name], "START" if best is start else "FEASIBLE")
+            continue
         earlier = [n for n in relevant[: relevant.index(name)] if n in ("continuity", "affinity")]
         budget, state = phase_budget, "START"
+        phase_end = clock.until(len(to_solve) - to_solve.index(name) if name in to_solve else 1)
+        halfway = (time.monotonic() + phase_end) / 2  # inf without a wall-clock end
         # the exchange search needs a complete plan: before CP-SAT on the affinity of a capacity-only
         # component when the start is one, else after CP-SAT (a strict model's continuity, or its affinity)
         search_first = name == "affinity" and part.capacity_only and best_scores is not None and best_scores["unassigned"] == 0
@@ -201,47 +225,64 @@ def _phases(
             # generalized assignment: the exchange search first; it converges in a fraction of the budget
             # on small components and does all the improving on large ones, where a single CP-SAT worker
             # improves nothing (GAP 80 × 1600); CP-SAT gets the rest, to prove or improve its plan
-            improved, spent = neighbourhood_search(part, best, name, earlier, effective_bands, budget / 2)
+            improved, spent = neighbourhood_search(part, best, name, earlier, effective_bands, budget / 2, halfway)
             budget -= spent
             if _better(part.scores(improved), best_scores, relevant):
                 best, best_scores, hint, state = improved, part.scores(improved), improved, "FEASIBLE"
             if best_scores[name] <= bounds[name]:
                 settle(name, best_scores[name], bounds[name], "OPTIMAL")
                 continue
-        _hint(model, x, hint)
         model.minimize(exprs[name])
         _tune(solver, name)
-        solver.parameters.max_deterministic_time = max(budget, 0.0)  # a search may overrun its share by one model
-        status = solver.solve(model)
-        if status == cp_model.MODEL_INVALID:  # a bug in this module, never a user error
-            raise RuntimeError(f"invalid CP-SAT model: {model.validate()}")
         bound = float(bounds[name])
-        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            found = _read(part, solver, x)
-            scores = part.scores(found)
-            # a search stopped by the gap limit also reports OPTIMAL: only a met bound is a proof
-            proven = status == cp_model.OPTIMAL and solver.objective_value <= solver.best_objective_bound
-            if best_scores is None or _better(scores, best_scores, relevant):
-                best, best_scores, hint = found, scores, found
-                state = "OPTIMAL" if proven else "FEASIBLE"
-            elif proven:
-                state = "OPTIMAL"
-            bound = max(bound, float(solver.best_objective_bound))
-        if best_scores is None:
-            return None  # no full placement found in the budget
-        assert best is not None  # set together with best_scores
-        if search_after and best_scores["unassigned"] == 0 and state != "OPTIMAL" and best_scores[name] > bound * (1 + CONTINUITY_GAP):
-            improved, _ = neighbourhood_search(part, best, name, earlier, effective_bands, part.time_limit)
-            scores = part.scores(improved)
-            if _better(scores, best_scores, relevant):
-                best, best_scores, hint = improved, scores, improved
-                state = "OPTIMAL" if best_scores[name] <= bound else "FEASIBLE"
+        rounds = [halfway if search_after else phase_end]
+        while rounds:
+            _hint(model, x, hint)
+            status = run(rounds.pop())
+            budget -= solver.response_proto.deterministic_time
+            if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+                found = _read(part, solver, x)
+                scores = part.scores(found)
+                # a search stopped by the gap limit also reports OPTIMAL: only a met bound is a proof
+                proven = status == cp_model.OPTIMAL and solver.objective_value <= solver.best_objective_bound
+                if best_scores is None or _better(scores, best_scores, relevant):
+                    best, best_scores, hint = found, scores, found
+                    state = "OPTIMAL" if proven else "FEASIBLE"
+                elif proven:
+                    state = "OPTIMAL"
+                bound = max(bound, float(solver.best_objective_bound))
+            if best_scores is None:
+                return None  # no full placement found in the budget
+            assert best is not None  # set together with best_scores
+            if search_after and best_scores["unassigned"] == 0 and state != "OPTIMAL" and best_scores[name] > bound * (1 + CONTINUITY_GAP):
+                improved, _ = neighbourhood_search(part, best, name, earlier, effective_bands, clock.budget, phase_end)
+                scores = part.scores(improved)
+                if _better(scores, best_scores, relevant):
+                    best, best_scores, hint = improved, scores, improved
+                    state = "OPTIMAL" if best_scores[name] <= bound else "FEASIBLE"
+            # on the wall clock, time the phase has left (a search that ended early, or was not needed) goes to
+            # CP-SAT again, from the best plan; on effort alone, each step has had its budget
+            again = search_after and clock.end is not None and state != "OPTIMAL" and budget > 0
+            search_after = False
+            if again and phase_end - time.monotonic() > MIN_ROUND:
+                rounds.append(phase_end)
+        assert best_scores is not None  # each round returned above without a plan
         settle(name, best_scores[name], bound, state)
-    for o in objectives:
-        if o.name == "balance":  # report band slack in mean fair shares
-            o.value, o.bound, o.greedy = (x / part.balance_unit for x in (o.value, o.bound, o.greedy))
     assert best is not None  # a strict model without a plan returned None above
-    return best, objectives
+    return _scaled(part, best, objectives)
+
+
+def _kept(name: str, scores: dict[str, int], bounds: dict[str, int]) -> Objective:
+    """A phase not solved for want of time: the start's value, proven only if it meets its bound."""
+    return Objective(name, scores[name], min(bounds[name], scores[name]), scores[name], "OPTIMAL" if scores[name] <= bounds[name] else "START")
+
+
+def _scaled(part: Component, chosen: np.ndarray, objectives: list[Objective]) -> tuple[np.ndarray, list[Objective]]:
+    """The plan and its objectives, band slack reported in mean fair shares."""
+    for o in objectives:
+        if o.name == "balance":
+            o.value, o.bound, o.greedy = (x / part.balance_unit for x in (o.value, o.bound, o.greedy))
+    return chosen, objectives
 
 
 def _read(part: Component, solver: cp_model.CpSolver, x: list[cp_model.IntVar]) -> np.ndarray:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .clock import DEFAULT_EFFORT
+
 MAX_SEED = 2**31 - 1  # CP-SAT takes a 32-bit seed
 
 
@@ -65,7 +67,8 @@ class Problem:
     pair_cost: dict[tuple[int, int], float] | None = None  # (unit, user) → affinity cost
     pair_allowed: set[tuple[int, int]] | None = None  # when given, only these pairs are eligible
     objectives: list[str] = field(default_factory=lambda: ["balance", "continuity", "affinity"])  # order after "unassigned"
-    time_limit: float = 10.0
+    effort: float | None = DEFAULT_EFFORT  # deterministic seconds per phase budget of a component (clock.py); None: none
+    deadline: float | None = None  # time.time() by which solving ends (clock.py); None: none
     seed: int = 0
 
     @property
@@ -95,6 +98,7 @@ class ComponentResult:
     moves: int  # accounts moved
     moves_bound: int  # proven lower bound on accounts moved, given the earlier objectives
     seconds: float
+    stopped_on: str = "optimal"  # optimal (every objective proven, or nothing to choose), effort, or time_limit (the wall clock)
 
     def objective(self, name: str) -> Objective | None:
         return next((o for o in self.objectives if o.name == name), None)

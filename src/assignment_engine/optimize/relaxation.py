@@ -10,6 +10,7 @@ solver: any non-negative capacity prices give a valid Lagrangian bound.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,13 +33,16 @@ class CapacityRows:
     fixed: np.ndarray
 
 
-def relax(ptr: np.ndarray, pair_user: np.ndarray, user_pairs: list[np.ndarray], objective: np.ndarray, capacities: list[CapacityRows], time_limit: float) -> Relaxation | None:
+def relax(
+    ptr: np.ndarray, pair_user: np.ndarray, user_pairs: list[np.ndarray], objective: np.ndarray, capacities: list[CapacityRows], effort: float, seconds: float = math.inf
+) -> Relaxation | None:
     """Solve min objective·x, one pair per unit, within capacities, with GLOP's dual simplex.
 
     Pairs are stored unit-major (unit k owns pairs ``ptr[k]:ptr[k+1]``, every
     unit at least one) and ``user_pairs[u]`` lists user u's pairs. None when the
-    LP finds no optimum within ``time_limit`` deterministic seconds or has no
-    solution (then no plan places every unit).
+    LP finds no optimum within ``effort`` deterministic seconds and ``seconds``
+    of wall-clock time (either may be infinite) or has no solution (then no
+    plan places every unit).
     """
     n_units = len(ptr) - 1
     model = linear_solver_pb2.MPModelProto()
@@ -61,7 +65,7 @@ def relax(ptr: np.ndarray, pair_user: np.ndarray, user_pairs: list[np.ndarray], 
     request = linear_solver_pb2.MPModelRequest(
         model=model,
         solver_type=linear_solver_pb2.MPModelRequest.GLOP_LINEAR_PROGRAMMING,
-        solver_specific_parameters=f"use_dual_simplex: true max_deterministic_time: {time_limit}",
+        solver_specific_parameters="use_dual_simplex: true" + "".join(f" {name}: {limit}" for name, limit in (("max_deterministic_time", effort), ("max_time_in_seconds", seconds)) if math.isfinite(limit)),
     )
     response = linear_solver_pb2.MPSolutionResponse()
     pywraplp.Solver.SolveWithProto(request, response)

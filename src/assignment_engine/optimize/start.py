@@ -13,6 +13,7 @@ scores better.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -123,6 +124,8 @@ def _repair(
 
     unit_user = np.full(len(part.units), -1, dtype=np.int64)
     for _ in range(4 * len(part.units) + 50):
+        if part.clock.over():
+            return
         placed = chosen >= 0
         unit_user[placed] = part.pair_user[chosen[placed]]
         unit_user[~placed] = -1
@@ -206,8 +209,12 @@ def lp_guided_start(part: Component, name: str) -> np.ndarray | None:
     """
     target = {"continuity": part.continuity, "affinity": part.cost}[name]
     capacities = [CapacityRows(d.values, d.cap, d.cap < _NO_CAP, d.fixed) for d in part.dims if isinstance(d, _Cap)]
-    relaxation = relax(part.ptr, part.pair_user, part.user_pairs, target, capacities, part.time_limit)
+    clock = part.clock
+    seconds = clock.left() / 2  # at most half the time left: the phases need the rest
+    started = time.monotonic()
+    relaxation = relax(part.ptr, part.pair_user, part.user_pairs, target, capacities, clock.budget, seconds)
     if relaxation is None:
+        clock.cut |= time.monotonic() - started >= 0.99 * seconds  # stopped on the wall clock, not for want of a solution
         return None
     part.lp_bounds[name] = relaxation.bound
     values = relaxation.values

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 import sys
 import threading
 import time
@@ -53,7 +54,7 @@ def book_problem(book: Path) -> Problem:
     engine = Engine.from_file(book / "rules.yaml")
     accounts = read_accounts(book / "accounts.csv", engine.rules.field_types)
     users = read_users(book / "users.csv", list(engine.rules.measures))
-    return engine.prepare(accounts, users, time_limit=0.5).problem
+    return engine.prepare(accounts, users, effort=0.5).problem
 
 
 POOLS = """\
@@ -75,7 +76,7 @@ def pairs_problem() -> tuple[Any, list[dict[str, Any]], list[User], PairTable]:
             POOLS,
             fields="{country: string}",
             measures="{effort: {pair: workload}, accounts: {constant: 1}}",
-            assignment="{hierarchy: independent, balance: [{measure: accounts, tolerance: 0.5}], objectives: [balance, affinity], pair_eligibility: listed, time_limit: 0.5}",
+            assignment="{hierarchy: independent, balance: [{measure: accounts, tolerance: 0.5}], objectives: [balance, affinity], pair_eligibility: listed, effort: 0.5}",
         )
     )
     records = [{"id": f"j{j}", "country": "US" if j % 3 else "BR"} for j in range(24)]
@@ -116,7 +117,7 @@ def _assert_shipments_rebuild(problem: Problem) -> None:
     parts, _ = _parts(problem)
     assert len(parts) > 1
     for part in parts:
-        shipment = dask_executor.ship(problem, part.users, part.units, part=part)
+        shipment = pickle.loads(pickle.dumps(dask_executor.ship(problem, part.users, part.units, part=part), protocol=5))  # as a worker gets it
         rebuilt = shipment.component()
         whole = {k: v for k, v in vars(part).items() if k not in ("users", "units")}  # those are numbered from 0 on a worker
         _same(whole, {k: v for k, v in vars(rebuilt).items() if k not in ("users", "units")}, "component")
@@ -160,8 +161,8 @@ def test_a_cluster_gives_the_local_plan_with_a_pairs_file(client: Any):
 def test_a_cluster_gives_the_local_plan_on_the_demo(client: Any):
     files = demo_files()
     inputs = (files["rules"], files["accounts"], files["users"])
-    local, _ = plan_files(*inputs, opportunities=files["opportunities"], time_limit=0.5)
-    remote, _ = plan_files(*inputs, opportunities=files["opportunities"], time_limit=0.5, executor="dask", scheduler=client)
+    local, _ = plan_files(*inputs, opportunities=files["opportunities"], effort=0.5)
+    remote, _ = plan_files(*inputs, opportunities=files["opportunities"], effort=0.5, executor="dask", scheduler=client)
     assert local.owner_ids == remote.owner_ids
     solver_local, solver_remote = local.summary()["solver"], remote.summary()["solver"]
     assert solver_local["objectives"] == solver_remote["objectives"]
@@ -214,7 +215,7 @@ def test_options_are_checked_before_any_work(monkeypatch: pytest.MonkeyPatch):
 
 
 def _assign_args(book: Path, out: Path) -> list[str]:
-    return ["assign", "--rules", str(book / "rules.yaml"), "--accounts", str(book / "accounts.csv"), "--users", str(book / "users.csv"), "--time-limit", "0.5", "--workers", "1", "-q", "--format", "json", "--out", str(out)]
+    return ["assign", "--rules", str(book / "rules.yaml"), "--accounts", str(book / "accounts.csv"), "--users", str(book / "users.csv"), "--effort", "0.5", "--workers", "1", "-q", "--format", "json", "--out", str(out)]
 
 
 def _owners(out: Path) -> list[tuple[str, str]]:
@@ -244,7 +245,7 @@ def test_the_cli_options(client: Any, book: Path, tmp_path: Path, monkeypatch: p
 def test_the_cli_starts_a_local_cluster_without_a_scheduler(tmp_path: Path):
     """--executor dask alone: a LocalCluster of --workers processes for the run (one here: spawning is slow)."""
     files = demo_files()
-    args = ["assign", "--rules", str(files["rules"]), "--accounts", str(files["accounts"]), "--users", str(files["users"]), "--time-limit", "0.3", "--workers", "1", "-q", "--format", "json"]
+    args = ["assign", "--rules", str(files["rules"]), "--accounts", str(files["accounts"]), "--users", str(files["users"]), "--effort", "0.3", "--workers", "1", "-q", "--format", "json"]
     local = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "local")])
     remote = CliRunner().invoke(main, [*args, "--executor", "dask", "--out", str(tmp_path / "dask")])
     assert local.exit_code == 0 and remote.exit_code == 0, remote.output

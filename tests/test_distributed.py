@@ -23,6 +23,7 @@ from assignment_engine.cli import main
 from assignment_engine.errors import AssignmentEngineError, OptionError
 from assignment_engine.optimize import Problem, solve
 from assignment_engine.optimize import distributed as dask_executor
+from assignment_engine.optimize.clock import share_time
 from assignment_engine.optimize.component import Component
 from assignment_engine.optimize.executors import _parts
 from assignment_engine.synthetic import PRESETS, generate_book
@@ -130,6 +131,17 @@ def test_a_shipment_rebuilds_the_component_field_for_field(book_problem: Problem
     problem = engine.prepare(engine.table(records), users, pairs=pairs).problem
     assert problem.pair_allowed and problem.pair_cost and any(d.pair_values for d in problem.dims)
     _assert_shipments_rebuild(problem)
+
+
+def test_a_components_own_deadline_travels_with_it(book_problem: Problem):
+    """Under a wall-clock limit each component gets a deadline of its own (clock.share_time); the worker's copy keeps it."""
+    heavy = share_time([p for p in _parts(book_problem)[0] if p.needs_solver], time.time() + 60, 2)
+    deadlines = []
+    for part in heavy:
+        rebuilt = pickle.loads(pickle.dumps(dask_executor.ship(book_problem, part.users, part.units, part=part), protocol=5)).component()
+        assert rebuilt.deadline == part.deadline
+        deadlines.append(rebuilt.deadline)
+    assert len(set(deadlines)) > 1
 
 
 def test_a_shipment_is_smaller_than_the_component(book_problem: Problem):

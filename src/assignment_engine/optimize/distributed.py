@@ -12,7 +12,7 @@ arrays, and the per-pair tables of a pairs file as key and value arrays, each
 whole-valued array pickled in the smallest integer type that holds it. A
 worker builds the ``Component`` from it (component.py) and solves it; the
 per-pair arrays a ``Component`` holds are several times larger than what it
-is built from, so they are never sent (M book: 1.7 MiB shipped for 199
+is built from, so they are never sent (M book: 2.0 MiB shipped for 199
 components, 28.8 MiB as built components). Largest components are submitted first
 and with the highest priority (the run can end no sooner than its largest
 component), and the results are gathered in submission order.

@@ -451,3 +451,21 @@ def test_a_worker_that_dies_fails_the_run_instead_of_hanging(tmp_path):
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "workers: a worker process died (killed, or out of memory?); nothing was written. Try fewer workers"
+
+
+
+def test_a_component_too_large_for_a_model_keeps_its_greedy_start(monkeypatch):
+    """Past MAX_MODEL_PAIRS no CP-SAT model is built (it would take gigabytes); the plan is the greedy start, said so."""
+    from assignment_engine.optimize import component
+    from conftest import WEST_EAST, engine_of, rules_text
+
+    engine = engine_of(rules_text(WEST_EAST, assignment="{hierarchy: independent, balance: [{measure: revenue, tolerance: 0.1}]}"))
+    book = [{"id": f"A{i}", "country": "US", "state": "CA" if i % 2 else "NY", "revenue": float(i + 1), "owner_id": "w1" if i % 2 else "e1"} for i in range(40)]
+    users = [User(u) for u in ("w1", "w2", "e1", "e2")]
+    exact = engine.assign(engine.table(book), users)
+    assert {c["status"] for c in exact.summary()["solver"]["per_component"]} <= {"OPTIMAL", "FEASIBLE", "TRIVIAL"}
+    monkeypatch.setattr(component, "MAX_MODEL_PAIRS", 10)
+    greedy = engine.assign(engine.table(book), users)
+    per_component = greedy.summary()["solver"]["per_component"]
+    assert {c["status"] for c in per_component} == {"GREEDY"} and {c["stopped_on"] for c in per_component} == {"size"}
+    assert all(o in ("w1", "w2") if i % 2 else o in ("e1", "e2") for i, o in enumerate(greedy.owner_ids))  # every account placed, in its territory

@@ -584,8 +584,9 @@ def solver_summary(solution: Solution) -> dict[str, Any]:
 
     Components are numbered in the order of ``per_component`` (``id``); each says what it ``stopped_on``:
     ``optimal`` (every objective proven, or nothing to choose), ``effort`` (its deterministic budget, or the
-    method's own stopping rules) or ``time_limit`` (the wall clock). ``stopped_on_time`` lists the last, whose
-    plans another run may not repeat."""
+    method's own stopping rules), ``time_limit`` (the wall clock) or ``size`` (too many account–user pairs for a
+    model: its greedy start, status ``GREEDY``). ``stopped_on_time`` lists the wall-clock ones, whose plans another
+    run may not repeat."""
     comps = solution.components
     totals: dict[str, dict[str, float]] = {}
     for c in comps:

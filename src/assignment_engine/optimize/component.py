@@ -26,6 +26,11 @@ from .start import greedy_start, lp_guided_start
 VALUE_STEPS = 1_000  # value moved is a tie-break in steps of 0.1 % of the component's value
 
 
+# Past this many account–user pairs a CP-SAT model of the component would take gigabytes (about 1 KB a pair):
+# the component keeps its greedy start, repaired, and says so (stopped_on "size"). 600k deals of one overlay
+# team of 125 specialists (19M pairs) took 13 GB and the machine's memory before this limit.
+MAX_MODEL_PAIRS = 2_000_000
+
 class Component:
     """One independent part. Pairs are stored flat: unit k owns pairs ``ptr[k]:ptr[k+1]``."""
 
@@ -157,10 +162,11 @@ class Component:
         self.clock = Clock.starting(self.effort, self.deadline, len(self.pair_user))
         chosen = self.greedy()
         objectives: list[Objective] = []
-        if self.needs_solver:
+        too_large = len(self.pair_user) > MAX_MODEL_PAIRS
+        if self.needs_solver and not too_large:
             chosen, objectives = lexicographic(self, chosen)
-        proven = all(o.status == "OPTIMAL" for o in objectives)
-        stopped_on = "optimal" if proven else "time_limit" if self.clock.cut else "effort"
+        proven = all(o.status == "OPTIMAL" for o in objectives) and not (too_large and self.needs_solver)
+        stopped_on = "optimal" if proven else "size" if too_large else "time_limit" if self.clock.cut else "effort"
         moves = int(self.moves[chosen[chosen >= 0]].sum())
         continuity = next((o for o in objectives if o.name == "continuity"), None)
         # continuity = moves × (VALUE_STEPS + 1) + value steps (≤ VALUE_STEPS): a bound on it bounds the moves

@@ -98,13 +98,15 @@ class ComponentResult:
     moves: int  # accounts moved
     moves_bound: int  # proven lower bound on accounts moved, given the earlier objectives
     seconds: float
-    stopped_on: str = "optimal"  # optimal (every objective proven, or nothing to choose), effort, or time_limit (the wall clock)
+    stopped_on: str = "optimal"  # optimal (every objective proven, or nothing to choose), effort, time_limit (the wall clock), or size (too large for a model)
 
     def objective(self, name: str) -> Objective | None:
         return next((o for o in self.objectives if o.name == name), None)
 
     @property
     def status(self) -> str:
+        if self.stopped_on == "size":
+            return "GREEDY"  # too large for a model: the start, unproven
         if not self.objectives:
             return "TRIVIAL"
         return "OPTIMAL" if all(o.status == "OPTIMAL" for o in self.objectives) else "FEASIBLE"

@@ -19,10 +19,10 @@ import csv
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -69,9 +69,15 @@ def rows_of(plan: Path) -> dict[str, dict[str, object]]:
         return {r["account_id"]: r for r in map(json.loads, handle)}
 
 
-def timed(label: str, **kwargs: object) -> tuple[float, dict[str, float]]:
-    """Seconds of one assign_files call, and the time at which each progress message came."""
+def cpu_seconds() -> float:
+    """User and system time of this process and of its finished children (worker processes)."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def timed(label: str, **kwargs: object) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of one assign_files call; prints when each progress message came."""
     stages: dict[str, float] = {}
+    cpu = cpu_seconds()
     start = time.perf_counter()
 
     def say(message: str) -> None:
@@ -79,8 +85,9 @@ def timed(label: str, **kwargs: object) -> tuple[float, dict[str, float]]:
 
     assign_files(progress=say, report=True, **kwargs)  # type: ignore[arg-type]
     total = time.perf_counter() - start
-    print(f"{label}: {total:.1f}s  (" + ", ".join(f"{k} at {v:.1f}s" for k, v in stages.items()) + ")", flush=True)
-    return total, stages
+    cpu = cpu_seconds() - cpu
+    print(f"{label}: {total:.1f}s, CPU {cpu:.1f}s  (" + ", ".join(f"{k} at {v:.1f}s" for k, v in stages.items()) + ")", flush=True)
+    return total, cpu
 
 
 def main() -> int:
@@ -96,8 +103,8 @@ def main() -> int:
     full_plan, incremental_plan = OUT / f"{args.preset}-plan", OUT / f"{args.preset}-incremental-plan"
     common = {"rules": book / "rules.yaml", "users": book / "users.csv", "workers": args.workers, "time_limit": args.time_limit}
 
-    full, _ = timed("full run", accounts=book / "accounts.csv", out=full_plan, **common)
-    incremental, _ = timed("incremental run", accounts=changed_book / "accounts.csv", out=incremental_plan, from_plan=full_plan, **common)
+    full, full_cpu = timed("full run", accounts=book / "accounts.csv", out=full_plan, **common)
+    incremental, incremental_cpu = timed("incremental run", accounts=changed_book / "accounts.csv", out=incremental_plan, from_plan=full_plan, **common)
 
     before, after = rows_of(full_plan), rows_of(incremental_plan)
     with (incremental_plan / "summary.json").open(encoding="utf-8") as handle:
@@ -106,25 +113,25 @@ def main() -> int:
     outside = [a for a, r in after.items() if a not in replanned and a in before and r["owner_id"] != before[a]["owner_id"]]
     lines = sum(1 for _ in (incremental_plan / "accounts.jsonl").open(encoding="utf-8"))
     missed = [a for a in new_ids | changed_ids if a in after and not after[a]["replanned"] and after[a]["status"] not in ("locked", "excluded", "pinned")]
-    split = Counter()
     owners: dict[str, set[object]] = {}
     for a, r in after.items():
         owners.setdefault(str(r["ultimate_parent_id"] or a), set()).add(r["owner_id"] if r["status"] not in ("locked", "excluded") else None)
-    split["families split"] = sum(1 for o in owners.values() if len(o - {None}) > 1)
+    split = sum(1 for o in owners.values() if len(o - {None}) > 1)
     inc = summary["incremental"]
     moved_inside = sum(1 for a in replanned if a in before and after[a]["owner_id"] != before[a]["owner_id"])
 
     print(f"\npreset {args.preset}: {len(before):,} accounts; {len(new_ids):,} new and {len(changed_ids):,} with a changed revenue; workers {args.workers}")
-    head = f"{'full s':>8}{'incremental s':>15}{'ratio':>8}{'replanned':>11}{'kept':>9}{'moved outside changed set':>27}"
+    head = f"{'':6}{'full s':>8}{'incremental s':>15}{'ratio':>8}{'replanned':>11}{'kept':>9}{'moved outside changed set':>27}"
     print(head)
     print("-" * len(head))
-    print(f"{full:>8.1f}{incremental:>15.1f}{full / incremental:>7.1f}×{inc['replanned']:>11,}{inc['kept']:>9,}{len(outside):>27,}")
+    print(f"{'wall':6}{full:>8.1f}{incremental:>15.1f}{full / incremental:>7.1f}×{inc['replanned']:>11,}{inc['kept']:>9,}{len(outside):>27,}")
+    print(f"{'CPU':6}{full_cpu:>8.1f}{incremental_cpu:>15.1f}{full_cpu / incremental_cpu:>7.1f}×")
     print(f"\nreplanned by reason: {inc['why']}; of them now with another owner than in the full plan: {moved_inside:,}")
     print(f"accounts in the new plan: {lines:,} rows, {len(after):,} distinct (book: {len(before) + len(new_ids):,}); "
-          f"new or changed but not replanned (locked, excluded or pinned only): {len(missed)}; {split['families split']} families split")
+          f"new or changed but not replanned (locked, excluded or pinned only): {len(missed)}; {split} families split")
     print("balance after: " + ", ".join(f"{b['balance']} {b['min_deviation']:+.1%} / {b['max_deviation']:+.1%} ({len(b['users_outside_tolerance'])} outside)" for b in summary["balance"]))
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    return 0 if not outside and not missed and lines == len(after) and not split["families split"] else 1
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; load average at the end {os.getloadavg()[0]:.1f}")
+    return 0 if not outside and not missed and lines == len(after) and not split else 1
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assignment_engine import DataError, Plan, assign_files
+from assignment_engine import DataError, Plan, assign_files, demo_files
 from assignment_engine.cli import main
 from assignment_engine.plan import account_fingerprints
 from assignment_engine.planfile import Manifest
@@ -343,3 +343,39 @@ def test_only_the_changed_set_moves(case):
     assert incremental["replanned"] == sum(1 for r in after.values() if r["replanned"]) == sum(incremental["why"].values())
     assert incremental["kept"] == sum(1 for r in after.values() if r["status"] == "unchanged")
     assert incremental["removed"] == len(set(before) - set(after))
+
+
+def test_kept_accounts_carry_their_pair_workload(tmp_path, first):
+    """With a pairs file, a kept account counts at its owner's workload, as in the full run."""
+    _, accounts = first
+    files = write(tmp_path / "v1", accounts)
+    files["rules"].write_text(
+        rules_text(TERRITORIES, measures="{revenue: {field: revenue}, accounts: {constant: 1}, work: {pair: workload}}",
+                   assignment="{hierarchy: follow_ultimate_parent, balance: [{measure: work, tolerance: 0.3}]}"),
+        encoding="utf-8",
+    )
+    pairs = [{"account_id": r["id"], "user_id": u, "workload": 1 + (k * 7 + j) % 5} for k, r in enumerate(accounts) for j, u in enumerate(USERS)]
+    write_csv(tmp_path / "pairs.csv", pairs, ["account_id", "user_id", "workload"])
+    full = plan(files, tmp_path / "full", pairs=tmp_path / "pairs.csv")
+    again = plan(files, tmp_path / "again", pairs=tmp_path / "pairs.csv", from_plan=tmp_path / "full")
+    assert again.summary["incremental"]["replanned"] == 0
+    for mine, theirs in zip(again.summary["users"], full.summary["users"]):
+        assert mine["loads"]["work"]["after"] == pytest.approx(theirs["loads"]["work"]["after"])
+        # a fair share counts a kept account at its owner's workload, a full run a unit at its candidates' mean
+        assert mine["loads"]["work"]["fair_share"] == pytest.approx(theirs["loads"]["work"]["fair_share"], rel=0.05)
+
+
+def test_deals_follow_kept_and_replanned_accounts(tmp_path):
+    files = demo_files()
+    options: dict[str, Any] = {"opportunities": files["opportunities"], "workers": 1, "report": False}
+    full = assign_files(files["rules"], files["accounts"], files["users"], tmp_path / "full", **options)
+    again = assign_files(files["rules"], files["accounts"], files["users"], tmp_path / "again", from_plan=tmp_path / "full", **options)
+    assert again.summary["incremental"]["replanned"] == 0
+    deals_before, deals_after = (rows_of(tmp_path / d, "opportunities", "opportunity_id") for d in ("full", "again"))
+    assert {d: r["owner_id"] for d, r in deals_after.items()} == {d: r["owner_id"] for d, r in deals_before.items()}
+    assert again.summary["opportunities"]["moved"] == full.summary["opportunities"]["moved"]
+
+
+def rows_of(directory: Path, table: str, key: str) -> dict[str, dict[str, Any]]:
+    with (directory / f"{table}.jsonl").open(encoding="utf-8") as handle:
+        return {r[key]: r for r in map(json.loads, handle)}

@@ -1,6 +1,6 @@
 """Incremental replans: ``assign --from-plan`` against the full run, on a synthetic book with 1 % of it changed.
 
-    python benchmarks/incremental.py [--preset M] [--workers 2] [--time-limit SECONDS]
+    python benchmarks/incremental.py [--preset M] [--workers 2] [--effort SECONDS]
 
 The book is generated once (deterministically) into benchmarks/out/incremental/<preset>/ by
 ``python -m assignment_engine.synthetic`` in a separate process. The full run plans it end to end
@@ -94,14 +94,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="M", choices=["S", "M", "L"])
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--time-limit", type=float, default=None, help="solver effort per component (deterministic seconds)")
+    parser.add_argument("--effort", type=float, default=None, help="solver effort per component (deterministic seconds; default: the rule file's)")
     parser.add_argument("--share", type=float, default=0.01, help="share of the book new or changed (half each)")
     args = parser.parse_args()
     book = generate(args.preset)
     changed_book = OUT / f"{args.preset}-changed"
     new_ids, changed_ids = change(book, changed_book, args.share)
     full_plan, incremental_plan = OUT / f"{args.preset}-plan", OUT / f"{args.preset}-incremental-plan"
-    common = {"rules": book / "rules.yaml", "users": book / "users.csv", "workers": args.workers, "time_limit": args.time_limit}
+    common = {"rules": book / "rules.yaml", "users": book / "users.csv", "workers": args.workers, "effort": args.effort}
 
     full, full_cpu = timed("full run", accounts=book / "accounts.csv", out=full_plan, **common)
     incremental, incremental_cpu = timed("incremental run", accounts=changed_book / "accounts.csv", out=incremental_plan, from_plan=full_plan, **common)

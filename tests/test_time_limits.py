@@ -112,7 +112,7 @@ def test_effort_in_force_and_the_solving_deadline():
     assert effort_in_force(None, 60.0) is None  # a time limit alone: work until it
     assert effort_in_force(3.0, 60.0) == 3.0  # both: whichever comes first
     assert solving_deadline(1000.0, 60.0, 0) == pytest.approx(1059.4)  # 1 % held back for late stops
-    assert solving_deadline(1000.0, 60.0, 100_000) == pytest.approx(1055.4)  # and 40 µs an account to build and write
+    assert solving_deadline(1000.0, 60.0, 100_000) == pytest.approx(1053.4)  # and 60 µs an account to build and write
     assert solving_deadline(1000.0, 4.0, 10**9) == 1003.0  # never more than a quarter of the limit
     assert Clock.starting(None, None).effort == DEFAULT_EFFORT  # never unbounded both ways
     assert math.isinf(Clock.starting(None, time.time() + 5).budget)

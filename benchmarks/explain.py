@@ -27,11 +27,14 @@ from assignment_engine.explain import explain_saved
 
 
 def saved_plan(preset: str) -> Path:
-    """The preset's book planned once (with opportunities) into benchmarks/out/<preset>-saved/."""
+    """The preset's book planned once into benchmarks/out/<preset>-saved/: with opportunities and the report, except
+    for L (1M accounts, used by benchmarks/route.py), planned without either: its 600k deals' overlay assignment took
+    more than 12 GiB per worker and was killed for memory on a 23 GiB machine, and routing reads neither."""
     book = generate(preset)
     saved = OUT / f"{preset}-saved"
     if not (saved / "plan.json").is_file():
-        assign_files(book / "rules.yaml", book / "accounts.csv", book / "users.csv", saved, opportunities=book / "opportunities.csv", workers=os.cpu_count() or 1)
+        extra = {"report": False} if preset == "L" else {"opportunities": book / "opportunities.csv"}
+        assign_files(book / "rules.yaml", book / "accounts.csv", book / "users.csv", saved, workers=os.cpu_count() or 1, **extra)
     return saved
 
 

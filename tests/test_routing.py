@@ -250,3 +250,13 @@ def test_route_cli_writes_accounts_leads_and_new_accounts(tmp_path):
     assert new_accounts[0] == "id,name,owner_id,country,state,revenue,website" and new_accounts[1].startswith("L2,Hooli,")
     again = CliRunner().invoke(main, ["route", "--plan", str(plan), "--out", str(out)])
     assert again.exit_code == 2 and "give --accounts, --leads or both" in again.output
+
+
+def test_least_loaded_weighs_each_band_by_its_own_tolerance():
+    """a is at the edge of the ±5 % revenue band and b well inside both bands: the record must not push a out."""
+    rules = compile_rules(rules_text(TEAM, types=TYPES, assignment="{hierarchy: independent, balance: [{measure: revenue, tolerance: 0.05}, {measure: accounts, tolerance: 0.5}]}"))
+    users = [User("a"), User("b"), User("c", available=False), User("e")]
+    loads = {"a": {"revenue": 104.0, "accounts": 50.0}, "b": {"revenue": 100.0, "accounts": 140.0}}
+    fair = {u: {"revenue": 100.0, "accounts": 100.0} for u in ("a", "b")}
+    routed = Router(rules, users, loads, fair).route(ca(1, revenue=2.0), today=DAY)
+    assert routed.owner_id == "b"  # by the largest raw share a (106 %) would win over b (141 % of accounts)

@@ -60,7 +60,7 @@ def route_files(
     say = progress or (lambda _m: None)
     manifest = Manifest.verified(plan_dir, inputs=("rules", "users"))
     store = SqliteState(state, manifest.plan_id) if state is not None else None
-    router = Router.from_directory(plan_dir, store)
+    router = Router.from_directory(plan_dir, store, manifest)
     inputs = [accounts, leads, state, *(f.path for f in manifest.inputs)]
     n_accounts = n_leads = matched = unassigned = 0
     with output_directory(out, inputs, owned=ROUTE_FILES, marker=ROUTE_MANIFEST) as staging:

@@ -31,7 +31,7 @@ class MemoryState:
     def __init__(self) -> None:
         self._turns: dict[tuple[str, str], int] = defaultdict(int)
         self._daily: dict[tuple[str, str], int] = defaultdict(int)
-        self._added: dict[tuple[str, str], float] = defaultdict(float)
+        self._added: dict[str, dict[str, float]] = {}  # user → load → amount: read per candidate, never scanned
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -44,18 +44,14 @@ class MemoryState:
         return {u: self._daily.get((day, u), 0) for u in users}
 
     def added(self, users: Iterable[str]) -> dict[str, dict[str, float]]:
-        out: dict[str, dict[str, float]] = {}
-        wanted = set(users)
-        for (user, load), amount in self._added.items():
-            if user in wanted:
-                out.setdefault(user, {})[load] = amount
-        return out
+        return {u: self._added[u] for u in users if u in self._added}
 
     def record(self, territory: str, user: str, day: str, loads: Mapping[str, float]) -> None:
         self._turns[territory, user] += 1
         self._daily[day, user] += 1
+        mine = self._added.setdefault(user, {})
         for load, amount in loads.items():
-            self._added[user, load] += amount
+            mine[load] = mine.get(load, 0.0) + amount
 
 
 class SqliteState:

@@ -131,10 +131,11 @@ class Router:
         return cls(plan.rules, list(users), loads, fair, "", plan.accounts.as_of, state or MemoryState(), book)
 
     @classmethod
-    def from_directory(cls, directory: str | Path, state: State | None = None) -> Router:
+    def from_directory(cls, directory: str | Path, state: State | None = None, manifest: Manifest | None = None) -> Router:
         """From a saved plan: its rule file and users file (verified unchanged) and the loads in ``summary.json``;
-        the accounts are not read, so building costs the same for a thousand accounts or a million."""
-        manifest = Manifest.verified(directory, inputs=("rules", "users"))
+        the accounts are not read, so building costs the same for a thousand accounts or a million.
+        ``manifest``: the plan's, already verified (the plan's files are hashed once)."""
+        manifest = manifest or Manifest.verified(directory, inputs=("rules", "users"))
         rules = load_rules(manifest.path("rules"))
         users = read_users(manifest.path("users"), list(rules.measures), rules.inputs["users"])
         loads: dict[str, dict[str, float]] = {}
@@ -267,7 +268,7 @@ class Router:
             return (0.0,), owner, f"round robin among {', '.join(eligible)} (weighted): {owner}'s turn"
         scores = {u: self._share_after(u, adds, added.get(u, {})) for u in eligible}
         owner = min(eligible, key=lambda u: scores[u])
-        share = scores[owner][0]
+        share = scores[owner][1]
         shown = f"{share:.0%} of fair share" if math.isfinite(share) else "no fair share"
         return scores[owner], owner, f"least loaded of {', '.join(eligible)}: {owner} at {shown} after the addition"
 
@@ -301,15 +302,24 @@ class Router:
         return None
 
     def _share_after(self, user: str, adds: dict[str, float], added: dict[str, float]) -> tuple[float, ...]:
-        """(heaviest share of fair share after the addition, their sum): lower is less loaded."""
-        shares = []
+        """Lower is less loaded: (the largest deviation from fair share after the addition, in units of its band's
+        tolerance, over the balance entries the record adds to; that entry's share of fair share; the sum of shares).
+
+        Entries the record cannot change (a value tier, another segment level) do not count against a member, and
+        a deviation is measured against its own band: 104 % is at the edge of ±5 % but well inside ±10 %."""
+        worst, shown, total = -math.inf, math.nan, 0.0
         for spec in self.rules.balance:
             fair = self.fair.get(user, {}).get(spec.label, 0.0)
-            if fair > 0:
-                shares.append((self.loads.get(user, {}).get(spec.label, 0.0) + added.get(spec.label, 0.0) + adds.get(spec.label, 0.0)) / fair)
-        if not shares:
-            return (math.inf, math.inf)
-        return (max(shares), sum(shares))
+            if fair <= 0:
+                continue
+            share = (self.loads.get(user, {}).get(spec.label, 0.0) + added.get(spec.label, 0.0) + adds.get(spec.label, 0.0)) / fair
+            total += share
+            deviation = (share - 1.0) / max(spec.tolerance, 1e-9)
+            if adds.get(spec.label, 0.0) > 0 and deviation > worst:
+                worst, shown = deviation, share
+        if math.isnan(shown):
+            return (math.inf, math.nan, math.inf) if total == 0.0 else (0.0, math.nan, total)
+        return (worst, shown, total)
 
     def _give(self, account_id: str, owner: str, tid: str | None, status: str, reason: str, values: Values, day: dt.date) -> Routed:
         adds = self._adds(values)

@@ -37,8 +37,7 @@ TEAM = """
 def router_for(users: list[User], routing: str = "", *, balance: str = "[{measure: accounts, tolerance: 1}]") -> Router:
     text = rules_text(TEAM, types=TYPES, assignment=f"{{hierarchy: independent, balance: {balance}}}") + routing
     engine = engine_of(text)
-    book = [{"id": f"X{i}", "country": "US", "state": "CA", "revenue": 1.0, "owner_id": users[i % len(users)].id} for i in range(0)]
-    plan = engine.assign(engine.table(book), users)
+    plan = engine.assign(engine.table([]), users)  # an empty book: every member starts at zero load
     return engine.router(plan)
 
 

@@ -19,8 +19,9 @@ plain ``csv`` read of the same file; times the same steps in-process (where
 the time goes); then checks the balance bands of every user who received
 records: inside before (the plan) and after (plan + what they received), and
 whether another member could have stayed inside a band the owner left (the
-decisions replayed in file order, and an alternative choice simulated beside
-them). The results are in docs/routing.md, "Measured".
+decisions replayed in file order with the router's own score, and with
+least_loaded's earlier score beside them). The results are in docs/routing.md,
+"Measured".
 
 ``--quick``: smaller sizes, and part 2 on the S preset instead of L.
 """
@@ -40,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -136,24 +136,6 @@ def records_1000(n: int, regions: dict[str, list[str]], users: list[str], prefix
     ]
 
 
-class IndexedMemoryState(MemoryState):
-    """MemoryState with its added loads kept per user: ``added`` reads the members' entries only, instead of
-    scanning every (user, load) pair routed so far (the benchmark's stand-in for that fix, not the package's)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._by_user: dict[str, dict[str, float]] = {}
-
-    def added(self, users: Iterable[str]) -> dict[str, dict[str, float]]:
-        return {u: dict(self._by_user[u]) for u in users if u in self._by_user}
-
-    def record(self, territory: str, user: str, day: str, loads: Mapping[str, float]) -> None:
-        super().record(territory, user, day, loads)
-        mine = self._by_user.setdefault(user, {})
-        for load, amount in loads.items():
-            mine[load] = mine.get(load, 0.0) + amount
-
-
 def percentiles(ns: list[int]) -> dict[str, float]:
     """p50, p90, p99 and max in microseconds (nearest rank on the sorted times)."""
     s = sorted(ns)
@@ -229,7 +211,6 @@ def part1(quick: bool, profile: bool) -> None:
         states = (
             ("Router.route, memory state", MemoryState),
             ("Router.route, SQLite state file", lambda: SqliteState(Path(tmp) / "state.db", "bench")),
-            ("Router.route, memory state indexed by user*", IndexedMemoryState),
         )
         for label, make in states:
             store = make()
@@ -271,10 +252,9 @@ def part1(quick: bool, profile: bool) -> None:
     print(
         f"load average {_load()} at the end; wall time by perf_counter_ns, CPU time by thread_time_ns (a call slow in wall time only was preempted)"
     )
-    print("* the benchmark's MemoryState with its added loads kept per user (a stand-in for that fix, not the package's code)")
     print("routed (memory state): " + ", ".join(f"{k} {v:,}" for k, v in sorted(statuses.items())))
 
-    for label, make in (("memory state", MemoryState), ("memory state indexed by user*", IndexedMemoryState)) if profile else ():
+    for label, make in (("memory state", MemoryState),) if profile else ():
         router = engine.router(plan, make())
         profiler = cProfile.Profile()
         profiler.enable()
@@ -372,11 +352,11 @@ def breakdown(saved: Path, new: Path) -> None:
     """Where a ``route`` run's time goes, the same steps timed in this process (imports are the baseline above)."""
     steps: list[tuple[str, float]] = []
     started = time.perf_counter()
-    Manifest.verified(saved, inputs=("rules", "users"))
-    steps.append(("Manifest.verified (hashes the plan's files; route does it twice)", time.perf_counter() - started))
+    manifest = Manifest.verified(saved, inputs=("rules", "users"))
+    steps.append(("Manifest.verified (hashes the plan's files and inputs)", time.perf_counter() - started))
     started = time.perf_counter()
-    router = Router.from_directory(saved)
-    steps.append(("Router.from_directory (verifies again, rules, users, summary)", time.perf_counter() - started))
+    router = Router.from_directory(saved, None, manifest)
+    steps.append(("Router.from_directory (rules, users, summary)", time.perf_counter() - started))
     started = time.perf_counter()
     table = read_accounts(new, router.rules.field_types, router.rules.inputs["accounts"])
     values = [typed(table.record(i), router.rules.field_types) for i in range(len(table))]
@@ -385,14 +365,12 @@ def breakdown(saved: Path, new: Path) -> None:
     for v in values:
         router.matcher.match(dict(v), router.run_date)
     steps.append((f"RecordMatcher.match only, {len(values):,} records", time.perf_counter() - started))
-    for label, state in (("memory state", MemoryState()), ("memory state indexed by user*", IndexedMemoryState())):
-        router.state = state
-        started = time.perf_counter()
-        for i, v in enumerate(values):
-            router.route_values(table.ids[i], dict(v), today=DAY)
-        steps.append((f"Router.route_values, {len(values):,} records, {label}", time.perf_counter() - started))
+    started = time.perf_counter()
+    for i, v in enumerate(values):
+        router.route_values(table.ids[i], dict(v), today=DAY)
+    steps.append((f"Router.route_values (match + choose + state), {len(values):,} records, memory state", time.perf_counter() - started))
     nodes = len(router.rules.territories)
-    print(f"\nwhere the time goes, in this process (rule file of {nodes:,} territories; * as in part 1):")
+    print(f"\nwhere the time goes, in this process (rule file of {nodes:,} territories):")
     for label, seconds in steps:
         print(f"  {label:72}{seconds:>7.2f} s")
 
@@ -425,18 +403,19 @@ def bands(saved: Path, out: Path, revenue: dict[str, float]) -> None:
     def share(user: str, load: dict[str, dict[str, float]], label: str, extra: float) -> float:
         return (plan_load[user].get(label, 0.0) + load[user].get(label, 0.0) + extra) / fair[user][label]
 
-    def least_loaded(user: str, load: dict[str, dict[str, float]], add: dict[str, float]) -> tuple[float, float]:  # Router._share_after
+    router = Router.from_directory(saved, None, manifest)
+
+    def least_loaded(user: str, load: dict[str, dict[str, float]], add: dict[str, float]) -> tuple[float, ...]:
+        return router._share_after(user, add, load[user])  # the router's own score: what route did
+
+    def raw_share(user: str, load: dict[str, dict[str, float]], add: dict[str, float]) -> tuple[float, float]:
+        """The score before commit 0470868: the largest share of fair share after the addition over every balance entry."""
         shares = [share(user, load, s.label, add[s.label]) for s in specs if s.label in fair[user]]
         return (max(shares), sum(shares)) if shares else (math.inf, math.inf)
 
-    def room(user: str, load: dict[str, dict[str, float]], add: dict[str, float]) -> tuple[float, float]:
-        """The alternative: deviation after the addition in units of each band's tolerance, over the loads the record changes."""
-        devs = [(share(user, load, s.label, add[s.label]) - 1) / s.tolerance for s in specs if s.label in fair[user] and add[s.label]]
-        return (max(devs), sum(devs)) if devs else (math.inf, math.inf)
-
     results = {}
     agree = 0
-    for policy, score in (("least_loaded, as routed", least_loaded), ("alternative: tolerance-scaled*", room)):
+    for policy, score in (("least_loaded, as routed", least_loaded), ("raw largest share (before 0470868)*", raw_share)):
         load: dict[str, dict[str, float]] = {u: {} for u in plan_load}
         receivers: set[str] = set()
         exits = avoidable = 0
@@ -523,8 +502,8 @@ def bands(saved: Path, out: Path, revenue: dict[str, float]) -> None:
         for line in examples:
             print("  e.g. " + line)
     print(
-        "* the member whose largest deviation after the addition, as a multiple of the band's tolerance, is smallest, over the loads the record adds to "
-        "(tier entries, which the router never adds to, left out); simulated here, not the package's code"
+        "* least_loaded's earlier score, replayed on the same records: the member whose largest share of fair share after the addition, "
+        "over every balance entry (tier entries included), is smallest"
     )
 
 

@@ -489,12 +489,12 @@ def bands(saved: Path, out: Path, revenue: dict[str, float]) -> None:
         f"\nbalance bands of the users who received records ({', '.join(f'{k} {v:,}' for k, v in sorted(statuses.items()))}); fair shares and tolerances "
         f"as in the plan; replaying least_loaded gives route's owner for {agree:,} of {n_routed:,} routed records"
     )
-    head = f"{'choice':34}{'band':22}{'receivers':>10}{'inside before':>15}{'inside after':>14}{'went outside':>14}{'came inside':>13}"
+    head = f"{'choice':38}{'band':22}{'receivers':>10}{'inside before':>15}{'inside after':>14}{'went outside':>14}{'came inside':>13}"
     print(head)
     print("-" * len(head))
     for policy, (n, rows, exits, avoidable, _) in results.items():
         for s, count, before, after, out_, in_ in rows:
-            print(f"{policy:34}{f'{s.label} ±{s.tolerance:.0%}':22}{count:>10,}{before:>15,}{after:>14,}{out_:>14,}{in_:>13,}")
+            print(f"{policy:38}{f'{s.label} ±{s.tolerance:.0%}':22}{count:>10,}{before:>15,}{after:>14,}{out_:>14,}{in_:>13,}")
     for policy, (n, rows, exits, avoidable, examples) in results.items():
         print(
             f"{policy}: {n:,} receivers; {exits:,} records took their owner out of a band they were in, {avoidable:,} of them when another member would have stayed within every upper bound (avoidable)"

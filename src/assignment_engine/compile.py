@@ -63,6 +63,11 @@ class TerritoryNode:
     members: list[MemberRef] = field(default_factory=list)
 
     @property
+    def rule_label(self) -> str:
+        """The rules that place an account here, as ``territory:rule`` joined by ' & ' (plan rows, routed rows)."""
+        return " & ".join(f"{r.territory}:{r.label}" for r in self.applicable)
+
+    @property
     def owners(self) -> list[str]:
         """Users who may own this territory's accounts, in file order, without repeats."""
         return list(dict.fromkeys(m.user for m in self.members if m.role == OWNER_ROLE))

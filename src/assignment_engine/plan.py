@@ -367,8 +367,7 @@ class Plan:
         if t < 0:
             return ""
         if t not in self._rule_labels:
-            node = self.rules.territories[self.matches.territory_ids[t]]
-            self._rule_labels[t] = " & ".join(f"{r.territory}:{r.label}" for r in node.applicable)
+            self._rule_labels[t] = self.rules.territories[self.matches.territory_ids[t]].rule_label
         return self._rule_labels[t]
 
     @cached_property

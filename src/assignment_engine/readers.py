@@ -169,11 +169,7 @@ def read_accounts(path: str | Path, field_types: dict[str, FieldType], columns: 
     """
     columns = columns or ColumnMap("accounts")
     data, rows, headers = read_mapped(path, {*ACCOUNT_COLUMNS, *field_types}, columns)
-    if columns.address:
-        for name, values in split_addresses(data.pop(columns.address, None), columns.address, str(path)).items():
-            if name in field_types and name not in data:
-                data[name] = values
-                headers[name] = f"{columns.address}→{name}"
+    _address_fields(data, headers, columns, field_types, str(path))
     missing = [f for f in field_types if f not in data]
     if missing and "id" in data:
         present = list(read_columns(path, sheet=columns.sheet)[0])  # every column, for the suggestion (an error path: cost is fine)
@@ -190,6 +186,16 @@ def _named(table: AccountTable, columns: ColumnMap, headers: dict[str, str]) -> 
     table.headers = headers
     table.warnings = columns.located(table.warnings, headers)
     return table
+
+
+def _address_fields(data: Columns, headers: dict[str, str], columns: ColumnMap, field_types: dict[str, FieldType], source: str) -> None:
+    """With ``columns.address``, the declared address fields the file lacks, split from that one column (in place)."""
+    if not columns.address:
+        return
+    for name, values in split_addresses(data.pop(columns.address, None), columns.address, source).items():
+        if name in field_types and name not in data:
+            data[name] = values
+            headers[name] = f"{columns.address}→{name}"
 
 
 def split_addresses(values: Sequence[Any] | None, column: str, source: str) -> dict[str, list[Any]]:
@@ -250,9 +256,7 @@ def find_record(path: str | Path, value: str, field_types: dict[str, FieldType],
         return None
     raw, rows = found
     data, headers = columns.rename(raw, str(path), wanted)
-    if columns.address:
-        for name, values in split_addresses(data.pop(columns.address, None), columns.address, str(path)).items():
-            data.setdefault(name, values)
+    _address_fields(data, headers, columns, field_types, str(path))
     for name in field_types:  # a plan's input was read whole when planned; an absent optional column (a deal's close_date) is empty
         data.setdefault(name, [None])
     with _file_names(columns, headers):

@@ -87,7 +87,7 @@ def route_files(
 
 
 def _account_row(router: Router, routed: Routed, previous: str | None) -> list[Any]:
-    rule = " & ".join(f"{r.territory}:{r.label}" for r in router.rules.territories[routed.territory_id].applicable) if routed.territory_id else ""
+    rule = router.rules.territories[routed.territory_id].rule_label if routed.territory_id else ""
     return [routed.account_id, routed.owner_id or "", routed.territory_id or "", previous or "", (routed.owner_id or None) != previous, routed.status, rule, routed.reason]
 
 

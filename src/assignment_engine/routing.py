@@ -122,9 +122,8 @@ class Router:
         loads = {u.id: {label: float(v[k]) for label, v in loads_by_label.items()} for k, u in enumerate(users)}
         fair = {u.id: {label: float(v[k]) for label, v in plan.solution.fair.items()} for k, u in enumerate(users)}
         def book() -> Book:
-            website = plan.rules.model.routing.website_field
             accounts = plan.accounts
-            websites = [accounts.fields[website].value(i) for i in range(len(accounts))] if website else [None] * len(accounts)
+            websites = _websites(plan.rules, accounts)
             ids = plan.matches.territory_ids
             return Book(accounts.ids, accounts.names, websites, plan.owner_ids, [ids[t] if t >= 0 else None for t in plan.territory.tolist()])
 
@@ -147,8 +146,7 @@ class Router:
 
         def book() -> Book:
             accounts = read_accounts(manifest.path("accounts"), rules.field_types, rules.inputs["accounts"])
-            website = rules.model.routing.website_field
-            websites = [accounts.fields[website].value(i) for i in range(len(accounts))] if website else [None] * len(accounts)
+            websites = _websites(rules, accounts)
             rows = {row["account_id"]: row for row in plan_rows(directory)}
             owners = [rows[a]["owner_id"] or None if a in rows else None for a in accounts.ids]
             return Book(accounts.ids, accounts.names, websites, owners, [rows[a]["territory_id"] or None if a in rows else None for a in accounts.ids])
@@ -325,6 +323,12 @@ class Router:
         adds = self._adds(values)
         self.state.record(tid or "", owner, day.isoformat(), {k: v for k, v in adds.items() if v})
         return Routed(account_id, owner, tid, status, reason)
+
+
+def _websites(rules: CompiledRules, accounts: AccountTable) -> list[Any]:
+    """Each account's website (``routing.website_field``), for matching leads by domain; all None without the field."""
+    field = rules.model.routing.website_field
+    return [accounts.fields[field].value(i) for i in range(len(accounts))] if field else [None] * len(accounts)
 
 
 def _text(v: Any) -> str | None:

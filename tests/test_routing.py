@@ -160,6 +160,73 @@ def test_one_record_matches_as_in_the_whole_table(records):
         assert one.territories == [whole.territory_ids[t] for t in whole.territories_of(i) if not DEMO.territories[whole.territory_ids[t]].overlay]
 
 
+
+def _leaf_rule(draw, slot: int | None) -> str:
+    """A leaf's rule drawn from what the per-record index keys on (eq, in, between) and what it must leave alone;
+    with a ``slot`` the leaf takes its own postal range, as sibling ranges that do not overlap."""
+    parts = []
+
+    def sometimes() -> bool:  # a partitioned leaf mostly keys on its range alone, so records land in it
+        return draw(st.integers(0, 3 if slot is not None else 1)) == 0
+
+    if slot is not None:
+        parts.append(f"postal_code: {{between: ['{slot * 7:02d}', '{slot * 7 + draw(st.integers(0, 6)):02d}']}}")
+    if sometimes():
+        parts.append(f"country: {draw(st.sampled_from(['US', 'CA', 'GB', 'de']))}")
+    elif sometimes():
+        parts.append(f"country: {{in: [{', '.join(draw(st.sets(st.sampled_from(['US', 'CA', 'GB', 'DE']), min_size=1)))}]}}")
+    if slot is None and sometimes():
+        low = draw(st.integers(0, 90))
+        parts.append(f"postal_code: {{between: ['{low:02d}', '{low + draw(st.integers(0, 20)):02d}']}}")
+    if sometimes():
+        low = draw(st.integers(0, 50))
+        parts.append(f"revenue: {{between: [{low}, {low + draw(st.integers(0, 30))}]}}")
+    if sometimes():
+        parts.append(f"state: {{{draw(st.sampled_from(['ne: CA', 'starts_with: N', 'exists: true']))}}}")
+    if not parts:
+        parts.append("revenue: {exists: true}")
+    return "{" + ", ".join(parts) + "}"
+
+
+@st.composite
+def _sibling_groups(draw) -> str:
+    groups = []
+    for g in range(draw(st.integers(1, 3))):
+        leaves = []
+        partitioned = draw(st.booleans())
+        for i in range(draw(st.integers(0, 14))):
+            rules = ", ".join(f"{{when: {_leaf_rule(draw, i if partitioned else None)}}}" for _ in range(draw(st.integers(0, 2))))
+            overlay = draw(st.integers(0, 9)) == 0
+            leaves.append(f"    - {{id: g{g}l{i}, type: {'specialist' if overlay else 'geo'}, rules: [{rules}], members: [{{user: a}}]}}")
+        inherit = draw(st.sampled_from(["", "{inherit: true, when: {revenue: {gte: 5}}}", "{when: {state: {exists: true}}}"]))
+        children = "\n".join(leaves)
+        groups.append(f"- id: g{g}\n  type: {draw(st.sampled_from(['geo', 'named']))}\n  rules: [{inherit}]\n  members: [{{user: a}}]\n" + (f"  children:\n{children}\n" if leaves else ""))
+    return "".join(groups)
+
+
+GROUP_RECORDS = st.fixed_dictionaries(
+    {
+        "country": st.sampled_from(["US", "CA", "GB", "DE", "de", "", "JP"]),
+        "state": st.sampled_from(["CA", "NY", ""]),
+        "postal_code": st.one_of(st.just(""), st.integers(0, 115).map(lambda n: f"{n:02d}"), st.text("0123456789", max_size=3)),
+        "revenue": st.one_of(st.none(), st.integers(0, 90).map(float), st.floats(0, 90)),
+    }
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_sibling_groups(), st.lists(GROUP_RECORDS, min_size=1, max_size=12))
+def test_indexed_sibling_leaves_match_as_the_whole_table(territories, records):
+    fields = "{country: string, state: string, postal_code: string, revenue: number}"
+    rules = compile_rules(rules_text(territories, fields=fields, types=TYPES, assignment="{hierarchy: independent}"), "rules.yaml")
+    table = Engine(rules).table([{"id": f"A{i}", **r} for i, r in enumerate(records)])
+    whole = match_accounts(rules, table)
+    matcher = RecordMatcher(rules)
+    for i in range(len(records)):
+        one = matcher.match(typed(table.record(i), rules.field_types), DAY)
+        assert one.territories == [whole.territory_ids[t] for t in whole.territories_of(i) if not rules.territories[whole.territory_ids[t]].overlay]
+        assert one.owning == [whole.territory_ids[t] for t in whole.owning_candidates(i)]
+
 # -- state shared by processes ---------------------------------------------------------------------
 
 

@@ -178,7 +178,7 @@ def test_room_first_start_places_what_cheapest_first_leaves_out():
 def test_any_non_negative_capacity_prices_give_a_lower_bound(instance, prices, fixed, uncapped):
     """The bound reported from the LP's duals must hold whatever prices the LP solver returns,
     with fixed loads, an uncapped agent and a second capacity (an account count of 2 per agent)."""
-    from assignment_engine.optimize.relaxation import CapacityRows, lagrangian_bound
+    from assignment_engine.optimize.relaxation import LoadRows, lagrangian_bound
 
     cost, load, capacity = (np.array(x) for x in instance)
     fixed = np.array(fixed).reshape(2, 3)
@@ -186,8 +186,8 @@ def test_any_non_negative_capacity_prices_give_a_lower_bound(instance, prices, f
     capped = np.ones(3, dtype=bool)
     capped[uncapped] = False
     capacity[uncapped] = 0  # not in force: a price on it must not count
-    first = CapacityRows(load.T.reshape(-1), capacity, capped, fixed[0])
-    count = CapacityRows(np.ones(3 * n, dtype=np.int64), np.full(3, 2 + 3), np.ones(3, dtype=bool), fixed[1])
+    first = LoadRows(load.T.reshape(-1), capacity, capped, fixed[0])
+    count = LoadRows(np.ones(3 * n, dtype=np.int64), np.full(3, 2 + 3), np.ones(3, dtype=bool), fixed[1])
     bound = lagrangian_bound(np.arange(0, 3 * n + 1, 3), np.tile(np.arange(3), n), cost.T.reshape(-1), [first, count], np.array(prices).reshape(2, 3))
     optimum = None  # brute force over the same constraints
     for choice in itertools.product(range(3), repeat=n):
@@ -198,6 +198,51 @@ def test_any_non_negative_capacity_prices_give_a_lower_bound(instance, prices, f
             optimum = total if optimum is None else min(optimum, total)
     if optimum is not None:
         assert bound <= optimum + 1e-9
+
+
+@given(
+    st.integers(1, 5).flatmap(lambda n: st.tuples(agents_by_jobs(n, 0, 9), agents_by_jobs(n, 0, 6))),  # (cost, load)
+    st.lists(st.integers(0, 3), min_size=3, max_size=3),  # fixed loads
+    st.lists(st.tuples(st.integers(0, 12), st.integers(0, 12)), min_size=3, max_size=3),  # bands, in either order
+    st.lists(st.floats(0, 10), min_size=6, max_size=6),  # prices on the high and the low ends
+)
+def test_band_rows_bound_every_plan_within_the_bands(instance, fixed, bands, prices):
+    """A balance band is a two-sided row: the LP's bound, and the Lagrangian bound for any prices on either
+    end, hold for every plan that keeps each user's load within its band (brute force over tiny instances)."""
+    from assignment_engine.optimize.relaxation import LoadRows, lagrangian_bound, relax
+
+    cost, load = (np.array(x) for x in instance)
+    n = cost.shape[1]
+    lo, hi = np.array([sorted(b) for b in bands]).T
+    ptr, pair_user = np.arange(0, 3 * n + 1, 3), np.tile(np.arange(3), n)
+    rows = [LoadRows(load.T.reshape(-1), hi, np.ones(3, dtype=bool), np.array(fixed), floor=lo)]
+    objective = cost.T.reshape(-1)
+    optimum = None
+    for choice in itertools.product(range(3), repeat=n):
+        used = np.array(fixed) + np.bincount(choice, weights=[load[i, j] for j, i in enumerate(choice)], minlength=3)
+        if np.all((lo <= used) & (used <= hi)):
+            total = sum(cost[i, j] for j, i in enumerate(choice))
+            optimum = total if optimum is None else min(optimum, total)
+    user_pairs = [np.flatnonzero(pair_user == u) for u in range(3)]
+    relaxed = relax(ptr, pair_user, user_pairs, objective, rows, effort=10.0)
+    if optimum is None:
+        return  # no plan: any bound holds (and the LP may have a fractional one)
+    assert relaxed is not None  # a plan within the bands is a solution of the LP
+    assert relaxed.bound <= optimum + 1e-6
+    bound = lagrangian_bound(ptr, pair_user, objective, rows, np.array(prices[:3]).reshape(1, 3), np.array(prices[3:]).reshape(1, 3))
+    assert bound <= optimum + 1e-6
+
+
+def test_a_band_floor_raises_the_bound_to_the_cost_of_meeting_it():
+    """Two accounts cost 0 with user a and 10 with user b, whose band needs at least one of them: every plan
+    within the bands costs 10, and so do the LP's bound and the Lagrangian bound at the floor's price."""
+    from assignment_engine.optimize.relaxation import LoadRows, lagrangian_bound, relax
+
+    ptr, pair_user, objective = np.array([0, 2, 4]), np.array([0, 1, 0, 1]), np.array([0, 10, 0, 10])
+    rows = [LoadRows(np.ones(4, dtype=np.int64), np.array([2, 2]), np.ones(2, dtype=bool), np.zeros(2, dtype=np.int64), floor=np.array([0, 1]))]
+    relaxed = relax(ptr, pair_user, [np.array([0, 2]), np.array([1, 3])], objective, rows, effort=10.0)
+    assert relaxed is not None and relaxed.bound == pytest.approx(10)
+    assert lagrangian_bound(ptr, pair_user, objective, rows, np.zeros((1, 2)), np.array([[0.0, 10.0]])) == pytest.approx(10)
 
 
 @given(st.integers(2, 6).flatmap(lambda n: st.tuples(agents_by_jobs(n, 1, 30), agents_by_jobs(n, 2, 9), st.floats(1.0, 1.5))))

@@ -26,6 +26,7 @@ from .cpsat import _solver
 from .limits import _NO_CAP, _Band, _Cap
 from .neighbourhood import neighbourhood_search
 from .problem import Objective
+from .relaxation import strict_bound
 from .start import greedy_start, lp_guided_start
 
 if TYPE_CHECKING:
@@ -132,6 +133,25 @@ def _phases(
     clock = part.clock
     if clock.over():  # no time left: the start as it is (a strict model has none)
         return None if strict else _scaled(part, start, [_kept(name, greedy_scores, bounds) for name in relevant])
+    effective_bands = {i: (bands or {}).get(i, (d.lo, d.hi)) for i, d in enumerate(part.dims) if isinstance(d, _Band)}
+    lp: dict[str, int] = {}  # bounds of this strict model's LP relaxation
+    if strict and "continuity" in relevant:
+        relaxed_bound = strict_bound(part, part.continuity, effective_bands)
+        lp.update({} if relaxed_bound is None else {"continuity": relaxed_bound})
+    if strict and _holds(part, start, effective_bands):  # the widened bands cover the plan they were widened to
+        best, best_scores = start, part.scores(start)
+
+    def lower(complete: bool) -> dict[str, int]:
+        return {name: max(value, lp.get(name, value)) for name, value in part.lower_bounds(complete).items()}
+
+    bounds = lower(strict or greedy_scores["unassigned"] == 0)
+    objectives = []
+    if strict:
+        objectives.append(Objective("unassigned", 0, 0, greedy_scores["unassigned"], "OPTIMAL"))
+        if any(isinstance(d, _Band) for d in part.dims) and bands is None:
+            objectives.append(Objective("balance", 0, 0, greedy_scores["balance"], "OPTIMAL"))
+    if best_scores is not None and strict and all(best_scores[n] <= bounds[n] for n in relevant):  # proven by the LP
+        return _scaled(part, start, objectives + [Objective(n, best_scores[n], best_scores[n], greedy_scores[n], "OPTIMAL") for n in relevant])
     model = cp_model.CpModel()
     x = [model.new_bool_var("") for _ in range(len(part.pair_user))]
     unplaced_terms = []
@@ -143,7 +163,6 @@ def _phases(
             unplaced_terms.append((none, int(part.size[k])))
         else:
             model.add_exactly_one(row)
-    effective_bands = {i: (bands or {}).get(i, (d.lo, d.hi)) for i, d in enumerate(part.dims) if isinstance(d, _Band)}
     user_pairs = part.user_pairs
     slack = []
     for i, d in enumerate(part.dims):
@@ -171,15 +190,10 @@ def _phases(
     }
     hint = start
     to_solve = [name for name in relevant if best_scores is None or best_scores[name] > bounds[name]]
-    objectives = []
     solver = _solver(part.seed)
     # the budget is shared by the phases to solve (a failed strict attempt costs one more budget); so is the
     # wall-clock time left, each phase taking an equal part of what the ones before it left
     phase_budget = clock.budget / max(len(to_solve), 1)
-    if strict:
-        objectives.append(Objective("unassigned", 0, 0, greedy_scores["unassigned"], "OPTIMAL"))
-        if any(isinstance(d, _Band) for d in part.dims) and bands is None:
-            objectives.append(Objective("balance", 0, 0, greedy_scores["balance"], "OPTIMAL"))
 
     def settle(name: str, value: int, bound: float, state: str) -> None:
         """Record the phase and cap its objective at ``value``, the best found, for the later phases."""
@@ -203,7 +217,7 @@ def _phases(
         best = _read(part, solver, x)
     for name in relevant:
         if best_scores is not None and best_scores["unassigned"] == 0:
-            bounds = part.lower_bounds(complete=True)  # placing every unit is now a constraint
+            bounds = lower(complete=True)  # placing every unit is now a constraint
         if best_scores is not None and best_scores[name] <= bounds[name]:  # at its trivial or LP bound: proven
             settle(name, best_scores[name], best_scores[name], "OPTIMAL")
             continue
@@ -270,6 +284,16 @@ def _phases(
         settle(name, best_scores[name], bound, state)
     assert best is not None  # a strict model without a plan returned None above
     return _scaled(part, best, objectives)
+
+
+def _holds(part: Component, chosen: np.ndarray, bands: dict[int, tuple[np.ndarray, np.ndarray]]) -> bool:
+    """Is the plan one of the strict model's: every unit placed, within every capacity and band?"""
+    if np.any(chosen < 0):
+        return False
+    for i, (d, load) in enumerate(zip(part.dims, part.loads(chosen))):
+        if isinstance(d, _Cap) and np.any(load > d.cap) or i in bands and (np.any(load < bands[i][0]) or np.any(load > bands[i][1])):
+            return False
+    return True
 
 
 def _kept(name: str, scores: dict[str, int], bounds: dict[str, int]) -> Objective:

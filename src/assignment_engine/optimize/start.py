@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .limits import _NO_CAP, _Band, _Cap
-from .relaxation import CapacityRows, relax
+from .relaxation import LoadRows, relax
 
 if TYPE_CHECKING:
     from .component import Component
@@ -208,7 +208,7 @@ def lp_guided_start(part: Component, name: str) -> np.ndarray | None:
     cheapest pair that does (on GAP e801600: +1.69 % in one pass, +1.55 % in two).
     """
     target = {"continuity": part.continuity, "affinity": part.cost}[name]
-    capacities = [CapacityRows(d.values, d.cap, d.cap < _NO_CAP, d.fixed) for d in part.dims if isinstance(d, _Cap)]
+    capacities = [LoadRows(d.values, d.cap, d.cap < _NO_CAP, d.fixed) for d in part.dims if isinstance(d, _Cap)]
     clock = part.clock
     seconds = clock.left() / 2  # at most half the time left: the phases need the rest
     started = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from fractions import Fraction
@@ -363,6 +364,45 @@ def test_neighbourhood_search_keeps_every_band_and_never_moves_more(accounts, n_
             assert np.all(bands[i][0] <= load) and np.all(load <= bands[i][1])
     assert part.scores(found)["continuity"] <= part.scores(start)["continuity"]
 
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 60), st.sampled_from(["u1", "u2", "u3", None])), min_size=4, max_size=9),
+    st.sampled_from([0.25, 0.5]),
+)
+def test_the_lp_rounded_start_keeps_the_bands_and_its_bound_is_below_the_best_plan(accounts, tolerance):
+    """The LP within the bands bounds the accounts moved by every plan within them (brute force), and the
+    plan rounded from it holds every band, moves no fewer than the bound, and is found again the same."""
+    from assignment_engine.optimize import Component, _Band, components
+    from assignment_engine.optimize.relaxation import integral, strict_relaxation
+    from assignment_engine.optimize.start import lp_rounded_start
+
+    engine = one_territory(f"[{{measure: revenue, tolerance: {tolerance}}}, {{measure: accounts, tolerance: {tolerance}}}]", users=3)
+    records = [{"id": f"A{i}", "country": "US", "revenue": revenue, "owner_id": owner} for i, (revenue, owner) in enumerate(accounts)]
+    problem = engine.prepare(table_of(engine, records), [User(f"u{i}") for i in range(1, 4)]).problem
+    (users, units), = components(problem)
+    part = Component(problem, users, units)
+    bands = {i: (d.lo, d.hi) for i, d in enumerate(part.dims) if isinstance(d, _Band)}
+    best = None
+    for choice in itertools.product(*(range(part.ptr[k], part.ptr[k + 1]) for k in range(len(units)))):
+        chosen = np.array(choice)
+        if all(np.all(bands[i][0] <= load) and np.all(load <= bands[i][1]) for i, load in enumerate(part.loads(chosen)) if i in bands):
+            value = int(part.continuity[chosen].sum())
+            best = value if best is None else min(best, value)
+    relaxation = strict_relaxation(part, part.continuity, bands)
+    if best is None:
+        return  # no plan within the bands (the LP may still have a fractional one)
+    assert relaxation is not None
+    assert integral(relaxation.bound) <= best
+    rounded = lp_rounded_start(part, relaxation.values, part.continuity, bands)
+    if rounded is not None:
+        assert np.array_equal(part.pair_unit[rounded], np.arange(len(units)))
+        for i, load in enumerate(part.loads(rounded)):
+            if i in bands:
+                assert np.all(bands[i][0] <= load) and np.all(load <= bands[i][1])
+        assert part.scores(rounded)["continuity"] >= best
+        assert np.array_equal(rounded, lp_rounded_start(part, relaxation.values, part.continuity, bands))
 
 GAP_RULES = """
 version: 1

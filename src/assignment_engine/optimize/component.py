@@ -11,7 +11,6 @@ pickles by value.
 from __future__ import annotations
 
 import functools
-import math
 import time
 
 import numpy as np
@@ -21,6 +20,7 @@ from .limits import _Band, _band, _Cap, _capacity, _Dim
 from .neighbourhood import neighbourhood_search
 from .phases import lexicographic
 from .problem import ComponentResult, Objective, Problem
+from .relaxation import integral
 from .start import greedy_start, lp_guided_start
 
 VALUE_STEPS = 1_000  # value moved is a tie-break in steps of 0.1 % of the component's value
@@ -136,7 +136,7 @@ class Component:
         cheapest = {name: int(self.per_unit(np.minimum, values, empty=0).sum()) for name, values in (("continuity", self.continuity), ("affinity", self.cost))}
         bounds = {"unassigned": 0, "balance": 0, **cheapest}
         for name, bound in self.lp_bounds.items() if complete else ():
-            bounds[name] = max(bounds[name], math.ceil(bound - 1e-6 * max(abs(bound), 1.0)))  # objectives are integers
+            bounds[name] = max(bounds[name], integral(bound))
         return bounds
 
     def per_unit(self, reduce: np.ufunc, values: np.ndarray, empty: float) -> np.ndarray:

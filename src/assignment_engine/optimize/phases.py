@@ -26,8 +26,8 @@ from .cpsat import _solver
 from .limits import _NO_CAP, _Band, _Cap
 from .neighbourhood import neighbourhood_search
 from .problem import Objective
-from .relaxation import strict_bound
-from .start import greedy_start, lp_guided_start
+from .relaxation import integral, strict_relaxation
+from .start import greedy_start, lp_guided_start, lp_rounded_start
 
 if TYPE_CHECKING:
     from .component import Component
@@ -135,11 +135,15 @@ def _phases(
         return None if strict else _scaled(part, start, [_kept(name, greedy_scores, bounds) for name in relevant])
     effective_bands = {i: (bands or {}).get(i, (d.lo, d.hi)) for i, d in enumerate(part.dims) if isinstance(d, _Band)}
     lp: dict[str, int] = {}  # bounds of this strict model's LP relaxation
-    if strict and "continuity" in relevant:
-        relaxed_bound = strict_bound(part, part.continuity, effective_bands)
-        lp.update({} if relaxed_bound is None else {"continuity": relaxed_bound})
     if strict and _holds(part, start, effective_bands):  # the widened bands cover the plan they were widened to
         best, best_scores = start, part.scores(start)
+    if strict and "continuity" in relevant:
+        relaxation = strict_relaxation(part, part.continuity, effective_bands)
+        if relaxation is not None:
+            lp["continuity"] = integral(relaxation.bound)
+            rounded = lp_rounded_start(part, relaxation.values, part.continuity, effective_bands)
+            if rounded is not None and (best_scores is None or _better(part.scores(rounded), best_scores, relevant)):
+                best, best_scores = rounded, part.scores(rounded)
 
     def lower(complete: bool) -> dict[str, int]:
         return {name: max(value, lp.get(name, value)) for name, value in part.lower_bounds(complete).items()}
@@ -150,8 +154,9 @@ def _phases(
         objectives.append(Objective("unassigned", 0, 0, greedy_scores["unassigned"], "OPTIMAL"))
         if any(isinstance(d, _Band) for d in part.dims) and bands is None:
             objectives.append(Objective("balance", 0, 0, greedy_scores["balance"], "OPTIMAL"))
-    if best_scores is not None and strict and all(best_scores[n] <= bounds[n] for n in relevant):  # proven by the LP
-        return _scaled(part, start, objectives + [Objective(n, best_scores[n], best_scores[n], greedy_scores[n], "OPTIMAL") for n in relevant])
+    if best is not None and best_scores is not None and strict and all(_close(best_scores[n], bounds[n], n) for n in relevant):  # by the LP
+        states = {n: "OPTIMAL" if best_scores[n] <= bounds[n] else "START" if best is start else "FEASIBLE" for n in relevant}
+        return _scaled(part, best, objectives + [Objective(n, best_scores[n], min(bounds[n], best_scores[n]), greedy_scores[n], states[n]) for n in relevant])
     model = cp_model.CpModel()
     x = [model.new_bool_var("") for _ in range(len(part.pair_user))]
     unplaced_terms = []
@@ -188,7 +193,7 @@ def _phases(
         "continuity": cp_model.LinearExpr.weighted_sum(x, part.continuity.tolist()),
         "affinity": cp_model.LinearExpr.weighted_sum(x, part.cost.tolist()),
     }
-    hint = start
+    hint = start if best is None else best
     to_solve = [name for name in relevant if best_scores is None or best_scores[name] > bounds[name]]
     solver = _solver(part.seed)
     # the budget is shared by the phases to solve (a failed strict attempt costs one more budget); so is the
@@ -227,7 +232,7 @@ def _phases(
             settle(name, best_scores[name], bounds[name], "START" if best is start else "FEASIBLE")
             continue
         earlier = [n for n in relevant[: relevant.index(name)] if n in ("continuity", "affinity")]
-        budget, state = phase_budget, "START"
+        budget, state = phase_budget, "START" if best is start else "FEASIBLE"
         phase_end = clock.until(len(to_solve) - to_solve.index(name) if name in to_solve else 1)
         halfway = (time.monotonic() + phase_end) / 2  # inf without a wall-clock end
         # the exchange search needs a complete plan: before CP-SAT on the affinity of a capacity-only
@@ -284,6 +289,11 @@ def _phases(
         settle(name, best_scores[name], bound, state)
     assert best is not None  # a strict model without a plan returned None above
     return _scaled(part, best, objectives)
+
+
+def _close(value: int, bound: int, name: str) -> bool:
+    """At its bound, or a continuity within the gap CP-SAT would stop at (CONTINUITY_GAP)."""
+    return value <= bound or name == "continuity" and value <= bound * (1 + CONTINUITY_GAP)
 
 
 def _holds(part: Component, chosen: np.ndarray, bands: dict[int, tuple[np.ndarray, np.ndarray]]) -> bool:

@@ -66,6 +66,14 @@ def relax(
         row.var_index.extend(range(int(ptr[k]), int(ptr[k + 1])))
         row.coefficient.extend([1.0] * int(ptr[k + 1] - ptr[k]))
     n_users = len(user_pairs)
+    # a pair whose unit alone overfills its user's cap is in no plan: the LP may not split the unit into it
+    # (a unit larger than every band but its holder's), nor may the bound price it
+    barred = np.zeros(len(pair_user), dtype=bool)
+    for load in loads:
+        if np.all(load.values >= 0) and np.all(load.fixed >= 0):
+            barred |= load.capped[pair_user] & (load.values + load.fixed[pair_user] > load.cap[pair_user])
+    for p in np.flatnonzero(barred).tolist():
+        model.variable[p].upper_bound = 0.0
     rows: list[tuple[int, int]] = []  # (load index, user) of each row, in row order
     for d, load in enumerate(loads):
         for u in np.flatnonzero(load.capped | (load.floor is not None)).tolist():
@@ -91,14 +99,21 @@ def relax(
     for (d, u), dual in zip(rows, response.dual_value[n_units:]):
         prices[d, u] = max(-dual, 0.0)  # in a minimisation a binding ≤ side has a non-positive dual,
         floor_prices[d, u] = max(dual, 0.0)  # a binding ≥ side a non-negative one
-    return Relaxation(values, lagrangian_bound(ptr, pair_user, objective, loads, prices, floor_prices))
+    return Relaxation(values, lagrangian_bound(ptr, pair_user, objective, loads, prices, floor_prices, barred))
 
 
 def lagrangian_bound(
-    ptr: np.ndarray, pair_user: np.ndarray, objective: np.ndarray, loads: list[LoadRows], prices: np.ndarray, floor_prices: np.ndarray | None = None
+    ptr: np.ndarray,
+    pair_user: np.ndarray,
+    objective: np.ndarray,
+    loads: list[LoadRows],
+    prices: np.ndarray,
+    floor_prices: np.ndarray | None = None,
+    barred: np.ndarray | None = None,
 ) -> float:
     """Σ over units of the cheapest priced pair − Σ prices × room above + Σ floor prices × room below:
-    a lower bound for any prices ≥ 0 (a price on a cap or floor not in force counts as 0)."""
+    a lower bound for any prices ≥ 0 (a price on a cap or floor not in force counts as 0). ``barred``
+    pairs, in no plan, are left out of the cheapest."""
     if len(ptr) < 2:
         return 0.0
     priced = objective.astype(np.float64)
@@ -111,12 +126,15 @@ def lagrangian_bound(
             price = floor_prices[d]
             priced -= price[pair_user] * load.values
             room -= float((price * (load.floor - load.fixed)).sum())
+    if barred is not None:
+        priced[barred] = np.inf
     return float(np.minimum.reduceat(priced, ptr[:-1]).sum()) - room
 
 
-def strict_bound(part: Component, target: np.ndarray, bands: dict[int, tuple[np.ndarray, np.ndarray]]) -> int | None:
-    """A proven lower bound on ``target`` over the plans that place every unit within the capacities and
-    ``bands`` (dimension index → low and high ends per user); None when the LP is cut short or has no plan."""
+
+def strict_relaxation(part: Component, target: np.ndarray, bands: dict[int, tuple[np.ndarray, np.ndarray]]) -> Relaxation | None:
+    """The LP of ``target`` over the plans that place every unit within the capacities and ``bands``
+    (dimension index → low and high ends per user); None when it is cut short or has no plan."""
     if not np.all(np.diff(part.ptr) > 0):
         return None
     rows = []
@@ -127,7 +145,9 @@ def strict_bound(part: Component, target: np.ndarray, bands: dict[int, tuple[np.
             lo, hi = bands[i]
             rows.append(LoadRows(d.values, hi, np.ones(len(hi), dtype=bool), d.fixed, floor=lo))
     clock = part.clock
-    relaxation = relax(part.ptr, part.pair_user, part.user_pairs, target, rows, clock.budget / 4, clock.left() / 4)
-    if relaxation is None:
-        return None
-    return math.ceil(relaxation.bound - 1e-6 * max(abs(relaxation.bound), 1.0))  # objectives are integers
+    return relax(part.ptr, part.pair_user, part.user_pairs, target, rows, clock.budget / 4, clock.left() / 4)
+
+
+def integral(bound: float) -> int:
+    """A bound on an integer objective, rounded up past the LP's tolerance."""
+    return math.ceil(bound - 1e-6 * max(abs(bound), 1.0))

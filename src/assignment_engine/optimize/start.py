@@ -7,8 +7,9 @@ swaps units of the user furthest outside a band until no move helps. With
 room, for capacities that cheapest-first leaves units out of. On components
 held only by capacities, ``lp_guided_start`` rounds the LP relaxation
 (relaxation.py), which places every unit where the greedy may leave some
-out, and records the LP's bound. The phases (phases.py) keep whichever start
-scores better.
+out, and records the LP's bound. Within bands, ``lp_rounded_start`` keeps
+the LP's whole units and solves the few split ones exactly. The phases
+(phases.py) keep whichever start scores better.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+from ortools.sat.python import cp_model
 
+from .cpsat import _solver
 from .limits import _NO_CAP, _Band, _Cap
 from .relaxation import LoadRows, relax
 
@@ -138,20 +141,26 @@ def _repair(
                 break
             at_s = np.flatnonzero(unit_user == s)
             best: tuple[int, int, str, tuple[int, ...]] | None = None  # (gain, -moves, kind, units and pairs)
-            for t in range(n_users):
-                if t == s:
-                    continue
-                base = sum(viol(i, s, load[i][s]) + viol(i, t, load[i][t]) for i in band_index)
-                movable = at_s[pair_of[at_s, t] >= 0]
-                if len(movable):
-                    src, dst = chosen[movable], pair_of[movable, t]
-                    after = sum(viol(i, s, load[i][s] - part.dims[i].values[src]) + viol(i, t, load[i][t] + part.dims[i].values[dst]) for i in band_index)
-                    gain = base - after
-                    gain = np.where(caps_ok(t, [d.values[dst] for _, d in cap_dims]), gain, -1)
-                    extra = part.moves[dst] - part.moves[src]
-                    k = int(np.lexsort((extra, -gain))[0])
-                    if gain[k] > 0 and (best is None or (gain[k], -extra[k]) > best[:2]):
-                        best = (int(gain[k]), -int(extra[k]), "move", (movable[k], dst[k]))
+            # every move of a unit of s to another user t at once (units × users): the largest gain, then the
+            # fewest accounts moved, then the first user and unit
+            dst = pair_of[at_s]  # -1 where t is no candidate
+            allowed = dst >= 0
+            allowed[:, s] = False
+            if allowed.any():
+                everyone = np.arange(n_users)
+                src, to = chosen[at_s], np.maximum(dst, 0)
+                gain = np.zeros(dst.shape, dtype=np.int64)
+                for i in band_index:
+                    v = part.dims[i].values
+                    before = viol(i, s, load[i][s]) + viol(i, everyone, load[i])
+                    gain += before[None, :] - viol(i, s, load[i][s] - v[src])[:, None] - viol(i, everyone, load[i][None, :] + v[to])
+                for i, d in cap_dims:
+                    allowed &= load[i][None, :] + d.values[to] <= d.cap[None, :]
+                gain = np.where(allowed, gain, -1)
+                extra = part.moves[to] - part.moves[src][:, None]
+                k, t = np.unravel_index(np.lexsort((np.arange(gain.size), (np.arange(gain.size) % n_users), extra.ravel(), -gain.ravel()))[0], gain.shape)
+                if gain[k, t] > 0:
+                    best = (int(gain[k, t]), -int(extra[k, t]), "move", (at_s[k], dst[k, t]))
             for t in range(n_users) if best is None else ():  # swaps only when no single move helps
                 if t == s:
                     continue
@@ -238,4 +247,51 @@ def lp_guided_start(part: Component, name: str) -> np.ndarray | None:
                     for l, cap in zip(load, capacities):
                         l[c] += cap.values[p]
                     break
+    return chosen
+
+
+SPLIT_UNITS = 200  # past this many units the LP split, rounding it is left to CP-SAT on the whole component
+
+
+def lp_rounded_start(part: Component, values: np.ndarray, target: np.ndarray, bands: dict[int, tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
+    """A plan within capacities and ``bands`` from an LP solution (``values`` per pair) of ``target``.
+
+    A basic solution splits at most one unit per load row, so the units it
+    places whole stay where it put them and the split ones (a few dozen at
+    most on a component of a thousand units) are placed by a CP-SAT model of
+    their own, exactly, at the least ``target``: a plan within a few units'
+    cost of the LP's bound in milliseconds. None when those units cannot be
+    placed within the bands around the whole ones (then the phases solve the
+    whole component), or when they are too many or time is up.
+    """
+    whole = values >= 1 - 1e-6
+    chosen = np.full(len(part.units), -1, dtype=np.int64)
+    chosen[part.pair_unit[whole]] = np.flatnonzero(whole)
+    split = np.flatnonzero(chosen < 0)
+    if len(split) > SPLIT_UNITS or part.clock.over():
+        return None
+    if not len(split):
+        return chosen
+    loads = part.loads(chosen)  # of the whole units
+    model = cp_model.CpModel()
+    pairs = np.concatenate([np.arange(part.ptr[k], part.ptr[k + 1]) for k in split.tolist()])
+    x = {p: model.new_bool_var("") for p in pairs.tolist()}
+    for k in split.tolist():
+        model.add_exactly_one([x[p] for p in range(part.ptr[k], part.ptr[k + 1])])
+    for i, (d, load) in enumerate(zip(part.dims, loads)):
+        for c in range(len(part.users)):
+            mine = pairs[part.pair_user[pairs] == c]
+            expr = cp_model.LinearExpr.weighted_sum([x[p] for p in mine.tolist()], d.values[mine].tolist()) + int(load[c])
+            if isinstance(d, _Cap) and d.cap[c] < _NO_CAP:
+                model.add(expr <= int(d.cap[c]))
+            elif i in bands:
+                model.add_linear_constraint(expr, int(bands[i][0][c]), int(bands[i][1][c]))
+    model.minimize(cp_model.LinearExpr.weighted_sum([x[p] for p in pairs.tolist()], target[pairs].tolist()))
+    solver = _solver(part.seed)
+    part.clock.limit(solver, part.clock.budget / 4)
+    if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    for p in pairs.tolist():
+        if solver.boolean_value(x[p]):
+            chosen[part.pair_unit[p]] = p
     return chosen

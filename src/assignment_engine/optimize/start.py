@@ -158,8 +158,9 @@ def _repair(
                     allowed &= load[i][None, :] + d.values[to] <= d.cap[None, :]
                 gain = np.where(allowed, gain, -1)
                 extra = part.moves[to] - part.moves[src][:, None]
-                k, t = np.unravel_index(np.lexsort((np.arange(gain.size), (np.arange(gain.size) % n_users), extra.ravel(), -gain.ravel()))[0], gain.shape)
-                if gain[k, t] > 0:
+                top = _first_best(gain, extra, by_column=True)
+                if top is not None:
+                    k, t = top
                     best = (int(gain[k, t]), -int(extra[k, t]), "move", (at_s[k], dst[k, t]))
             for t in range(n_users) if best is None else ():  # swaps only when no single move helps
                 if t == s:
@@ -184,9 +185,9 @@ def _repair(
                         ok_s = load[ci][s] - v[a_src][:, None] + v[b_dst][None, :] <= d.cap[s]
                         gain = np.where(ok_t & ok_s, gain, -1)
                     extra = (part.moves[a_dst] - part.moves[a_src])[:, None] + (part.moves[b_dst] - part.moves[b_src])[None, :]
-                    flat = int(np.lexsort((extra.ravel(), -gain.ravel()))[0])
-                    ia, ib = divmod(flat, len(b_units))
-                    if gain[ia, ib] > 0 and (best is None or (gain[ia, ib], -extra[ia, ib]) > best[:2]):
+                    top = _first_best(gain, extra, by_column=False)
+                    if top is not None and (best is None or (gain[top], -extra[top]) > best[:2]):
+                        ia, ib = top
                         best = (int(gain[ia, ib]), -int(extra[ia, ib]), "swap", (a_units[ia], a_dst[ia], b_units[ib], b_dst[ib]))
             if best is None:
                 continue
@@ -206,6 +207,19 @@ def _repair(
             break
         if not acted:
             return
+
+
+def _first_best(gain: np.ndarray, extra: np.ndarray, by_column: bool) -> tuple[int, int] | None:
+    """The cell of the largest positive gain, then the fewest accounts moved, then the first in row order
+    (``by_column``: in column order); None when no gain is positive. Linear, where a sort would not be."""
+    top = gain.max(initial=0)
+    if top <= 0:
+        return None
+    tied = gain == top
+    fewest = extra[tied].min()
+    rows, columns = np.nonzero(tied & (extra == fewest))  # in row order
+    i = int(np.argmin(columns * gain.shape[0] + rows)) if by_column else 0
+    return int(rows[i]), int(columns[i])
 
 
 def lp_guided_start(part: Component, name: str) -> np.ndarray | None:

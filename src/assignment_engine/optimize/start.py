@@ -143,13 +143,13 @@ def _repair(
             best: tuple[int, int, str, tuple[int, ...]] | None = None  # (gain, -moves, kind, units and pairs)
             # every move of a unit of s to another user t at once (units × users): the largest gain, then the
             # fewest accounts moved, then the first user and unit
-            dst = pair_of[at_s]  # -1 where t is no candidate
-            allowed = dst >= 0
+            targets = pair_of[at_s]  # -1 where t is no candidate
+            allowed = targets >= 0
             allowed[:, s] = False
             if allowed.any():
                 everyone = np.arange(n_users)
-                src, to = chosen[at_s], np.maximum(dst, 0)
-                gain = np.zeros(dst.shape, dtype=np.int64)
+                src, to = chosen[at_s], np.maximum(targets, 0)
+                gain = np.zeros(targets.shape, dtype=np.int64)
                 for i in band_index:
                     v = part.dims[i].values
                     before = viol(i, s, load[i][s]) + viol(i, everyone, load[i])
@@ -161,7 +161,7 @@ def _repair(
                 top = _first_best(gain, extra, by_column=True)
                 if top is not None:
                     k, t = top
-                    best = (int(gain[k, t]), -int(extra[k, t]), "move", (at_s[k], dst[k, t]))
+                    best = (int(gain[k, t]), -int(extra[k, t]), "move", (at_s[k], targets[k, t]))
             for t in range(n_users) if best is None else ():  # swaps only when no single move helps
                 if t == s:
                     continue

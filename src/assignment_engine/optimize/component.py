@@ -18,7 +18,7 @@ import numpy as np
 from .clock import Clock
 from .limits import _Band, _band, _Cap, _capacity, _Dim
 from .neighbourhood import neighbourhood_search
-from .phases import lexicographic
+from .phases import bands_may_hold, lexicographic
 from .problem import ComponentResult, Objective, Problem
 from .relaxation import integral
 from .start import greedy_start, lp_guided_start
@@ -107,6 +107,11 @@ class Component:
         if not len(self.units):
             return False
         return bool(np.any(np.diff(self.ptr) > 1)) or any(isinstance(d, _Cap) for d in self.dims)
+
+    @functools.cached_property
+    def bands_may_hold(self) -> bool:
+        """False when a simple count shows some band cannot hold (phases.bands_may_hold)."""
+        return bands_may_hold(self)
 
     @property
     def capacity_only(self) -> bool:

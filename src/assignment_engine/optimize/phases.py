@@ -55,7 +55,7 @@ def lexicographic(part: Component, start: np.ndarray) -> tuple[np.ndarray, list[
             guided_scores = part.scores(guided)
             if _better(guided_scores, greedy_scores, ["unassigned", *part.order]):
                 start, greedy_scores = guided, guided_scores
-    if (greedy_scores["unassigned"] or greedy_scores["balance"]) and placeable and bands_may_hold(part):
+    if (greedy_scores["unassigned"] or greedy_scores["balance"]) and placeable and part.bands_may_hold:
         strict = _phases(part, start, greedy_scores, strict=True)
         if strict is not None:
             return strict

@@ -404,6 +404,39 @@ def test_the_lp_rounded_start_keeps_the_bands_and_its_bound_is_below_the_best_pl
         assert part.scores(rounded)["continuity"] >= best
         assert np.array_equal(rounded, lp_rounded_start(part, relaxation.values, part.continuity, bands))
 
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 40), st.sampled_from(["u1", "u2", "u3", None])), min_size=3, max_size=8),
+    st.integers(0, 400),  # one account that may be larger than every band
+    st.sampled_from([0.1, 0.3]),
+)
+def test_widened_bands_hold_the_plan_and_admit_no_plan_with_more_slack(accounts, whale, tolerance):
+    """Bands redrawn around a plan contain it, and every plan that places all units within them has at
+    most that plan's slack on each band (brute force over every placement)."""
+    from assignment_engine.optimize import Component, _Band, components
+    from assignment_engine.optimize.phases import widened_bands
+
+    engine = one_territory(f"[{{measure: revenue, tolerance: {tolerance}}}, {{measure: accounts, tolerance: {tolerance}}}]", users=3)
+    records = [{"id": f"A{i}", "country": "US", "revenue": revenue, "owner_id": owner} for i, (revenue, owner) in enumerate([*accounts, (whale, "u1")])]
+    problem = engine.prepare(table_of(engine, records), [User(f"u{i}") for i in range(1, 4)]).problem
+    (users, units), = components(problem)
+    part = Component(problem, users, units)
+    best = part.greedy()
+    assume(np.all(best >= 0))
+
+    def slack(chosen: np.ndarray) -> dict[int, int]:
+        return {i: int(np.maximum(load - d.hi, 0).sum() + np.maximum(d.lo - load, 0).sum())
+                for i, (d, load) in enumerate(zip(part.dims, part.loads(chosen))) if isinstance(d, _Band)}
+
+    bands = widened_bands(part, best)
+    within = [np.array(c) for c in itertools.product(*(range(part.ptr[k], part.ptr[k + 1]) for k in range(len(units))))
+              if all(np.all(bands[i][0] <= load) and np.all(load <= bands[i][1]) for i, load in enumerate(part.loads(np.array(c))) if i in bands)]
+    assert any(np.array_equal(c, best) for c in within)
+    ceiling = slack(best)
+    for chosen in within:
+        assert all(value <= ceiling[i] for i, value in slack(chosen).items())
+
 GAP_RULES = """
 version: 1
 fields: {pool: string}

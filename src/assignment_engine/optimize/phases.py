@@ -72,24 +72,55 @@ def lexicographic(part: Component, start: np.ndarray) -> tuple[np.ndarray, list[
         relaxed = _phases(part, start, greedy_scores, strict=False)
         assert relaxed is not None  # the start is a solution of the relaxed model
         return relaxed
-    # bands that cannot all hold: first the least slack, then, with every user's band widened just
-    # to cover that plan (so no later plan has more slack), the later objectives as a strict model
+    # bands that cannot all hold: first the least slack, then, with every user's band redrawn around that
+    # plan so that no later plan has more slack (widened_bands), the later objectives as a strict model
     first = _phases(part, start, greedy_scores, strict=False, until="balance", share=1.0 if greedy_scores["unassigned"] else BALANCE_SHARE)
     assert first is not None
     best, objectives = first
     if part.scores(best)["unassigned"] == 0 and placeable:
-        loads = part.loads(best)
-        widened = {
-            i: (np.minimum(d.lo, load), np.maximum(d.hi, load))
-            for i, (d, load) in enumerate(zip(part.dims, loads))
-            if isinstance(d, _Band)
-        }
-        rest = _phases(part, best, greedy_scores, strict=True, bands=widened)
+        rest = _phases(part, best, greedy_scores, strict=True, bands=widened_bands(part, best))
         if rest is not None:
             return rest[0], objectives + [o for o in rest[1] if o.name not in ("unassigned", "balance")]
     relaxed = _phases(part, best, greedy_scores, strict=False)
     assert relaxed is not None
     return relaxed[0], objectives + [o for o in relaxed[1] if o.name not in ("unassigned", "balance")]
+
+
+def widened_bands(part: Component, best: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per band, low and high ends per user within which no plan that places every unit has more slack
+    on that band than ``best`` (a complete plan whose slack is the least found).
+
+    Each user's band widened just to cover ``best`` would do, but it pins the
+    loads: when one account is larger than every band, its holder is above
+    and everyone else below, and with the total conserved no load could move
+    at all. Where every unit weighs the same for each of its candidates, the
+    total is conserved, and a band's slack is at most Σ (slack in ``best`` +
+    load in ``best`` − load) over users whose load stays at most their end
+    below: ``lo`` for a user below the band, the load in ``best`` for the
+    others (for bands with ``lo`` ≤ ``hi``). That sum is the slack of ``best``. So users may shed load freely
+    and those below the band may gain up to it; mirrored (loads only rising,
+    to ``hi`` above the band and to the load in ``best`` for the others) when
+    more users are above the band than below.
+    """
+    loads = part.loads(best)
+    counts = np.diff(part.ptr)
+    widened = {}
+    for i, (d, load) in enumerate(zip(part.dims, loads)):
+        if not isinstance(d, _Band):
+            continue
+        below, above = load < d.lo, load > d.hi
+        first = d.values[part.ptr[:-1][counts > 0]] if len(d.values) else d.values
+        conserved = bool(np.all(d.values == np.repeat(first, counts[counts > 0]))) and np.all(d.values >= 0) and np.all(d.lo <= d.hi)
+        if not (below.any() or above.any()):
+            widened[i] = (d.lo, d.hi)
+        elif not conserved:
+            widened[i] = (np.minimum(d.lo, load), np.maximum(d.hi, load))
+        elif below.sum() >= above.sum():  # loads may fall anywhere, and rise only below the band
+            widened[i] = (d.fixed, np.where(below, d.lo, load))
+        else:  # loads may rise anywhere, and fall only above the band
+            top = d.fixed + np.bincount(part.pair_user, weights=d.values, minlength=len(part.users)).astype(np.int64)
+            widened[i] = (np.where(above, d.hi, load), np.maximum(top, load))
+    return widened
 
 
 def bands_may_hold(part: Component) -> bool:

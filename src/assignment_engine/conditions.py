@@ -42,6 +42,7 @@ ORDERING = ("lt", "lte", "gt", "gte", "between")
 TEXT = ("starts_with", "ends_with", "contains", "matches")
 PRESENCE = ("exists", "is_null")
 RELATIVE = ("within_days", "older_than_days")  # dates, counted from the run date
+INDEXED = ("eq", "in", *ORDERING)  # text comparisons a column's indexes answer (StringColumn.folded_index, sorted_codes)
 OPERATORS = EQUALITY + ORDERING + TEXT + PRESENCE + RELATIVE
 MAX_DAYS = 36_500
 _SYMBOL = {"eq": "=", "ne": "≠", "lt": "<", "lte": "≤", "gt": ">", "gte": "≥"}
@@ -199,10 +200,32 @@ class Compare(Condition):
             return bool(self.value)
         return False
 
+    def codes_where(self, column: StringColumn) -> np.ndarray:
+        """The codes (sorted) of the values an ``INDEXED`` comparison holds for, found in the column's
+        indexes (a dict of folded values, the values sorted) in time proportional to them."""
+        op, v = self.op, self.value
+        if op in ("eq", "in"):
+            index = column.folded_index
+            hits = [index[x] for x in ([v] if op == "eq" else sorted(v)) if x in index]
+            return np.sort(np.concatenate(hits)) if hits else np.empty(0, dtype=np.int64)
+        ordered, values = column.sorted_codes
+        low, high = {
+            "between": lambda: (np.searchsorted(values, v[0], "left"), np.searchsorted(values, v[1], "right")),
+            "lt": lambda: (0, np.searchsorted(values, v, "left")),
+            "lte": lambda: (0, np.searchsorted(values, v, "right")),
+            "gt": lambda: (np.searchsorted(values, v, "right"), len(values)),
+            "gte": lambda: (np.searchsorted(values, v, "left"), len(values)),
+        }[op]()
+        return np.sort(ordered[low:high])
+
     def _on_strings(self, column: StringColumn) -> np.ndarray:
         """One result per distinct value; comparisons run in numpy, only ``matches`` and text search loop."""
         op, v = self.op, self.value
         n = len(column.categories)
+        if op in INDEXED:  # from the column's indexes: no pass over every value per comparison
+            hit = np.zeros(n, dtype=bool)
+            hit[self.codes_where(column)] = True
+            return hit
         if op in ("exists", "is_null"):
             return np.full(n, (op == "exists") == v, dtype=bool)
         if op == "matches":

@@ -17,7 +17,8 @@ from functools import cached_property
 import numpy as np
 
 from .compile import CompiledRule, CompiledRules, TerritoryNode
-from .table import AccountTable
+from .conditions import INDEXED, AllOf, Compare, Condition
+from .table import TEXT_KINDS, AccountTable, StringColumn
 
 NO_TERRITORY = -1
 TIED = -2
@@ -73,9 +74,11 @@ def match_accounts(rules: CompiledRules, table: AccountTable, *, overlay: bool =
         return rule_masks[key]
 
     admitted: dict[tuple[int, ...], np.ndarray] = {}  # inherited rules → the rows they all admit
+    grouped: dict[tuple[tuple[int, ...], str], _Grouped] = {}  # (inherited rules, field) → those rows by value
 
-    def territory_mask(node: TerritoryNode) -> np.ndarray | None:
-        """Inherited rules (shared, evaluated once) narrow the rows; local rules run on those rows only."""
+    def territory_rows(node: TerritoryNode) -> np.ndarray | None:
+        """The rows (sorted) where every applicable rule holds; None for a node without rules. Inherited
+        rules (shared, evaluated once) narrow the rows; local rules run on those rows only."""
         if not node.applicable:
             return None
         inherited = [r for r in node.applicable if r.territory != node.id]
@@ -86,30 +89,82 @@ def match_accounts(rules: CompiledRules, table: AccountTable, *, overlay: bool =
                 both &= rule_mask(rule)
             admitted[key] = np.flatnonzero(both) if inherited else np.arange(n)
         rows = admitted[key]
+        narrowest = None  # the rows whose value can satisfy one of the node's own comparisons, fewest first
+        for compare in _indexable(node):
+            column = table.fields[compare.field]
+            assert isinstance(column, StringColumn)  # _indexable keeps comparisons of text fields only
+            group = grouped.get((key, compare.field)) or grouped.setdefault((key, compare.field), _Grouped(rows, column))
+            codes = compare.codes_where(column)
+            if narrowest is None or group.count(codes) < narrowest[0]:
+                narrowest = (group.count(codes), group, codes)
+        if narrowest is not None:
+            rows = narrowest[1].rows_of(narrowest[2])
         keep = np.ones(len(rows), dtype=bool)
         for rule in node.rules:
             keep &= rule.condition.mask(table, rows)
-        mask = np.zeros(n, dtype=bool)
-        mask[rows[keep]] = True
-        return mask
+        return rows[keep]
 
     members: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(order)
-    # rows matched in each finished subtree, as indices: post-order finishes every leaf before any root, and a
-    # mask per subtree (1 MB per million accounts) held for 1,000 leaves was a gigabyte
+    # rows matched in each finished subtree, as sorted indices: post-order finishes every leaf before any root,
+    # and a mask per subtree (1 MB per million accounts) held for 1,000 leaves was a gigabyte
     in_subtree: dict[str, np.ndarray] = {}
     for node in rules.post_order():
-        matched = territory_mask(node) if node.overlay == overlay else None
-        below = np.zeros(n, dtype=bool)
-        for child in node.children:
-            below[in_subtree.pop(child)] = True
+        matched = territory_rows(node) if node.overlay == overlay else None
+        below = np.unique(np.concatenate([in_subtree.pop(child) for child in node.children])) if node.children else np.empty(0, dtype=np.int64)
         if matched is None:
-            in_subtree[node.id] = np.flatnonzero(below)
+            in_subtree[node.id] = below
             continue
-        members[position[node.id]] = np.flatnonzero(matched & ~below)
-        in_subtree[node.id] = np.flatnonzero(matched | below)
+        if not len(below):  # a leaf, or nothing matched below
+            members[position[node.id]] = in_subtree[node.id] = matched
+            continue
+        members[position[node.id]] = np.setdiff1d(matched, below, assume_unique=True)
+        in_subtree[node.id] = np.union1d(matched, below)
 
     owning, ties = _owning(rules, order, members, n)
     return Matches(order, members, owning, ties)
+
+
+def _indexable(node: TerritoryNode) -> list[Compare]:
+    """The node's own top-level comparisons on text fields that an index answers (all must hold for it)."""
+    found: list[Compare] = []
+
+    def add(c: Condition) -> None:
+        if isinstance(c, AllOf):
+            for part in c.parts:
+                add(part)
+        elif isinstance(c, Compare) and c.kind in TEXT_KINDS and c.op in INDEXED:
+            found.append(c)
+
+    for rule in node.rules:
+        add(rule.condition)
+    return found
+
+
+class _Grouped:
+    """Admitted rows grouped by the codes of one text column, so that a territory's rows can be narrowed to
+    those whose value can satisfy one of its comparisons in time proportional to them, not to all rows.
+
+    On 1,000 postal-range leaves under 20 regions, each leaf's rules then read its own few hundred rows
+    instead of its region's tens of thousands.
+    """
+
+    def __init__(self, rows: np.ndarray, column: StringColumn):
+        key = column.codes[rows] + 1  # 0: missing
+        order = np.argsort(key, kind="stable")
+        self.rows = rows[order]  # sorted by code, then row
+        self.starts = np.searchsorted(key[order], np.arange(len(column.categories) + 2))
+
+    def count(self, codes: np.ndarray) -> int:
+        return int((self.starts[codes + 2] - self.starts[codes + 1]).sum())
+
+    def rows_of(self, codes: np.ndarray) -> np.ndarray:
+        """The rows with any of ``codes``, in row order."""
+        begin, end = self.starts[codes + 1], self.starts[codes + 2]
+        lengths = end - begin
+        if not lengths.sum():
+            return np.empty(0, dtype=self.rows.dtype)
+        offsets = np.repeat(begin - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+        return np.sort(self.rows[offsets])
 
 
 def _owning(rules: CompiledRules, order: list[str], members: list[np.ndarray], n: int) -> tuple[np.ndarray, dict[int, tuple[int, ...]]]:

@@ -53,6 +53,19 @@ class StringColumn:
         """The categories case-folded, for case-insensitive equality (computed once)."""
         return np.array([c.casefold() for c in self.categories], dtype=str) if self.categories else np.empty(0, dtype=str)
 
+    @cached_property
+    def folded_index(self) -> dict[str, np.ndarray]:
+        """Case-folded value → the codes that fold to it (computed once): equality without a pass over values."""
+        order = np.argsort(self.folded, kind="stable")
+        keys, starts = np.unique(self.folded[order], return_index=True)
+        return dict(zip(keys.tolist(), np.split(order, starts[1:])))
+
+    @cached_property
+    def sorted_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """The codes in the order of their values, and the values so sorted (computed once): ranges by bisection."""
+        order = np.argsort(self.array, kind="stable")
+        return order, self.array[order]
+
     def value(self, row: int) -> str | None:
         code = int(self.codes[row])
         return None if code < 0 else self.categories[code]

@@ -112,9 +112,9 @@ class Clock:
 
 
 # A component whose bands cannot all hold (an account larger than a band, say) runs a balance phase before
-# its continuity phase and a longer repair: on the L book 3.2-4.6 s at effort 1.5, against 0.05-0.6 s for
-# components of the same size whose start holds their bands.
-HARD_BANDS_WORK = 8
+# its continuity phase and a longer repair: on a sample of the L book 0.6-1.2 s at effort 1.5, against
+# 0.05-0.6 s (0.25 s on average) for components of the same size whose start holds their bands.
+HARD_BANDS_WORK = 4
 
 
 def work(part: Component) -> float:

@@ -19,12 +19,9 @@ from .clock import Clock
 from .limits import _Band, _band, _Cap, _capacity, _Dim
 from .neighbourhood import neighbourhood_search
 from .phases import bands_may_hold, lexicographic
-from .problem import ComponentResult, Objective, Problem
+from .problem import VALUE_STEPS, ComponentResult, Objective, Problem, accounts_moved_bound
 from .relaxation import integral
 from .start import greedy_start, lp_guided_start
-
-VALUE_STEPS = 1_000  # value moved is a tie-break in steps of 0.1 % of the component's value
-
 
 # Past this many account–user pairs a CP-SAT model of the component would take gigabytes (about 1 KB a pair):
 # the component keeps its greedy start, repaired, and says so (stopped_on "size"). 600k deals of one overlay
@@ -174,8 +171,7 @@ class Component:
         stopped_on = "optimal" if proven else "size" if too_large else "time_limit" if self.clock.cut else "effort"
         moves = int(self.moves[chosen[chosen >= 0]].sum())
         continuity = next((o for o in objectives if o.name == "continuity"), None)
-        # continuity = moves × (VALUE_STEPS + 1) + value steps (≤ VALUE_STEPS): a bound on it bounds the moves
-        moves_bound = moves if continuity is None else max(0, -(-(int(continuity.bound) - VALUE_STEPS) // (VALUE_STEPS + 1)))
+        moves_bound = moves if continuity is None else accounts_moved_bound(continuity.bound)
         users = np.asarray(self.users, dtype=np.int64)
         owner = np.where(chosen >= 0, users[self.pair_user[np.maximum(chosen, 0)]] if len(self.pair_user) else -1, -1)
         result = ComponentResult(self.user_ids, len(self.units), len(self.pair_user), objectives, moves, min(moves_bound, moves), time.perf_counter() - start, stopped_on)

@@ -17,6 +17,19 @@ from .clock import DEFAULT_EFFORT
 MAX_SEED = 2**31 - 1  # CP-SAT takes a 32-bit seed
 
 
+VALUE_STEPS = 1_000  # value moved is a tie-break in steps of 0.1 % of the component's value
+
+
+def accounts_moved(continuity: float) -> int:
+    """The accounts a plan moves, from its continuity (moves × (VALUE_STEPS + 1) + value steps ≤ VALUE_STEPS)."""
+    return int(continuity) // (VALUE_STEPS + 1)
+
+
+def accounts_moved_bound(continuity_bound: float) -> int:
+    """A bound on the accounts moved, from a bound on continuity."""
+    return max(0, -(-(int(continuity_bound) - VALUE_STEPS) // (VALUE_STEPS + 1)))
+
+
 @dataclass
 class LoadDim:
     """One load a user carries: per-unit values (or per pair) and per-user fixed load."""

@@ -274,23 +274,39 @@ def lp_rounded_start(part: Component, values: np.ndarray, target: np.ndarray, ba
     places whole stay where it put them and the split ones (a few dozen at
     most on a component of a thousand units) are placed by a CP-SAT model of
     their own, exactly, at the least ``target``: a plan within a few units'
-    cost of the LP's bound in milliseconds. None when those units cannot be
-    placed within the bands around the whole ones (then the phases solve the
-    whole component), or when they are too many or time is up.
+    cost of the LP's bound in milliseconds. Where integer bands leave the split
+    units no room, the units the LP moves are freed as well (another place
+    costs them nothing more in accounts moved). None when even then they
+    cannot be placed (the phases solve the whole component), or when they are
+    too many or time is up.
     """
     whole = values >= 1 - 1e-6
-    chosen = np.full(len(part.units), -1, dtype=np.int64)
-    chosen[part.pair_unit[whole]] = np.flatnonzero(whole)
-    split = np.flatnonzero(chosen < 0)
+    placed = np.full(len(part.units), -1, dtype=np.int64)
+    placed[part.pair_unit[whole]] = np.flatnonzero(whole)
+    split = np.flatnonzero(placed < 0)
     if len(split) > SPLIT_UNITS or part.clock.over():
         return None
     if not len(split):
-        return chosen
-    loads = part.loads(chosen)  # of the whole units
+        return placed
+    moved = np.flatnonzero((placed >= 0) & (part.moves[np.maximum(placed, 0)] > 0))
+    for free in (split, np.union1d(split, moved)):
+        if len(free) > SPLIT_UNITS or part.clock.over():
+            return None
+        chosen = placed.copy()
+        chosen[free] = -1
+        if _place_exactly(part, chosen, free, target, bands):
+            return chosen
+    return None
+
+
+def _place_exactly(part: Component, chosen: np.ndarray, free: np.ndarray, target: np.ndarray, bands: dict[int, tuple[np.ndarray, np.ndarray]]) -> bool:
+    """Place the ``free`` units (unplaced in ``chosen``) at the least ``target`` within capacities and
+    ``bands`` around the others, by CP-SAT; False when they cannot all be placed so (or time is up)."""
+    loads = part.loads(chosen)  # of the others
     model = cp_model.CpModel()
-    pairs = np.concatenate([np.arange(part.ptr[k], part.ptr[k + 1]) for k in split.tolist()])
+    pairs = np.concatenate([np.arange(part.ptr[k], part.ptr[k + 1]) for k in free.tolist()])
     x = {p: model.new_bool_var("") for p in pairs.tolist()}
-    for k in split.tolist():
+    for k in free.tolist():
         model.add_exactly_one([x[p] for p in range(part.ptr[k], part.ptr[k + 1])])
     for i, (d, load) in enumerate(zip(part.dims, loads)):
         for c in range(len(part.users)):
@@ -304,8 +320,8 @@ def lp_rounded_start(part: Component, values: np.ndarray, target: np.ndarray, ba
     solver = _solver(part.seed)
     part.clock.limit(solver, part.clock.budget / 4)
     if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return None
+        return False
     for p in pairs.tolist():
         if solver.boolean_value(x[p]):
             chosen[part.pair_unit[p]] = p
-    return chosen
+    return True

@@ -16,7 +16,6 @@ only by capacities.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING
 
@@ -83,7 +82,7 @@ def lexicographic(part: Component, start: np.ndarray) -> tuple[np.ndarray, list[
     assert first is not None
     best, objectives = first
     if part.scores(best)["unassigned"] == 0 and placeable:
-        rest = _phases(part, best, greedy_scores, strict=True, bands=redrawn_bands(part, best))
+        rest = _phases(part, best, greedy_scores, strict=True, bands=widened_bands(part, best))
         if rest is not None:
             return rest[0], objectives + [o for o in rest[1] if o.name not in ("unassigned", "balance")]
     relaxed = _phases(part, best, greedy_scores, strict=False)
@@ -91,36 +90,14 @@ def lexicographic(part: Component, start: np.ndarray) -> tuple[np.ndarray, list[
     return relaxed[0], objectives + [o for o in relaxed[1] if o.name not in ("unassigned", "balance")]
 
 
-def redrawn_bands(part: Component, best: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Bands around ``best`` (the least slack found) that admit no plan with more slack: each user's band
-    widened to cover its load (held_bands), or loads shedding freely (widened_bands), whichever leaves the
-    LP of accounts moved the lower bound (more room); the latter on a tie, as CP-SAT searches it faster.
-
-    Neither contains the other: on the M book the first moved 12,961 accounts and the second 13,031; on
-    three L components with an account larger than every band the first left CP-SAT no plan better
-    than the start in its budget (325 accounts moved against 198).
-    """
-    candidates = [widened_bands(part, best), held_bands(part, best)]
-    bounds = []
-    for bands in candidates:
-        relaxation = strict_relaxation(part, part.continuity, bands)
-        bounds.append(math.inf if relaxation is None else relaxation.bound)
-    return candidates[int(np.argmin(bounds))]
-
-
-def held_bands(part: Component, best: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Each user's band widened just to cover its load in ``best``: no user's slack can grow."""
-    return {i: (np.minimum(d.lo, load), np.maximum(d.hi, load)) for i, (d, load) in enumerate(zip(part.dims, part.loads(best))) if isinstance(d, _Band)}
-
-
 def widened_bands(part: Component, best: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per band, low and high ends per user within which no plan that places every unit has more slack
     on that band than ``best`` (a complete plan whose slack is the least found).
 
-    Each user's band widened just to cover ``best`` (held_bands) would do,
-    but it pins the loads: when one account is larger than every band, its
-    holder is above and everyone else below, and with the total conserved no
-    load could move at all. Where every unit weighs the same for each of its candidates, the
+    Each user's band widened just to cover ``best`` would do, but it pins the
+    loads: when one account is larger than every band, its holder is above
+    and everyone else below, and with the total conserved no load could move
+    at all. Where every unit weighs the same for each of its candidates, the
     total is conserved, and a band's slack is at most Σ (slack in ``best`` +
     load in ``best`` − load) over users whose load stays at most their end
     below: ``lo`` for a user below the band, the load in ``best`` for the

@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 CONTINUITY_GAP = 0.005  # a continuity phase may stop within 0.5 % of its proven bound
 # ... and, when its plan rounded from the LP is this many accounts moved or fewer above the LP's bound, without
-# CP-SAT: on a sample of L components the rounded plan was within one account of CP-SAT's best in all but
-# one of 19, where CP-SAT took 0.2-0.6 s each to find and prove that account (the bound stays the LP's)
+# CP-SAT: on 19 sampled L components the rounded plan was within one account of the best CP-SAT found,
+# which took it 0.2-0.6 s each to find and prove (the bound reported stays the LP's)
 LP_STOP_ACCOUNTS = 1
 MIN_ROUND = 0.05  # wall seconds a phase must have left for one more CP-SAT round
 # The least band slack, where bands cannot all hold, takes this part of a phase's budget and of the time left:

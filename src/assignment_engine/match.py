@@ -95,8 +95,9 @@ def match_accounts(rules: CompiledRules, table: AccountTable, *, overlay: bool =
             assert isinstance(column, StringColumn)  # _indexable keeps comparisons of text fields only
             group = grouped.get((key, compare.field)) or grouped.setdefault((key, compare.field), _Grouped(rows, column))
             codes = compare.codes_where(column)
-            if narrowest is None or group.count(codes) < narrowest[0]:
-                narrowest = (group.count(codes), group, codes)
+            count = group.count(codes)
+            if narrowest is None or count < narrowest[0]:
+                narrowest = (count, group, codes)
         if narrowest is not None:
             rows = narrowest[1].rows_of(narrowest[2])
         keep = np.ones(len(rows), dtype=bool)

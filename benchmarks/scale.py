@@ -19,6 +19,7 @@ import platform
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +30,43 @@ from assignment_engine.optimize import Problem, solve
 from assignment_engine.plan import Plan
 
 OUT = Path(__file__).parent / "out"
+
+
+class PssPeak:
+    """The peak, over samples every ``interval`` seconds, of the summed proportional set size (PSS) of this
+    process and its descendants: shared pages counted once across the forked workers, as RSS does not.
+    Linux only (/proc/<pid>/smaps_rollup); elsewhere it stays at 0."""
+
+    def __init__(self, interval: float = 0.5):
+        self.peak_kib, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+
+    def start(self) -> PssPeak:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.peak_kib = max(self.peak_kib, sum(_pss(pid) for pid in _tree(os.getpid())))
+
+
+def _tree(pid: int) -> list[int]:
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        children = []
+    return [pid, *(p for c in children for p in _tree(c))]
+
+
+def _pss(pid: int) -> int:
+    try:
+        return next(int(line.split()[1]) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines() if line.startswith("Pss:"))
+    except (OSError, StopIteration):
+        return 0
 
 
 def generate(preset: str) -> Path:
@@ -117,6 +155,7 @@ def main() -> int:
         stages[name] = now - clock
         clock = now
 
+    sampler = PssPeak().start()
     engine = Engine.from_file(book / "rules.yaml")
     accounts = read_accounts(book / "accounts.csv", engine.rules.field_types)
     users = read_users(book / "users.csv", list(engine.rules.measures))
@@ -129,6 +168,7 @@ def main() -> int:
     summary = write_plan(plan, OUT / f"{args.preset}-plan")
     lap("plan+write")
     total = time.perf_counter() - start
+    sampler.stop()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
@@ -156,7 +196,8 @@ def main() -> int:
     print(f"{'lower bound (moves)':22}{'':>{40 * len(labels)}}{solver['moves_lower_bound']:>10,}")
     print("\nstages: " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()) + f"; total {total:.1f}s")
     print(f"components: {solver['status']}; moves gap to bound {solver['moves_gap']:.2%}")
-    print(f"peak memory: {peak:,.0f} MiB (this process), {children:,.0f} MiB (largest worker or generator)")
+    print(f"peak memory: {peak:,.0f} MiB (this process), {children:,.0f} MiB (largest worker or generator); "
+          f"{sampler.peak_kib / 1024:,.0f} MiB PSS of all processes together (sampled every 0.5 s)")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     return 0
 

@@ -35,8 +35,11 @@ if TYPE_CHECKING:
 CONTINUITY_GAP = 0.005  # a continuity phase may stop within 0.5 % of its proven bound
 # ... and, when its plan rounded from the LP is this many accounts moved or fewer above the LP's bound, without
 # CP-SAT: on 19 sampled L components the rounded plan was within one account of the best CP-SAT found,
-# which took it 0.2-0.6 s each to find and prove (the bound reported stays the LP's)
+# which took it 0.2-0.6 s each to find and prove (the bound reported stays the LP's); on components of
+# under LP_STOP_PAIRS candidate pairs CP-SAT takes milliseconds, and the S book (about 400 pairs a
+# component) moved 4 accounts more (1.6 %) with the stop than without it
 LP_STOP_ACCOUNTS = 1
+LP_STOP_PAIRS = 2_000
 MIN_ROUND = 0.05  # wall seconds a phase must have left for one more CP-SAT round
 # The least band slack, where bands cannot all hold, takes this part of a phase's budget and of the time left:
 # CP-SAT never improved on the repaired start there (30 components of M, 3 of an L sample at effort 1.5),
@@ -195,7 +198,7 @@ def _phases(
         objectives.append(Objective("unassigned", 0, 0, greedy_scores["unassigned"], "OPTIMAL"))
         if any(isinstance(d, _Band) for d in part.dims) and bands is None:
             objectives.append(Objective("balance", 0, 0, greedy_scores["balance"], "OPTIMAL"))
-    if best is not None and best_scores is not None and strict and all(_close(best_scores[n], bounds[n], n) for n in relevant):  # by the LP
+    if best is not None and best_scores is not None and strict and all(_close(part, best_scores[n], bounds[n], n) for n in relevant):  # by the LP
         states = {n: "OPTIMAL" if best_scores[n] <= bounds[n] else "START" if best is start else "FEASIBLE" for n in relevant}
         return _scaled(part, best, objectives + [Objective(n, best_scores[n], min(bounds[n], best_scores[n]), greedy_scores[n], states[n]) for n in relevant])
     model = cp_model.CpModel()
@@ -332,12 +335,15 @@ def _phases(
     return _scaled(part, best, objectives)
 
 
-def _close(value: int, bound: int, name: str) -> bool:
-    """At its bound, or a continuity within the gap CP-SAT would stop at (CONTINUITY_GAP) or within
-    LP_STOP_ACCOUNTS accounts moved of it."""
+def _close(part: Component, value: int, bound: int, name: str) -> bool:
+    """At its bound, or a continuity within the gap CP-SAT would stop at (CONTINUITY_GAP), or within
+    LP_STOP_ACCOUNTS accounts moved of it on a component of LP_STOP_PAIRS candidate pairs or more."""
     if value <= bound:
         return True
-    return name == "continuity" and (value <= bound * (1 + CONTINUITY_GAP) or accounts_moved(value) - accounts_moved_bound(bound) <= LP_STOP_ACCOUNTS)
+    if name != "continuity":
+        return False
+    near = len(part.pair_user) >= LP_STOP_PAIRS and accounts_moved(value) - accounts_moved_bound(bound) <= LP_STOP_ACCOUNTS
+    return value <= bound * (1 + CONTINUITY_GAP) or near
 
 
 def _holds(part: Component, chosen: np.ndarray, bands: dict[int, tuple[np.ndarray, np.ndarray]]) -> bool:

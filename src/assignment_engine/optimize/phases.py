@@ -159,7 +159,7 @@ def _phases(
 ) -> tuple[np.ndarray, list[Objective]] | None:
     """One CP-SAT model, its objectives solved in order (up to ``until``).
 
-    ``strict``: every unit placed and every band held (``bands`` may widen
+    ``strict``: every unit placed and every band held (``bands`` may redraw
     them per dimension index); ``share``: the part of the component's budget
     and time left this model may use. Otherwise: an 'unassigned' option per unit and
     penalised band slack. None when a strict model finds no solution.
@@ -171,7 +171,8 @@ def _phases(
     relevant = ["unassigned"] * bool(unplaced.any()) + [name for name in part.order if present[name]]
     if until is not None:
         relevant = relevant[: relevant.index(until) + 1] if until in relevant else relevant
-    # in the strict model the start (outside a band, or leaving units out) is no solution: no incumbent yet
+    # in the strict model the start (outside a band, or leaving units out) is no solution: no incumbent yet,
+    # unless it holds the bands (redrawn around it) or the LP's rounded plan does (below)
     best, best_scores = (None, None) if strict else (start, dict(greedy_scores))
     bounds = part.lower_bounds(complete=strict or greedy_scores["unassigned"] == 0)
     clock = part.clock
@@ -179,7 +180,7 @@ def _phases(
         return None if strict else _scaled(part, start, [_kept(name, greedy_scores, bounds) for name in relevant])
     effective_bands = {i: (bands or {}).get(i, (d.lo, d.hi)) for i, d in enumerate(part.dims) if isinstance(d, _Band)}
     lp: dict[str, int] = {}  # bounds of this strict model's LP relaxation
-    if strict and _holds(part, start, effective_bands):  # the widened bands cover the plan they were widened to
+    if strict and _holds(part, start, effective_bands):  # redrawn bands cover the plan they were drawn around
         best, best_scores = start, part.scores(start)
     if strict and "continuity" in relevant:
         relaxation = strict_relaxation(part, part.continuity, effective_bands)

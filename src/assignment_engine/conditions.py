@@ -386,3 +386,13 @@ def _scalar(name: str, kind: FieldType, v: Any, *, fold: bool) -> Any:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise ValueError(f"'{name}' is a {kind} field: {shown(v)} is not a number")
     return float(v)
+
+
+def required_comparisons(condition: Condition) -> Iterator[Compare]:
+    """The comparisons that must all hold for ``condition`` to hold: itself, or the top-level parts of an
+    all-of (nested all-ofs flattened); what an index may narrow by. Any-of and not parts require none."""
+    if isinstance(condition, AllOf):
+        for part in condition.parts:
+            yield from required_comparisons(part)
+    elif isinstance(condition, Compare):
+        yield condition

@@ -17,7 +17,7 @@ from functools import cached_property
 import numpy as np
 
 from .compile import CompiledRule, CompiledRules, TerritoryNode
-from .conditions import INDEXED, AllOf, Compare, Condition
+from .conditions import INDEXED, Compare, required_comparisons
 from .table import TEXT_KINDS, AccountTable, StringColumn
 
 NO_TERRITORY = -1
@@ -126,19 +126,8 @@ def match_accounts(rules: CompiledRules, table: AccountTable, *, overlay: bool =
 
 
 def _indexable(node: TerritoryNode) -> list[Compare]:
-    """The node's own top-level comparisons on text fields that an index answers (all must hold for it)."""
-    found: list[Compare] = []
-
-    def add(c: Condition) -> None:
-        if isinstance(c, AllOf):
-            for part in c.parts:
-                add(part)
-        elif isinstance(c, Compare) and c.kind in TEXT_KINDS and c.op in INDEXED:
-            found.append(c)
-
-    for rule in node.rules:
-        add(rule.condition)
-    return found
+    """The node's own required comparisons on text fields that an index answers (all must hold for it)."""
+    return [c for rule in node.rules for c in required_comparisons(rule.condition) if c.kind in TEXT_KINDS and c.op in INDEXED]
 
 
 class _Grouped:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .compile import CompiledRule, CompiledRules, TerritoryNode
-from .conditions import RELATIVE, AllOf, AnyOf, Compare, Condition, Not
+from .conditions import RELATIVE, AllOf, AnyOf, Compare, Condition, Not, required_comparisons
 from .table import EPOCH, TEXT_KINDS, as_text, parse_cell
 
 Values = dict[str, Any]  # field → str (text kinds) or float (NaN: missing; dates as days since 1970)
@@ -167,21 +167,13 @@ Required = dict[str, Compare]  # field → one comparison a leaf's own rules req
 
 
 def _required(leaf: TerritoryNode) -> Required:
-    """Comparisons the leaf's own rules require (top-level conjuncts) that an index can look up."""
+    """Comparisons the leaf's own rules require that an index can look up, the most selective per field."""
     out: Required = {}
-    rank = {"eq": 0, "in": 1, "between": 2}  # most selective first
-
-    def add(c: Condition) -> None:
-        if isinstance(c, AllOf):
-            for part in c.parts:
-                add(part)
-        elif isinstance(c, Compare) and c.op in rank and c.kind not in ("date", "datetime"):
-            held = out.get(c.field)
-            if held is None or rank[c.op] < rank[held.op]:
-                out[c.field] = c
-
-    for rule in leaf.rules:
-        add(rule.condition)
+    rank = {"eq": 0, "in": 1, "between": 2}
+    for c in (c for rule in leaf.rules for c in required_comparisons(rule.condition)):
+        held = out.get(c.field)
+        if c.op in rank and c.kind not in ("date", "datetime") and (held is None or rank[c.op] < rank[held.op]):
+            out[c.field] = c
     return out
 
 

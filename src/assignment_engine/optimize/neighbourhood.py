@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from ortools.sat.python import cp_model
 
-from .cpsat import _solver
-from .limits import _NO_CAP, _Cap
+from .cpsat import _solver, placement_model
 
 if TYPE_CHECKING:
     from .component import Component
@@ -84,20 +83,7 @@ def neighbourhood_search(
             if len(pairs) == len(units):
                 continue  # nothing can move
             current = chosen[units]
-            model = cp_model.CpModel()
-            x = [model.new_bool_var("") for _ in range(len(pairs))]
-            unit_of, user_of = part.pair_unit[pairs], part.pair_user[pairs]
-            for chunk in np.split(np.arange(len(pairs)), np.flatnonzero(np.diff(unit_of)) + 1):
-                model.add_exactly_one([x[i] for i in chunk.tolist()])
-            for i, d in enumerate(part.dims):
-                for c in group.tolist():
-                    mine = np.flatnonzero(user_of == c)
-                    mine = mine[d.values[pairs[mine]] != 0]
-                    expr = cp_model.LinearExpr.weighted_sum([x[j] for j in mine.tolist()], d.values[pairs[mine]].tolist()) + int(d.fixed[c])
-                    if isinstance(d, _Cap) and d.cap[c] < _NO_CAP:
-                        model.add(expr <= int(d.cap[c]))
-                    if i in bands:
-                        model.add_linear_constraint(expr, int(bands[i][0][c]), int(bands[i][1][c]))
+            model, x = placement_model(part, pairs, group.tolist(), [d.fixed for d in part.dims], bands)
             for prior in earlier:
                 values = objective[prior]
                 model.add(cp_model.LinearExpr.weighted_sum(x, values[pairs].tolist()) <= int(values[current].sum()))

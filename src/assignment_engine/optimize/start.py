@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from ortools.sat.python import cp_model
 
-from .cpsat import _solver
+from .cpsat import _solver, placement_model
 from .limits import _NO_CAP, _Band, _Cap
 from .relaxation import LoadRows, relax
 
@@ -302,26 +302,14 @@ def lp_rounded_start(part: Component, values: np.ndarray, target: np.ndarray, ba
 def _place_exactly(part: Component, chosen: np.ndarray, free: np.ndarray, target: np.ndarray, bands: dict[int, tuple[np.ndarray, np.ndarray]]) -> bool:
     """Place the ``free`` units (unplaced in ``chosen``) at the least ``target`` within capacities and
     ``bands`` around the others, by CP-SAT; False when they cannot all be placed so (or time is up)."""
-    loads = part.loads(chosen)  # of the others
-    model = cp_model.CpModel()
     pairs = np.concatenate([np.arange(part.ptr[k], part.ptr[k + 1]) for k in free.tolist()])
-    x = {p: model.new_bool_var("") for p in pairs.tolist()}
-    for k in free.tolist():
-        model.add_exactly_one([x[p] for p in range(part.ptr[k], part.ptr[k + 1])])
-    for i, (d, load) in enumerate(zip(part.dims, loads)):
-        for c in range(len(part.users)):
-            mine = pairs[part.pair_user[pairs] == c]
-            expr = cp_model.LinearExpr.weighted_sum([x[p] for p in mine.tolist()], d.values[mine].tolist()) + int(load[c])
-            if isinstance(d, _Cap) and d.cap[c] < _NO_CAP:
-                model.add(expr <= int(d.cap[c]))
-            elif i in bands:
-                model.add_linear_constraint(expr, int(bands[i][0][c]), int(bands[i][1][c]))
-    model.minimize(cp_model.LinearExpr.weighted_sum([x[p] for p in pairs.tolist()], target[pairs].tolist()))
+    model, x = placement_model(part, pairs, range(len(part.users)), part.loads(chosen), bands)
+    model.minimize(cp_model.LinearExpr.weighted_sum(x, target[pairs].tolist()))
     solver = _solver(part.seed)
     part.clock.limit(solver, part.clock.budget / 4)
     if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return False
-    for p in pairs.tolist():
-        if solver.boolean_value(x[p]):
+    for p, var in zip(pairs.tolist(), x):
+        if solver.boolean_value(var):
             chosen[part.pair_unit[p]] = p
     return True

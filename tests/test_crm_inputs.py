@@ -264,7 +264,7 @@ def segment_book() -> list[dict[str, object]]:
 def test_segments_take_the_first_level_that_holds_counted_from_the_run_date():
     engine = engine_of(rules_text(HUNTERS, fields=SEGMENT_FIELDS, types=TYPES, extra=LIFECYCLE, assignment='{hierarchy: independent, as_of: "2026-06-01"}'))
     plan = engine.assign(engine.table(segment_book()), [*USERS, User("h1")])
-    levels = {a: plan.accounts.record(plan.accounts.index[a])["lifecycle"] for a in "ABCDE"}
+    levels = {a: plan.accounts.record(plan.accounts.position(a))["lifecycle"] for a in "ABCDE"}
     assert levels == {"A": "new", "B": "dormant", "C": "existing", "D": "new", "E": "existing"}
     assert plan.account("A").territory_id == "hunters" and plan.account("B").territory_id == "us"
     assert plan.summary()["segments"] == {"lifecycle": {"new": 2, "dormant": 1, "existing": 2}}

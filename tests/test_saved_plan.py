@@ -100,7 +100,7 @@ def test_explain_from_a_saved_plan_is_the_plans_explanation(demo_plan):
     for account_id in [*moved, family, unassigned, plan.accounts.ids[0]]:
         row, lines = explain_saved(out, account_id)
         assert lines == plan.explain(account_id)
-        assert row == plan.row(plan.accounts.index[account_id])
+        assert row == plan.row(plan.accounts.position(account_id))
     deal_id = deals.deals.table.ids[5]
     row, lines = explain_saved(out, deal_id)
     assert lines == deals.explain(deal_id)
@@ -113,7 +113,7 @@ def test_explain_from_a_saved_plan_in_the_cli(demo_plan):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["explanation"] == run.plan.explain(account_id)
-    assert data["owner_id"] == run.plan.row(run.plan.accounts.index[account_id])["owner_id"]
+    assert data["owner_id"] == run.plan.row(run.plan.accounts.position(account_id))["owner_id"]
     unknown = CliRunner().invoke(main, ["explain", "NOPE", "--plan", str(out)])
     assert unknown.exit_code == 1
     assert "'NOPE' is neither an account nor an opportunity of this plan" in unknown.stderr

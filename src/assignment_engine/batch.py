@@ -6,7 +6,7 @@ import datetime as dt
 import itertools
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -129,7 +129,7 @@ def run_files(
     return Run(plan, deal_plan, manifest)
 
 
-def read_baseline(directory: str | Path, ids: list[str], *, recorded: bool = False) -> Baseline:
+def read_baseline(directory: str | Path, ids: Sequence[str], *, recorded: bool = False) -> Baseline:
     """A saved plan's owners, territories, statuses and fingerprints, aligned to the accounts ``ids`` of a new run.
 
     The plan's own files must be as written (its input files may have changed since) and its rows must

@@ -211,10 +211,10 @@ def explain(account_id: str, saved: str | None, rules: str | None, accounts: str
                 rules, accounts, users, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(),
                 seed=seed, time_limit=time_limit, effort=effort, on_hierarchy_error=hierarchy_errors, workers=workers, executor=executor, scheduler=scheduler, progress=_progress(quiet),
             )
-        if account_id in plan.accounts.index:
-            record = plan.row(plan.accounts.index[account_id])
+        if (i := plan.accounts.position(account_id)) is not None:
+            record = plan.row(i)
             lines = plan.explain(account_id)
-        elif deals is not None and account_id in deals.deals.table.index:
+        elif deals is not None and deals.deals.table.position(account_id) is not None:
             record = next(r for r in deals.rows() if r["opportunity_id"] == account_id)
             lines = deals.explain(account_id)
         else:

@@ -34,17 +34,17 @@ def build_families(table: AccountTable, on_error: Literal["raise", "independent"
     n = len(table)
     root = np.arange(n, dtype=np.int64)
     problems: list[Finding] = []
-    graph = nx.DiGraph()
-    for i, parent in enumerate(table.parent_ids):
-        if parent is None:
-            continue
-        p = table.index.get(parent)
-        if p is None:
-            problems.append(Finding(table.location(i, "parent_id"), f"account {shown(table.ids[i])} names parent {shown(parent)}, which is not in the accounts file"))
+    child = np.flatnonzero(table.parent_ids.array != "")
+    parent = table.ids.positions(table.parent_ids.array[child])  # one sorted join, no dict of ids
+    bad = np.flatnonzero((parent < 0) | (parent == child))
+    for i, p in zip(child[bad].tolist(), parent[bad].tolist()):
+        if p < 0:
+            problems.append(Finding(table.location(i, "parent_id"), f"account {shown(table.ids[i])} names parent {shown(table.parent_ids[i])}, which is not in the accounts file"))
         elif p == i:
             problems.append(Finding(table.location(i, "parent_id"), f"account {shown(table.ids[i])} is its own parent"))
-        else:
-            graph.add_edge(p, i)
+    linked = (parent >= 0) & (parent != child)
+    graph = nx.DiGraph()
+    graph.add_edges_from(zip(parent[linked].tolist(), child[linked].tolist()))
     for component in nx.weakly_connected_components(graph):
         tops = [v for v in component if graph.in_degree(v) == 0]
         if tops:

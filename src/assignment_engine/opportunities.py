@@ -26,7 +26,7 @@ from .match import Matches, match_accounts, rule_trace
 from .optimize import Holdings, LoadDim, Problem, Solution, solve
 from .optimize.clock import effort_in_force
 from .plan import Plan, _deviation, _extreme, solver_summary
-from .table import EPOCH, AccountTable, NumericColumn, StringColumn, as_text, bound_findings, shown
+from .table import EPOCH, AccountTable, NumericColumn, StringColumn, as_text, bound_findings, owner_index, shown
 
 NO_ACCOUNT = -1  # the account index of a deal without an account
 DEAL_COLUMNS = ["opportunity_id", "account_id", "owner_id", "territory_id", "overlay_owner_ids", "previous_owner_id", "moved", "status", "reason"]
@@ -75,13 +75,9 @@ def deals_from_columns(
         column = table.fields[field_name]
         assert isinstance(column, NumericColumn)
         findings += bound_findings(column.values, f"measure '{measure}'", partial(table.location, column=field_name))
-    for i, raw in enumerate(columns["account_id"]):
-        key = "" if raw is None else as_text(raw).strip()
-        a = accounts.index.get(key) if key else NO_ACCOUNT
-        if a is None:
-            findings.append(Finding(table.location(i, "account_id"), f"unknown account {shown(raw)}"))
-            a = -1
-        account[i] = a
+    keys = ["" if raw is None else as_text(raw).strip() for raw in columns["account_id"]]
+    account[:] = accounts.ids.positions(keys)  # -1: unknown, or NO_ACCOUNT where the key is empty
+    findings += [Finding(table.location(i, "account_id"), f"unknown account {shown(columns['account_id'][i])}") for i in np.flatnonzero(account < 0).tolist() if keys[i]]
     if findings:
         raise DataError(findings[:50])
     raw_overlay = columns.get("overlay_owner_ids", [None] * n)
@@ -176,8 +172,8 @@ class DealPlan:
         amount = self.amount()
         is_open = open_mask(self.rules, self.deals)
 
-        def pipeline(owners: list[str | None]) -> np.ndarray:
-            who = np.array([index.get(o, -1) if o else -1 for o in owners], dtype=np.int64)
+        def pipeline(owners: Sequence[str | None]) -> np.ndarray:
+            who = owner_index(owners, users)
             held = (who >= 0) & is_open
             return np.bincount(who[held], weights=amount[held], minlength=len(users))
 
@@ -240,7 +236,9 @@ class DealPlan:
         return out
 
     def explain(self, deal_id: str) -> list[str]:
-        i = self.deals.table.index[deal_id]
+        i = self.deals.table.position(deal_id)
+        if i is None:
+            raise KeyError(deal_id)
         row = next(r for k, r in enumerate(self.rows()) if k == i)
         one = joined(
             DealTable(AccountTable.from_records([self.deals.table.record(i)], self.rules.deal_field_types), self.deals.account[i : i + 1], []),

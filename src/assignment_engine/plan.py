@@ -26,7 +26,7 @@ from .optimize import ComponentResult, Objective, Problem, Solution
 from .rank import balance_scope, balance_values
 from .segments import derive as derive_segments
 from .segments import segment_counts
-from .table import AccountTable, StringColumn, User
+from .table import AccountTable, StringColumn, User, owner_index
 
 
 class Status(IntEnum):
@@ -378,7 +378,9 @@ class Plan:
         return [self.matches.territory_ids[t] for t in self.matches.territories_of(i)]
 
     def account(self, account_id: str) -> AccountResult:
-        i = self.accounts.index[account_id]
+        i = self.accounts.position(account_id)
+        if i is None:
+            raise KeyError(account_id)
         t = int(self.territory[i])
         return AccountResult(
             account_id=account_id,
@@ -447,7 +449,7 @@ class Plan:
 
     def explain(self, account_id: str) -> list[str]:
         """Why this account is where it is: rules, territories, family, owner and loads."""
-        i = self.accounts.index.get(account_id)
+        i = self.accounts.position(account_id)
         if i is None:
             raise KeyError(account_id)
         one = derive_segments(self.rules, AccountTable.from_records([self.accounts.record(i)], self.rules.field_types), self.accounts.as_of)
@@ -461,10 +463,9 @@ class Plan:
 
     # -- summary --------------------------------------------------------------------
 
-    def loads(self, owners: list[str | None]) -> dict[str, np.ndarray]:
+    def loads(self, owners: Sequence[str | None]) -> dict[str, np.ndarray]:
         """Per user, the load of every measure and balance requirement under ``owners``."""
-        index = {u.id: k for k, u in enumerate(self.users)}
-        who = np.array([index.get(o, -1) if o else -1 for o in owners], dtype=np.int64)
+        who = owner_index(owners, self.users)
         held = who >= 0
         out: dict[str, np.ndarray] = {}
         for name, v in self.values.items():

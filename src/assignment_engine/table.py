@@ -9,13 +9,14 @@ with NaN for a missing value; dates are days since 1970-01-01.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import math
 import reprlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
-from typing import Any, Literal
+from typing import Any, Literal, Self, TypeVar, overload
 
 import numpy as np
 
@@ -103,9 +104,11 @@ class CellError(ValueError):
     """A cell that cannot be read as its declared type."""
 
 
-def encode_strings(raw: Sequence[Any], numbers: list[int] | None = None) -> StringColumn:
-    """Dictionary-encode a text column; the rows holding a number (not text) are appended to ``numbers`` when given."""
-    index: dict[str, int] = {}
+def encode_strings(raw: Sequence[Any], numbers: list[int] | None = None, index: dict[str, int] | None = None) -> StringColumn:
+    """Dictionary-encode a text column; the rows holding a number (not text) are appended to ``numbers`` when given.
+
+    ``index`` (value → code) is extended in place: chunks of one column encoded with one index share their codes."""
+    index = {} if index is None else index
     codes = np.empty(len(raw), dtype=np.int32)
     for i, v in enumerate(raw):
         if v is None:
@@ -197,34 +200,163 @@ def _g(x: float) -> str:
     return f"{float(x):g}".replace("e+", "e")
 
 
+TEXT = np.dtypes.StringDType()  # variable-width text held inside the array: no Python object per row
+T = TypeVar("T", str, str | None)
+
+
+class _TextArray(Sequence[T]):
+    """Text per row in one numpy StringDType array: a million ids cost 16 MB, not 60 MB of ``str`` objects.
+
+    Reads as a sequence (equal to a list with the same items); ``array`` is for vectorised work. Lookups by
+    value bisect a sorted copy made on first use, so a table keeps no dict of its ids.
+    """
+
+    __slots__ = ("_sorted", "array")
+
+    def __init__(self, values: Iterable[str | None] | np.ndarray) -> None:
+        if isinstance(values, np.ndarray) and values.dtype == TEXT:
+            self.array = values
+        else:
+            self.array = np.array(["" if v is None else v for v in values], dtype=TEXT)
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _read(self, text: str) -> T:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    @overload
+    def __getitem__(self, i: int | np.integer[Any]) -> T: ...
+    @overload
+    def __getitem__(self, i: slice) -> Self: ...
+    def __getitem__(self, i: int | np.integer[Any] | slice) -> T | Self:
+        if isinstance(i, slice):
+            return type(self)(self.array[i])
+        return self._read(self.array[i])
+
+    def __iter__(self) -> Iterator[T]:
+        return map(self._read, self.array)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _TextArray):
+            return type(other) is type(self) and bool(np.array_equal(self.array, other.array))
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable array inside, as a list
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({_quote.repr(self.tolist())})"
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, str) and self.position(value) is not None
+
+    def tolist(self) -> list[T]:
+        return [self._read(s) for s in self.array.tolist()]
+
+    def _order(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._sorted is None:
+            order = np.argsort(self.array, kind="stable")
+            self._sorted = (order, self.array[order])
+        return self._sorted
+
+    def position(self, value: str) -> int | None:
+        """The row holding ``value`` (the first when repeated), None when none does."""
+        order, ordered = self._order()
+        at = bisect.bisect_left(ordered, value)  # numpy's searchsorted copies a text array per call
+        return int(order[at]) if value and at < len(ordered) and ordered[at] == value else None
+
+    def positions(self, values: Sequence[str] | np.ndarray) -> np.ndarray:
+        """The row holding each value (the first when repeated), -1 where none does: a join without a dict.
+
+        One stable sort of the rows and the values together (numpy 2.4's searchsorted on text arrays
+        misreads strings longer than 15 bytes)."""
+        wanted = np.asarray(values, dtype=TEXT)
+        both = np.concatenate([self.array, wanted])
+        order = np.argsort(both, kind="stable")
+        ordered = both[order]
+        starts = np.ones(len(both), dtype=bool)
+        starts[1:] = ordered[1:] != ordered[:-1]
+        first = order[starts]  # per distinct value, its first place in ``both``: a row when any row holds it
+        found = np.where(first < len(self.array), first, -1)[np.cumsum(starts) - 1]
+        out = np.empty(len(both), dtype=np.int64)
+        out[order] = found
+        return np.where(wanted != "", out[len(self.array) :], -1)
+
+    def repeats(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows whose value an earlier row already holds (ascending), and that earlier row for each."""
+        order, ordered = self._order()
+        if len(ordered) < 2:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        same = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        first = order[starts[np.searchsorted(starts, same, side="right") - 1]]
+        rows = order[same]
+        by_row = np.argsort(rows, kind="stable")
+        return rows[by_row].astype(np.int64), first[by_row].astype(np.int64)
+
+
+def owner_index(owners: Sequence[str | None], users: Sequence[User]) -> np.ndarray:
+    """Per row, the index of its owner among ``users``; -1 where it has none or the owner is not a user."""
+    array = owners.array if isinstance(owners, _TextArray) else np.array(["" if o is None else o for o in owners], dtype=TEXT)
+    return Texts([u.id for u in users]).positions(array)
+
+
+class Texts(_TextArray[str]):
+    """Text that every row has (ids, names: '' is a value)."""
+
+    __slots__ = ()
+
+    def _read(self, text: str) -> str:
+        return text
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.array)
+
+
+class OptionalTexts(_TextArray[str | None]):
+    """Text a row may lack (parent, owner): stored as '', read as None."""
+
+    __slots__ = ()
+
+    def _read(self, text: str) -> str | None:
+        return text or None
+
+
 @dataclass
 class AccountTable:
     """A book of accounts: identity, hierarchy, current owner, flags and typed fields."""
 
-    ids: list[str]
-    names: list[str]
-    parent_ids: list[str | None]
-    owner_ids: list[str | None]
+    ids: Texts
+    names: Texts
+    parent_ids: OptionalTexts
+    owner_ids: OptionalTexts
     locked: np.ndarray
     excluded: np.ndarray
     fields: dict[str, Column]
     source: str = "<accounts>"
-    rows: Sequence[int] | None = None  # source row of each account, for messages
+    rows: Sequence[int] | np.ndarray | None = None  # source row of each account, for messages
     headers: dict[str, str] = field(default_factory=dict)  # engine name → the file's column, for messages
     warnings: list[Finding] = field(default_factory=list)  # values read as missing or as text, once per value
     notes: dict[int, list[str]] = field(default_factory=dict)  # per row: what its reason must say about its data
     as_of: dt.date | None = None  # the run date relative conditions count from (the engine sets it)
-    index: dict[str, int] = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self.index = {aid: i for i, aid in enumerate(self.ids)}
+    def __post_init__(self) -> None:  # a caller's lists held as arrays
+        self.ids, self.names = Texts(self.ids), Texts(self.names)
+        self.parent_ids, self.owner_ids = OptionalTexts(self.parent_ids), OptionalTexts(self.owner_ids)
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def position(self, account_id: str) -> int | None:
+        """The row of the account with this id, None when there is none."""
+        return self.ids.position(account_id)
+
     def location(self, i: int, column: str | None = None) -> Location:
         row = self.rows[i] if self.rows is not None else i + 1
-        return Location(self.source, row, column=self.headers.get(column, column) if column else None)
+        return Location(self.source, int(row), column=self.headers.get(column, column) if column else None)
 
     def record(self, i: int) -> dict[str, Any]:
         """One account as a plain dict (for explanations and single-account calls)."""
@@ -247,7 +379,6 @@ class AccountTable:
         *,
         source: str = "<accounts>",
         rows: Sequence[int] | None = None,
-        locate: Callable[[int, str], Location] | None = None,
         noun: str = "account",
     ) -> AccountTable:
         """Build from raw columns (as read from CSV/JSONL or given by a caller).
@@ -256,99 +387,24 @@ class AccountTable:
         (up to 50) are reported together, each at its file:row:column; ``noun``
         names what a row is (opportunities are tables too).
         """
-        n = len(columns.get("id", ()))
-        rows_ = rows if rows is not None else range(2, n + 2)
+        return cls.from_chunks([(columns, rows)], field_types, source=source, noun=noun)
 
-        def where(i: int, column: str) -> Location:
-            return locate(i, column) if locate else Location(source, rows_[i], column=column)
-
-        findings: list[Finding] = []
-        if "id" not in columns:
-            raise DataError([Finding(Location(source, 1), "missing required column 'id'")])
-        ids: list[str] = []
-        for i, v in enumerate(columns["id"]):
-            s = "" if v is None else as_text(v).strip()
-            if not s:
-                findings.append(Finding(where(i, "id"), f"empty {noun} id"))
-            ids.append(s)
-        seen: dict[str, int] = {}
-        for i, aid in enumerate(ids):
-            if aid and aid in seen:
-                findings.append(Finding(where(i, "id"), f"duplicate {noun} id {shown(aid)} (first at row {rows_[seen[aid]]})"))
-            seen.setdefault(aid, i)
-
-        def optional_text(name: str) -> list[str | None]:
-            col = columns.get(name)
-            if col is None:
-                return [None] * n
-            out: list[str | None] = []
-            for v in col:
-                s = None if v is None else as_text(v).strip()
-                out.append(s or None)
-            return out
-
-        def flag(name: str) -> np.ndarray:
-            col = columns.get(name)
-            if col is None:
-                return np.zeros(n, dtype=bool)
-            out = np.zeros(n, dtype=bool)
-            for i, v in enumerate(col):
-                try:
-                    x = parse_cell(v, "boolean")
-                except CellError as exc:
-                    findings.append(Finding(where(i, name), str(exc)))
-                    continue
-                out[i] = x == 1.0
-            return out
-
-        typed: dict[str, Column] = {}
-        warnings: list[Finding] = []
-        notes: dict[int, list[str]] = {}
-        for name, kind in field_types.items():
-            raw = columns.get(name)
-            if raw is None:
-                raise DataError([Finding(Location(source, 1), f"missing column '{name}', declared in the rule file's fields")])
-            if kind in TEXT_KINDS:
-                numbers: list[int] = []
-                typed[name] = encode_strings(raw, numbers)
-                if numbers:
-                    first = numbers[0]
-                    warnings.append(
-                        Finding(
-                            where(first, name),
-                            f"{len(numbers):,} number(s) in a text column, read as text (first: {shown(raw[first])} as {as_text(raw[first])!r}); "
-                            "a spreadsheet may have dropped leading zeros: store the column as text",
-                        )
-                    )
-                continue
-            values = np.empty(n, dtype=np.float64)
-            for i, v in enumerate(raw):
-                try:
-                    values[i] = parse_cell(v, kind)
-                except CellError as exc:
-                    values[i] = math.nan
-                    findings.append(Finding(where(i, name), str(exc)))
-                    if len(findings) >= 50:
-                        break
-            typed[name] = NumericColumn(values, kind)
-        locked, excluded = flag("locked"), flag("excluded")
-        if findings:
-            raise DataError(findings[:50])
-        _as_places(typed, field_types, where, warnings, notes)
-        names = [s or "" for s in optional_text("name")]
-        return cls(
-            ids=ids,
-            names=names,
-            parent_ids=optional_text("parent_id"),
-            owner_ids=optional_text("owner_id"),
-            locked=locked,
-            excluded=excluded,
-            fields=typed,
-            source=source,
-            rows=rows_,
-            warnings=warnings,
-            notes=notes,
-        )
+    @classmethod
+    def from_chunks(
+        cls,
+        chunks: Iterable[tuple[Mapping[str, Sequence[Any]], Sequence[int] | None]],
+        field_types: dict[str, FieldType],
+        *,
+        source: str = "<accounts>",
+        noun: str = "account",
+    ) -> AccountTable:
+        """Build from raw columns read a chunk of rows at a time (see :meth:`from_columns`): the raw values of
+        one chunk are converted to arrays before the next is read, so a book of ten million rows never holds
+        ten million Python objects. ``rows`` are a chunk's source rows (default: numbered on from 2)."""
+        builder = _Builder(field_types, source, noun)
+        for columns, rows in chunks:
+            builder.add(columns, rows)
+        return builder.table()
 
     @classmethod
     def from_records(cls, records: Sequence[Mapping[str, Any]], field_types: dict[str, FieldType], *, source: str = "<accounts>") -> AccountTable:
@@ -363,6 +419,125 @@ class AccountTable:
         for k in field_types:
             columns.setdefault(k, [None] * len(records))
         return cls.from_columns(columns, field_types, source=source, rows=range(1, len(records) + 1))
+
+
+class _Builder:
+    """One table's typed arrays, filled a chunk of raw columns at a time; checks that span chunks
+    (repeated ids, countries and states) run once on the whole."""
+
+    def __init__(self, field_types: dict[str, FieldType], source: str, noun: str) -> None:
+        self.field_types, self.source, self.noun = field_types, source, noun
+        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ("id", "name", "parent_id", "owner_id", "locked", "excluded", "rows", *field_types)}
+        self.categories: dict[str, dict[str, int]] = {name: {} for name, kind in field_types.items() if kind in TEXT_KINDS}
+        self.text_numbers: dict[str, tuple[int, int, Any]] = {}  # field → numbers read as text: count, first row, first value
+        self.empty: list[Finding] = []  # empty ids: reported first, then repeated ids, then bad cells
+        self.findings: list[Finding] = []
+        self.n = 0
+
+    def add(self, columns: Mapping[str, Sequence[Any]], rows: Sequence[int] | None) -> None:
+        if "id" not in columns:
+            raise DataError([Finding(Location(self.source, 1), "missing required column 'id'")])
+        for name in self.field_types:
+            if name not in columns:
+                raise DataError([Finding(Location(self.source, 1), f"missing column '{name}', declared in the rule file's fields")])
+        n = len(columns["id"])
+        rows_ = np.asarray(rows if rows is not None else range(self.n + 2, self.n + n + 2), dtype=np.int64)
+        findings = self.findings
+
+        def where(i: int, column: str) -> Location:
+            return Location(self.source, int(rows_[i]), column=column)
+
+        def text(name: str) -> np.ndarray:
+            col = columns.get(name)
+            if col is None:
+                return np.full(n, "", dtype=TEXT)
+            return np.array(["" if v is None else (v if type(v) is str else as_text(v)).strip() for v in col], dtype=TEXT)
+
+        def flag(name: str) -> np.ndarray:
+            out = np.zeros(n, dtype=bool)
+            for i, v in enumerate(columns.get(name, ())):
+                try:
+                    out[i] = parse_cell(v, "boolean") == 1.0
+                except CellError as exc:
+                    findings.append(Finding(where(i, name), str(exc)))
+            return out
+
+        ids = text("id")
+        self.empty += [Finding(where(int(i), "id"), f"empty {self.noun} id") for i in np.flatnonzero(ids == "")[:50]]
+        parts = self.parts
+        parts["id"].append(ids)
+        parts["rows"].append(rows_)
+        for name in ("name", "parent_id", "owner_id"):
+            parts[name].append(text(name))
+        for name, kind in self.field_types.items():
+            raw = columns[name]
+            if kind in TEXT_KINDS:
+                numbers: list[int] = []
+                parts[name].append(encode_strings(raw, numbers, self.categories[name]).codes)
+                if numbers:
+                    count, first, value = self.text_numbers.get(name, (0, self.n + numbers[0], raw[numbers[0]]))
+                    self.text_numbers[name] = (count + len(numbers), first, value)
+                continue
+            values = np.empty(n, dtype=np.float64)
+            for i, v in enumerate(raw):
+                try:
+                    values[i] = parse_cell(v, kind)
+                except CellError as exc:
+                    values[i] = math.nan
+                    findings.append(Finding(where(i, name), str(exc)))
+                    if len(findings) >= 50:
+                        break
+            parts[name].append(values)
+        parts["locked"].append(flag("locked"))
+        parts["excluded"].append(flag("excluded"))
+        self.n += n
+        if len(self.empty) + len(findings) >= 50:
+            raise DataError([*self.empty, *findings][:50])
+
+    def table(self) -> AccountTable:
+        whole = {k: np.concatenate(v) if v else np.empty(0, dtype=TEXT if k in ("id", "name", "parent_id", "owner_id") else np.float64) for k, v in self.parts.items()}
+        rows = whole["rows"].astype(np.int64)
+
+        def where(i: int, column: str) -> Location:
+            return Location(self.source, int(rows[i]), column=column)
+
+        ids = Texts(whole["id"])
+        again, first = ids.repeats()
+        repeated = [Finding(where(i, "id"), f"duplicate {self.noun} id {shown(ids[i])} (first at row {rows[j]})") for i, j in zip(again.tolist(), first.tolist()) if ids[i]]
+        findings = [*self.empty, *repeated[:50], *self.findings]
+        if findings:
+            raise DataError(findings[:50])
+        typed: dict[str, Column] = {}
+        warnings: list[Finding] = []
+        for name, kind in self.field_types.items():
+            if kind in TEXT_KINDS:
+                typed[name] = StringColumn(whole[name].astype(np.int32), list(self.categories[name]))
+            else:
+                typed[name] = NumericColumn(whole[name].astype(np.float64), kind)
+            if name in self.text_numbers:
+                count, at, value = self.text_numbers[name]
+                warnings.append(
+                    Finding(
+                        where(at, name),
+                        f"{count:,} number(s) in a text column, read as text (first: {shown(value)} as {as_text(value)!r}); "
+                        "a spreadsheet may have dropped leading zeros: store the column as text",
+                    )
+                )
+        notes: dict[int, list[str]] = {}
+        _as_places(typed, self.field_types, where, warnings, notes)
+        return AccountTable(
+            ids=ids,
+            names=Texts(whole["name"]),
+            parent_ids=OptionalTexts(whole["parent_id"]),
+            owner_ids=OptionalTexts(whole["owner_id"]),
+            locked=whole["locked"].astype(bool),
+            excluded=whole["excluded"].astype(bool),
+            fields=typed,
+            source=self.source,
+            rows=rows,
+            warnings=warnings,
+            notes=notes,
+        )
 
 
 def _as_places(typed: dict[str, Column], field_types: Mapping[str, FieldType], where: Callable[[int, str], Location], warnings: list[Finding], notes: dict[int, list[str]]) -> None:
@@ -548,8 +723,9 @@ def pairs_from_columns(columns: Mapping[str, Sequence[Any]], accounts: AccountTa
     numbers = {name: np.full(n, np.nan) for name in ("cost", "workload")}
     findings: list[Finding] = []
     seen: dict[tuple[int, int], int] = {}
+    positions = accounts.ids.positions([as_text(v).strip() for v in columns["account_id"]]).tolist()
     for i in range(n):
-        a = accounts.index.get(as_text(columns["account_id"][i]).strip())
+        a = positions[i] if positions[i] >= 0 else None
         u = user_index.get(as_text(columns["user_id"][i]).strip())
         if a is None:
             findings.append(Finding(Location(source, rows_[i], column="account_id"), f"unknown account {shown(columns['account_id'][i])}"))

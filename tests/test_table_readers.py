@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from unittest.mock import patch
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assignment_engine import AccountTable, DataError, Engine, HierarchyError, User, compile_rules, read_accounts, read_users
+from assignment_engine import AccountTable, DataError, Engine, HierarchyError, User, compile_rules, read_accounts, read_users, readers
 from assignment_engine.families import build_families
+from assignment_engine.table import FieldType, OptionalTexts, Texts
 from conftest import EXAMPLE_FIELDS, EXAMPLE_RULES, EXAMPLE_USERS, rows_by_id, write_csv, write_jsonl
 
 FIELDS = {"country": "string", "state": "string", "postal_code": "string", "industry": "string", "annual_revenue": "number", "employees": "integer"}
@@ -328,3 +330,59 @@ def test_a_message_stays_on_one_line_whatever_an_id_holds(tmp_path):
     with pytest.raises(HierarchyError) as hierarchy:
         build_families(read_accounts(path, {}))
     assert str(hierarchy.value) == f"{path}:4:parent_id: account 'C' names parent 'Z\\rZ', which is not in the accounts file"
+
+
+TEXTS = st.text(alphabet="aAé0 -xyz", max_size=20)  # past 15 bytes numpy keeps text outside the array: both kinds
+
+
+@given(st.lists(TEXTS, max_size=30), st.lists(TEXTS, max_size=10))
+def test_texts_find_values_as_a_dict_of_first_rows_does(values, wanted):
+    texts = Texts(values)
+    first: dict[str, int] = {}
+    for i, v in enumerate(values):
+        first.setdefault(v, i)
+    assert texts.positions(wanted).tolist() == [first.get(w, -1) if w else -1 for w in wanted]
+    assert [texts.position(w) for w in wanted] == [first.get(w) if w else None for w in wanted]
+    again, earlier = texts.repeats()
+    assert again.tolist() == [i for i, v in enumerate(values) if first[v] != i]
+    assert earlier.tolist() == [first[values[i]] for i in again.tolist()]
+    assert texts == values and list(texts) == values and texts[1:3] == values[1:3]
+
+
+def test_optional_texts_read_empty_as_none():
+    owners = OptionalTexts(["u1", None, ""])
+    assert owners == ["u1", None, None] and owners.tolist() == ["u1", None, None] and owners.array.tolist() == ["u1", "", ""]
+
+
+CHUNKED_FIELDS: dict[str, FieldType] = {"country": "country", "postal_code": "string", "revenue": "number"}
+CELLS = {
+    "id": st.sampled_from(["A1", "A2", "B3", "Long-account-id-0001", "Long-account-id-0002", ""]),
+    "parent_id": st.sampled_from(["", "A1", "Long-account-id-0001", "nobody"]),
+    "owner_id": st.sampled_from(["", "u1", "u2"]),
+    "locked": st.sampled_from(["", "true", "no", "maybe"]),
+    "country": st.sampled_from(["US", "de", "Germany", "Narnia", ""]),
+    "postal_code": st.sampled_from(["01234", "99", "", "Long-postal-code-value"]),
+    "revenue": st.sampled_from(["10", "", "2.5", "abc"]),
+}
+
+
+@given(st.lists(st.fixed_dictionaries(CELLS), max_size=12), st.integers(1, 5))
+def test_a_book_read_in_chunks_is_the_book_read_whole(tmp_path_factory, records, size):
+    path = tmp_path_factory.mktemp("chunks") / "a.csv"
+    write_csv(path, records, list(CELLS))
+
+    def read(chunk: int) -> AccountTable | str:
+        with patch.object(readers, "CHUNK", chunk):
+            try:
+                return read_accounts(path, CHUNKED_FIELDS)
+            except DataError as exc:
+                return str(exc)
+
+    whole, chunked = read(10_000), read(size)
+    if isinstance(whole, str):
+        assert chunked == whole  # the same findings, at the same rows
+        return
+    assert isinstance(chunked, AccountTable)
+    assert [chunked.record(i) for i in range(len(chunked))] == [whole.record(i) for i in range(len(whole))]
+    assert list(chunked.rows) == list(whole.rows) and [str(w) for w in chunked.warnings] == [str(w) for w in whole.warnings]
+    assert chunked.notes == whole.notes

@@ -1,7 +1,8 @@
 """Read CRM exports from Parquet and write plans as Parquet (the ``parquet`` extra, pyarrow).
 
 Reading decodes only the wanted columns (Parquet is columnar: the others are
-never touched), one at a time, each converted to Python values at once. Struct
+never touched), a batch of records at a time, each converted to Python values
+only while the reader turns that batch into arrays. Struct
 columns, such as a Salesforce ``BillingAddress``, are addressed by dotted path
 (``BillingAddress.country``); list and map columns are read as their JSON text,
 as JSON Lines are. Writing streams record batches, so a million-row plan is
@@ -33,8 +34,9 @@ def require_pyarrow(option: str = "--parquet") -> None:
         raise OptionError([Finding(Location(option), f"writing Parquet needs {MISSING}")]) from None
 
 
-def read_parquet(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[int]]:
-    """The file's columns (``wanted`` only; struct fields as ``parent.field``) and each record's row (position + 2, as in a CSV)."""
+def parquet_chunks(path: Path, wanted: set[str] | None, size: int) -> Iterator[tuple[Columns, Sequence[int]]]:
+    """The file's columns (``wanted`` only; struct fields as ``parent.field``), ``size`` records at a time, and
+    each record's row (position + 2, as in a CSV); at least one chunk."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -50,16 +52,23 @@ def read_parquet(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence
         chosen = [n for n, s in zip(names, stripped) if wanted is None or s in wanted]
     except (pa.ArrowException, OSError) as exc:  # not Parquet, or a damaged footer (pyarrow's OSErrors carry no strerror)
         raise DataError([Finding(Location(str(path)), f"cannot read: {' '.join(str(exc).split())}")]) from None
-    columns = {}
-    for name in chosen:  # one column at a time: its Arrow data is freed once it is Python values
+    start = 2
+    batches = file.iter_batches(batch_size=size, columns=chosen) if chosen else iter(())
+    while True:
         try:
-            table = file.read(columns=[name])  # a dotted path reads one field of a struct
-            while pa.types.is_struct(table.schema.types[0]):
+            batch = next(batches, None)
+            if batch is None:
+                break
+            table = pa.Table.from_batches([batch])
+            while any(pa.types.is_struct(t) for t in table.schema.types):  # a dotted path reads one field of a struct
                 table = table.flatten()
-            columns[name.strip()] = _values(table.column(0))
+            columns = {name.strip(): _values(table.column(name)) for name in chosen}
         except (pa.ArrowException, OSError, ValueError, OverflowError) as exc:  # a damaged page, bytes that are not UTF-8, a date past 9999
-            raise DataError([Finding(Location(str(path)), f"cannot read column {shown(name)}: {' '.join(str(exc).split())}")]) from None
-    return columns, range(2, file.metadata.num_rows + 2)
+            raise DataError([Finding(Location(str(path)), f"cannot read: {' '.join(str(exc).split())}")]) from None
+        yield columns, range(start, start + batch.num_rows)
+        start += batch.num_rows
+    if start == 2:
+        yield {name.strip(): [] for name in chosen}, range(2, 2)
 
 
 def _leaf_names(schema: Any) -> list[str]:

@@ -26,7 +26,7 @@ from .optimize import ComponentResult, Objective, Problem, Solution
 from .rank import balance_scope, balance_values
 from .segments import derive as derive_segments
 from .segments import segment_counts
-from .table import AccountTable, StringColumn, User, owner_index
+from .table import AccountTable, OptionalTexts, StringColumn, User, owner_index
 
 
 class Status(IntEnum):
@@ -41,6 +41,7 @@ class Status(IntEnum):
 # plain ints and names for the loops over every account (an IntEnum's attribute costs a lookup each time)
 _ASSIGNED, _LOCKED, _EXCLUDED, _PINNED, _UNASSIGNED, _UNCHANGED = (int(s) for s in Status)
 _STATUS_NAMES = [s.name.lower() for s in sorted(Status)]
+ROWS_AT_ONCE = 65_536  # plan rows made from one slice of Python values (Plan.rows)
 
 # Why an incremental run replans an account, in the order they are tested (an account counts under the first
 # that holds); 0 is not replanned. The names are the keys of the summary's ``incremental.why``.
@@ -197,7 +198,7 @@ class Plan:
     families: Families
     root: np.ndarray
     status: np.ndarray
-    owner_ids: list[str | None]
+    owner_ids: OptionalTexts
     territory: np.ndarray  # territory index per account, -1 none
     reasons_owner: list[str]  # owner part of the reason, per account (shared strings)
     solution: Solution
@@ -220,7 +221,7 @@ class Plan:
         ids = matches.territory_ids
         nodes = [rules.territories[t] for t in ids]
         user_ids = [u.id for u in users]
-        owner_ids: list[str | None] = list(accounts.owner_ids)
+        owner_ids = accounts.owner_ids.array.copy()  # '' for none, as OptionalTexts holds it
         territory = np.full(n, -1, dtype=np.int64)
         reasons: list[str] = [""] * n
         status = prepared.status.copy()
@@ -253,7 +254,8 @@ class Plan:
         unit_of, set_of, root_of = unit.tolist(), unit_set.tolist(), root.tolist()
         for i in rest:
             st = codes[i]
-            previous = accounts.owner_ids[i]
+            if st == _EXCLUDED or st == _LOCKED:
+                previous = accounts.owner_ids[i]
             if st == _EXCLUDED:
                 reasons[i] = f"excluded from territory rules; keeps owner {previous or '(none)'}"
             elif st == _LOCKED:
@@ -263,7 +265,7 @@ class Plan:
                 reasons[i] = f"locked: keeps owner {previous or '(none)'}{note}"
             elif st == _PINNED:
                 r = root_of[i]
-                owner_ids[i] = accounts.owner_ids[r]
+                owner_ids[i] = owner_ids[r]
                 territory[i] = -1 if codes[r] == _EXCLUDED else rules_territory(r, owner_ids[i])
                 why = "excluded" if codes[r] == _EXCLUDED else "locked"
                 reasons[i] = f"follows ultimate parent {accounts.ids[r]}, which is {why}, to owner {owner_ids[i] or '(none)'}"
@@ -274,18 +276,18 @@ class Plan:
                 r = root_of[i]
                 if not matches.owning_candidates(r):
                     status[i] = Status.UNASSIGNED
-                    owner_ids[i] = None
+                    owner_ids[i] = ""
                     reasons[i] = "matched no territory" if r == i else f"its ultimate parent {accounts.ids[r]} matched no territory"
                     continue
                 if not candidate_sets[s]:
                     status[i] = Status.UNASSIGNED
-                    owner_ids[i] = None
+                    owner_ids[i] = ""
                     names = " and ".join(ids[t] for t in matches.owning_candidates(r))
                     reasons[i] = f"{names} has no active owner member"
                     continue
                 if chosen < 0:
                     status[i] = Status.UNASSIGNED
-                    owner_ids[i] = None
+                    owner_ids[i] = ""
                     reasons[i] = f"no capacity left among {', '.join(user_ids[u] for u in candidate_sets[s])}"
                     continue
                 owner_ids[i] = user_ids[chosen]
@@ -298,7 +300,7 @@ class Plan:
                     )
                 reasons[i] = owner_text[key]
         return cls(
-            rules, accounts, users, matches, prepared.families, root, status, owner_ids, territory, reasons, solution,
+            rules, accounts, users, matches, prepared.families, root, status, OptionalTexts(owner_ids), territory, reasons, solution,
             prepared.values, prepared.tier, prepared.tier_names, prepared.value_measure, incremental,
         )
 
@@ -323,47 +325,51 @@ class Plan:
             self._territory_text[t] = text
         return self._territory_text[t]
 
-    def reason(self, i: int) -> str:
+    def reason(self, i: int, lists: _Lists | None = None) -> str:
         """Why account ``i`` is where it is, in one line, then its segments and what was read as missing from its row."""
+        lists = lists or self._lists(i, i + 1)
         extra = [f"{s.name}: {self.accounts.fields[s.name].value(i) or 'none'}" for s in self.rules.segments] if self.rules.segments else []
         if i in self.accounts.notes:
             extra += self.accounts.notes[i]
-        if self.incremental is not None and (why := self._lists.why[i]):  # type: ignore[index]
+        if self.incremental is not None and (why := lists.why[i - lists.start]):  # type: ignore[index]
             extra.insert(0, f"replanned since plan {self.incremental.from_plan}: {_WHY_TEXT[why]}")
-        return "; ".join([self._reason(i), *extra]) if extra else self._reason(i)
+        return "; ".join([self._reason(i, lists), *extra]) if extra else self._reason(i, lists)
 
-    def _reason(self, i: int) -> str:
-        st = self._lists.status[i]
-        t = self._lists.territory[i]
+    def _reason(self, i: int, lists: _Lists) -> str:
+        k = i - lists.start
+        st = lists.status[k]
+        t = lists.territory[k]
         if st == _EXCLUDED or st == _UNASSIGNED or t < 0:
             return self.reasons_owner[i]
         base = self._territory_text.get(t) or self.territory_text(t)
         follows = st == _ASSIGNED or st == _UNCHANGED  # a unit's members follow its ultimate parent
-        r = self._lists.root[i]
+        r = lists.root[k]
         decided = r if follows else i
-        if self._lists.owning[decided] == TIED and len(tied := self.matches.ties[decided]) > 1:
+        if self.matches.owning[decided] == TIED and len(tied := self.matches.ties[decided]) > 1:
             base = f"tie between {_names([self.matches.territory_ids[t] for t in tied])} (same type priority) decided by balance; {base}"
         if follows and r != i:
             base = f"follows ultimate parent {self.accounts.ids[r]}, which {base}"
         return f"{base}; {self.reasons_owner[i]}"
 
-    @cached_property
-    def _lists(self) -> _Lists:
-        """The per-account arrays as Python lists, for the loops over every account (built once)."""
+    def _lists(self, start: int, stop: int) -> _Lists:
+        """Accounts ``start`` to ``stop`` of the per-account arrays as Python lists, for loops over them: a slice
+        at a time, so writing a plan never holds Python values for all its accounts."""
+        part = slice(start, stop)
         return _Lists(
-            status=self.status.tolist(),
-            territory=self.territory.tolist(),
-            root=self.root.tolist(),
-            owning=self.matches.owning.tolist(),
-            moved=self.moved.tolist(),
-            value=self._value.astype(np.float64).tolist(),
-            family_size=self._family_size.tolist(),
-            why=self.incremental.why.tolist() if self.incremental is not None else None,
+            start=start,
+            status=self.status[part].tolist(),
+            territory=self.territory[part].tolist(),
+            root=self.root[part].tolist(),
+            moved=self.moved[part].tolist(),
+            value=self._value[part].astype(np.float64).tolist(),
+            family_size=self._family_size[part].tolist(),
+            fingerprint=fingerprint_texts(self.fingerprints[part]),
+            why=self.incremental.why[part].tolist() if self.incremental is not None else None,
         )
 
     def rule_label(self, i: int) -> str:
         """The rules that placed the account in its territory, as ``territory:rule`` joined by ' & '."""
-        t = self._lists.territory[i]
+        t = int(self.territory[i])
         if t < 0:
             return ""
         if t not in self._rule_labels:
@@ -372,7 +378,7 @@ class Plan:
 
     @cached_property
     def moved(self) -> np.ndarray:
-        return np.array([o != p for o, p in zip(self.owner_ids, self.accounts.owner_ids)], dtype=bool)
+        return np.asarray(self.owner_ids.array != self.accounts.owner_ids.array, dtype=bool)
 
     def territories_of(self, i: int) -> list[str]:
         return [self.matches.territory_ids[t] for t in self.matches.territories_of(i)]
@@ -396,9 +402,12 @@ class Plan:
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """One plain dict per input account, in input order (for writers); see :meth:`row`."""
-        return (self.row(i) for i in range(len(self.accounts)))
+        n = len(self.accounts)
+        for start in range(0, n, ROWS_AT_ONCE):
+            lists = self._lists(start, min(n, start + ROWS_AT_ONCE))
+            yield from (self.row(i, lists) for i in range(start, min(n, start + ROWS_AT_ONCE)))
 
-    def row(self, i: int) -> dict[str, Any]:
+    def row(self, i: int, lists: _Lists | None = None) -> dict[str, Any]:
         """Account ``i`` as written to a plan.
 
         Beyond the CSV columns, a row carries the account's ``value`` (in the
@@ -409,25 +418,26 @@ class Plan:
         plan also says why it was ``replanned`` (a key of :data:`REPLAN_WHY`, ''
         when it was not).
         """
-        lists = self._lists
-        t = lists.territory[i]
-        r = lists.root[i]
+        lists = lists or self._lists(i, i + 1)
+        k = i - lists.start
+        t = lists.territory[k]
+        r = lists.root[k]
         row = {
             "account_id": self.accounts.ids[i],
             "owner_id": self.owner_ids[i] or "",
             "territory_id": self.matches.territory_ids[t] if t >= 0 else "",
             "previous_owner_id": self.accounts.owner_ids[i] or "",
-            "moved": lists.moved[i],
-            "status": _STATUS_NAMES[lists.status[i]],
+            "moved": lists.moved[k],
+            "status": _STATUS_NAMES[lists.status[k]],
             "rule": self.rule_label(i),
-            "reason": self.reason(i),
-            "value": lists.value[i],
+            "reason": self.reason(i, lists),
+            "value": lists.value[k],
             "ultimate_parent_id": self.accounts.ids[r] if r != i else "",
-            "family_size": lists.family_size[i],
-            "fingerprint": self._fingerprints[i],
+            "family_size": lists.family_size[k],
+            "fingerprint": lists.fingerprint[k],
         }
         if lists.why is not None:
-            row["replanned"] = REPLAN_WHY[lists.why[i]]
+            row["replanned"] = REPLAN_WHY[lists.why[k]]
         return row
 
     @cached_property
@@ -438,10 +448,6 @@ class Plan:
     def fingerprints(self) -> np.ndarray:
         """Per account, the fingerprint of its inputs (see :func:`account_fingerprints`)."""
         return account_fingerprints(self.accounts, fingerprint_fields(self.rules))
-
-    @cached_property
-    def _fingerprints(self) -> list[str]:
-        return fingerprint_texts(self.fingerprints)
 
     @cached_property
     def _family_size(self) -> np.ndarray:
@@ -569,13 +575,16 @@ class Plan:
 
 @dataclass(frozen=True)
 class _Lists:
+    """Per-account values from ``start`` on, as Python lists (see :meth:`Plan._lists`)."""
+
+    start: int
     status: list[int]
     territory: list[int]
     root: list[int]
-    owning: list[int]
     moved: list[bool]
     value: list[float]
     family_size: list[int]
+    fingerprint: list[str]
     why: list[int] | None
 
 

@@ -29,6 +29,9 @@ SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods")
 ADDRESS_PARTS = ("street", "city", "state", "postal_code", "country")
 
 
+CHUNK = 262_144  # rows read before they are converted to arrays: a chunk's Python values are all a reader holds
+
+
 def read_columns(path: str | Path, wanted: set[str] | None = None, sheet: str | None = None) -> tuple[Columns, Sequence[int]]:
     """A file as columns of raw values plus the source row (line) of every record.
 
@@ -36,27 +39,42 @@ def read_columns(path: str | Path, wanted: set[str] | None = None, sheet: str | 
     dozens of columns a run never reads, and a million rows of each cost memory.
     Spreadsheets (``sheet``: a named one, else the first) and Parquet need their extras.
     """
+    columns: Columns = {}
+    rows = array("l")
+    for chunk, chunk_rows in read_chunks(path, wanted, sheet):
+        for name, values in chunk.items():
+            columns.setdefault(name, []).extend(values)
+        rows.extend(chunk_rows)
+    return columns, rows
+
+
+def read_chunks(path: str | Path, wanted: set[str] | None = None, sheet: str | None = None, size: int | None = None) -> Iterator[tuple[Columns, Sequence[int]]]:
+    """:func:`read_columns` ``size`` (default :data:`CHUNK`) records at a time, at least one chunk (empty when the file
+    has no records): a reader that converts each chunk before the next holds one chunk of Python values, not the file's.
+    Spreadsheets and JSON Lines come as one chunk (a JSON record's keys are its columns: known at the file's end)."""
+    size = size or CHUNK
     path = Path(path)
     suffix = path.suffix.lower()
     try:
         if suffix in SPREADSHEETS:
             from .sheets import read_sheet
 
-            return read_sheet(path, wanted, sheet)
-        if suffix == ".parquet":
-            from .parquet import read_parquet
+            yield read_sheet(path, wanted, sheet)
+        elif suffix == ".parquet":
+            from .parquet import parquet_chunks
 
-            return read_parquet(path, wanted)
-        if suffix in (".jsonl", ".ndjson"):
-            return _read_jsonl(path, wanted)
-        return _read_csv(path, wanted)
+            yield from parquet_chunks(path, wanted, size)
+        elif suffix in (".jsonl", ".ndjson"):
+            yield from _jsonl_chunks(path, wanted)
+        else:
+            yield from _csv_chunks(path, wanted, size)
     except OSError as exc:
         raise DataError([Finding(Location(str(path)), f"cannot read: {exc.strerror}")]) from None
     except UnicodeDecodeError as exc:
         raise DataError([Finding(Location(str(path)), f"not UTF-8 text: {exc.reason}")]) from None
 
 
-def _read_csv(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[int]]:
+def _csv_chunks(path: Path, wanted: set[str] | None, size: int) -> Iterator[tuple[Columns, Sequence[int]]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
@@ -67,13 +85,15 @@ def _read_csv(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[in
         if duplicated:
             raise DataError([Finding(Location(str(path), 1), f"duplicate column(s) in header: {', '.join(map(shown, duplicated))}")])
         keep = [i for i, h in enumerate(header) if wanted is None or h in wanted]
-        columns: list[list[Any]] = [[] for _ in keep]
+        names = [header[i] for i in keep]
         # one string object per distinct value of low-cardinality columns (country, owner, flags):
         # a million copies of "US" cost 50 MB, a million references 8 MB
         caches: list[dict[str, str] | None] = [{} for _ in keep]
-        rows = array("l")
         width = len(header)
         start = reader.line_num + 1
+        columns: list[list[Any]] = [[] for _ in keep]
+        rows = array("l")
+        chunks = 0
         try:
             for record in reader:
                 if not record:
@@ -90,12 +110,18 @@ def _read_csv(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[in
                     column.append(value)
                 rows.append(start)
                 start = reader.line_num + 1
+                if len(rows) == size:
+                    yield dict(zip(names, columns)), rows
+                    columns, rows = [[] for _ in keep], array("l")
+                    chunks += 1
         except csv.Error as exc:
             raise DataError([Finding(Location(str(path), reader.line_num), f"CSV error: {exc}")]) from None
-    return dict(zip([header[i] for i in keep], columns)), rows
+        if rows or not chunks:  # the last chunk, or the only one of a file without records
+            yield dict(zip(names, columns)), rows
 
 
-def _read_jsonl(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[int]]:
+def _jsonl_chunks(path: Path, wanted: set[str] | None) -> Iterator[tuple[Columns, Sequence[int]]]:
+    """One chunk: a record's keys are its columns, so which columns the file has is known only at its end."""
     records: list[dict[str, Any]] = []
     rows = array("l")
     paths = [w for w in wanted or () if "." in w]  # BillingAddress.country: a field of a JSON object
@@ -122,10 +148,10 @@ def _read_jsonl(path: Path, wanted: set[str] | None) -> tuple[Columns, Sequence[
             records.append(record)
             rows.append(number)
     if not records:  # no header to go by: an empty file has every column, as a header-only CSV does
-        return {k: [] for k in wanted or ()}, rows
+        yield {k: [] for k in wanted or ()}, rows
+        return
     keys = dict.fromkeys(k for r in records for k in r)
-    columns = {k: [r.get(k) for r in records] for k in keys}
-    return columns, rows
+    yield {k: [r.get(k) for r in records] for k in keys}, rows
 
 
 def _inside(record: dict[str, Any], dotted: str) -> Any:
@@ -166,18 +192,27 @@ def read_accounts(path: str | Path, field_types: dict[str, FieldType], columns: 
 
     With ``columns.address``, one address column fills the declared fields
     among street, city, state, postal_code and country that the file lacks.
+    Read a chunk at a time (see :meth:`AccountTable.from_chunks`).
     """
     columns = columns or ColumnMap("accounts")
-    data, rows, headers = read_mapped(path, {*ACCOUNT_COLUMNS, *field_types}, columns)
-    _address_fields(data, headers, columns, field_types, str(path))
-    missing = [f for f in field_types if f not in data]
-    if missing and "id" in data:
-        present = list(read_columns(path, sheet=columns.sheet)[0])  # every column, for the suggestion (an error path: cost is fine)
-        raise DataError(
-            [Finding(Location(str(path), 1), f"missing column {' or '.join(map(repr, columns.candidates(f)))}, declared in the rule file's fields{suggest(columns.candidates(f)[0], present)}") for f in missing]
-        )
+    names = {*ACCOUNT_COLUMNS, *field_types}
+    headers: dict[str, str] = {}
+
+    def mapped() -> Iterator[tuple[Columns, Sequence[int]]]:
+        for raw, rows in read_chunks(path, columns.wanted(names), columns.sheet):
+            data, found = columns.rename(raw, str(path), names, lambda: list(read_columns(path, sheet=columns.sheet)[0]))
+            headers.update(found)
+            _address_fields(data, headers, columns, field_types, str(path))
+            missing = [f for f in field_types if f not in data]
+            if missing and "id" in data:
+                present = list(read_columns(path, sheet=columns.sheet)[0])  # every column, for the suggestion (an error path: cost is fine)
+                raise DataError(
+                    [Finding(Location(str(path), 1), f"missing column {' or '.join(map(repr, columns.candidates(f)))}, declared in the rule file's fields{suggest(columns.candidates(f)[0], present)}") for f in missing]
+                )
+            yield data, rows
+
     with _file_names(columns, headers):
-        table = AccountTable.from_columns(data, field_types, source=str(path), rows=rows)
+        table = AccountTable.from_chunks(mapped(), field_types, source=str(path))
     return _named(table, columns, headers)
 
 

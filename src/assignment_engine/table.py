@@ -492,7 +492,7 @@ class _Builder:
         parts["excluded"].append(flag("excluded"))
         self.n += n
         if len(self.empty) + len(findings) >= 50:
-            raise DataError([*self.empty, *findings][:50])
+            self.table()  # raises them
 
     def table(self) -> AccountTable:
         whole = {k: np.concatenate(v) if v else np.empty(0, dtype=TEXT if k in ("id", "name", "parent_id", "owner_id") else np.float64) for k, v in self.parts.items()}
@@ -504,7 +504,9 @@ class _Builder:
         ids = Texts(whole["id"])
         again, first = ids.repeats()
         repeated = [Finding(where(i, "id"), f"duplicate {self.noun} id {shown(ids[i])} (first at row {rows[j]})") for i, j in zip(again.tolist(), first.tolist()) if ids[i]]
-        findings = [*self.empty, *repeated[:50], *self.findings]
+        rank = {name: k for k, name in enumerate([*self.field_types, "locked", "excluded"])}
+        cells = sorted(self.findings, key=lambda f: (f.location.line or 0, rank.get(f.location.column or "", 0)))  # by row, however chunked
+        findings = [*self.empty, *repeated[:50], *cells]
         if findings:
             raise DataError(findings[:50])
         typed: dict[str, Column] = {}

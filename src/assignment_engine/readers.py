@@ -29,7 +29,7 @@ SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods")
 ADDRESS_PARTS = ("street", "city", "state", "postal_code", "country")
 
 
-CHUNK = 262_144  # rows read before they are converted to arrays: a chunk's Python values are all a reader holds
+CHUNK = 65_536  # rows read before they are converted to arrays: a chunk's Python values are all a reader holds
 
 
 def read_columns(path: str | Path, wanted: set[str] | None = None, sheet: str | None = None) -> tuple[Columns, Sequence[int]]:

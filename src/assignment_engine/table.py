@@ -214,7 +214,9 @@ class _TextArray(Sequence[T]):
     __slots__ = ("_sorted", "array")
 
     def __init__(self, values: Iterable[str | None] | np.ndarray) -> None:
-        if isinstance(values, np.ndarray) and values.dtype == TEXT:
+        if isinstance(values, _TextArray):
+            self.array = values.array
+        elif isinstance(values, np.ndarray) and values.dtype == TEXT:
             self.array = values
         else:
             self.array = np.array(["" if v is None else v for v in values], dtype=TEXT)

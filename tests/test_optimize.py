@@ -405,6 +405,94 @@ def test_the_lp_rounded_start_keeps_the_bands_and_its_bound_is_below_the_best_pl
         assert np.array_equal(rounded, lp_rounded_start(part, relaxation.values, part.continuity, bands))
 
 
+def _whale_part(accounts: list[tuple[int, str | None]], whale: int, tolerance: float):  # type: ignore[no-untyped-def]
+    """A component of three users, the accounts given and one of revenue ``whale`` held by u1, and its bands."""
+    from assignment_engine.optimize import Component, _Band, components
+
+    engine = one_territory(f"[{{measure: revenue, tolerance: {tolerance}}}, {{measure: accounts, tolerance: {tolerance}}}]", users=3)
+    records = [{"id": f"A{i}", "country": "US", "revenue": revenue, "owner_id": owner} for i, (revenue, owner) in enumerate([*accounts, (whale, "u1")])]
+    problem = engine.prepare(table_of(engine, records), [User(f"u{i}") for i in range(1, 4)]).problem
+    (users, units), = components(problem)
+    part = Component(problem, users, units)
+    return part, {i: (d.lo, d.hi) for i, d in enumerate(part.dims) if isinstance(d, _Band)}
+
+
+def _best_within(part, bands) -> tuple[int, int] | None:  # type: ignore[no-untyped-def]
+    """The least continuity and the fewest accounts moved of the plans within ``bands`` (brute force); None: no plan."""
+    best = None
+    for choice in itertools.product(*(range(part.ptr[k], part.ptr[k + 1]) for k in range(len(part.units)))):
+        chosen = np.array(choice)
+        if all(np.all(bands[i][0] <= load) and np.all(load <= bands[i][1]) for i, load in enumerate(part.loads(chosen)) if i in bands):
+            value = (int(part.continuity[chosen].sum()), int(part.moves[chosen].sum()))
+            best = value if best is None else (min(best[0], value[0]), min(best[1], value[1]))
+    return best
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 40), st.sampled_from(["u1", "u2", "u3", None])), min_size=3, max_size=8),
+    st.integers(0, 400),  # one account that may be larger than every band
+    st.sampled_from([0.1, 0.3]),
+)
+def test_the_lp_bounds_with_branching_on_a_large_unit_are_below_the_best_plan(accounts, whale, tolerance):
+    """The LP's bound on continuity, its prices' bound on accounts moved alone, and the least bound of the
+    LPs branched on a unit larger than the bands never exceed the best plan within the bands (brute force);
+    branches that show no plan are right."""
+    from assignment_engine.optimize.phases import _lp_bound, moves_floor
+    from assignment_engine.optimize.problem import accounts_moved_bound
+    from assignment_engine.optimize.relaxation import branched, strict_relaxation
+
+    part, bands = _whale_part(accounts, whale, tolerance)
+    best = _best_within(part, bands)
+    relaxation = strict_relaxation(part, part.continuity, bands)
+    if relaxation is None:
+        return  # GLOP found no plan, or none placed every unit: no bound is claimed
+    branches = branched(part, part.continuity, bands, relaxation)
+    if best is None:
+        return  # no integer plan: any bound holds
+    assert _lp_bound(part, relaxation) <= best[0]
+    assert accounts_moved_bound(moves_floor(part, relaxation)) <= best[1]
+    if branches is not None:
+        assert branches, "branches showed no plan, but there is one"
+        assert min(_lp_bound(part, b) for b in branches) <= best[0]
+
+
+def test_branching_on_an_account_larger_than_the_bands_lifts_the_bound_to_the_best_plan():
+    """Three users, an account of 50 among eight of 2 to 40 (164 in all): the revenue band, ±10 % of 54.7, is
+    11 wide. The LP splits the large account; branched on it, the bound on accounts moved rises from 2 to 3,
+    the best plan's (brute force), and the component's plan meets it."""
+    from assignment_engine.optimize.phases import _lp_bound
+    from assignment_engine.optimize.problem import accounts_moved_bound
+    from assignment_engine.optimize.relaxation import branched, strict_relaxation
+
+    accounts = [(2, "u3"), (5, "u1"), (2, "u2"), (5, "u2"), (40, "u3"), (40, "u3"), (10, "u3"), (10, None)]
+    part, bands = _whale_part(accounts, 50, 0.1)
+    best = _best_within(part, bands)
+    assert best is not None
+    relaxation = strict_relaxation(part, part.continuity, bands)
+    assert relaxation is not None
+    branches = branched(part, part.continuity, bands, relaxation)
+    assert branches  # the large account is split, and more than a band's width
+    plain = accounts_moved_bound(_lp_bound(part, relaxation))
+    lifted = accounts_moved_bound(min(_lp_bound(part, b) for b in branches))
+    assert (plain, lifted) == (2, 3) and best[1] == 3
+    _, result = part.solve()
+    assert result.moves == result.moves_bound == 3
+
+
+def test_branching_shows_bands_that_no_plan_holds():
+    """An account of 80 among others of 146 (226 in all), bands ±10 % of 75.3: the LP holds the bands by splitting
+    it, but no plan does (brute force), and every branch shows it has none."""
+    from assignment_engine.optimize.relaxation import branched, strict_relaxation
+
+    accounts = [(10, "u1"), (5, "u1"), (40, None), (1, "u2"), (20, "u2"), (40, "u1"), (10, "u3"), (20, "u3")]
+    part, bands = _whale_part(accounts, 80, 0.1)
+    assert _best_within(part, bands) is None
+    relaxation = strict_relaxation(part, part.continuity, bands)
+    assert relaxation is not None
+    assert branched(part, part.continuity, bands, relaxation) == []
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(1, 40), st.sampled_from(["u1", "u2", "u3", None])), min_size=3, max_size=8),

@@ -25,8 +25,8 @@ from ortools.sat.python import cp_model
 from .cpsat import _solver
 from .limits import _NO_CAP, _Band, _Cap
 from .neighbourhood import neighbourhood_search
-from .problem import Objective, accounts_moved, accounts_moved_bound
-from .relaxation import integral, strict_relaxation
+from .problem import VALUE_STEPS, Objective, accounts_moved, accounts_moved_bound
+from .relaxation import Relaxation, branched, integral, strict_relaxation
 from .start import greedy_start, lp_guided_start, lp_rounded_start
 
 if TYPE_CHECKING:
@@ -185,10 +185,18 @@ def _phases(
     if strict and "continuity" in relevant:
         relaxation = strict_relaxation(part, part.continuity, effective_bands)
         if relaxation is not None:
-            lp["continuity"] = integral(relaxation.bound)
-            rounded = lp_rounded_start(part, relaxation.values, part.continuity, effective_bands)
-            if rounded is not None and (best_scores is None or _better(part.scores(rounded), best_scores, relevant)):
-                best, best_scores = rounded, part.scores(rounded)
+            lp["continuity"] = _lp_bound(part, relaxation)
+            relaxations = [relaxation]
+            branches = branched(part, part.continuity, effective_bands, relaxation)
+            if branches is not None and not branches and best is None:
+                return None  # proven: no plan holds the bands
+            if branches:  # every plan is in one of them: the least of their bounds is one
+                lp["continuity"] = max(lp["continuity"], min(_lp_bound(part, b) for b in branches))
+                relaxations = sorted(branches, key=lambda b: _lp_bound(part, b))
+            for r in relaxations:
+                rounded = lp_rounded_start(part, r.values, part.continuity, effective_bands)
+                if rounded is not None and (best_scores is None or _better(part.scores(rounded), best_scores, relevant)):
+                    best, best_scores = rounded, part.scores(rounded)
 
     def lower(complete: bool) -> dict[str, int]:
         return {name: max(value, lp.get(name, value)) for name, value in part.lower_bounds(complete).items()}
@@ -334,6 +342,23 @@ def _phases(
         settle(name, best_scores[name], bound, state)
     assert best is not None  # a strict model without a plan returned None above
     return _scaled(part, best, objectives)
+
+
+def _lp_bound(part: Component, relaxation: Relaxation) -> int:
+    """The LP's bound on continuity, and the one its prices give on accounts moved alone (moves_floor)."""
+    return max(integral(relaxation.bound), moves_floor(part, relaxation))
+
+
+def moves_floor(part: Component, relaxation: Relaxation) -> int:
+    """A bound on continuity from a bound on accounts moved alone, with the LP's prices: every plan moves
+    a whole number of accounts, at least ⌈the priced bound on moves⌉, and its continuity is at least
+    (VALUE_STEPS + 1) per account moved. Converting the LP's continuity bound to accounts moved must allow
+    for up to VALUE_STEPS of value moved in it (accounts_moved_bound), which loses almost an account on
+    most components; this does not."""
+    if relaxation.prices is None:
+        return 0
+    scale = VALUE_STEPS + 1  # the LP's prices are in units of continuity
+    return integral(relaxation.prices.bound(part.moves * float(scale)) / scale) * scale
 
 
 def _close(part: Component, value: int, bound: int, name: str) -> bool:

@@ -213,6 +213,8 @@ class _TextArray(Sequence[T]):
 
     __slots__ = ("_sorted", "array")
 
+    array: np.ndarray
+
     def __init__(self, values: Iterable[str | None] | np.ndarray) -> None:
         if isinstance(values, _TextArray):
             self.array = values.array

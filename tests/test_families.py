@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from assignment_engine import AccountTable, DataError, Engine, HierarchyError, User, compile_rules, read_accounts
+from assignment_engine.families import build_families
 from conftest import WEST_EAST, rows_by_id, rules_text
 
 TERRITORIES = WEST_EAST + """
@@ -170,3 +173,44 @@ def test_missing_parent_is_not_an_error_for_the_table_itself():
     assert table.parent_ids == ["nope"]
     with pytest.raises(DataError, match="empty account id"):
         e.table([{"id": "", "state": None, "revenue": None}])
+
+
+@settings(max_examples=300)  # cheap: many shapes of links
+@given(st.lists(st.one_of(st.none(), st.integers(-1, 9)), min_size=1, max_size=10))
+@example([None, 0, 1, 2, 3, 4, 5, 6, 7, 8])  # one chain, deeper than a few doublings
+@example([1, 2, 0, 2, None, 4])  # a cycle of three with a tail, and a family beside it
+def test_roots_are_found_by_climbing_each_accounts_links(links):
+    """Each account's root is the account without a parent its links climb to; links that climb into a cycle
+    leave every account of that family on its own, with one finding per cycle."""
+    n = len(links)
+    ids = [f"A{i}" for i in range(n)]
+    parents = [None if p is None else ids[p] if 0 <= p < n else "nobody" for p in links]
+    table = AccountTable.from_records([{"id": a, "parent_id": p} for a, p in zip(ids, parents)], {})
+    up = [p if p is not None and 0 <= p < n and p != i else -1 for i, p in enumerate(links)]
+
+    def climbed(i: int) -> int | None:
+        seen = []
+        while up[i] >= 0:
+            if i in seen:
+                return None  # a cycle
+            seen.append(i)
+            i = up[i]
+        return i
+
+    expected = [i if (r := climbed(i)) is None else r for i in range(n)]
+    cycles = {frozenset(_cycle_from(up, i)) for i in range(n) if climbed(i) is None}
+    families = build_families(table, on_error="independent")
+    assert families.root.tolist() == expected
+    assert sum("form a cycle" in f.message for f in families.problems) == len(cycles)
+    assert sum("not in the accounts file" in f.message or "its own parent" in f.message for f in families.problems) == sum(
+        p is not None and (not 0 <= p < n or p == i) for i, p in enumerate(links)
+    )
+
+
+def _cycle_from(up: list[int], i: int) -> set[int]:
+    """The cycle account i's links climb into."""
+    seen: list[int] = []
+    while i not in seen:
+        seen.append(i)
+        i = up[i]
+    return set(seen[seen.index(i) :])

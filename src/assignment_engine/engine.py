@@ -29,7 +29,7 @@ from .rank import balance_scope, balance_values, measure_values, rank_tiers
 from .routing import Router, State
 from .ruleset import MAX_SECONDS, Assignment
 from .segments import derive as derive_segments
-from .table import AccountTable, PairTable, User, check_records
+from .table import AccountTable, PairTable, User, check_records, owner_index
 
 Progress = Callable[[str], None]
 
@@ -202,9 +202,9 @@ class Engine:
 
         value_measure = self.value_measure()
         value = values[value_measure] if value_measure else np.ones(n)
-        owner_index = np.array([user_index.get(o, -1) if o is not None else -1 for o in accounts.owner_ids], dtype=np.int64)
+        owner_at = owner_index(accounts.owner_ids, users)
         fixed_rows = np.flatnonzero(~free)  # locked, excluded, pinned (and unchanged) accounts stay where they are
-        fixed_owner = np.where(status == Status.PINNED, owner_index[root], owner_index)
+        fixed_owner = np.where(status == Status.PINNED, owner_at[root], owner_at)
         if incremental is not None:
             fixed_owner = np.where(status == Status.UNCHANGED, incremental.kept_owner, fixed_owner)
 
@@ -260,8 +260,8 @@ class Engine:
                 unit_size = np.bincount(unit_of_free, minlength=len(unit_roots))
                 pair_allowed = {(int(q // n_users), int(q % n_users)) for q, c in zip(keys.tolist(), members_listed.tolist()) if c == unit_size[q // n_users]}
 
-        holders = free & (owner_index >= 0)
-        held = Holdings.build(unit[holders], owner_index[holders], value[holders], n_users)
+        holders = free & (owner_at >= 0)
+        held = Holdings.build(unit[holders], owner_at[holders], value[holders], n_users)
 
         problem = Problem(
             user_ids=user_ids,

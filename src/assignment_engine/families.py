@@ -1,8 +1,10 @@
-"""Account hierarchies: ``parent_id`` links as a networkx forest, one root per family.
+"""Account hierarchies: ``parent_id`` links, one root per family.
 
 Each account has at most one parent, so a weakly connected component of the link
 graph is either a tree (exactly one account without a parent: the ultimate
-parent) or contains exactly one cycle. Bad links (self-parent, missing parent,
+parent) or contains exactly one cycle. Roots are found on arrays by pointer
+doubling (ten million accounts hold no graph object each); networkx finds and
+names the cycles, in the families that have one. Bad links (self-parent, missing parent,
 cycle) are errors naming the accounts; with ``on_error="independent"`` they are
 reported and the accounts concerned are treated as independent instead.
 """
@@ -43,14 +45,20 @@ def build_families(table: AccountTable, on_error: Literal["raise", "independent"
         elif p == i:
             problems.append(Finding(table.location(i, "parent_id"), f"account {shown(table.ids[i])} is its own parent"))
     linked = (parent >= 0) & (parent != child)
-    graph = nx.DiGraph()
-    graph.add_edges_from(zip(parent[linked].tolist(), child[linked].tolist()))
+    up = np.full(n, -1, dtype=np.int64)  # each account's parent; -1 for none or a bad link
+    up[child[linked]] = parent[linked]
+    top = np.where(up < 0, root, up)
+    for _ in range(n.bit_length() + 1):  # pointer doubling: each pass doubles how far up every account points
+        higher = top[top]
+        if np.array_equal(higher, top):
+            break
+        top = higher
+    cyclic = up[top] >= 0  # links that climb into a cycle reach no account without a parent
+    root = np.where(cyclic, root, top)
+    graph = nx.DiGraph()  # the families with a cycle only, to find and name it
+    kids = np.flatnonzero(cyclic & (up >= 0))
+    graph.add_edges_from(zip(up[kids].tolist(), kids.tolist()))
     for component in nx.weakly_connected_components(graph):
-        tops = [v for v in component if graph.in_degree(v) == 0]
-        if tops:
-            top = tops[0]
-            root[list(component)] = top
-            continue
         cycle = [u for u, _ in nx.find_cycle(graph.subgraph(component))]
         first = min(cycle)
         names = " → ".join(shown(table.ids[v]) for v in [*cycle, cycle[0]])

@@ -26,7 +26,7 @@ from .optimize import ComponentResult, Objective, Problem, Solution
 from .rank import balance_scope, balance_values
 from .segments import derive as derive_segments
 from .segments import segment_counts
-from .table import AccountTable, OptionalTexts, StringColumn, User, owner_index
+from .table import TEXT, AccountTable, OptionalTexts, StringColumn, User, owner_index
 
 
 class Status(IntEnum):
@@ -236,69 +236,77 @@ class Plan:
             return options[0] if options else -1
 
         incremental = prepared.incremental
-        rest: range | list[int] = range(n)
+        chosen_user = np.full(n, -2, dtype=np.int64)  # the user the optimizer chose (-1: none; -2: the owner stays as read)
         if incremental is not None:
             solution = replace(solution, fair={**solution.fair, **incremental.fair})  # the whole book's fair shares
             kept = np.flatnonzero(status == Status.UNCHANGED)
             territory[kept] = incremental.kept_territory[kept]
+            chosen_user[kept] = incremental.kept_owner[kept]
             kept_text: dict[int, str] = {}
             for i, u in zip(kept.tolist(), incremental.kept_owner[kept].tolist()):
-                owner_ids[i] = user_ids[u]
                 if u not in kept_text:
                     kept_text[u] = f"unchanged since plan {incremental.from_plan}: keeps owner {user_ids[u]}"
                 reasons[i] = kept_text[u]
-            rest = np.flatnonzero(status != Status.UNCHANGED).tolist()
         owner_text: dict[tuple[int, int], str] = {}
-        codes = status.tolist()  # as prepared: the loop below changes only the account at hand (to unassigned)
-        chosen_of = solution.owner.tolist()
-        unit_of, set_of, root_of = unit.tolist(), unit_set.tolist(), root.tolist()
-        for i in rest:
-            st = codes[i]
-            if st == _EXCLUDED or st == _LOCKED:
-                previous = accounts.owner_ids[i]
-            if st == _EXCLUDED:
-                reasons[i] = f"excluded from territory rules; keeps owner {previous or '(none)'}"
-            elif st == _LOCKED:
-                t = rules_territory(i, previous)
-                territory[i] = t
-                note = "" if t < 0 or previous in nodes[t].owners else f" (not an owner of {ids[t]})"
-                reasons[i] = f"locked: keeps owner {previous or '(none)'}{note}"
-            elif st == _PINNED:
-                r = root_of[i]
-                owner_ids[i] = owner_ids[r]
-                territory[i] = -1 if codes[r] == _EXCLUDED else rules_territory(r, owner_ids[i])
-                why = "excluded" if codes[r] == _EXCLUDED else "locked"
-                reasons[i] = f"follows ultimate parent {accounts.ids[r]}, which is {why}, to owner {owner_ids[i] or '(none)'}"
-            else:
-                k = unit_of[i]
-                s = set_of[k]
-                chosen = chosen_of[k]
-                r = root_of[i]
-                if not matches.owning_candidates(r):
-                    status[i] = Status.UNASSIGNED
-                    owner_ids[i] = ""
-                    reasons[i] = "matched no territory" if r == i else f"its ultimate parent {accounts.ids[r]} matched no territory"
+        for begin in range(0, n, ROWS_AT_ONCE):  # a slice of Python values at a time
+            part = slice(begin, min(n, begin + ROWS_AT_ONCE))
+            units = unit[part]
+            codes = prepared.status[part].tolist()  # as prepared: the loop changes only the account at hand (to unassigned)
+            root_of = root[part].tolist()
+            root_codes = prepared.status[root[part]].tolist()
+            set_of = np.append(unit_set, -1)[units].tolist()  # unit -1 (not free) reads the -1 appended
+            chosen_of = np.append(solution.owner, -1)[units].tolist()
+            for j, st in enumerate(codes):
+                i = begin + j
+                if st == _UNCHANGED:
                     continue
-                if not candidate_sets[s]:
-                    status[i] = Status.UNASSIGNED
-                    owner_ids[i] = ""
-                    names = " and ".join(ids[t] for t in matches.owning_candidates(r))
-                    reasons[i] = f"{names} has no active owner member"
-                    continue
-                if chosen < 0:
-                    status[i] = Status.UNASSIGNED
-                    owner_ids[i] = ""
-                    reasons[i] = f"no capacity left among {', '.join(user_ids[u] for u in candidate_sets[s])}"
-                    continue
-                owner_ids[i] = user_ids[chosen]
-                territory[i] = pair_territory[(s, chosen)]
-                key = (s, chosen)
-                if key not in owner_text:
-                    cands = candidate_sets[s]
-                    owner_text[key] = (
-                        f"sole owner {user_ids[chosen]}" if len(cands) == 1 else f"balanced between {_names([user_ids[u] for u in cands])} on {balanced_on}"
-                    )
-                reasons[i] = owner_text[key]
+                if st == _EXCLUDED:
+                    reasons[i] = f"excluded from territory rules; keeps owner {accounts.owner_ids[i] or '(none)'}"
+                elif st == _LOCKED:
+                    previous = accounts.owner_ids[i]
+                    t = rules_territory(i, previous)
+                    territory[i] = t
+                    note = "" if t < 0 or previous in nodes[t].owners else f" (not an owner of {ids[t]})"
+                    reasons[i] = f"locked: keeps owner {previous or '(none)'}{note}"
+                elif st == _PINNED:
+                    r = root_of[j]
+                    owner = accounts.owner_ids[r]
+                    owner_ids[i] = owner or ""
+                    territory[i] = -1 if root_codes[j] == _EXCLUDED else rules_territory(r, owner)
+                    why = "excluded" if root_codes[j] == _EXCLUDED else "locked"
+                    reasons[i] = f"follows ultimate parent {accounts.ids[r]}, which is {why}, to owner {owner or '(none)'}"
+                else:
+                    s = set_of[j]
+                    chosen = chosen_of[j]
+                    r = root_of[j]
+                    if not matches.owning_candidates(r):
+                        status[i] = Status.UNASSIGNED
+                        chosen_user[i] = -1
+                        reasons[i] = "matched no territory" if r == i else f"its ultimate parent {accounts.ids[r]} matched no territory"
+                        continue
+                    if not candidate_sets[s]:
+                        status[i] = Status.UNASSIGNED
+                        chosen_user[i] = -1
+                        names = " and ".join(ids[t] for t in matches.owning_candidates(r))
+                        reasons[i] = f"{names} has no active owner member"
+                        continue
+                    if chosen < 0:
+                        status[i] = Status.UNASSIGNED
+                        chosen_user[i] = -1
+                        reasons[i] = f"no capacity left among {', '.join(user_ids[u] for u in candidate_sets[s])}"
+                        continue
+                    chosen_user[i] = chosen
+                    territory[i] = pair_territory[(s, chosen)]
+                    key = (s, chosen)
+                    if key not in owner_text:
+                        cands = candidate_sets[s]
+                        owner_text[key] = (
+                            f"sole owner {user_ids[chosen]}" if len(cands) == 1 else f"balanced between {_names([user_ids[u] for u in cands])} on {balanced_on}"
+                        )
+                    reasons[i] = owner_text[key]
+        placed = chosen_user >= 0
+        owner_ids[placed] = np.array(user_ids, dtype=TEXT)[chosen_user[placed]]
+        owner_ids[chosen_user == -1] = ""
         return cls(
             rules, accounts, users, matches, prepared.families, root, status, OptionalTexts(owner_ids), territory, reasons, solution,
             prepared.values, prepared.tier, prepared.tier_names, prepared.value_measure, incremental,

@@ -39,22 +39,15 @@ class Component:
         self.clock = Clock.starting(self.effort, self.deadline)  # started again by solve
         self.order = list(problem.objectives)
         self.lp_bounds: dict[str, float] = {}  # objective → LP relaxation bound over plans that place every unit
-        local = {u: k for k, u in enumerate(users)}
-        pair_unit: list[int] = []
-        pair_user: list[int] = []
-        allowed = problem.pair_allowed
-        for k, unit in enumerate(units):
-            for u in problem.candidate_sets[problem.unit_set[unit]]:
-                if allowed is None or (int(unit), u) in allowed:
-                    pair_unit.append(k)
-                    pair_user.append(local[u])
-        self.pair_unit = np.asarray(pair_unit, dtype=np.int64)
-        self.pair_user = np.asarray(pair_user, dtype=np.int64)
+        self.pair_unit, global_user = _candidate_pairs(problem, units)
+        local = np.full(len(problem.user_ids), -1, dtype=np.int64)
+        local[users] = np.arange(len(users))
+        self.pair_user = local[global_user]
         self.ptr = np.searchsorted(self.pair_unit, np.arange(len(units) + 1))
         self.size = problem.unit_size[units].astype(np.int64)
         global_unit = units[self.pair_unit] if len(units) else self.pair_unit
-        global_user = np.asarray(users, dtype=np.int64)[self.pair_user] if users else self.pair_user
-        keys = list(zip(global_unit.tolist(), global_user.tolist()))
+        keyed = problem.pair_cost or any(d.pair_values for d in problem.dims)  # a pairs file: values per (unit, user)
+        keys = list(zip(global_unit.tolist(), global_user.tolist())) if keyed else []
 
         def per_pair(unit_values: np.ndarray, overrides: dict[tuple[int, int], float] | None) -> np.ndarray:
             values = unit_values[global_unit].astype(np.float64)
@@ -87,16 +80,20 @@ class Component:
         moves = np.repeat(self.size, np.diff(self.ptr)).astype(np.int64) - held_accounts
         moved_value = problem.unit_value[global_unit].astype(np.float64) - held_value
         total_value = float(problem.unit_value[units].sum())
-        steps = np.round(moved_value / total_value * VALUE_STEPS).astype(np.int64) if total_value > 0 else np.zeros(len(keys), dtype=np.int64)
+        steps = np.round(moved_value / total_value * VALUE_STEPS).astype(np.int64) if total_value > 0 else np.zeros(len(global_unit), dtype=np.int64)
         self.moves = moves
         self.continuity = moves * (VALUE_STEPS + 1) + steps
-        self.cost = np.zeros(len(keys), dtype=np.int64)
+        self.cost = np.zeros(len(global_unit), dtype=np.int64)
         if problem.pair_cost:
             raw = np.array([problem.pair_cost.get(key, 0.0) for key in keys], dtype=np.float64)
             integral = np.all(np.mod(raw, 1) == 0)
             self.cost = np.round(raw * (1.0 if integral else 1e6 / max(float(np.abs(raw).max()), 1e-9))).astype(np.int64)
 
     # -- evaluation ---------------------------------------------------------------
+
+    @property
+    def pairs(self) -> int:
+        return len(self.pair_user)
 
     @property
     def needs_solver(self) -> bool:
@@ -190,3 +187,22 @@ class Component:
     def _neighbourhood_search(self, chosen: np.ndarray, name: str, earlier: list[str], bands: dict[int, tuple[np.ndarray, np.ndarray]], budget: float) -> tuple[np.ndarray, float]:
         """Re-solving small groups of users exactly (neighbourhood.neighbourhood_search)."""
         return neighbourhood_search(self, chosen, name, earlier, bands, budget)
+
+
+def _candidate_pairs(problem: Problem, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (unit, candidate) pair of ``units``, unit by unit in candidate order, as the local unit index and
+    the user index of each pair; pairs ``problem.pair_allowed`` leaves out are dropped. Built on arrays: the
+    strategic team of a ten-million-account book has 17M pairs."""
+    sets, inverse = np.unique(problem.unit_set[units], return_inverse=True)
+    members = [np.asarray(problem.candidate_sets[s], dtype=np.int64) for s in sets.tolist()]
+    sizes = np.array([len(m) for m in members], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    count = sizes[inverse]  # candidates per unit
+    pair_unit = np.repeat(np.arange(len(units), dtype=np.int64), count)
+    within = np.arange(len(pair_unit), dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
+    pair_user = np.concatenate(members)[starts[inverse][pair_unit] + within] if members else np.empty(0, dtype=np.int64)
+    if problem.pair_allowed is not None:
+        allowed = problem.pair_allowed
+        keep = np.fromiter(((u, user) in allowed for u, user in zip(units[pair_unit].tolist(), pair_user.tolist())), dtype=bool, count=len(pair_unit))
+        pair_unit, pair_user = pair_unit[keep], pair_user[keep]
+    return pair_unit, pair_user

@@ -248,6 +248,7 @@ class Plan:
                     kept_text[u] = f"unchanged since plan {incremental.from_plan}: keeps owner {user_ids[u]}"
                 reasons[i] = kept_text[u]
         owner_text: dict[tuple[int, int], str] = {}
+        texts: dict[str, str] = {}
         for begin in range(0, n, ROWS_AT_ONCE):  # a slice of Python values at a time
             part = slice(begin, min(n, begin + ROWS_AT_ONCE))
             units = unit[part]
@@ -261,20 +262,20 @@ class Plan:
                 if st == _UNCHANGED:
                     continue
                 if st == _EXCLUDED:
-                    reasons[i] = f"excluded from territory rules; keeps owner {accounts.owner_ids[i] or '(none)'}"
+                    reasons[i] = _shared(texts, f"excluded from territory rules; keeps owner {accounts.owner_ids[i] or '(none)'}")
                 elif st == _LOCKED:
                     previous = accounts.owner_ids[i]
                     t = rules_territory(i, previous)
                     territory[i] = t
                     note = "" if t < 0 or previous in nodes[t].owners else f" (not an owner of {ids[t]})"
-                    reasons[i] = f"locked: keeps owner {previous or '(none)'}{note}"
+                    reasons[i] = _shared(texts, f"locked: keeps owner {previous or '(none)'}{note}")
                 elif st == _PINNED:
                     r = root_of[j]
                     owner = accounts.owner_ids[r]
                     owner_ids[i] = owner or ""
                     territory[i] = -1 if root_codes[j] == _EXCLUDED else rules_territory(r, owner)
                     why = "excluded" if root_codes[j] == _EXCLUDED else "locked"
-                    reasons[i] = f"follows ultimate parent {accounts.ids[r]}, which is {why}, to owner {owner or '(none)'}"
+                    reasons[i] = _shared(texts, f"follows ultimate parent {accounts.ids[r]}, which is {why}, to owner {owner or '(none)'}")
                 else:
                     s = set_of[j]
                     chosen = chosen_of[j]
@@ -282,18 +283,18 @@ class Plan:
                     if not matches.owning_candidates(r):
                         status[i] = Status.UNASSIGNED
                         chosen_user[i] = -1
-                        reasons[i] = "matched no territory" if r == i else f"its ultimate parent {accounts.ids[r]} matched no territory"
+                        reasons[i] = "matched no territory" if r == i else _shared(texts, f"its ultimate parent {accounts.ids[r]} matched no territory")
                         continue
                     if not candidate_sets[s]:
                         status[i] = Status.UNASSIGNED
                         chosen_user[i] = -1
                         names = " and ".join(ids[t] for t in matches.owning_candidates(r))
-                        reasons[i] = f"{names} has no active owner member"
+                        reasons[i] = _shared(texts, f"{names} has no active owner member")
                         continue
                     if chosen < 0:
                         status[i] = Status.UNASSIGNED
                         chosen_user[i] = -1
-                        reasons[i] = f"no capacity left among {', '.join(user_ids[u] for u in candidate_sets[s])}"
+                        reasons[i] = _shared(texts, f"no capacity left among {', '.join(user_ids[u] for u in candidate_sets[s])}")
                         continue
                     chosen_user[i] = chosen
                     territory[i] = pair_territory[(s, chosen)]
@@ -690,6 +691,11 @@ def explain_account(
             mark = "*" if user == row["owner_id"] else " "
             lines.append(f"  {mark} {user}: {', '.join(parts)}")
     return lines
+
+
+def _shared(texts: dict[str, str], text: str) -> str:
+    """``text`` as the one object ``texts`` holds for it: accounts with the same reason share one string."""
+    return texts.setdefault(text, text)
 
 
 def _names(items: list[str]) -> str:

@@ -249,14 +249,15 @@ class Plan:
                 reasons[i] = kept_text[u]
         owner_text: dict[tuple[int, int], str] = {}
         texts: dict[str, str] = {}
+        set_or_none, chosen_or_none = np.append(unit_set, -1), np.append(solution.owner, -1)  # unit -1 (not free) reads the -1
         for begin in range(0, n, ROWS_AT_ONCE):  # a slice of Python values at a time
             part = slice(begin, min(n, begin + ROWS_AT_ONCE))
             units = unit[part]
             codes = prepared.status[part].tolist()  # as prepared: the loop changes only the account at hand (to unassigned)
             root_of = root[part].tolist()
             root_codes = prepared.status[root[part]].tolist()
-            set_of = np.append(unit_set, -1)[units].tolist()  # unit -1 (not free) reads the -1 appended
-            chosen_of = np.append(solution.owner, -1)[units].tolist()
+            set_of = set_or_none[units].tolist()
+            chosen_of = chosen_or_none[units].tolist()
             for j, st in enumerate(codes):
                 i = begin + j
                 if st == _UNCHANGED:

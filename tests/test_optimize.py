@@ -428,12 +428,14 @@ def _best_within(part, bands) -> tuple[int, int] | None:  # type: ignore[no-unty
     return best
 
 
+# small books for brute force: (revenue, current owner) per account, one account that may be larger than every band
+SMALL_BOOKS = st.lists(st.tuples(st.integers(1, 40), st.sampled_from(["u1", "u2", "u3", None])), min_size=3, max_size=8)
+WHALES = st.integers(0, 400)
+TOLERANCES = st.sampled_from([0.1, 0.3])
+
+
 @settings(max_examples=120, deadline=None)
-@given(
-    st.lists(st.tuples(st.integers(1, 40), st.sampled_from(["u1", "u2", "u3", None])), min_size=3, max_size=8),
-    st.integers(0, 400),  # one account that may be larger than every band
-    st.sampled_from([0.1, 0.3]),
-)
+@given(SMALL_BOOKS, WHALES, TOLERANCES)
 def test_the_lp_bounds_with_branching_on_a_large_unit_are_below_the_best_plan(accounts, whale, tolerance):
     """The LP's bound on continuity, its prices' bound on accounts moved alone, and the least bound of the
     LPs branched on a unit larger than the bands never exceed the best plan within the bands (brute force);
@@ -494,11 +496,7 @@ def test_branching_shows_bands_that_no_plan_holds():
 
 
 @settings(max_examples=80, deadline=None)
-@given(
-    st.lists(st.tuples(st.integers(1, 40), st.sampled_from(["u1", "u2", "u3", None])), min_size=3, max_size=8),
-    st.integers(0, 400),  # one account that may be larger than every band
-    st.sampled_from([0.1, 0.3]),
-)
+@given(SMALL_BOOKS, WHALES, TOLERANCES)
 def test_widened_bands_hold_the_plan_and_admit_no_plan_with_more_slack(accounts, whale, tolerance):
     """Bands redrawn around a plan contain it, and every plan that places all units within them has at
     most that plan's slack on each band (brute force over every placement)."""

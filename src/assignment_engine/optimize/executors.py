@@ -41,7 +41,7 @@ def solve(problem: Problem, workers: int = 1, executor: str = "local", scheduler
     component's per-pair arrays (44M pairs in a book of ten million accounts).
     """
     owner = np.full(problem.n_units, -1, dtype=np.int64)
-    fair = {d.label: np.zeros(len(problem.user_ids)) for d in problem.dims if d.tolerance is not None}
+    fair = _no_shares(problem)
     here = executor == "local" and workers <= 1  # solved in this process: keep what was built
     results: list[ComponentResult | None] = []
     pending: list[Pending] = []
@@ -71,8 +71,8 @@ def solve(problem: Problem, workers: int = 1, executor: str = "local", scheduler
 
 def replay(problem: Problem, owner: np.ndarray, results: list[ComponentResult]) -> Solution:
     """The solution of a saved plan: its owners per unit and solver results, with fair shares recomputed; no solving."""
-    fair = {d.label: np.zeros(len(problem.user_ids)) for d in problem.dims if d.tolerance is not None}
-    for _ in _built(problem, fair):
+    fair = _no_shares(problem)
+    for _ in _built(problem, fair):  # each component built for its fair shares, and dropped
         pass
     return Solution(owner, fair, results)
 
@@ -80,8 +80,13 @@ def replay(problem: Problem, owner: np.ndarray, results: list[ComponentResult]) 
 def _parts(problem: Problem) -> tuple[list[Component], dict[str, np.ndarray]]:
     """Every component built, and every balance dimension's fair share per user (for tests and benchmarks
     that look inside components; ``solve`` builds them one at a time)."""
-    fair = {d.label: np.zeros(len(problem.user_ids)) for d in problem.dims if d.tolerance is not None}
+    fair = _no_shares(problem)
     return list(_built(problem, fair)), fair
+
+
+def _no_shares(problem: Problem) -> dict[str, np.ndarray]:
+    """Every balance dimension's fair share per user, zero until :func:`_built` writes each component's."""
+    return {d.label: np.zeros(len(problem.user_ids)) for d in problem.dims if d.tolerance is not None}
 
 
 def _built(problem: Problem, fair: dict[str, np.ndarray]) -> Iterator[Component]:

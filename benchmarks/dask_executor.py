@@ -57,8 +57,8 @@ from assignment_engine.compile import load_rules
 from assignment_engine.errors import RuleFileError
 from assignment_engine.optimize import Problem, Solution, solve
 from assignment_engine.optimize.component import MAX_MODEL_PAIRS, Component
-from assignment_engine.optimize.distributed import _PairTables, ship
 from assignment_engine.optimize.executors import _parts
+from assignment_engine.optimize.shipment import PairTables, ship
 
 OUT = Path(__file__).parent / "out"
 COPIES = 10  # a 10M-account book as ten L books' worth of components
@@ -154,7 +154,7 @@ def main() -> int:
     problem_m, prepare_m = prepare("M")
     parts_m, _ = _parts(problem_m)
     heavy_m = [p for p in parts_m if p.needs_solver]
-    tables = _PairTables(problem_m)
+    tables = PairTables(problem_m)
     started = time.perf_counter()
     shipments = [pickle.dumps(ship(problem_m, p.users, p.units, tables, p), protocol=5) for p in heavy_m]
     ship_seconds = time.perf_counter() - started

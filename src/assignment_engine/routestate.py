@@ -11,6 +11,7 @@ daily cap. Everything is keyed by the plan id: a new plan starts afresh.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -54,16 +55,34 @@ class MemoryState:
             mine[load] = mine.get(load, 0.0) + amount
 
 
+OPEN_SECONDS = 60  # how long opening a state file waits for another process's lock
+
+
+def _set_up(db: sqlite3.Connection) -> None:
+    """WAL journal and the tables, retried while another process holds the file: switching a new file to
+    WAL can fail at once with "database is locked" when two processes open it together (SQLite returns
+    busy there without calling its busy handler, so the connection's timeout does not help)."""
+    deadline = time.monotonic() + OPEN_SECONDS
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteState:
     """Routing state in a SQLite file, shared by processes (standard library ``sqlite3``, WAL journal)."""
 
     def __init__(self, path: str | Path, plan_id: str):
         self.plan = plan_id
         try:
-            self.db = sqlite3.connect(str(path), timeout=60, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(_SCHEMA)
+            self.db = sqlite3.connect(str(path), timeout=OPEN_SECONDS, isolation_level=None)
+            _set_up(self.db)
         except sqlite3.DatabaseError as exc:
             raise OptionError([Finding(Location("--state"), f"{path}: not a usable routing state file: {exc}")]) from None
 

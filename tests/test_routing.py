@@ -244,15 +244,7 @@ def test_two_processes_never_take_the_same_turn(tmp_path):
     users = write_csv(tmp_path / "u.csv", [{"id": u} for u in "abce"], ["id"])
     assign_files(rules, accounts, users, tmp_path / "plan", report=False)
     state = tmp_path / "state.db"
-    ctx = multiprocessing.get_context("spawn")
-    go = ctx.Event()
-    workers = [ctx.Process(target=_route_many, args=(str(tmp_path / "plan"), str(state), k * 1000, 60, go)) for k in range(2)]
-    for w in workers:
-        w.start()
-    go.set()
-    for w in workers:
-        w.join(120)
-        assert w.exitcode == 0
+    _together(multiprocessing.get_context("spawn"), _route_many, [(str(tmp_path / "plan"), str(state), k * 1000, 60) for k in range(2)])
     db = sqlite3.connect(state)
     turns = dict(db.execute("SELECT user, n FROM turns WHERE territory = 'west'").fetchall())
     assert turns == {"a": 40, "b": 40, "c": 40}  # 120 turns, none handed out twice
@@ -328,7 +320,19 @@ def test_least_loaded_weighs_each_band_by_its_own_tolerance():
     assert routed.owner_id == "b"  # by the largest raw share a (106 %) would win over b (141 % of accounts)
 
 
-def _open_state(path: str, go, failures) -> None:  # a worker process
+def _together(ctx, target, args: list[tuple]) -> None:
+    """One process per ``args``, released at once (each gets the event it waits on last), all to end well."""
+    go = ctx.Event()
+    workers = [ctx.Process(target=target, args=(*a, go)) for a in args]
+    for w in workers:
+        w.start()
+    go.set()
+    for w in workers:
+        w.join(120)
+        assert w.exitcode == 0
+
+
+def _open_state(path: str, failures, go) -> None:  # a worker process
     go.wait()
     try:
         SqliteState(path, "shared")
@@ -342,12 +346,5 @@ def test_processes_opening_a_new_state_file_together_all_get_it(tmp_path):
     ctx = multiprocessing.get_context("fork")  # cheap to start, so many rounds
     failures = ctx.Queue()
     for round_ in range(20):
-        go = ctx.Event()
-        workers = [ctx.Process(target=_open_state, args=(str(tmp_path / f"state{round_}.db"), go, failures)) for _ in range(6)]
-        for w in workers:
-            w.start()
-        go.set()
-        for w in workers:
-            w.join(120)
-            assert w.exitcode == 0
+        _together(ctx, _open_state, [(str(tmp_path / f"state{round_}.db"), failures)] * 6)
     assert failures.empty()

@@ -174,8 +174,13 @@ def _flat(value: Any) -> Any:
 def read_mapped(path: str | Path, names: set[str] | None, columns: ColumnMap) -> tuple[Columns, Sequence[int], dict[str, str]]:
     """A file's columns under engine names (see :class:`ColumnMap`), the source rows, and the file column of each mapped name."""
     raw, rows = read_columns(path, columns.wanted(names), columns.sheet)
-    mapped, headers = columns.rename(raw, str(path), names, lambda: list(read_columns(path, sheet=columns.sheet)[0]))
+    mapped, headers = _renamed(path, raw, names, columns)
     return mapped, rows, headers
+
+
+def _renamed(path: str | Path, raw: Columns, names: set[str] | None, columns: ColumnMap) -> tuple[Columns, dict[str, str]]:
+    """``raw`` under engine names (every column of the file read again only for a suggestion on an error)."""
+    return columns.rename(raw, str(path), names, lambda: list(read_columns(path, sheet=columns.sheet)[0]))
 
 
 @contextmanager
@@ -200,7 +205,7 @@ def read_accounts(path: str | Path, field_types: dict[str, FieldType], columns: 
 
     def mapped() -> Iterator[tuple[Columns, Sequence[int]]]:
         for raw, rows in read_chunks(path, columns.wanted(names), columns.sheet):
-            data, found = columns.rename(raw, str(path), names, lambda: list(read_columns(path, sheet=columns.sheet)[0]))
+            data, found = _renamed(path, raw, names, columns)
             headers.update(found)
             _address_fields(data, headers, columns, field_types, str(path))
             missing = [f for f in field_types if f not in data]

@@ -260,11 +260,16 @@ class _TextArray(Sequence[T]):
     def tolist(self) -> list[T]:
         return [self._read(s) for s in self.array.tolist()]
 
-    def _order(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._sorted is None:
-            order = np.argsort(self.array, kind="stable")
+    def _order(self, keep: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """The rows in the order of their values, and the values so sorted; kept for later lookups unless ``keep``
+        is False (a one-off pass: at ten million ids the copy is 240 MB a batch run never reads again)."""
+        if self._sorted is not None:
+            return self._sorted
+        order = np.argsort(self.array, kind="stable")
+        if keep:
             self._sorted = (order, self.array[order])
-        return self._sorted
+            return self._sorted
+        return order, self.array[order]
 
     def position(self, value: str) -> int | None:
         """The row holding ``value`` (the first when repeated), None when none does."""
@@ -291,7 +296,7 @@ class _TextArray(Sequence[T]):
 
     def repeats(self) -> tuple[np.ndarray, np.ndarray]:
         """The rows whose value an earlier row already holds (ascending), and that earlier row for each."""
-        order, ordered = self._order()
+        order, ordered = self._order(keep=False)
         if len(ordered) < 2:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         same = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1

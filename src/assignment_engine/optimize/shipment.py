@@ -37,7 +37,8 @@ class Pending:
     def component(self, problem: Problem) -> Component:
         """The component, built again when it was not kept, with the deadline given to it."""
         part = self.part or Component(problem, self.users, self.units)
-        part.deadline = self.deadline if self.deadline is not None else part.deadline
+        if self.deadline is not None:
+            part.deadline = self.deadline
         return part
 
 

@@ -192,6 +192,26 @@ def test_a_worker_that_raises_fails_the_run(client: Any, book_problem: Problem, 
     assert "failed on a Dask worker: RuntimeError: solver exploded" in message and "units" in message
 
 
+def test_results_are_awaited_on_the_runs_own_client_loop(client: Any, book_problem: Problem, monkeypatch: pytest.MonkeyPatch):
+    """A caller that holds a current client (this module's ``with Client``) and gives an address: the run's futures
+    are tracked on the loop of the client that submitted them, not the default client's. On the other loop a
+    finished result could be missed and the run waited forever (a CI run hung in the CLI test below)."""
+    tracked: list[tuple[Any, set[Any]]] = []
+    as_completed = distributed.as_completed
+
+    def recording(futures: list[Any], *args: Any, **kwargs: Any) -> Any:
+        tracked.append((kwargs.get("loop"), {f.client.loop for f in futures}))
+        return as_completed(futures, *args, **kwargs)
+
+    monkeypatch.setattr(distributed, "as_completed", recording)
+    assert distributed.default_client() is client  # another client than the run's is the current one
+    parts = [p for p in _parts(book_problem)[0] if p.needs_solver]
+    solved = dask_executor.on_dask(book_problem, parts, client.scheduler.address)
+    assert len(solved) == len(parts)
+    [(loop, loops)] = tracked
+    assert loops == {loop} and loop is not client.loop
+
+
 def test_a_lost_scheduler_fails_the_run(book_problem: Problem, monkeypatch: pytest.MonkeyPatch):
     cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0")
     with distributed.Client(cluster) as own:

@@ -83,7 +83,7 @@ def on_dask(problem: Problem, parts: Sequence[Component | Pending], scheduler: s
             for rank, i in enumerate(order):
                 shipment = ship(problem, parts[i].users, parts[i].units, tables, parts[i])
                 futures.append(client.submit(solve_shipment, shipment, key=f"assignment-component-{i}-{run}", priority=len(order) - rank, pure=False))
-            gathered = _gather(futures, [parts[i] for i in order], where)
+            gathered = _gather(client, futures, [parts[i] for i in order], where)
         except BaseException:
             with contextlib.suppress(Exception):
                 client.cancel(futures, force=True)
@@ -94,9 +94,14 @@ def on_dask(problem: Problem, parts: Sequence[Component | Pending], scheduler: s
     return results
 
 
-def _gather(futures: list[Future], parts: Sequence[Component | Pending], where: str) -> list[tuple[np.ndarray, ComponentResult]]:
+def _gather(client: Client, futures: list[Future], parts: Sequence[Component | Pending], where: str) -> list[tuple[np.ndarray, ComponentResult]]:
     """Results in submission order, read as they complete (a failure ends the run at once, not when its turn
-    comes); every failure as an ``AssignmentEngineError`` that says what happened where."""
+    comes); every failure as an ``AssignmentEngineError`` that says what happened where.
+
+    The futures are tracked on ``client``'s own event loop. ``as_completed`` would otherwise use the loop of
+    the process's default client, which is another one when the caller holds a client of its own (``with
+    Client(...)``) and gave an address: a result then set from one loop's thread on an event another loop
+    waits for can be missed, and the run waits forever (seen once in about 30 runs)."""
     from distributed import as_completed
     from distributed.client import FutureCancelledError
     from distributed.scheduler import KilledWorker
@@ -105,7 +110,7 @@ def _gather(futures: list[Future], parts: Sequence[Component | Pending], where: 
     position = {future.key: k for k, future in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
     try:
-        for future, result in as_completed(futures, with_results=True, raise_errors=False):
+        for future, result in as_completed(futures, loop=client.loop, with_results=True, raise_errors=False):
             k = position[future.key]
             if future.status == "finished":
                 results[k] = result

@@ -288,6 +288,31 @@ def test_a_damaged_parquet_file_cannot_be_read(tmp_path, content):
     assert "\n" not in str(caught.value)
 
 
+def test_a_damaged_page_names_its_column(tmp_path):
+    path = tmp_path / "page.parquet"
+    pq.write_table(pa.table({"id": [f"A{i}" for i in range(50)], "owner_id": [f"u{i % 3}" for i in range(50)]}), path, compression="none", use_dictionary=False)
+    offset = pq.ParquetFile(path).metadata.row_group(0).column(1).data_page_offset
+    with path.open("r+b") as handle:  # the page header of owner_id's first page, overwritten
+        handle.seek(offset)
+        handle.write(b"\xff" * 16)
+    with pytest.raises(DataError) as caught:
+        read_columns(path)
+    assert str(caught.value).startswith(f"{path}: cannot read column 'owner_id' from row 2 on: ")
+    assert read_columns(path, {"id"})[0]["id"][:2] == ["A0", "A1"]  # the column that is whole still reads
+
+
+def test_a_value_python_cannot_hold_names_its_column_and_batch(tmp_path):
+    path = tmp_path / "late.parquet"
+    days = pa.array([0, 1, 3_000_000], type=pa.int32()).cast(pa.date32())  # the last one is in the year 10183
+    pq.write_table(pa.table({"id": ["A1", "A2", "A3"], "close_date": days}), path)
+    with pytest.raises(DataError) as caught:
+        read_columns(path)
+    assert str(caught.value).startswith(f"{path}: cannot read column 'close_date' from row 2 on: ")
+    with pytest.raises(DataError) as caught:
+        list(parquet_module.parquet_chunks(path, None, 2))  # two records a batch: the second batch holds it
+    assert str(caught.value).startswith(f"{path}: cannot read column 'close_date' from row 4 on: ")
+
+
 def test_reading_parquet_without_the_extra_says_what_to_install(tmp_path, monkeypatch):
     path = salesforce_like(tmp_path / "a.parquet")
     monkeypatch.setitem(sys.modules, "pyarrow", None)

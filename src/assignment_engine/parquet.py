@@ -57,18 +57,43 @@ def parquet_chunks(path: Path, wanted: set[str] | None, size: int) -> Iterator[t
     while True:
         try:
             batch = next(batches, None)
-            if batch is None:
-                break
-            table = pa.Table.from_batches([batch])
-            while any(pa.types.is_struct(t) for t in table.schema.types):  # a dotted path reads one field of a struct
-                table = table.flatten()
-            columns = {name.strip(): _values(table.column(name)) for name in chosen}
-        except (pa.ArrowException, OSError, ValueError, OverflowError) as exc:  # a damaged page, bytes that are not UTF-8, a date past 9999
-            raise DataError([Finding(Location(str(path)), f"cannot read: {' '.join(str(exc).split())}")]) from None
+        except (pa.ArrowException, OSError) as exc:  # a damaged page: which column's, a second reading tells
+            raise _unreadable(path, _damaged(path, chosen), start, exc) from None
+        if batch is None:
+            break
+        table = pa.Table.from_batches([batch])
+        while any(pa.types.is_struct(t) for t in table.schema.types):  # a dotted path reads one field of a struct
+            table = table.flatten()
+        columns = {}
+        for name in chosen:
+            try:
+                columns[name.strip()] = _values(table.column(name))
+            except (pa.ArrowException, ValueError, OverflowError) as exc:  # bytes that are not UTF-8, a date past 9999
+                raise _unreadable(path, name, start, exc) from None
         yield columns, range(start, start + batch.num_rows)
         start += batch.num_rows
     if start == 2:
         yield {name.strip(): [] for name in chosen}, range(2, 2)
+
+
+def _unreadable(path: Path, column: str | None, start: int, exc: Exception) -> DataError:
+    """A batch that cannot be read, from its first row on, naming the column when one is known."""
+    what = "records" if column is None else f"column {shown(column.strip())}"
+    return DataError([Finding(Location(str(path)), f"cannot read {what} from row {start} on: {' '.join(str(exc).split())}")])
+
+
+def _damaged(path: Path, chosen: list[str]) -> str | None:
+    """The first of ``chosen`` that cannot be read on its own (only after a batch failed: it reads the file again)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for name in chosen:
+        try:
+            for _ in pq.ParquetFile(path).iter_batches(columns=[name]):
+                pass
+        except (pa.ArrowException, OSError):
+            return name
+    return None
 
 
 def _leaf_names(schema: Any) -> list[str]:

@@ -23,7 +23,7 @@ from assignment_engine.cli import main
 from assignment_engine.errors import AssignmentEngineError, OptionError
 from assignment_engine.optimize import Problem, solve
 from assignment_engine.optimize import distributed as dask_executor
-from assignment_engine.optimize.clock import share_time
+from assignment_engine.optimize.clock import share_time, work
 from assignment_engine.optimize.component import Component
 from assignment_engine.optimize.executors import _parts
 from assignment_engine.synthetic import PRESETS, generate_book
@@ -135,7 +135,7 @@ def test_a_shipment_rebuilds_the_component_field_for_field(book_problem: Problem
 
 def test_a_components_own_deadline_travels_with_it(book_problem: Problem):
     """Under a wall-clock limit each component gets a deadline of its own (clock.share_time); the worker's copy keeps it."""
-    heavy = share_time([p for p in _parts(book_problem)[0] if p.needs_solver], time.time() + 60, 2)
+    heavy = share_time([p for p in _parts(book_problem)[0] if p.needs_solver], time.time() + 60, 2, work)
     deadlines = []
     for part in heavy:
         rebuilt = pickle.loads(pickle.dumps(dask_executor.ship(book_problem, part.users, part.units, part=part), protocol=5)).component()

@@ -19,7 +19,7 @@ from assignment_engine import Engine, OptionError, User, compile_rules, read_acc
 from assignment_engine.batch import assign_files, load_plan
 from assignment_engine.cli import main
 from assignment_engine.errors import RuleFileError
-from assignment_engine.optimize.clock import DEFAULT_EFFORT, HARD_BANDS_WORK, Clock, effort_in_force, share_time, solving_deadline
+from assignment_engine.optimize.clock import DEFAULT_EFFORT, HARD_BANDS_WORK, Clock, effort_in_force, share_time, solving_deadline, work
 from assignment_engine.plan import results_of
 from assignment_engine.planfile import Manifest
 from assignment_engine.review import compare_plans
@@ -124,16 +124,16 @@ def test_time_is_shared_by_work_largest_first():
 
     small, large, middle = part(1), part(3), part(2)
     before = time.time()
-    order = share_time([small, large, middle], before + 60, workers=1)
+    order = share_time([small, large, middle], before + 60, workers=1, weigh=work)
     assert order == [large, middle, small]
     ends = [p.deadline - before for p in order]
     assert ends == pytest.approx([30, 50, 60], abs=0.1)  # one after another: each its part of the window
-    order = share_time([small, large, middle], before + 60, workers=2)
+    order = share_time([small, large, middle], before + 60, workers=2, weigh=work)
     # two at a time: the large one alone on one worker, the middle then the small one on the other
     assert [p.deadline - before for p in (large, middle, small)] == pytest.approx([60, 40, 60], abs=0.1)
     # bands that cannot all hold make a component harder than its size says: it goes first, with more time
     hard = part(1, bands_may_hold=False)
-    order = share_time([small, large, hard], before + 60, workers=1)
+    order = share_time([small, large, hard], before + 60, workers=1, weigh=work)
     assert order == [hard, large, small]
     expected = [HARD_BANDS_WORK, HARD_BANDS_WORK + 3, HARD_BANDS_WORK + 4]
     assert [p.deadline - before for p in order] == pytest.approx([60 * e / expected[-1] for e in expected], abs=0.1)

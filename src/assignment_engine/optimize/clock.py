@@ -28,14 +28,22 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from ortools.sat.python import cp_model
 
     from .component import Component
 
-T = TypeVar("T", bound=Any)  # a part with a settable ``deadline``: a Component or a Pending
+
+class Timed(Protocol):
+    """What :func:`share_time` schedules: a part with a deadline to set (a Component, or the Pending that stands for one)."""
+
+    deadline: float | None
+
+
+T = TypeVar("T", bound=Timed)
+
 DEFAULT_EFFORT = 1.5  # deterministic seconds per phase budget of a component when no wall-clock limit is given (as ruleset's)
 AFTER_SOLVING = 60e-6  # wall seconds per account held back from the solver for building and writing the plan (M:
 # 100,000 accounts in 3.4 to 6.6 s at load averages of 5 to 9 on 2 cores)
@@ -127,7 +135,7 @@ def work(part: Component) -> float:
     return float(len(part.pair_user) * (len(part.dims) + 1)) * (1 if part.bands_may_hold else HARD_BANDS_WORK)
 
 
-def share_time(parts: Sequence[T], deadline: float, workers: int, weigh: Callable[[T], float] | None = None) -> list[T]:
+def share_time(parts: Sequence[T], deadline: float, workers: int, weigh: Callable[[T], float]) -> list[T]:
     """Give each part a deadline of its own out of the time left to ``deadline``; the parts, largest first.
 
     The parts are scheduled largest first on ``workers`` (each next part on the
@@ -136,10 +144,9 @@ def share_time(parts: Sequence[T], deadline: float, workers: int, weigh: Callabl
     part's deadline is its end there. A part that starts early, because the
     ones before it finished early, so has more time than its share: time a
     part does not use passes to the parts after it. ``weigh`` gives a part's
-    work (default: :func:`work` of a component; a ``Pending`` carries its own).
+    work (:func:`work` of a component; a ``Pending`` carries its own).
     """
-    weight = weigh or work
-    order = sorted(parts, key=lambda p: -weight(p))
+    order = sorted(parts, key=lambda p: -weigh(p))
     if not order:
         return order
     now = time.time()
@@ -148,7 +155,7 @@ def share_time(parts: Sequence[T], deadline: float, workers: int, weigh: Callabl
     ends = []
     for part in order:
         start = heapq.heappop(free)
-        ends.append(start + weight(part))
+        ends.append(start + weigh(part))
         heapq.heappush(free, ends[-1])
     makespan = max(max(ends), 1e-9)
     for part, end in zip(order, ends):

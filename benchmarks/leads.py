@@ -48,7 +48,7 @@ def vocabulary(rng: np.random.Generator, size: int) -> list[str]:
         syllables = rng.integers(2, 4)
         words.add("".join(ONSETS[rng.integers(len(ONSETS))] + VOWELS[rng.integers(len(VOWELS))] + CODAS[rng.integers(len(CODAS))] for _ in range(syllables)))
     ordered = sorted(words)
-    rng.shuffle(ordered)  # type: ignore[arg-type]
+    rng.shuffle(ordered)
     return ordered
 
 
@@ -135,7 +135,7 @@ def main() -> int:
     keyed = [i for i in picks if company_key(names[i])]
     unknown = [" ".join(word.title() for word in rng.choice(vocab[200_000:], size=2)) for _ in range(args.leads)]
     cases: dict[str, list[dict[str, str | None]]] = {
-        "email domain": [{"company": None, "email": f"jo@{websites[i].split('www.')[1].rstrip('/')}"} for i in with_site],  # type: ignore[union-attr]
+        "email domain": [{"company": None, "email": f"jo@{websites[i].split('www.')[1].rstrip('/')}"} for i in with_site],
         "exact name (free-mail email)": [{"company": names[i].upper() + " Inc", "email": f"jo@{FREE_MAIL[i % 4]}"} for i in keyed],
         "one typo (fuzzy)": [{"company": typo(rng, bare[i]), "email": None} for i in keyed],
         "no match (unknown words)": [{"company": name, "email": None} for name in unknown],

@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,8 @@ from assignment_engine.recordmatch import typed
 from assignment_engine.routestate import MemoryState, SqliteState
 from assignment_engine.routing import Routed, Router
 from assignment_engine.synthetic import PRESETS, generate_book
+
+Score = Callable[[str, dict[str, dict[str, float]], dict[str, float]], tuple[float, ...]]  # a routing policy: user, loads, addition
 
 # fmt: off
 COUNTRIES = [
@@ -415,7 +418,8 @@ def bands(saved: Path, out: Path, revenue: dict[str, float]) -> None:
 
     results = {}
     agree = 0
-    for policy, score in (("least_loaded, as routed", least_loaded), ("raw largest share (before 0470868)*", raw_share)):
+    policies: list[tuple[str, Score]] = [("least_loaded, as routed", least_loaded), ("raw largest share (before 0470868)*", raw_share)]
+    for policy, score in policies:
         load: dict[str, dict[str, float]] = {u: {} for u in plan_load}
         receivers: set[str] = set()
         exits = avoidable = 0
@@ -426,7 +430,8 @@ def bands(saved: Path, out: Path, revenue: dict[str, float]) -> None:
                 continue
             add = adds(r["account_id"])
             members = [u for u in rules.territories[tid].owners if u in users and users[u].active and users[u].available]
-            owner = min(members, key=lambda u, add=add, load=load: score(u, load, add))
+            scores = {u: score(u, load, add) for u in members}
+            owner = min(members, key=scores.__getitem__)
             if score is least_loaded:
                 agree += owner == r["owner_id"]
             left = [

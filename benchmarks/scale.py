@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -118,9 +119,9 @@ def _place(problem: Problem, load: dict[str, np.ndarray], k: int, u: int) -> Non
         load[d.label][u] += d.unit_values[k]
 
 
-def measure(problem: Problem, fair: dict[str, np.ndarray], owner: np.ndarray) -> dict[str, object]:
+def measure(problem: Problem, fair: dict[str, np.ndarray], owner: np.ndarray) -> dict[str, Any]:
     placed = owner >= 0
-    row: dict[str, object] = {}
+    row: dict[str, Any] = {}
     for d in problem.dims:
         if d.tolerance is None:
             continue

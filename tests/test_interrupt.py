@@ -160,3 +160,37 @@ def test_ctrl_c_stops_a_run_in_one_process(book: Path, tmp_path: Path) -> None:
     assert process.returncode == 130, stderr
     assert time.perf_counter() - sent < STOP_WITHIN
     assert stderr.strip().splitlines()[-1] == f"stopped by SIGINT: nothing was written to {plan}"
+
+
+FINISHED_THEN_STOPPED = """
+import os, signal, sys
+from assignment_engine import cli
+
+@cli.main.command()
+def finish() -> None:
+    with cli._running():
+        pass
+    os.kill(os.getpid(), signal.{name})  # lands after the work, while click winds the command down
+    print("not reached")
+
+sys.argv = ["assignment-engine", "finish"]
+cli.run()
+"""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_after_the_work_ends_the_process_as_the_signal_does(stop: signal.Signals) -> None:
+    """Not click's "Aborted!" with exit 1, which says a finished run failed (a stress run of the test above met it)."""
+    code = FINISHED_THEN_STOPPED.format(name=stop.name)
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == -stop, (result.returncode, result.stderr)
+    assert "not reached" not in result.stdout and "Aborted" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_command_in_a_process_that_goes_on_leaves_the_signal_handlers_as_they_were() -> None:
+    from assignment_engine import cli
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with cli._running():
+        pass
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

@@ -1,5 +1,5 @@
 """``python -m assignment_engine``: the command line (needs the ``cli`` extra)."""
 
-from .cli import main
+from .cli import run
 
-main()
+run()

@@ -77,14 +77,33 @@ def _stop(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+_PROCESS_ENDS_WITH_COMMAND = False  # set by run(): this process exits once its one command returns
+
+
+def run() -> None:
+    """The ``assignment-engine`` script and ``python -m assignment_engine``: :func:`main` as a process of its own.
+
+    Once a command's work is done, a stop ends the process at once, as the signal does by default (status
+    130 or 143 to a shell), rather than reaching click as "Aborted!" with exit 1 for a run that finished.
+    (``main`` called in a process that goes on, as by click's test runner, leaves the handlers as they were.)"""
+    global _PROCESS_ENDS_WITH_COMMAND
+    _PROCESS_ENDS_WITH_COMMAND = True
+    main()
+
+
 @contextmanager
 def _running(out: str | None = None) -> Iterator[None]:
     """A command's work: engine errors exit 1 (2 for options); SIGTERM stops it like Ctrl-C, and
     one line then says what became of the plan in ``out``."""
     before = _identity(out) if out else None
     previous = signal.signal(signal.SIGTERM, _stop)
+    done = False
     try:
         yield
+        if _PROCESS_ENDS_WITH_COMMAND:  # a stop before this is reported below; after it, it ends the process (run())
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            done = True
     except AssignmentEngineError as exc:
         _fail(exc)
     except KeyboardInterrupt as stopped:
@@ -99,7 +118,8 @@ def _running(out: str | None = None) -> Iterator[None]:
             click.echo(f"stopped by {name}: the previous plan in {out} is untouched", err=True)
         sys.exit(128 + signal.Signals[name].value)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not done:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _identity(out: str) -> tuple[int, int] | None:

@@ -177,3 +177,22 @@ def test_report_available_needs_plotly_and_jinja2(monkeypatch):
 
 def test_the_same_plan_gives_the_same_page(hostile_plan):
     assert render_report(hostile_plan) == render_report(hostile_plan)
+
+
+def test_the_page_written_with_a_plan_is_the_page_of_the_saved_plan(hostile_plan, tmp_path):
+    """A new plan's page is added up from the rows as they are written (review.Review), not read back: the same
+    page, byte for byte, as the saved plan gives; on the demo (opportunities, unassigned accounts) and the hostile plan."""
+    from assignment_engine import demo_files
+
+    files = demo_files()
+    base = hostile_plan.parent
+    runs = [
+        ((files["rules"], files["accounts"], files["users"]), {"opportunities": files["opportunities"]}),
+        ((base / "rules.yaml", base / "accounts.csv", base / "users.csv"), {}),
+    ]
+    for k, (inputs, extra) in enumerate(runs):
+        out = tmp_path / f"plan{k}"
+        assign_files(*inputs, out, workers=1, effort=0.3, **extra)
+        written = (out / "report.html").read_text(encoding="utf-8")
+        assert written == render_report(out)
+        assert diff_plan(out, largest=report.MOVED_ROWS).moved > 0

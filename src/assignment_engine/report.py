@@ -1,7 +1,8 @@
 """``report.html``: a saved plan as one self-contained page a reviewer opens offline and signs off.
 
 The page reads the plan directory through :func:`review.diff_plan` (nothing is
-re-run) and shows with charts what a person would rather look at than read:
+re-run; a plan being written is reviewed from the rows as they are written,
+``review.Review``) and shows with charts what a person would rather look at than read:
 each user's load before and after against the balance band, the bands of every
 balanced measure, who gains and loses value, the flow of accounts between
 owners and why accounts stay unassigned; then tables of users, territories and
@@ -54,19 +55,20 @@ class Chart:
     figure: dict[str, Any]  # {"data": [...], "layout": {...}}
 
 
-def render_report(directory: str | Path, location: str | Path | None = None) -> str:
+def render_report(directory: str | Path, location: str | Path | None = None, review: PlanDiff | None = None) -> str:
     """The HTML page reviewing the plan saved in ``directory`` (its manifest, summary and rows must be written).
 
     ``location`` is where the page names the plan (default ``directory``): a
     plan rendered in its staging directory is read from there but lives at
-    ``--out``.
+    ``--out``. ``review`` is the plan's review when its writer added it up
+    from the rows it wrote (``review.Review``); otherwise the rows are read.
     """
     import jinja2
     import plotly.io
     from markupsafe import Markup
     from plotly.offline import get_plotlyjs
 
-    d = diff_plan(directory, largest=MOVED_ROWS)
+    d = review or diff_plan(directory, largest=MOVED_ROWS)
     environment = jinja2.Environment(loader=jinja2.PackageLoader("assignment_engine", "templates"), autoescape=True, undefined=jinja2.StrictUndefined)
     environment.filters["amount"] = compact
     environment.filters["share"] = _share

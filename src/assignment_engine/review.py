@@ -3,9 +3,10 @@
 Everything here reads the plan directory (``plan.json``, ``summary.json``,
 ``accounts.jsonl``, ``opportunities.jsonl``) and never re-runs the optimizer:
 the review is of the plan that was written, not of a plan computed again. The
-account rows are streamed once and aggregated into per-user, per-territory and
-per-pair figures, so a review of a million accounts keeps no per-account
-objects beyond the few largest moves it reports.
+account rows are streamed once and aggregated (:class:`Review`) into per-user,
+per-territory and per-pair figures, so a review of a million accounts keeps no
+per-account objects beyond the few largest moves it reports. A plan being
+written is reviewed from the rows on their way to the files, not read back.
 
 :func:`diff_plan` reviews one plan against the book's current owners;
 :func:`compare_plans` sets two plans of the same book side by side (two rule
@@ -230,85 +231,125 @@ def compact(x: float) -> str:
 def diff_plan(directory: str | Path, largest: int = LARGEST) -> PlanDiff:
     """Review a saved plan: per user, per territory, the from → to pairs of moves and the ``largest`` moved accounts."""
     manifest = Manifest.verified(directory)
-    summary, bands, loads = _balance(directory)
-    with _damaged(directory, "summary.json"):
-        users = {u["user_id"]: UserChange(u["user_id"], True, u["active"], loads=loads[u["user_id"]]) for u in summary["users"]}
-        value_measure = summary["moved"]["value_measure"] or "accounts"
-        unassigned = dict(Counter(u["reason"] for u in summary["unassigned"]).most_common())
-        has_deals = bool(summary.get("opportunities"))
+    review = Review(read_summary(directory), directory, largest)
+    for _ in review.accounts(_rows(directory, "accounts", ACCOUNT_FIELDS)):
+        pass
+    if review.has_deals:
+        for _ in review.deals(_rows(directory, "opportunities", DEAL_FIELDS)):
+            pass
+    return review.result(manifest)
 
-    def user(user_id: str) -> UserChange:
-        found = users.get(user_id)
+
+ACCOUNT_FIELDS = ("account_id", "owner_id", "previous_owner_id", "territory_id", "value", "moved", "status", "reason")
+DEAL_FIELDS = ("owner_id", "previous_owner_id", "moved")
+
+
+class Review:
+    """What :func:`diff_plan` adds up from a plan's summary and rows, a row at a time.
+
+    ``diff_plan`` feeds it the rows of a saved plan; ``write_plan`` feeds it the rows as it writes them, so the
+    report of a new plan is of the rows written without reading them back (at a million accounts, reading them
+    back took 2.9 s of the page's 5.7 s).
+    """
+
+    def __init__(self, summary: dict[str, Any], directory: str | Path, largest: int = LARGEST):
+        self.directory = directory
+        self.bands, loads = _balance(summary, directory)
+        with _damaged(directory, "summary.json"):
+            self.users = {u["user_id"]: UserChange(u["user_id"], True, u["active"], loads=loads[u["user_id"]]) for u in summary["users"]}
+            self.value_measure = summary["moved"]["value_measure"] or "accounts"
+            self.unassigned = dict(Counter(u["reason"] for u in summary["unassigned"]).most_common())
+            self.has_deals = bool(summary.get("opportunities"))
+        self.moves = _Moves(largest)
+        self.territories: dict[str, TerritoryChange] = {}
+        self.owners: dict[str, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
+        self.after: Counter[str] = Counter()
+        self.count = 0
+        self.deal_count = self.deals_moved = 0
+        self._accounts_done = False
+
+    def user(self, user_id: str) -> UserChange:
+        found = self.users.get(user_id)
         if found is None:
-            found = users[user_id] = UserChange(user_id)
+            found = self.users[user_id] = UserChange(user_id)
         return found
 
-    moves = _Moves(largest)
-    territories: dict[str, TerritoryChange] = {}
-    owners: dict[str, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
-    after: Counter[str] = Counter()
-    accounts = 0
-    for row in _rows(directory, "accounts", ("account_id", "owner_id", "previous_owner_id", "territory_id", "value", "moved", "status", "reason")):
-        accounts += 1
-        owner, previous, value = row["owner_id"], row["previous_owner_id"], row["value"]
-        territory_id = row["territory_id"] or NONE
-        territory = territories.get(territory_id)
-        if territory is None:
-            territory = territories[territory_id] = TerritoryChange(territory_id)
-        territory.accounts += 1
-        territory.value += value
-        before_owners, after_owners = owners[territory_id]
-        before_owners.add(previous)
-        after_owners.add(owner)
-        if owner:
-            after[owner] += 1
-        if row["moved"]:
-            territory.moved += 1
-            territory.value_moved += value
-            moves.add(previous or NONE, owner or NONE, row)
-            if previous:
-                loser = user(previous)
-                loser.lost += 1
-                loser.value_lost += value
+    def accounts(self, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """``rows`` (accounts, as a plan holds them) passed on, each added up on its way."""
+        for row in rows:
+            self.count += 1
+            owner, previous, value = row["owner_id"], row["previous_owner_id"], row["value"]
+            territory_id = row["territory_id"] or NONE
+            territory = self.territories.get(territory_id)
+            if territory is None:
+                territory = self.territories[territory_id] = TerritoryChange(territory_id)
+            territory.accounts += 1
+            territory.value += value
+            before_owners, after_owners = self.owners[territory_id]
+            before_owners.add(previous)
+            after_owners.add(owner)
             if owner:
-                gainer = user(owner)
-                gainer.gained += 1
-                gainer.value_gained += value
-    for user_id, count in after.items():
-        user(user_id).accounts_after = count
-    for change in users.values():
-        change.accounts_before = change.accounts_after - change.gained + change.lost
-    for territory_id, (before_owners, after_owners) in owners.items():
-        territories[territory_id].owners_before = len(before_owners - {""})
-        territories[territory_id].owners_after = len(after_owners - {""})
-    deals = deals_moved = 0
-    if has_deals:
-        for row in _rows(directory, "opportunities", ("owner_id", "previous_owner_id", "moved")):
-            deals += 1
+                self.after[owner] += 1
             if row["moved"]:
-                deals_moved += 1
+                territory.moved += 1
+                territory.value_moved += value
+                self.moves.add(previous or NONE, owner or NONE, row)
+                if previous:
+                    loser = self.user(previous)
+                    loser.lost += 1
+                    loser.value_lost += value
+                if owner:
+                    gainer = self.user(owner)
+                    gainer.gained += 1
+                    gainer.value_gained += value
+            yield row
+
+    def deals(self, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """``rows`` (opportunities, after every account) passed on, each added up on its way."""
+        self._close_accounts()
+        for row in rows:
+            self.deal_count += 1
+            if row["moved"]:
+                self.deals_moved += 1
                 if row["previous_owner_id"]:
-                    user(row["previous_owner_id"]).deals_lost += 1
+                    self.user(row["previous_owner_id"]).deals_lost += 1
                 if row["owner_id"]:
-                    user(row["owner_id"]).deals_gained += 1
-    pairs = moves.moves()
-    return PlanDiff(
-        directory=str(directory),
-        plan_id=manifest.plan_id,
-        value_measure=value_measure,
-        headline=manifest.headline,
-        accounts=accounts,
-        moved=sum(m.accounts for m in pairs),
-        value_moved=sum(m.value for m in pairs),
-        bands=bands,
-        users=list(users.values()),
-        territories=sorted(territories.values(), key=lambda t: (-t.value_moved, -t.moved, t.territory_id)),
-        moves=pairs,
-        largest=moves.largest(),
-        unassigned=unassigned,
-        deals=deals if has_deals else None,
-        deals_moved=deals_moved,
-    )
+                    self.user(row["owner_id"]).deals_gained += 1
+            yield row
+
+    def _close_accounts(self) -> None:
+        """Accounts before and after per user, owners per territory: once, when the account rows are done."""
+        if self._accounts_done:
+            return
+        self._accounts_done = True
+        for user_id, count in self.after.items():
+            self.user(user_id).accounts_after = count
+        for change in self.users.values():
+            change.accounts_before = change.accounts_after - change.gained + change.lost
+        for territory_id, (before_owners, after_owners) in self.owners.items():
+            self.territories[territory_id].owners_before = len(before_owners - {""})
+            self.territories[territory_id].owners_after = len(after_owners - {""})
+
+    def result(self, manifest: Manifest) -> PlanDiff:
+        self._close_accounts()
+        pairs = self.moves.moves()
+        return PlanDiff(
+            directory=str(self.directory),
+            plan_id=manifest.plan_id,
+            value_measure=self.value_measure,
+            headline=manifest.headline,
+            accounts=self.count,
+            moved=sum(m.accounts for m in pairs),
+            value_moved=sum(m.value for m in pairs),
+            bands=self.bands,
+            users=list(self.users.values()),
+            territories=sorted(self.territories.values(), key=lambda t: (-t.value_moved, -t.moved, t.territory_id)),
+            moves=pairs,
+            largest=self.moves.largest(),
+            unassigned=self.unassigned,
+            deals=self.deal_count if self.has_deals else None,
+            deals_moved=self.deals_moved,
+        )
 
 
 def compare_plans(directory_a: str | Path, directory_b: str | Path, largest: int = LARGEST) -> PlanComparison:
@@ -334,7 +375,7 @@ def compare_plans(directory_a: str | Path, directory_b: str | Path, largest: int
         )
     sides, loads = [], []
     for directory, manifest in zip(directories, manifests, strict=True):
-        _summary, bands, user_loads = _balance(directory)
+        bands, user_loads = _balance(read_summary(directory), directory)
         rules = manifest.input("rules")
         sides.append(PlanSide(str(directory), manifest.plan_id, None if rules is None else rules.sha256, manifest.current_settings, manifest.headline, bands))
         loads.append(user_loads)
@@ -362,13 +403,12 @@ def compare_plans(directory_a: str | Path, directory_b: str | Path, largest: int
     )
 
 
-def _balance(directory: str | Path) -> tuple[dict[str, Any], list[Band], dict[str, dict[str, Load]]]:
-    """A plan's summary, its balance bands and each user's balanced loads."""
-    summary = read_summary(directory)
+def _balance(summary: dict[str, Any], directory: str | Path) -> tuple[list[Band], dict[str, dict[str, Load]]]:
+    """A plan's balance bands and each user's balanced loads, from its summary."""
     with _damaged(directory, "summary.json"):
         measures = [b["balance"] for b in summary["balance"]]
         loads = {u["user_id"]: {m: Load.of(u["loads"][m]) for m in measures} for u in summary["users"]}
-        return summary, [Band.of(b) for b in summary["balance"]], loads
+        return [Band.of(b) for b in summary["balance"]], loads
 
 
 def _rows(directory: str | Path, table: str, columns: Iterable[str]) -> Iterator[dict[str, Any]]:

@@ -39,8 +39,9 @@ from .errors import Finding, Location, OptionError
 from .opportunities import DEAL_COLUMNS, DealPlan
 from .parquet import require_pyarrow, write_parquet
 from .plan import Plan
-from .planfile import MANIFEST, Manifest, engine_version, fingerprint, headline
-from .report import render_report, report_available
+from .planfile import MANIFEST, Manifest, engine_version, fingerprint, headline, read_summary
+from .report import MOVED_ROWS, render_report, report_available
+from .review import Review
 
 ACCOUNT_COLUMNS = ["account_id", "owner_id", "territory_id", "previous_owner_id", "moved", "status", "rule", "reason"]
 PLAN_FILES = frozenset(
@@ -122,21 +123,26 @@ def write_plan(
         require_pyarrow()
     also = ", .jsonl and .parquet" if parquet else " and .jsonl"
     with output_directory(out, inputs) as staging:
-        say(f"writing {Path(out) / 'accounts.csv'}{also}")
-        write_table(staging / "accounts", ACCOUNT_COLUMNS, plan.rows(), parquet=parquet)
         summary = plan.summary()
         if deals is not None:
-            say(f"writing {Path(out) / 'opportunities.csv'}{also}")
-            write_table(staging / "opportunities", DEAL_COLUMNS, deals.rows(), parquet=parquet)
             summary["opportunities"] = deals.summary()
         write_json(staging / "summary.json", summary)
+        # the report adds up the rows as they are written (a Review of the summary as saved), not read back after
+        review = Review(read_summary(staging), out, MOVED_ROWS) if report and report_available() else None
+        say(f"writing {Path(out) / 'accounts.csv'}{also}")
+        rows = plan.rows()
+        write_table(staging / "accounts", ACCOUNT_COLUMNS, rows if review is None else review.accounts(rows), parquet=parquet)
+        if deals is not None:
+            say(f"writing {Path(out) / 'opportunities.csv'}{also}")
+            rows = deals.rows()
+            write_table(staging / "opportunities", DEAL_COLUMNS, rows if review is None else review.deals(rows), parquet=parquet)
         written = {p.name: fingerprint(p) for p in sorted(staging.iterdir())}  # what review and apply check the plan against
-        manifest = manifest or Manifest(engine_version(), [], {})  # a plan from memory: no input files to record
-        write_json(staging / MANIFEST, replace(manifest, headline=headline(summary), outputs=written).to_json())
-        if report and report_available():
+        manifest = replace(manifest or Manifest(engine_version(), [], {}), headline=headline(summary), outputs=written)  # from memory: no inputs
+        write_json(staging / MANIFEST, manifest.to_json())
+        if review is not None:
             say(f"writing {Path(out) / 'report.html'}")
             with durable_open(staging / "report.html") as handle:
-                handle.write(render_report(staging, location=out))
+                handle.write(render_report(staging, location=out, review=review.result(manifest)))
         elif report:
             say("report.html skipped: the report extra is not installed (pip install 'assignment-engine[report]')")
     return summary

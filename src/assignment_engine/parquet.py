@@ -57,7 +57,7 @@ def parquet_chunks(path: Path, wanted: set[str] | None, size: int) -> Iterator[t
     while True:
         try:
             batch = next(batches, None)
-        except (pa.ArrowException, OSError) as exc:  # a damaged page: which column's, a second reading tells
+        except (pa.ArrowException, OSError, ValueError) as exc:  # a damaged page: which column's, a second reading tells
             raise _unreadable(path, _damaged(path, chosen), start, exc) from None
         if batch is None:
             break
@@ -91,7 +91,7 @@ def _damaged(path: Path, chosen: list[str]) -> str | None:
         try:
             for _ in pq.ParquetFile(path).iter_batches(columns=[name]):
                 pass
-        except (pa.ArrowException, OSError):
+        except (pa.ArrowException, OSError, ValueError):
             return name
     return None
 

@@ -228,6 +228,11 @@ def compact(x: float) -> str:
     return f"{x:,.0f}"
 
 
+# the columns a review reads from a saved plan
+ACCOUNT_FIELDS = ("account_id", "owner_id", "previous_owner_id", "territory_id", "value", "moved", "status", "reason")
+DEAL_FIELDS = ("owner_id", "previous_owner_id", "moved")
+
+
 def diff_plan(directory: str | Path, largest: int = LARGEST) -> PlanDiff:
     """Review a saved plan: per user, per territory, the from → to pairs of moves and the ``largest`` moved accounts."""
     manifest = Manifest.verified(directory)
@@ -238,10 +243,6 @@ def diff_plan(directory: str | Path, largest: int = LARGEST) -> PlanDiff:
         for _ in review.deals(_rows(directory, "opportunities", DEAL_FIELDS)):
             pass
     return review.result(manifest)
-
-
-ACCOUNT_FIELDS = ("account_id", "owner_id", "previous_owner_id", "territory_id", "value", "moved", "status", "reason")
-DEAL_FIELDS = ("owner_id", "previous_owner_id", "moved")
 
 
 class Review:

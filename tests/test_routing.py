@@ -101,6 +101,22 @@ def test_a_capacity_is_never_passed():
     assert routed.owner_id is None and "a would pass max_accounts 1" in routed.reason
 
 
+@pytest.mark.parametrize("revenue", [-999999999999999.0, 1e300, float("inf")])
+def test_a_measure_value_assign_refuses_is_refused_and_leaves_the_loads_alone(revenue):
+    router = router_for([User("a"), User("b"), User("c"), User("e")], balance="[{measure: revenue, tolerance: 0.05}]")
+    with pytest.raises(DataError) as caught:
+        router.route(ca(1, revenue), today=DAY)
+    assert str(caught.value).startswith("<record>:1:revenue: ")  # the record's own cell, not a traceback
+    assert router.state.added(["a", "b", "c"]) == {}  # nothing taken: later choices are as without the record
+
+
+@pytest.mark.parametrize("account_id", [None, "", "  "])
+def test_a_record_without_an_id_is_refused_not_routed_as_none(account_id):
+    router = router_for([User("a"), User("b"), User("c"), User("e")])
+    with pytest.raises(DataError, match=r"<record>:1:id: empty account id"):
+        router.route({**ca(1), "id": account_id}, today=DAY)
+
+
 def test_routing_mistakes_in_the_rule_file_are_located():
     with pytest.raises(RuleFileError) as caught:
         compile_rules(rules_text(TEAM, types=TYPES) + "routing: {territories: {wset: {policy: round_robin}}, website_field: site}\n")
@@ -308,6 +324,24 @@ def test_route_cli_writes_accounts_leads_and_new_accounts(tmp_path):
     assert new_accounts[0] == "id,name,owner_id,country,state,revenue,website" and new_accounts[1].startswith("L2,Hooli,")
     again = CliRunner().invoke(main, ["route", "--plan", str(plan), "--out", str(out)])
     assert again.exit_code == 2 and "give --accounts, --leads or both" in again.output
+
+
+def test_route_and_validate_refuse_the_measure_values_assign_refuses_at_their_cells(tmp_path):
+    from assignment_engine.batch import validate_files
+    from assignment_engine.compile import load_rules
+    from assignment_engine.route import route_files
+
+    plan = lead_plan(tmp_path)
+    columns = ["id", "country", "state", "revenue", "website"]
+    new = write_csv(tmp_path / "new.csv", [{"id": "N1", "state": "CA", "revenue": "1"}, {"id": "N2", "state": "CA", "revenue": "-999999999999999"}], columns)
+    with pytest.raises(DataError, match=r"new\.csv:3:revenue: measure 'revenue' must be between 0 and 1e15"):
+        route_files(plan, tmp_path / "out", accounts=new, state=tmp_path / "s.db")
+    leads = write_csv(tmp_path / "leads.csv", [{"id": "L1", "company": "Initech", "state": "CA", "revenue": "1e300"}], ["id", "company", "state", "revenue"])
+    with pytest.raises(DataError, match=r"leads\.csv:2:revenue: measure 'revenue' must be between 0 and 1e15, got 1e300"):
+        route_files(plan, tmp_path / "out", leads=leads)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(DataError, match=r"new\.csv:3:revenue: measure 'revenue'"):
+        validate_files(load_rules(tmp_path / "rules.yaml"), accounts=new)
 
 
 def test_least_loaded_weighs_each_band_by_its_own_tolerance():

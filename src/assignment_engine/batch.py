@@ -23,6 +23,7 @@ from .optimize.distributed import check_executor
 from .parquet import require_pyarrow
 from .plan import REPLAN_WHY, Baseline, Plan, results_of
 from .planfile import InputFile, Manifest, engine_version, fingerprint, plan_rows, read_summary
+from .rank import measure_values
 from .readers import read_accounts, read_deals, read_pairs, read_users
 from .table import AccountTable, PairTable, User
 from .writers import check_output, write_plan
@@ -256,6 +257,7 @@ def validate_files(rules: CompiledRules, *, users: str | Path | None = None, acc
         raise OptionError([Finding(Location("--opportunities"), "checking opportunities needs --accounts: deals are read against their accounts")])
     if accounts is not None:
         table = read_accounts(accounts, rules.field_types, rules.inputs["accounts"])
+        measure_values(rules, table)  # the values a run refuses as loads
         warnings += table.warnings
         if opportunities is not None:
             warnings += read_deals(opportunities, rules, table).table.warnings

@@ -24,22 +24,27 @@ from typing import Any
 
 from .compile import CompiledRule, CompiledRules, TerritoryNode
 from .conditions import RELATIVE, AllOf, AnyOf, Compare, Condition, Not, required_comparisons
-from .table import EPOCH, TEXT_KINDS, as_text, parse_cell
+from .errors import DataError, Finding, Location
+from .table import EPOCH, TEXT_KINDS, CellError, as_text, parse_cell
 
 Values = dict[str, Any]  # field → str (text kinds) or float (NaN: missing; dates as days since 1970)
 
 
-def typed(record: Mapping[str, Any], field_types: Mapping[str, Any]) -> Values:
+def typed(record: Mapping[str, Any], field_types: Mapping[str, Any], source: str = "<record>") -> Values:
     """A record's declared fields as the plain values rules are read on, converted as a file cell is
-    (text stripped, empty text missing; numbers, booleans and dates parsed); raises :class:`CellError`."""
+    (text stripped, empty text missing; numbers, booleans and dates parsed); a value that cannot be read as
+    its field's type is a :class:`DataError` at ``source:1:field``."""
     out: Values = {}
     for name, kind in field_types.items():
         v = record.get(name)
         if kind in TEXT_KINDS:
             text = v if v is None or isinstance(v, str) else as_text(v)
             out[name] = (text.strip() or None) if text is not None else None
-        else:
+            continue
+        try:
             out[name] = parse_cell(v, kind)
+        except CellError as exc:
+            raise DataError([Finding(Location(source, 1, column=name), str(exc))]) from None
     return out
 
 

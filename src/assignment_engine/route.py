@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import DataError, Finding, Location
 from .planfile import Manifest
+from .rank import measure_values
 from .readers import read_accounts, read_columns
 from .recordmatch import typed
 from .routestate import SqliteState
@@ -67,6 +68,7 @@ def route_files(
         if accounts is not None:
             say(f"routing the accounts of {accounts}")
             table = read_accounts(accounts, router.rules.field_types, router.rules.inputs["accounts"])
+            measure_values(router.rules, table)  # refused at their cells, as assign refuses them
             with durable_open(staging / "accounts.csv") as handle:
                 writer = csv.writer(handle)
                 writer.writerow(ACCOUNT_COLUMNS)

@@ -36,7 +36,7 @@ from .readers import read_accounts, read_users
 from .recordmatch import RecordMatcher, Values, typed
 from .routestate import MemoryState
 from .segments import derive as derive_segments
-from .table import AccountTable, User, as_text, check_records
+from .table import AccountTable, User, as_text, bound_problem, check_records
 
 if TYPE_CHECKING:
     from .leads import AccountIndex
@@ -158,10 +158,13 @@ class Router:
     def route(self, record: Mapping[str, Any], *, trace: bool = False, today: dt.date | None = None) -> Routed:
         """Owner, territory and reason for one account (a mapping as :meth:`Engine.match` takes; errors at ``<record>:1:key``)."""
         check_records([record], self.rules.field_types, "<record>")
+        account_id = _text(record["id"])
+        if account_id is None:  # None is not the account "None"
+            raise DataError([Finding(Location("<record>", 1, column="id"), "empty account id")])
         one = AccountTable.from_records([record], self.rules.field_types, source="<record>") if _needs_table(self.rules) else None
         values = typed(one.record(0) if one is not None else record, self.rules.field_types)
         notes = one.notes.get(0, []) if one is not None else []
-        routed = self.route_values(str(record["id"]).strip(), values, today=today, notes=notes)
+        routed = self.route_values(account_id, values, today=today, notes=notes)
         if trace:
             table = one or AccountTable.from_records([record], self.rules.field_types, source="<record>")
             routed = replace(routed, trace=rule_trace(self.rules, derive_segments(self.rules, table, self.run_date), 0))
@@ -181,11 +184,8 @@ class Router:
             plan = f" in plan {self.plan_id}" if self.plan_id else ""
             why = f"matches account {found.account_id} by {found.how}: " + (f"its owner{plan}" if owner else f"it has no owner{plan}")
             return RoutedLead(lead_id, found.account_id, owner, territory, why)
-        try:
-            values = typed({name: lead.get(name) for name in self.rules.field_types}, self.rules.field_types)
-        except ValueError as exc:
-            raise DataError([Finding(Location("<lead>", 1), f"lead {lead_id}: {exc}")]) from None
-        routed = self.route_values(lead_id, values, today=today)
+        values = typed({name: lead.get(name) for name in self.rules.field_types}, self.rules.field_types, "<lead>")
+        routed = self.route_values(lead_id, values, today=today, source="<lead>")
         return RoutedLead(lead_id, None, routed.owner_id, routed.territory_id, f"no account matches; routed as a new account: {routed.reason}", routed)
 
     def _book(self) -> Book:
@@ -204,8 +204,11 @@ class Router:
             self._index = AccountIndex(book.ids, book.names, book.websites)
         return self._index
 
-    def route_values(self, account_id: str, values: Values, *, today: dt.date | None = None, notes: Sequence[str] = ()) -> Routed:
-        """Route one record given as typed plain values (see :func:`recordmatch.typed`)."""
+    def route_values(self, account_id: str, values: Values, *, today: dt.date | None = None, notes: Sequence[str] = (), source: str = "<record>") -> Routed:
+        """Route one record given as typed plain values (see :func:`recordmatch.typed`); a measure value that
+        :meth:`Engine.assign` would refuse is refused here too (errors at ``<record>:1:field``), before it can
+        shift the loads every later record is weighed by."""
+        self._check_measures(values, source)
         day = today or dt.date.today()
         self.matcher.segments(values, self.run_date)
         found = self.matcher.match(values, self.run_date)
@@ -269,6 +272,15 @@ class Router:
         share = scores[owner][1]
         shown = f"{share:.0%} of fair share" if math.isfinite(share) else "no fair share"
         return scores[owner], owner, f"least loaded of {', '.join(eligible)}: {owner} at {shown} after the addition"
+
+    def _check_measures(self, values: Values, source: str) -> None:
+        findings = [
+            Finding(Location(source, 1, column=m.field), why)
+            for name, m in self.rules.measures.items()
+            if m.field is not None and (why := bound_problem(values.get(m.field), f"measure '{name}'")) is not None
+        ]
+        if findings:
+            raise DataError(findings)
 
     def _adds(self, values: Values) -> dict[str, float]:
         """The record's contribution to every load label (measures and balance entries); tiers are not known for one record."""

@@ -192,7 +192,18 @@ def bound_findings(values: np.ndarray, what: str, at: Callable[[int], Location],
     """
     low = -LIMIT if signed else 0.0
     bad = np.flatnonzero((values < low) | (values > LIMIT))
-    return [Finding(at(int(i)), f"{what} must be between {_g(low)} and {_g(LIMIT)}, got {_g(values[i])}") for i in bad[:50]]
+    return [Finding(at(int(i)), _out_of_bounds(what, low, values[i])) for i in bad[:50]]
+
+
+def bound_problem(value: float | None, what: str) -> str | None:
+    """:func:`bound_findings` for one unsigned value (None and NaN are missing): why it cannot be a load, or None."""
+    if value is None or math.isnan(value) or 0.0 <= value <= LIMIT:
+        return None
+    return _out_of_bounds(what, 0.0, value)
+
+
+def _out_of_bounds(what: str, low: float, value: float) -> str:
+    return f"{what} must be between {_g(low)} and {_g(LIMIT)}, got {_g(value)}"
 
 
 def _g(x: float) -> str:

@@ -241,7 +241,8 @@ def _csv_records(text: IO[str], copy: IO[str], path: str, columns: ColumnMap) ->
     Records are read as the engine's reader reads them (Python's csv module,
     header names stripped, columns named through the rule file's ``inputs:``);
     each record's raw text is kept, so an unchanged record is copied byte for
-    byte and a changed one differs only in its owner cell.
+    byte and a changed one differs only in its owner cell. The id is the
+    cell's exact text (the CRM matches it), unlike the engine's, stripped.
     """
     lines = _Taken(text)
     reader = csv.reader(lines)
@@ -298,7 +299,9 @@ def _jsonl_records(text: IO[str], copy: IO[str], path: str, columns: ColumnMap) 
     """``(line, id, territory_id or None, rewrite)`` per record of a JSON Lines file, as the engine's reader reads it.
 
     An unchanged line is copied byte for byte; a changed one is the same object
-    re-serialised (same keys in the same order, same values) with ``owner_id`` set.
+    re-serialised (same keys in the same order, same values) with ``owner_id``
+    set where the reader found it (a dotted path: in the nested object). The
+    id is exact, as in :func:`_csv_records`.
     """
     for number, line in enumerate(text, start=1):
         bom = "\ufeff" if number == 1 and line.startswith("\ufeff") else ""
@@ -393,6 +396,7 @@ def _cell_spans(body: str) -> list[str] | None:
 
 
 def _quoted(value: str) -> str:
+    """One cell as CSV text (see :func:`_csv_line`)."""
     return _csv_line([value])
 
 
@@ -400,10 +404,10 @@ def _csv_line(cells: list[str]) -> str:
     """One CSV record without its line ending, quoted as Python's csv quotes it, line breaks included.
 
     The writer quotes a cell holding a separator, a quote or a character of
-    its line terminator: written with ``\r\n``, a cell with either ``\r`` or
-    ``\n`` is quoted whatever ending the record then gets (with ``""`` or
-    ``"\n"`` as the terminator, an owner id holding a line break would be
-    written bare and split the record in two).
+    its line terminator: written with ``\\r\\n``, a cell with either ``\\r`` or
+    ``\\n`` is quoted whatever ending the record then gets (with no terminator,
+    or ``\\n``, an owner id holding a line break would be written bare and
+    split the record in two).
     """
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\r\n").writerow(cells)

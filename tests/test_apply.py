@@ -12,9 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from assignment_engine import DataError, OptionError, apply_plan, assign_files, demo_files
-from assignment_engine.apply import ApplyResult
+from assignment_engine.apply import FORMATS, ApplyResult
 from assignment_engine.cli import main
 from assignment_engine.planfile import Manifest
+from assignment_engine.readers import read_columns
 from assignment_engine.synthetic import generate_book
 from conftest import WEST_EAST, rules_text
 
@@ -366,3 +367,102 @@ def test_an_account_following_an_owner_less_parent_is_listed_not_updated(tmp_pat
     assert (result.unassigned, result.unassigned_keeping_owner) == (1, 1)
     assert "C" not in {r[0] for r in _rows(out / "account_updates.csv")}
     assert (out / "accounts.csv").read_bytes() == files["accounts"].read_bytes()  # C keeps w1, as in the CRM
+
+
+# -- issue 19: the cells apply writes: owners with line breaks quoted, dotted JSON paths set in place, ids exactly as exported
+
+
+def _planned_owners(plan: Path) -> dict[str, str]:
+    return {r["account_id"]: r["owner_id"] for r in map(json.loads, (plan / "accounts.jsonl").open(encoding="utf-8")) if r["owner_id"]}
+
+
+@pytest.mark.parametrize("owner", ["w\n2", "w\r2", "w\r\n2", 'w,"2"'])
+@pytest.mark.parametrize(
+    "accounts",
+    ["id,state,revenue\nW1,CA,1\nW2,CA,2\nE1,NY,3\n", "id,owner_id,state,revenue\nW1,w1,CA,1\nW2,w1,CA,2\nE1,e1,NY,3\n"],
+    ids=["owner-appended", "owner-replaced"],
+)
+def test_an_owner_with_a_line_break_is_quoted_and_the_applied_copy_reads_back(tmp_path, owner, accounts):
+    files = _book(tmp_path / "book", accounts, deals=None)
+    files["rules"].write_text(RULES.replace("{user: w2}", "{user: " + json.dumps(owner) + "}"), encoding="utf-8")
+    with files["users"].open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["id"], ["w1"], [owner], ["e1"], ["e2"]])
+    plan = _plan(files, tmp_path / "plan")
+    planned = _planned_owners(plan)
+    assert owner in planned.values()  # one of W1, W2 goes to it
+    apply_plan(plan, tmp_path / "updates")
+    applied = tmp_path / "updates" / "accounts.csv"
+    rows = _rows(applied)
+    assert rows[0] == ["id", "state", "revenue", "owner_id"] or rows[0] == ["id", "owner_id", "state", "revenue"]
+    assert all(len(r) == 4 for r in rows) and len(rows) == 4
+    at = rows[0].index("owner_id")
+    assert {r[0]: r[at] for r in rows[1:]} == planned
+    columns, _ = read_columns(applied)  # the engine's own reader
+    assert dict(zip(columns["id"], columns["owner_id"])) == planned
+    again = assign_files(files["rules"], applied, files["users"], tmp_path / "plan2", workers=1, effort=0.5)
+    assert again.summary["moved"]["accounts"] == 0 and _planned_owners(tmp_path / "plan2") == planned
+
+
+def _nested_book(tmp_path: Path, lines: list[dict[str, Any]]) -> tuple[dict[str, Path], Path]:
+    files = _book(tmp_path / "book", "".join(json.dumps(r) + "\n" for r in lines), "accounts.jsonl", deals=None)
+    files["rules"].write_text(RULES + "inputs: {accounts: {columns: {owner_id: Owner.Id}}}\n", encoding="utf-8")
+    return files, _plan(files, tmp_path / "plan")
+
+
+def test_a_dotted_owner_path_is_updated_in_place_in_json_lines(tmp_path):
+    # W1, W2: both w1's, one moves to w2 (its Owner object keeps its Name); E1: Owner null, E2: no Owner (the objects are
+    # created); E3: a flat "Owner.Id" key, which the engine's reader takes before the nested path, so it is the one set.
+    lines = [
+        {"id": "W1", "Owner": {"Name": "W one", "Id": "w1"}, "state": "CA", "revenue": 1},
+        {"id": "W2", "Owner": {"Name": "W one", "Id": "w1"}, "state": "CA", "revenue": 2},
+        {"id": "E1", "Owner": None, "state": "NY", "revenue": 3},
+        {"id": "E2", "state": "NY", "revenue": 4},
+        {"id": "E3", "Owner.Id": "", "state": "NY", "revenue": 5},
+    ]
+    files, plan = _nested_book(tmp_path, lines)
+    planned = _planned_owners(plan)
+    assert set(planned) == {"W1", "W2", "E1", "E2", "E3"} and sorted(planned[w] for w in ("W1", "W2")) == ["w1", "w2"]
+    apply_plan(plan, tmp_path / "updates")
+    applied = [json.loads(line) for line in (tmp_path / "updates" / "accounts.jsonl").open(encoding="utf-8")]
+    by_id = {r["id"]: r for r in applied}
+    for old in lines[:4]:
+        new = by_id[old["id"]]
+        assert new["Owner"]["Id"] == planned[old["id"]] and "Owner.Id" not in new
+        assert list(new) == list(old) + ([] if "Owner" in old else ["Owner"])
+        assert {k: v for k, v in new.items() if k != "Owner"} == {k: v for k, v in old.items() if k != "Owner"}
+    assert [list(by_id[w]["Owner"]) for w in ("W1", "W2")] == [["Name", "Id"]] * 2 and by_id["W2"]["Owner"]["Name"] == "W one"
+    assert by_id["E3"] == {**lines[4], "Owner.Id": planned["E3"]}
+    again = assign_files(files["rules"], tmp_path / "updates" / "accounts.jsonl", files["users"], tmp_path / "plan2", workers=1, effort=0.5)
+    assert again.summary["moved"]["accounts"] == 0  # the next run reads the new owners where they were written
+
+
+def test_a_dotted_owner_path_through_a_value_that_is_not_an_object_is_a_located_error(tmp_path):
+    lines = [{"id": "W1", "Owner": {"Id": "w1"}, "state": "CA", "revenue": 1}, {"id": "E1", "Owner": "e1", "state": "NY", "revenue": 2}]
+    _, plan = _nested_book(tmp_path, lines)
+    with pytest.raises(DataError) as raised:
+        apply_plan(plan, tmp_path / "updates")
+    assert str(raised.value.findings[0].location).endswith("accounts.jsonl:2") and "Owner is not a JSON object, so Owner.Id cannot be set" in str(raised.value)
+    assert not (tmp_path / "updates").exists()
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_update_files_carry_each_id_exactly_as_exported(tmp_path, format):
+    # The engine reads ids stripped (the plan has W1, E2, U1); the CRM matches the export's exact text.
+    accounts = "id,owner_id,state,revenue\n W1 ,w1,CA,1\nW2\t,w1,CA,2\n\"E2 \",,NY,3\nU1  ,w1,TX,4\n"
+    deals = "id,account_id,owner_id,stage,amount\n D5,\"E2 \",,prospecting,50\n"
+    files = _book(tmp_path / "book", accounts, deals=deals)
+    out = tmp_path / "updates"
+    apply_plan(_plan(files, tmp_path / "plan"), out, format=format)
+    updates = _rows(out / "account_updates.csv")[1:]
+    assert {r[0] for r in updates} in ({" W1 ", "E2 "}, {"W2\t", "E2 "})
+    assert {r[0] for r in _rows(out / "opportunity_updates.csv")[1:]} == {" D5"}
+    assert [r[0] for r in _rows(out / "accounts.csv")[1:]] == [" W1 ", "W2\t", "E2 ", "U1  "]
+    if format == "csv":
+        assert _rows(out / "unassigned.csv")[1:] == [["U1  ", "w1", "unassigned", "matched no territory"]]
+
+
+def test_json_lines_ids_are_written_exactly_as_exported(tmp_path):
+    lines = [{"id": " W1", "owner_id": "w1", "state": "CA", "revenue": 1}, {"id": "W2", "owner_id": "w1", "state": "CA", "revenue": 2}, {"id": "E2 ", "state": "NY", "revenue": 3}]
+    files = _book(tmp_path / "book", "".join(json.dumps(r) + "\n" for r in lines), "accounts.jsonl", deals=None)
+    apply_plan(_plan(files, tmp_path / "plan"), tmp_path / "updates", format="salesforce")
+    assert {r[0] for r in _rows(tmp_path / "updates" / "account_updates.csv")[1:]} in ({" W1", "E2 "}, {"W2", "E2 "})

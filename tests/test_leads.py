@@ -303,3 +303,55 @@ def test_an_account_matches_itself_or_an_earlier_twin(accounts):
             assert found is None
             continue
         assert found is not None and found.account_id == str(expected)
+
+
+# -- issue 19: normalising costs at most NAME_LIMIT characters of a name, however long the lead's (a 560 KB name took 36 s)
+
+HUGE = "Acme" + " GmbH & Co. KG" * 40000  # 560,004 characters
+
+
+def test_legal_forms_repeated_up_to_the_limit_are_all_dropped():
+    repeated = "Acme" + " GmbH & Co. KG" * ((leads.NAME_LIMIT - 4) // 14)
+    assert len(repeated) <= leads.NAME_LIMIT and company_key(repeated) == "acme"
+
+
+@given(st.text(min_size=leads.NAME_LIMIT - 5, max_size=leads.NAME_LIMIT + 20) | st.builds(lambda k: "Acme" + " GmbH & Co. KG" * k, st.integers(60, 200)))
+def test_only_the_first_name_limit_characters_count(name):
+    assert company_key(name) == company_key(name[: leads.NAME_LIMIT])
+
+
+@pytest.mark.parametrize("repeats", [1, 70, 71, 72, 1000, 40000])
+def test_a_names_normalising_reads_at_most_the_limit(monkeypatch, repeats):
+    read: list[int] = []
+    words = leads._words
+    monkeypatch.setattr(leads, "_words", lambda text: read.append(len(text)) or words(text))
+    name = "Acme" + " GmbH & Co. KG" * repeats
+    assert company_key(name) is not None and read == [min(len(name), leads.NAME_LIMIT)]
+
+
+def test_a_huge_leads_fuzzy_scoring_is_given_at_most_the_limit(monkeypatch):
+    scored: list[int] = []
+    extract = leads.process.extractOne
+    monkeypatch.setattr(leads.process, "extractOne", lambda query, *args, **kwargs: scored.append(len(query)) or extract(query, *args, **kwargs))
+    index = AccountIndex(["A1", "A2"], ["Acme Rocket Sleds", "Globex"], [None, None])
+    assert index.match(company="Acme Rocket Sleds " * 30000, email=None) is None
+    assert scored and max(scored) <= leads.NAME_LIMIT
+
+
+def test_a_560_kb_lead_routes_in_seconds(tmp_path):
+    import subprocess
+    import sys
+
+    from assignment_engine.batch import assign_files
+    from conftest import rules_text, write_csv
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_text("- {id: west, type: geo, rules: [{when: {state: CA}}], members: [{user: a}, {user: b}]}", fields="{state: string}", measures="{accounts: {constant: 1}}", assignment="{hierarchy: independent}"))
+    accounts = write_csv(tmp_path / "a.csv", [{"id": "A1", "name": "Acme GmbH", "state": "CA", "owner_id": "a"}], ["id", "name", "state", "owner_id"])
+    assign_files(rules, accounts, write_csv(tmp_path / "u.csv", [{"id": "a"}, {"id": "b"}], ["id"]), tmp_path / "plan", report=False)
+    lead = tmp_path / "leads.jsonl"
+    lead.write_text(json.dumps({"id": "L1", "company": HUGE, "email": "jo@gmail.com", "state": "CA"}) + "\n", encoding="utf-8")
+    command = [sys.executable, "-m", "assignment_engine", "route", "--plan", str(tmp_path / "plan"), "--leads", str(lead), "--out", str(tmp_path / "routed"), "-q"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=20, check=False)  # 36.6 s before the limit
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "routed" / "leads.csv").read_text(encoding="utf-8").splitlines()[1].startswith("L1,,")  # no account: routed as new

@@ -44,7 +44,7 @@ from .columns import ColumnMap
 from .compile import load_rules
 from .errors import DataError, Finding, Location, OptionError
 from .planfile import MANIFEST, InputFile, Manifest, plan_rows
-from .readers import SPREADSHEETS
+from .readers import SPREADSHEETS, _inside
 from .table import as_text
 from .writers import FORMULA_START, check_output, durable_open, output_directory, write_json
 
@@ -201,7 +201,7 @@ def _apply_table(kind: _Table, plan_dir: Path, source: InputFile, staging: Path,
         records = _jsonl_records(text, copy, source.path, columns) if jsonl else _csv_records(text, copy, source.path, columns)
         for number, record_id, territory, rewrite in records:
             row = next(plan, None)
-            if row is None or row[kind.id_column] != record_id:
+            if row is None or row[kind.id_column] != record_id.strip():  # the plan holds ids as the engine reads them, stripped
                 found = "no more rows" if row is None else f"{kind.id_column} {row[kind.id_column]!r}"
                 raise DataError([Finding(Location(source.path, number), f"the plan's {kind.role}.jsonl has {found} where this file has {record_id!r}: the plan in {plan_dir} was not made from this file")])
             counts.rows += 1
@@ -241,7 +241,8 @@ def _csv_records(text: IO[str], copy: IO[str], path: str, columns: ColumnMap) ->
     Records are read as the engine's reader reads them (Python's csv module,
     header names stripped, columns named through the rule file's ``inputs:``);
     each record's raw text is kept, so an unchanged record is copied byte for
-    byte and a changed one differs only in its owner cell.
+    byte and a changed one differs only in its owner cell. The id is the
+    cell's exact text (the CRM matches it), unlike the engine's, stripped.
     """
     lines = _Taken(text)
     reader = csv.reader(lines)
@@ -282,7 +283,7 @@ def _csv_records(text: IO[str], copy: IO[str], path: str, columns: ColumnMap) ->
                 else:
                     copy.write(_replace_cell(raw, record, owner_at, owner))
 
-            yield start, as_text(record[id_at]).strip(), None if territory_at is None else record[territory_at].strip(), rewrite
+            yield start, record[id_at], None if territory_at is None else record[territory_at].strip(), rewrite
             start = reader.line_num + 1
     except csv.Error as exc:
         raise DataError([Finding(Location(path, reader.line_num), f"CSV error: {exc}")]) from None
@@ -298,7 +299,9 @@ def _jsonl_records(text: IO[str], copy: IO[str], path: str, columns: ColumnMap) 
     """``(line, id, territory_id or None, rewrite)`` per record of a JSON Lines file, as the engine's reader reads it.
 
     An unchanged line is copied byte for byte; a changed one is the same object
-    re-serialised (same keys in the same order, same values) with ``owner_id`` set.
+    re-serialised (same keys in the same order, same values) with ``owner_id``
+    set where the reader found it (a dotted path: in the nested object). The
+    id is exact, as in :func:`_csv_records`.
     """
     for number, line in enumerate(text, start=1):
         bom = "\ufeff" if number == 1 and line.startswith("\ufeff") else ""
@@ -312,17 +315,43 @@ def _jsonl_records(text: IO[str], copy: IO[str], path: str, columns: ColumnMap) 
             raise DataError([Finding(Location(path, number), f"invalid JSON: {exc}")]) from None
         if not isinstance(record, dict):
             raise DataError([Finding(Location(path, number, 1), "each line must be a JSON object")])
-        key_of = {name: next((c for c in columns.candidates(name) if c in record), columns.candidates(name)[0]) for name in ("id", "owner_id", "territory_id")}
-        raw_id, territory = record.get(key_of["id"]), record.get(key_of["territory_id"])
+        key_of = {name: next((c for c in columns.candidates(name) if _has(record, c)), columns.candidates(name)[0]) for name in ("id", "owner_id", "territory_id")}
+        raw_id, territory = _value(record, key_of["id"]), _value(record, key_of["territory_id"])
 
-        def rewrite(owner: str | None, line: str = line, record: dict[str, Any] = record, bom: str = bom, end: str = end, key: str = key_of["owner_id"]) -> None:
+        def rewrite(owner: str | None, line: str = line, record: dict[str, Any] = record, bom: str = bom, end: str = end, number: int = number, key: str = key_of["owner_id"]) -> None:
             if owner is None:
                 copy.write(line)
             else:
-                record[key] = owner
+                _set_value(record, key, owner, Location(path, number))
                 copy.write(bom + json.dumps(record, ensure_ascii=False) + end)
 
-        yield number, "" if raw_id is None else as_text(raw_id).strip(), None if territory is None else as_text(territory).strip(), rewrite
+        yield number, "" if raw_id is None else as_text(raw_id), None if territory is None else as_text(territory).strip(), rewrite
+
+
+def _has(record: dict[str, Any], key: str) -> bool:
+    """Whether the engine's reader finds ``key`` in a record: the key itself, else a value at a dotted path into nested objects."""
+    return key in record or _inside(record, key) is not None
+
+
+def _value(record: dict[str, Any], key: str) -> Any:
+    """The value the engine's reader takes for ``key`` (see :func:`_has`); None when absent."""
+    return record[key] if key in record else _inside(record, key)
+
+
+def _set_value(record: dict[str, Any], key: str, value: str, where: Location) -> None:
+    """Set the value :func:`_value` reads, in place: a dotted path's nested value (objects created where absent), not a new flat key."""
+    if key in record or "." not in key:
+        record[key] = value
+        return
+    *steps, last = key.split(".")
+    node = record
+    for depth, step in enumerate(steps, start=1):
+        if node.get(step) is None:
+            node[step] = {}
+        node = node[step]
+        if not isinstance(node, dict):
+            raise DataError([Finding(where, f"{'.'.join(steps[:depth])} is not a JSON object, so {key} cannot be set to the new owner")])
+    node[last] = value
 
 
 def _replace_cell(raw: str, record: list[str], at: int, value: str) -> str:
@@ -335,9 +364,7 @@ def _replace_cell(raw: str, record: list[str], at: int, value: str) -> str:
         if next(csv.reader(io.StringIO(candidate, newline="")), None) == [*record[:at], value, *record[at + 1 :]]:
             return candidate
     # a record the simple splitter does not read as the csv module does (stray quotes): re-written whole
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator=end or "\r\n").writerow([*record[:at], value, *record[at + 1 :]])
-    return buffer.getvalue() if end else buffer.getvalue().removesuffix("\r\n")
+    return _csv_line([*record[:at], value, *record[at + 1 :]]) + end
 
 
 def _cell_spans(body: str) -> list[str] | None:
@@ -369,9 +396,22 @@ def _cell_spans(body: str) -> list[str] | None:
 
 
 def _quoted(value: str) -> str:
+    """One cell as CSV text (see :func:`_csv_line`)."""
+    return _csv_line([value])
+
+
+def _csv_line(cells: list[str]) -> str:
+    """One CSV record without its line ending, quoted as Python's csv quotes it, line breaks included.
+
+    The writer quotes a cell holding a separator, a quote or a character of
+    its line terminator: written with ``\\r\\n``, a cell with either ``\\r`` or
+    ``\\n`` is quoted whatever ending the record then gets (with no terminator,
+    or ``\\n``, an owner id holding a line break would be written bare and
+    split the record in two).
+    """
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow([value])
-    return buffer.getvalue()
+    csv.writer(buffer, lineterminator="\r\n").writerow(cells)
+    return buffer.getvalue()[:-2]
 
 
 def _split_end(raw: str) -> tuple[str, str]:

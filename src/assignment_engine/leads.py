@@ -46,6 +46,7 @@ _DROPPED = re.compile(r"['’.]")  # S.A. is sa, O'Brien is obrien
 _WORD = re.compile(r"[^\W_]+")
 _UNDECOMPOSED = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ı": "i"})  # NFKD keeps these whole
 
+NAME_LIMIT = 1000  # characters of a company name that count: four times the longest Salesforce Account Name (255)
 _CHAR_BLOCK = 4  # a name is also blocked by the first and last four letters of its rarest word
 _LARGEST_BLOCK = 2000  # keys sharing a word or word end, above which the block is dropped: a scan of it costs ~0.3 ms
 
@@ -123,21 +124,26 @@ def company_key(name: str | None) -> str | None:
     (``data/legal_suffixes.json``, longest first and repeatedly) are removed.
     ``Acme, Inc.``, ``ACME Incorporated`` and ``The Acme Co., Ltd.`` are all
     ``acme``. None when nothing is left ('', 'Inc.', '---').
+
+    Only the first ``NAME_LIMIT`` characters count (far above any real name;
+    see docs/leads.md): a lead's name is outside text, and its cost, like the
+    fuzzy scoring of the key, must not grow with whatever a form was sent.
     """
     if not name:
         return None
-    words = _words(name)
+    words = _words(name[:NAME_LIMIT])
     legal = _legal()
-    while len(words) > 1 and words[0] in legal.leading:
-        words = words[1:]
-    while words:
-        for suffix in legal.by_last.get(words[-1], ()):
-            if tuple(words[-len(suffix) :]) == suffix:
-                words = words[: -len(suffix)]
+    start, end = 0, len(words)  # the words kept: bounds moved, never a list copied per word dropped
+    while end - start > 1 and words[start] in legal.leading:
+        start += 1
+    while end > start:
+        for suffix in legal.by_last.get(words[end - 1], ()):
+            if end - start >= len(suffix) and tuple(words[end - len(suffix) : end]) == suffix:
+                end -= len(suffix)
                 break
         else:
             break
-    return " ".join(words) or None
+    return " ".join(words[start:end]) or None
 
 
 class AccountIndex:

@@ -41,6 +41,7 @@ _COLUMNS = {"turns": ["plan", "territory", "user", "n"], "daily": ["plan", "day"
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _Key = Any
 _T = TypeVar("_T")
+_V = TypeVar("_V")
 
 
 class MemoryState:
@@ -91,17 +92,17 @@ class MemoryState:
 
     def record(self, territory: str, user: str, day: str, loads: Mapping[str, float]) -> None:
         with self._lock:
-            self._add(self._turns, (territory, user), 1)
-            self._add(self._daily, (day, user), 1)
-            mine = self._added.setdefault(user, {})
+            self._set(self._turns, (territory, user), self._turns.get((territory, user), 0) + 1)
+            self._set(self._daily, (day, user), self._daily.get((day, user), 0) + 1)
+            mine = self._added[user] if user in self._added else self._set(self._added, user, {})
             for load, amount in loads.items():
-                self._add(mine, load, amount)
+                self._set(mine, load, mine.get(load, 0.0) + amount)
 
-    def _add(self, table: dict[Any, Any], key: _Key, amount: float) -> None:
-        before = table.get(key)
+    def _set(self, table: dict[Any, _V], key: _Key, value: _V) -> _V:
         if self._depth:
-            self._journal.append((table, key, before))
-        table[key] = (before or 0) + amount
+            self._journal.append((table, key, table.get(key)))
+        table[key] = value
+        return value
 
 
 def _located(method: Callable[..., _T]) -> Callable[..., _T]:

@@ -37,7 +37,6 @@ _TABLES = {
     "daily": "CREATE TABLE IF NOT EXISTS daily (plan TEXT, day TEXT, user TEXT, n INTEGER, PRIMARY KEY (plan, day, user))",
     "added": "CREATE TABLE IF NOT EXISTS added (plan TEXT, user TEXT, load TEXT, amount REAL, PRIMARY KEY (plan, user, load))",
 }
-_COLUMNS = {"turns": ["plan", "territory", "user", "n"], "daily": ["plan", "day", "user", "n"], "added": ["plan", "user", "load", "amount"]}
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _Key = Any
 _T = TypeVar("_T")
@@ -174,15 +173,13 @@ class SqliteState:
             if version > FORMAT:
                 raise self.refusal(f"made by a newer version of the engine (state format {version}, this one reads {FORMAT}); upgrade, or name a new file")
             return "ours"
-        objects = db.execute("SELECT type, name FROM sqlite_master WHERE name NOT GLOB 'sqlite_*' ORDER BY name").fetchall()
+        objects = db.execute("SELECT name, sql FROM sqlite_master WHERE name NOT GLOB 'sqlite_*' ORDER BY name").fetchall()
         if app == 0 and version == 0:
             if not objects:
                 return "new"
-            if objects == [("table", name) for name in sorted(_TABLES)] and all(
-                [row[1] for row in db.execute(f"PRAGMA table_info({name})")] == columns for name, columns in _COLUMNS.items()
-            ):
+            if objects == sorted((name, create.replace(" IF NOT EXISTS", "")) for name, create in _TABLES.items()):  # as SQLite keeps them
                 return "legacy"
-        shown = ", ".join(name for _, name in objects[:5]) + (", …" if len(objects) > 5 else "")
+        shown = ", ".join(name for name, _ in objects[:5]) + (", …" if len(objects) > 5 else "")
         raise self.refusal(f"a SQLite database this engine did not make (application_id {app}; {shown or 'no tables'}); it was left as it is. Name a new file for the routing state")
 
     @contextmanager
@@ -272,7 +269,7 @@ def _check_path(path: Path) -> None:
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        if not os.access(path.parent if str(path.parent) else ".", os.W_OK | os.X_OK):
+        if not os.access(path.parent, os.W_OK | os.X_OK):
             raise refuse(f"cannot be created: the directory {path.parent} does not exist or is read-only") from None
         return
     except OSError as exc:

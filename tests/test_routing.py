@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import multiprocessing
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from assignment_engine import DataError, Engine, OptionError, RuleFileError, User, compile_rules, demo_files
+from assignment_engine import DataError, Engine, OptionError, RuleFileError, User, compile_rules, demo_files, routestate
 from assignment_engine.batch import assign_files
+from assignment_engine.cli import main
 from assignment_engine.match import match_accounts
 from assignment_engine.readers import read_users
 from assignment_engine.recordmatch import RecordMatcher, typed
-from assignment_engine.routestate import SqliteState
-from assignment_engine.routing import Router
+from assignment_engine.route import route_files
+from assignment_engine.routestate import MemoryState, SqliteState
+from assignment_engine.routing import Router, State
+from assignment_engine.writers import output_directory
 from conftest import engine_of, rules_text, write_csv
 
 DAY = dt.date(2026, 6, 1)
@@ -34,11 +46,11 @@ TEAM = """
 """
 
 
-def router_for(users: list[User], routing: str = "", *, balance: str = "[{measure: accounts, tolerance: 1}]") -> Router:
+def router_for(users: list[User], routing: str = "", *, balance: str = "[{measure: accounts, tolerance: 1}]", state: State | None = None) -> Router:
     text = rules_text(TEAM, types=TYPES, assignment=f"{{hierarchy: independent, balance: {balance}}}") + routing
     engine = engine_of(text)
     plan = engine.assign(engine.table([]), users)  # an empty book: every member starts at zero load
-    return engine.router(plan)
+    return engine.router(plan, state)
 
 
 def ca(i: int, revenue: float = 1.0) -> dict[str, object]:
@@ -253,12 +265,18 @@ def _route_many(plan: str, state: str, start: int, n: int, go) -> None:  # a wor
         router.route(ca(start + i), today=DAY)
 
 
-def test_two_processes_never_take_the_same_turn(tmp_path):
+def round_robin_plan(tmp_path: Path) -> Path:
+    """A saved plan of TEAM routing by round robin (users a, b, c in west, e in east)."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(rules_text(TEAM, types=TYPES, assignment="{hierarchy: independent}") + "routing: {policy: round_robin}\n")
     accounts = write_csv(tmp_path / "a.csv", [{"id": "X", "state": "NY", "country": "US", "revenue": "1"}], ["id", "country", "state", "revenue"])
     users = write_csv(tmp_path / "u.csv", [{"id": u} for u in "abce"], ["id"])
     assign_files(rules, accounts, users, tmp_path / "plan", report=False)
+    return tmp_path / "plan"
+
+
+def test_two_processes_never_take_the_same_turn(tmp_path):
+    round_robin_plan(tmp_path)
     state = tmp_path / "state.db"
     _together(multiprocessing.get_context("spawn"), _route_many, [(str(tmp_path / "plan"), str(state), k * 1000, 60) for k in range(2)])
     db = sqlite3.connect(state)
@@ -304,10 +322,6 @@ def test_a_lead_goes_to_its_accounts_owner_by_domain_or_name(tmp_path):
 
 
 def test_route_cli_writes_accounts_leads_and_new_accounts(tmp_path):
-    from click.testing import CliRunner
-
-    from assignment_engine.cli import main
-
     plan = lead_plan(tmp_path)
     new = write_csv(tmp_path / "new.csv", [{"id": "N1", "state": "CA", "revenue": "1"}, {"id": "N2", "state": "TX", "revenue": "1"}], ["id", "country", "state", "revenue", "website"])
     leads = write_csv(tmp_path / "leads.csv", [{"id": "L1", "company": "Acme Inc", "email": "x@acme.com"}, {"id": "L2", "company": "Hooli", "email": "y@hooli.xyz", "state": "CA"}], ["id", "company", "email", "state"])
@@ -382,3 +396,291 @@ def test_processes_opening_a_new_state_file_together_all_get_it(tmp_path):
     for round_ in range(20):
         _together(ctx, _open_state, [(str(tmp_path / f"state{round_}.db"), failures)] * 6)
     assert failures.empty()
+
+
+def test_route_writes_ids_exactly_and_counts_the_formula_like_cells(tmp_path):
+    """Ids that start like a formula are the CRM's ids: written as they are (as apply does), the summary line warns."""
+    plan = lead_plan(tmp_path)
+    new = write_csv(tmp_path / "new.csv", [{"id": "-N1", "state": "CA", "revenue": "1"}, {"id": "+x", "state": "CA", "revenue": "1"}], ["id", "country", "state", "revenue", "website"])
+    rows = [{"id": "=L2", "company": "Hooli", "email": "y@hooli.xyz", "state": "CA"}, {"id": "@y", "company": "Acme Inc", "email": "x@acme.com"}]
+    leads = write_csv(tmp_path / "leads.csv", rows, ["id", "company", "email", "state"])
+    out = tmp_path / "routed"
+    result = CliRunner().invoke(main, ["route", "--plan", str(plan), "--accounts", str(new), "--leads", str(leads), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+
+    def first_column(name: str) -> list[str]:
+        with (out / name).open(newline="", encoding="utf-8") as handle:
+            return [row[0] for row in list(csv.reader(handle))[1:]]
+
+    assert first_column("accounts.csv") == ["-N1", "+x"]
+    assert first_column("leads.csv") == ["=L2", "@y"]
+    assert first_column("lead_accounts.csv") == ["=L2"]
+    assert "; 5 cells starting with = + - @ written exactly: import, do not open in a spreadsheet" in result.output
+
+
+# -- a route run's state: committed with its output, or not at all -------------------------------------
+
+
+def state_of(path: Path) -> dict[str, list[tuple]]:
+    """Every row of a state file's tables."""
+    db = sqlite3.connect(path)
+    try:
+        return {table: sorted(db.execute(f"SELECT * FROM {table}")) for table in ("turns", "daily", "added")}
+    finally:
+        db.close()
+
+
+def new_accounts(path: Path, n: int) -> Path:
+    return write_csv(path, [{"id": f"N{i}", "country": "US", "state": "CA", "revenue": "1"} for i in range(n)], ["id", "country", "state", "revenue"])
+
+
+def decisions(path: Path) -> int:
+    return sum(row[-1] for row in state_of(path)["daily"])
+
+
+def test_a_route_run_that_fails_leaves_the_state_as_it_was(tmp_path):
+    plan, state, out = round_robin_plan(tmp_path), tmp_path / "s.db", tmp_path / "routed"
+    route_files(plan, out, accounts=new_accounts(tmp_path / "first.csv", 4), state=state, today=DAY)
+    before, written = state_of(state), (out / "accounts.csv").read_bytes()
+    assert decisions(state) == 4  # a good run's decisions are kept
+    rows = [{"id": "" if i == 5 else f"L{i}", "company": f"Company {i}", "state": "CA"} for i in range(8)]
+    leads = write_csv(tmp_path / "leads.csv", rows, ["id", "company", "state"])
+    with pytest.raises(DataError, match="a lead needs an id"):
+        route_files(plan, out, accounts=new_accounts(tmp_path / "second.csv", 6), leads=leads, state=state, today=DAY)
+    assert state_of(state) == before  # neither the 6 accounts nor the 5 leads routed before the bad one
+    assert (out / "accounts.csv").read_bytes() == written
+
+
+def test_a_bad_out_is_refused_before_the_state_file_is_made(tmp_path):
+    plan, exports = round_robin_plan(tmp_path), tmp_path / "exports"
+    exports.mkdir()
+    (exports / "crm.csv").write_text("id\n")
+    with pytest.raises(OptionError, match="--out: .*not a previous output"):
+        route_files(plan, exports, accounts=new_accounts(tmp_path / "new.csv", 2), state=tmp_path / "s.db", today=DAY)
+    assert not (tmp_path / "s.db").exists()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+def test_a_route_run_stopped_midway_leaves_the_state_as_it_was(tmp_path, stop):
+    plan, state, out = round_robin_plan(tmp_path), tmp_path / "s.db", tmp_path / "routed"
+    first = new_accounts(tmp_path / "first.csv", 3)
+    route_files(plan, out, accounts=first, state=state, today=DAY)
+    before, written = state_of(state), (out / "accounts.csv").read_bytes()
+    many = new_accounts(tmp_path / "many.csv", 40_000)
+    command = [sys.executable, "-m", "assignment_engine", "route", "--plan", str(plan), "--accounts", str(many), "--state", str(state), "--today", "2026-06-01", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".routed.partial-*/accounts.csv")) and time.monotonic() < deadline:  # routing has begun
+        time.sleep(0.01)
+    time.sleep(0.5)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(stop)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == (-9 if stop == signal.SIGKILL else 143), err
+    if stop == signal.SIGTERM:
+        assert "stopped by SIGTERM: the previous plan in" in err and "untouched" in err
+    assert state_of(state) == before and (out / "accounts.csv").read_bytes() == written
+    route_files(plan, out, accounts=first, state=state, today=DAY)  # the file is whole: a good run goes on from it
+    assert decisions(state) == 6
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_failed_transaction_undoes_its_decisions_and_transactions_nest(tmp_path, kind):
+    state: State = MemoryState() if kind == "memory" else SqliteState(tmp_path / "s.db", "p")
+    router = router_for([User("a"), User("b"), User("c"), User("e")], "routing: {policy: round_robin}\n", state=state)
+    members, day = ["a", "b", "c"], DAY.isoformat()
+    assert router.route(ca(0), today=DAY).owner_id == "a"
+    with pytest.raises(RuntimeError), state.transaction():
+        assert router.route(ca(1), today=DAY).owner_id == "b"
+        with pytest.raises(ValueError), state.transaction():  # a savepoint: undone alone
+            assert router.route(ca(2), today=DAY).owner_id == "c"
+            raise ValueError
+        assert state.daily(day, members) == {"a": 1, "b": 1, "c": 0}
+        raise RuntimeError
+    assert state.turns("west", members) == {"a": 1, "b": 0, "c": 0} and state.daily(day, members) == {"a": 1, "b": 0, "c": 0}
+    assert list(state.added(members)) == ["a"]
+    assert router.route(ca(3), today=DAY).owner_id == "b"  # the turn the undone decision had
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_one_router_serves_eight_threads_with_exact_turns_and_caps(tmp_path, kind):
+    """8 threads × 500 records through one router: the same owners as one thread routing them in turn, no cap passed by one."""
+    users = [User("a", weight=2, max_new_per_day=900), User("b", max_new_per_day=250), User("c", max_new_per_day=600), User("e")]
+    routing = "routing: {policy: round_robin, fallback: e}\n"
+    one = router_for(users, routing)
+    sequential = Counter(one.route(ca(i), today=DAY).owner_id for i in range(4000))
+    assert sequential["e"] > 0  # the caps are reached
+    state: State = MemoryState() if kind == "memory" else SqliteState(tmp_path / "s.db", "p")
+    router = router_for(users, routing, state=state)
+    owners: list[list[str | None]] = [[] for _ in range(8)]
+    start = threading.Barrier(8)
+
+    def work(k: int) -> None:
+        start.wait()
+        owners[k] = [router.route(ca(k * 500 + i), today=DAY).owner_id for i in range(500)]
+
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: a race shows within a few records
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(switching)
+    threaded = Counter(o for mine in owners for o in mine)
+    assert threaded == sequential
+    assert all(threaded[u.id] <= u.max_new_per_day for u in users if u.max_new_per_day is not None)
+    assert state.daily(DAY.isoformat(), "abce") == dict(threaded) and sum(threaded.values()) == 4000  # every decision recorded
+
+
+def test_threads_asking_for_leads_together_build_the_lead_book_once(tmp_path):
+    router = Router.from_directory(lead_plan(tmp_path))
+    assert router.book is not None
+    build, calls = router.book, []
+
+    def slow_book():
+        calls.append(1)
+        time.sleep(0.05)  # long enough for every thread to arrive while the first builds
+        return build()
+
+    router.book = slow_book
+    found: list[str | None] = [None] * 8
+    start = threading.Barrier(8)
+
+    def work(k: int) -> None:
+        start.wait()
+        found[k] = router.route_lead({"id": f"L{k}", "company": "Globex", "email": "jo@acme.com"}).account_id
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [1] and found == ["ACME"] * 8
+
+
+@pytest.mark.parametrize("previous", [False, True])
+def test_an_output_whose_commit_fails_is_swapped_back_out(tmp_path, previous):
+    out = tmp_path / "out"
+    if previous:
+        with output_directory(out) as staging:
+            (staging / "plan.json").write_text("old")
+
+    def commit() -> None:
+        raise RuntimeError("the commit failed")
+
+    with pytest.raises(RuntimeError, match="the commit failed"), output_directory(out, then=commit) as staging:
+        (staging / "plan.json").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == (["out"] if previous else [])
+    assert not previous or (out / "plan.json").read_text() == "old"
+
+
+# -- state files: this engine's only, and every problem a located error ----------------------------------
+
+
+def _sqlite(*statements: str):
+    def make(path: Path) -> None:
+        db = sqlite3.connect(path)
+        for statement in statements:
+            db.execute(statement)
+        db.commit()
+        db.close()
+
+    return make
+
+
+def route_cli(tmp_path: Path, plan: Path, state: Path):
+    accounts = tmp_path / "new.csv"
+    if not accounts.exists():
+        new_accounts(accounts, 3)
+    return CliRunner().invoke(main, ["route", "--plan", str(plan), "--accounts", str(accounts), "--state", str(state), "--today", "2026-06-01", "--out", str(tmp_path / "routed"), "-q"])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (_sqlite("CREATE TABLE people (name TEXT)", "INSERT INTO people VALUES ('Ann')"), "a SQLite database this engine did not make (application_id 0; people)"),
+        (_sqlite("CREATE TABLE turns (x)", "CREATE TABLE daily (x)", "CREATE TABLE added (x)"), "did not make (application_id 0; added, daily, turns)"),
+        (_sqlite("PRAGMA application_id=1234"), "did not make (application_id 1234; no tables)"),
+        (_sqlite(f"PRAGMA application_id={routestate.APPLICATION_ID}", "PRAGMA user_version=2"), "made by a newer version of the engine (state format 2"),
+        (lambda path: path.write_text("id,owner\nA1,u1\n"), "is not a SQLite database, so not a routing state file"),
+    ],
+)
+def test_a_state_file_this_engine_did_not_make_is_refused_untouched(tmp_path, make, message):
+    plan, state = round_robin_plan(tmp_path), tmp_path / "s.db"
+    new_accounts(tmp_path / "new.csv", 3)
+    make(state)
+    before, siblings = state.read_bytes(), sorted(tmp_path.iterdir())
+    result = route_cli(tmp_path, plan, state)
+    assert result.exit_code == 2 and f"--state: {state}: " in result.output and message in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+    assert state.read_bytes() == before and sorted(tmp_path.iterdir()) == siblings  # no tables added, no WAL, no output
+
+
+def test_a_state_file_from_before_the_marker_is_recognised_and_marked(tmp_path):
+    plan, state = round_robin_plan(tmp_path), tmp_path / "s.db"
+    plan_id = route_files(plan, tmp_path / "routed", accounts=new_accounts(tmp_path / "one.csv", 1), today=DAY).plan_id
+    legacy = [  # as the code before the marker made them
+        "CREATE TABLE IF NOT EXISTS turns (plan TEXT, territory TEXT, user TEXT, n INTEGER, PRIMARY KEY (plan, territory, user))",
+        "CREATE TABLE IF NOT EXISTS daily (plan TEXT, day TEXT, user TEXT, n INTEGER, PRIMARY KEY (plan, day, user))",
+        "CREATE TABLE IF NOT EXISTS added (plan TEXT, user TEXT, load TEXT, amount REAL, PRIMARY KEY (plan, user, load))",
+    ]
+    _sqlite("PRAGMA journal_mode=WAL", *legacy, f"INSERT INTO turns VALUES ('{plan_id}', 'west', 'a', 5)")(state)
+    result = route_cli(tmp_path, plan, state)
+    assert result.exit_code == 0, result.output
+    with (tmp_path / "routed" / "accounts.csv").open() as handle:
+        assert [row["owner_id"] for row in csv.DictReader(handle)] == ["b", "c", "b"]  # a's 5 turns were read
+    db = sqlite3.connect(state)
+    assert db.execute("PRAGMA application_id").fetchone()[0] == routestate.APPLICATION_ID
+    assert db.execute("SELECT n FROM turns WHERE user = 'a'").fetchone()[0] == 5
+    db.close()
+
+
+def test_a_read_only_state_file_is_a_clear_error(tmp_path):
+    plan, state = round_robin_plan(tmp_path), tmp_path / "s.db"
+    assert route_cli(tmp_path, plan, state).exit_code == 0
+    before = state_of(state)
+    state.chmod(0o444)
+    immutable = os.geteuid() == 0  # root writes to any file it may not: the file is made immutable instead
+    if immutable:
+        subprocess.run(["chattr", "+i", str(state)], check=True)
+    try:
+        result = route_cli(tmp_path, plan, state)
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(state)], check=True)
+    assert result.exit_code == 2 and f"--state: {state}: is read-only; routing records its decisions there" in result.output, result.output
+    assert state_of(state) == before
+
+
+def test_a_damaged_state_file_is_a_clear_error(tmp_path):
+    plan, state = round_robin_plan(tmp_path), tmp_path / "s.db"
+    assert route_cli(tmp_path, plan, state).exit_code == 0
+    assert not Path(f"{state}-wal").exists()  # every page is in the file
+    size = state.stat().st_size
+    with state.open("r+b") as handle:
+        handle.seek(4096)  # every page but the first (the schema): the tables' pages
+        handle.write(b"\xff" * (size - 4096))
+    result = route_cli(tmp_path, plan, state)
+    assert result.exit_code == 2 and f"--state: {state}: is damaged or not a SQLite database (database disk image is malformed)" in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_state_file_held_by_another_process_is_waited_for_briefly_then_a_clear_error(tmp_path, monkeypatch):
+    plan, state = round_robin_plan(tmp_path), tmp_path / "s.db"
+    accounts = new_accounts(tmp_path / "new.csv", 3)
+    route_files(plan, tmp_path / "routed", accounts=accounts, state=state, today=DAY)
+    monkeypatch.setattr(routestate, "LOCK_SECONDS", 0.5)
+    holder = sqlite3.connect(state, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # as a route run does for its whole run
+    started = time.monotonic()
+    try:
+        with pytest.raises(OptionError, match=r"--state: .*: another process holds the state file \(waited 0.5 s"):
+            route_files(plan, tmp_path / "routed", accounts=accounts, state=state, today=DAY)
+        assert time.monotonic() - started < 10
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert decisions(state) == 3

@@ -46,7 +46,7 @@ from .errors import DataError, Finding, Location, OptionError
 from .planfile import MANIFEST, InputFile, Manifest, plan_rows
 from .readers import SPREADSHEETS, _inside
 from .table import as_text
-from .writers import FORMULA_START, check_output, durable_open, output_directory, write_json
+from .writers import check_output, durable_open, formula_like, formula_note, output_directory, write_json
 
 FORMATS: tuple[str, ...] = ("csv", "salesforce")
 APPLY_MANIFEST = "apply.json"
@@ -107,8 +107,7 @@ class ApplyResult:
             text += f", {_count(self.opportunity_updates, 'opportunity update')} of {self.opportunities:,}"
         if self.unassigned:
             text += f"; not updated: {_count(self.unassigned, 'account')} without an owner in the plan, {self.unassigned_keeping_owner:,} keeping a current one (unassigned.csv)"
-        if self.formula_like_cells:
-            text += f"; {_count(self.formula_like_cells, 'cell')} starting with = + - @ written exactly: import, do not open in a spreadsheet"
+        text += formula_note(self.formula_like_cells)
         return text
 
 
@@ -221,7 +220,7 @@ def _apply_table(kind: _Table, plan_dir: Path, source: InputFile, staging: Path,
                 cells = [record_id, *(row[c] for c in kind.extra), owner, row["territory_id"], previous]
             else:
                 cells = [record_id, owner]
-            counts.formula_like += sum(1 for c in cells if c.startswith(FORMULA_START))
+            counts.formula_like += formula_like(cells)
             updates.writerow(cells)
         if next(plan, None) is not None:
             raise DataError([Finding(Location(source.path), f"the plan's {kind.role}.jsonl has more rows than this file: the plan in {plan_dir} was not made from this file")])

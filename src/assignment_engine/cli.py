@@ -280,7 +280,7 @@ def apply(plan: str, out: str, crm: str, quiet: bool) -> None:
 @click.option("--plan", "plan_dir", required=True, type=click.Path(file_okay=False), help="the saved plan to route against (assign --out)")
 @click.option("--accounts", type=click.Path(dir_okay=False), default=None, help="new accounts (the accounts file's format)")
 @click.option("--leads", type=click.Path(dir_okay=False), default=None, help="leads: id, company, email, website and declared account fields")
-@click.option("--state", type=click.Path(dir_okay=False), default=None, help="SQLite file keeping turns, daily counts and added loads across runs and processes")
+@click.option("--state", type=click.Path(dir_okay=False), default=None, help="SQLite file keeping turns, daily counts and added loads across runs and processes; this run's decisions are saved with its output")
 @click.option("--today", type=click.DateTime(["%Y-%m-%d"]), default=None, help="the day for daily caps and away_until (default: today)")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="directory for accounts.csv, leads.csv, lead_accounts.csv (replaced whole)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress on stderr")

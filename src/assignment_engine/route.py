@@ -13,7 +13,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import ExitStack, closing
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from .recordmatch import typed
 from .routestate import SqliteState
 from .routing import Routed, Router
 from .table import as_text
-from .writers import csv_cell, durable_open, output_directory, write_json
+from .writers import check_output, durable_open, exact_cell, formula_like, formula_note, output_directory, write_json
 
 ROUTE_MANIFEST = "route.json"
 ROUTE_FILES = frozenset({ROUTE_MANIFEST, "accounts.csv", "leads.csv", "lead_accounts.csv"})
@@ -41,10 +42,12 @@ class RouteResult:
     leads: int
     leads_matched: int
     unassigned: int
+    formula_like_cells: int = 0  # cells a spreadsheet would run as a formula (written exactly: ids must match the CRM's)
 
     def line(self) -> str:
         leads = f", {self.leads:,} leads ({self.leads_matched:,} matched an account)" if self.leads else ""
-        return f"routed {self.accounts:,} accounts{leads} against plan {self.plan_id}; {self.unassigned:,} left unassigned; written to {self.out}"
+        text = f"routed {self.accounts:,} accounts{leads} against plan {self.plan_id}; {self.unassigned:,} left unassigned; written to {self.out}"
+        return text + formula_note(self.formula_like_cells)
 
 
 def route_files(
@@ -57,35 +60,55 @@ def route_files(
     today: dt.date | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> RouteResult:
-    """Route the records of ``accounts`` and ``leads`` against the saved plan in ``plan_dir``; write ``out`` whole."""
+    """Route the records of ``accounts`` and ``leads`` against the saved plan in ``plan_dir``; write ``out`` whole.
+
+    The whole run is one transaction of the routing state, committed right after ``out`` is swapped in: a run
+    that fails, or is stopped or killed, leaves the state as it was (see :mod:`routestate`)."""
     say = progress or (lambda _m: None)
     manifest = Manifest.verified(plan_dir, inputs=("rules", "users"))
-    store = SqliteState(state, manifest.plan_id) if state is not None else None
-    router = Router.from_directory(plan_dir, store, manifest)
     inputs = [accounts, leads, state, *(f.path for f in manifest.inputs)]
-    n_accounts = n_leads = matched = unassigned = 0
-    with output_directory(out, inputs, owned=ROUTE_FILES, marker=ROUTE_MANIFEST) as staging:
-        if accounts is not None:
-            say(f"routing the accounts of {accounts}")
-            table = read_accounts(accounts, router.rules.field_types, router.rules.inputs["accounts"])
-            measure_values(router.rules, table)  # refused at their cells, as assign refuses them
-            with durable_open(staging / "accounts.csv") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(ACCOUNT_COLUMNS)
-                for i, account_id in enumerate(table.ids):
-                    routed = router.route_values(account_id, typed(table.record(i), router.rules.field_types), today=today, notes=table.notes.get(i, ()))
-                    previous = table.owner_ids[i]
-                    unassigned += routed.owner_id is None
-                    writer.writerow([csv_cell(v) for v in _account_row(router, routed, previous)])
-            n_accounts = len(table)
-        if leads is not None:
-            say(f"matching the leads of {leads} to the plan's accounts")
-            n_leads, matched, missed = _route_leads(router, leads, staging, today)
-            unassigned += missed
-        write_json(staging / ROUTE_MANIFEST, {"plan_dir": str(Path(plan_dir).resolve()), "plan_id": manifest.plan_id, "accounts": n_accounts, "leads": n_leads})
-    if store is not None:
-        store.close()
-    return RouteResult(manifest.plan_id, str(out), n_accounts, n_leads, matched, unassigned)
+    check_output(out, inputs, "--out", ROUTE_FILES, ROUTE_MANIFEST)  # before the state file is opened (or made)
+    with ExitStack() as run:
+        store = run.enter_context(closing(SqliteState(state, manifest.plan_id))) if state is not None else None
+        router = Router.from_directory(plan_dir, store, manifest)
+        run.enter_context(router.state.transaction())  # closed (committed) by the output's swap, else rolled back
+        counts = _Counts()
+        with output_directory(out, inputs, owned=ROUTE_FILES, marker=ROUTE_MANIFEST, then=run.close) as staging:
+            if accounts is not None:
+                say(f"routing the accounts of {accounts}")
+                _route_accounts(router, accounts, staging, today, counts)
+            if leads is not None:
+                say(f"matching the leads of {leads} to the plan's accounts")
+                _route_leads(router, leads, staging, today, counts)
+            write_json(staging / ROUTE_MANIFEST, {"plan_dir": str(Path(plan_dir).resolve()), "plan_id": manifest.plan_id, **asdict(counts)})
+    return RouteResult(manifest.plan_id, str(out), counts.accounts, counts.leads, counts.leads_matched, counts.unassigned, counts.formula_like_cells)
+
+
+@dataclass
+class _Counts:
+    accounts: int = 0
+    leads: int = 0
+    leads_matched: int = 0
+    unassigned: int = 0
+    formula_like_cells: int = 0
+
+    def written(self, writer: Any, cells: list[Any]) -> None:
+        """One row written exactly (ids must match the CRM's), its formula-like cells counted."""
+        self.formula_like_cells += formula_like(cells)
+        writer.writerow([exact_cell(c) for c in cells])
+
+
+def _route_accounts(router: Router, path: str | Path, staging: Path, today: dt.date | None, counts: _Counts) -> None:
+    table = read_accounts(path, router.rules.field_types, router.rules.inputs["accounts"])
+    measure_values(router.rules, table)  # refused at their cells, as assign refuses them
+    with durable_open(staging / "accounts.csv") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(ACCOUNT_COLUMNS)
+        for i, account_id in enumerate(table.ids):
+            routed = router.route_values(account_id, typed(table.record(i), router.rules.field_types), today=today, notes=table.notes.get(i, ()))
+            counts.unassigned += routed.owner_id is None
+            counts.written(writer, _account_row(router, routed, table.owner_ids[i]))
+    counts.accounts = len(table)
 
 
 def _account_row(router: Router, routed: Routed, previous: str | None) -> list[Any]:
@@ -93,8 +116,8 @@ def _account_row(router: Router, routed: Routed, previous: str | None) -> list[A
     return [routed.account_id, routed.owner_id or "", routed.territory_id or "", previous or "", (routed.owner_id or None) != previous, routed.status, rule, routed.reason]
 
 
-def _route_leads(router: Router, path: str | Path, staging: Path, today: dt.date | None) -> tuple[int, int, int]:
-    """Leads to their matching account's owner, else routed as new accounts; returns (leads, matched, unassigned)."""
+def _route_leads(router: Router, path: str | Path, staging: Path, today: dt.date | None, counts: _Counts) -> None:
+    """Leads to their matching account's owner, else routed as new accounts."""
     rules = router.rules
     columns, rows = read_columns(path)
     if "id" not in columns:
@@ -102,7 +125,6 @@ def _route_leads(router: Router, path: str | Path, staging: Path, today: dt.date
     n = len(columns["id"])
     names = ["id", "company", "email", "website", *rules.field_types]
     cells = {name: columns.get(name, [None] * n) for name in names}
-    matched = missed = 0
     with durable_open(staging / "leads.csv") as lead_handle, durable_open(staging / "lead_accounts.csv") as new_handle:
         lead_out, new_out = csv.writer(lead_handle), csv.writer(new_handle)
         lead_out.writerow(LEAD_COLUMNS)
@@ -113,10 +135,10 @@ def _route_leads(router: Router, path: str | Path, staging: Path, today: dt.date
                 routed = router.route_lead(lead, today=today)
             except DataError as exc:
                 raise DataError([Finding(Location(str(path), rows[i], column=f.location.column), f.message) for f in exc.findings]) from None
-            lead_out.writerow([csv_cell(v) for v in (routed.lead_id, routed.account_id or "", routed.owner_id or "", routed.territory_id or "", routed.reason)])
+            counts.written(lead_out, [routed.lead_id, routed.account_id or "", routed.owner_id or "", routed.territory_id or "", routed.reason])
             if routed.account_id is not None:
-                matched += 1
+                counts.leads_matched += 1
                 continue
-            missed += routed.owner_id is None
-            new_out.writerow([csv_cell(v) for v in (routed.lead_id, as_text(lead["company"] or ""), routed.owner_id or "", *(lead[f] for f in rules.field_types))])
-    return n, matched, missed
+            counts.unassigned += routed.owner_id is None
+            counts.written(new_out, [routed.lead_id, as_text(lead["company"] or ""), routed.owner_id or "", *(lead[f] for f in rules.field_types)])
+    counts.leads = n

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +44,10 @@ if TYPE_CHECKING:
 
 
 class State(Protocol):
+    """Turns, daily counts and added loads (:mod:`routestate`). ``transaction()`` is a context manager that holds the
+    state for one thread and process until it ends, undoes its records if it fails, and nests (a savepoint inside an
+    open one): the router reads and records each decision inside one."""
+
     def transaction(self) -> Any: ...
     def turns(self, territory: str, users: Sequence[str]) -> dict[str, int]: ...
     def daily(self, day: str, users: Sequence[str]) -> dict[str, int]: ...
@@ -87,7 +92,10 @@ class Book:
 
 @dataclass
 class Router:
-    """Routes records against a plan's loads; see the module docstring."""
+    """Routes records against a plan's loads; see the module docstring.
+
+    One router may serve several threads: each decision is one transaction of its state (both states hold a lock
+    for it), the matcher keeps nothing between calls, and the lead book and index are built once, under a lock."""
 
     rules: CompiledRules
     users: list[User]
@@ -107,6 +115,7 @@ class Router:
         if unknown:
             raise RuleFileError([Finding(Location(self.rules.source), f"routing fallback '{u}' is not among the users") for u in unknown], self.rules.lines)
         self.run_date = self.rules.run_date(self.as_of)
+        self._lazy = threading.RLock()  # the lead book and index are built by the first thread to ask
         self._accounts: Book | None = None
         self._book_index: dict[str, int] = {}
         self._index: AccountIndex | None = None
@@ -189,20 +198,23 @@ class Router:
         return RoutedLead(lead_id, None, routed.owner_id, routed.territory_id, f"no account matches; routed as a new account: {routed.reason}", routed)
 
     def _book(self) -> Book:
-        if self._accounts is None:
-            if self.book is None:
-                raise DataError([Finding(Location("<lead>"), "this router has no plan accounts to match leads against")])
-            self._accounts = self.book()
-            self._book_index = {a: k for k, a in enumerate(self._accounts.ids)}
-        return self._accounts
+        with self._lazy:
+            if self._accounts is None:
+                if self.book is None:
+                    raise DataError([Finding(Location("<lead>"), "this router has no plan accounts to match leads against")])
+                accounts = self.book()
+                self._book_index = {a: k for k, a in enumerate(accounts.ids)}
+                self._accounts = accounts
+            return self._accounts
 
     def _leads(self) -> AccountIndex:
-        if self._index is None:
-            from .leads import AccountIndex
+        with self._lazy:
+            if self._index is None:
+                from .leads import AccountIndex
 
-            book = self._book()
-            self._index = AccountIndex(book.ids, book.names, book.websites)
-        return self._index
+                book = self._book()
+                self._index = AccountIndex(book.ids, book.names, book.websites)
+            return self._index
 
     def route_values(self, account_id: str, values: Values, *, today: dt.date | None = None, notes: Sequence[str] = (), source: str = "<record>") -> Routed:
         """Route one record given as typed plain values (see :func:`recordmatch.typed`); a measure value that

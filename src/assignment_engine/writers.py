@@ -10,8 +10,10 @@ the swap replaces the directory whole.
 
 CSV cells that a spreadsheet would run as a formula (starting with ``=``, ``+``,
 ``-``, ``@``, tab or carriage return) get a leading ``'`` (the OWASP
-convention); JSON Lines keep the raw values, and so does Parquet (on request,
-typed columns for the tools that read plans by the million).
+convention); files a CRM imports (``apply``'s, ``route``'s) are written exactly
+(:func:`exact_cell`), their formula-like cells counted instead. JSON Lines keep
+the raw values, and so does Parquet (on request, typed columns for the tools
+that read plans by the million).
 """
 
 from __future__ import annotations
@@ -150,11 +152,18 @@ def write_plan(
 
 @contextmanager
 def output_directory(
-    out: str | Path, inputs: Iterable[str | Path | None] = (), option: str = "--out", owned: frozenset[str] = PLAN_FILES, marker: str = MANIFEST
+    out: str | Path,
+    inputs: Iterable[str | Path | None] = (),
+    option: str = "--out",
+    owned: frozenset[str] = PLAN_FILES,
+    marker: str = MANIFEST,
+    then: Callable[[], None] | None = None,
 ) -> Iterator[Path]:
     """A staging directory to fill; when the block succeeds it replaces ``out`` in one step, else it vanishes.
 
-    ``out`` is checked first (see :func:`check_output`).
+    ``out`` is checked first (see :func:`check_output`). ``then`` runs right after the swap, stop signals still
+    held: what must become visible with the output and only with it (``route`` commits its state there); when it
+    fails, the swap is undone.
     """
     target = check_output(out, inputs, option, owned, marker)
     staging = _staging_directory(target)
@@ -167,6 +176,15 @@ def output_directory(
                 _swap(staging, target)
             except OSError as exc:  # e.g. the directory became a mount point, or another process holds it
                 raise OptionError([Finding(Location(option), f"{out}: cannot be replaced: {exc.strerror}; nothing was changed")]) from None
+            if then is not None:
+                try:
+                    then()
+                except BaseException:
+                    if staging.exists():  # the new output back out, to be removed below
+                        _swap(staging, target)
+                    else:
+                        os.rename(target, staging)
+                    raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # the old output after a swap, the partial new one otherwise
 
@@ -207,15 +225,30 @@ _JSON_LINE = json.JSONEncoder(ensure_ascii=False)  # as json.dumps(row, ensure_a
 
 def csv_cell(v: Any) -> Any:
     """A value as a CSV cell: booleans as true/false, lists joined by ``;``, formulas neutralised."""
-    if type(v) is str:  # most cells: tested first
-        return "'" + v if v.startswith(FORMULA_START) else v
+    if type(v) is not str:  # most cells are: tested first
+        v = exact_cell(v)
+        if not isinstance(v, str):
+            return v
+    return "'" + v if v.startswith(FORMULA_START) else v
+
+
+def exact_cell(v: Any) -> Any:
+    """A value as a CSV cell a CRM imports, written exactly: booleans as true/false, lists joined by ``;``."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, list):
-        v = ";".join(v)
-    if isinstance(v, str) and v.startswith(FORMULA_START):
-        return "'" + v
+        return ";".join(v)
     return v
+
+
+def formula_like(cells: Iterable[Any]) -> int:
+    """How many of the cells written exactly a spreadsheet would run as a formula."""
+    return sum(1 for c in cells if isinstance(c, str) and c.startswith(FORMULA_START))
+
+
+def formula_note(cells: int) -> str:
+    """The clause a command's summary line adds for the cells :func:`formula_like` counted ('' for none)."""
+    return f"; {cells:,} cell{'' if cells == 1 else 's'} starting with = + - @ written exactly: import, do not open in a spreadsheet" if cells else ""
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -11,8 +14,18 @@ from click.testing import CliRunner
 from assignment_engine import DataError, Plan, assign_files, demo_files
 from assignment_engine.cli import main
 from assignment_engine.explain import explain_saved
-from assignment_engine.planfile import Manifest
+from assignment_engine.planfile import InputFile, Manifest
 from conftest import strip_timing
+
+
+def reseal(plan: Path, **changes: Any) -> None:
+    """Record a plan's files again in its plan.json (sha256 and plan id) after a test edited them, as a careful
+    forger would, so that what catches the edit is the readers' own checks; ``changes`` replace manifest keys."""
+    data = {**json.loads((plan / "plan.json").read_text(encoding="utf-8")), **changes}
+    data["outputs"] = {name: hashlib.sha256((plan / name).read_bytes()).hexdigest() for name in data["outputs"]}
+    inputs = [InputFile(**f) for f in data["inputs"]]
+    data["plan_id"] = Manifest(data["engine_version"], inputs, data["settings"], data["headline"], data["outputs"], data["format"]).plan_id
+    (plan / "plan.json").write_text(json.dumps(data), encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +56,14 @@ def test_manifest_names_every_input_with_its_fingerprint(demo_plan):
 
 def test_plan_id_depends_on_content_and_settings_not_on_workers(demo_plan):
     manifest = Manifest.read(demo_plan[0])
-    same = Manifest(manifest.engine_version, manifest.inputs, {**manifest.settings, "workers": 7})
-    other_seed = Manifest(manifest.engine_version, manifest.inputs, {**manifest.settings, "seed": 1})
+    same = Manifest(manifest.engine_version, manifest.inputs, {**manifest.settings, "workers": 7}, outputs=manifest.outputs)
+    other_seed = Manifest(manifest.engine_version, manifest.inputs, {**manifest.settings, "seed": 1}, outputs=manifest.outputs)
     assert same.plan_id == manifest.plan_id
     assert other_seed.plan_id != manifest.plan_id
+    for name in ("accounts.jsonl", "opportunities.jsonl"):  # the rows are part of the id
+        assert replace(manifest, outputs={**manifest.outputs, name: "0" * 64}).plan_id != manifest.plan_id
+    assert replace(manifest, outputs={**manifest.outputs, "summary.json": "0" * 64}).plan_id == manifest.plan_id  # it holds wall-clock seconds
+    assert demo_plan[1].manifest == manifest  # assign_files returns the manifest written
 
 
 def test_load_rebuilds_the_same_plan_without_solving(demo_plan, monkeypatch):

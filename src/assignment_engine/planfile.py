@@ -26,6 +26,7 @@ import io
 import itertools
 import json
 import os
+import re
 import stat
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -138,8 +139,14 @@ def _iso_date(text: str) -> str:
     return text
 
 
+def _plain_name(name: str) -> str:
+    if not _PLAIN_NAME.fullmatch(name):
+        raise ValueError(f"{shown(name)} is not the name of a file in the plan directory (no path, no '..')")
+    return name
+
+
 _SHA256 = Field(pattern=r"^[0-9a-f]{64}$")
-_PLAIN_NAME = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # a file in the plan directory: no separator, no '..', no absolute path
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # as write_plan names its files: no separator, no '..', no absolute path
 
 
 class _InputFileJson(BaseModel):
@@ -188,7 +195,7 @@ class _ManifestJson(BaseModel):
     inputs: list[_InputFileJson]
     settings: _SettingsJson
     headline: _HeadlineJson
-    outputs: dict[Annotated[str, _PLAIN_NAME], Annotated[str, _SHA256]]
+    outputs: dict[Annotated[str, AfterValidator(_plain_name)], Annotated[str, _SHA256]]
 
 
 @dataclass(frozen=True)

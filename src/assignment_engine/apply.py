@@ -20,10 +20,14 @@
 Nothing is written unless every input file named in ``plan.json`` is byte for
 byte (sha256) what the plan was made from: otherwise the reviewed plan is no
 longer the one that would be applied. The inputs are hashed again as they are
-copied, so a file changing during the run is caught too.
+copied, so a file changing during the run is caught too. Nor is it written
+unless every row's owner is one its status allows, given the (verified) users
+file and rule file (:class:`planfile.OwnerCheck`): a plan edited to hand an
+account to anyone else is refused at that row.
 
 The input files and the plan's rows are read in lockstep (the plan lists the
-accounts in input order), one row at a time: memory does not grow with the book.
+accounts in input order), one row at a time: memory does not grow with the book
+(beyond the owners of locked and excluded accounts, which pinned ones follow).
 Values in the update files and copies are exact (no spreadsheet formula
 neutralisation): they are ids a CRM and the next run must match.
 """

@@ -64,6 +64,7 @@ def _summary(accounts: list[dict[str, Any]]) -> dict[str, Any]:
         "unassigned": [{"account_id": "X5", "reason": "matched no territory"}],
         "hierarchy_problems": [],
         "conflicts": [],
+        "solver": {"per_component": []},
         "opportunities": {"opportunities": 3, "moved": {"opportunities": 2, "amount": 0.0}},
     }
 
@@ -79,7 +80,8 @@ def write_saved_plan(directory: Path, accounts: list[dict[str, Any]], *, book: s
     if deals is not None:
         (directory / "opportunities.jsonl").write_text("".join(json.dumps(r) + "\n" for r in deals), encoding="utf-8")
     inputs = [InputFile("rules", "/in/rules.yaml", "0" * 64), InputFile("accounts", "/in/accounts.csv", hashlib.sha256(book.encode()).hexdigest(), len(accounts))]
-    manifest = Manifest("test", inputs, {"seed": 0, "time_limit": 1.0, "as_of": None, "hierarchy_errors": "raise", "workers": 1}, {"accounts": len(accounts), "moved": 5})
+    outputs = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+    manifest = Manifest("test", inputs, {"seed": 0, "time_limit": 1.0, "as_of": None, "hierarchy_errors": "raise", "workers": 1}, {"accounts": len(accounts), "moved": 5}, outputs)
     (directory / "plan.json").write_text(json.dumps(manifest.to_json()), encoding="utf-8")
     return directory
 
@@ -195,14 +197,12 @@ def test_not_a_plan_and_damaged_rows_are_located_errors(tmp_path, saved):
     result = CliRunner().invoke(main, ["diff", str(tmp_path / "nowhere")])
     assert result.exit_code == 1
     assert "not a saved plan: no plan.json" in result.stderr
-    lines = (saved / "accounts.jsonl").read_text(encoding="utf-8").splitlines()
-    row = json.loads(lines[2])
-    del row["value"]  # as written by an engine before rows carried values
-    lines[2] = json.dumps(row)
-    (saved / "accounts.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rows = [dict(r) for r in ACCOUNTS]
+    del rows[2]["value"]  # as written by an engine before rows carried values
+    old = write_saved_plan(tmp_path / "old", rows)
     with pytest.raises(DataError) as caught:
-        diff_plan(saved)
-    assert str(caught.value).startswith(f"{saved / 'accounts.jsonl'}:3: plan row lacks value")
+        diff_plan(old)
+    assert str(caught.value).startswith(f"{old / 'accounts.jsonl'}:3: plan row lacks value")
 
 
 def test_a_real_plan_agrees_with_its_summary(example_files, tmp_path):

@@ -206,6 +206,7 @@ def test_a_plan_made_before_effort_existed_loads_keeps_its_id_and_compares_witho
     data = json.loads((old / "plan.json").read_text(encoding="utf-8"))
     settings = {k: v for k, v in data["settings"].items() if k not in ("effort", "executor")}
     data["settings"] = {**settings, "time_limit": 0.5}  # as written then: the effort under time_limit
+    data["format"] = 1  # and the id did not cover the rows
     data["plan_id"] = _old_plan_id(data)
     (old / "plan.json").write_text(json.dumps(data), encoding="utf-8")
     summary = json.loads((old / "summary.json").read_text(encoding="utf-8"))

@@ -20,10 +20,14 @@
 Nothing is written unless every input file named in ``plan.json`` is byte for
 byte (sha256) what the plan was made from: otherwise the reviewed plan is no
 longer the one that would be applied. The inputs are hashed again as they are
-copied, so a file changing during the run is caught too.
+copied, so a file changing during the run is caught too. Nor is it written
+unless every row's owner is one its status allows, given the (verified) users
+file and rule file (:class:`planfile.OwnerCheck`): a plan edited to hand an
+account to anyone else is refused at that row.
 
 The input files and the plan's rows are read in lockstep (the plan lists the
-accounts in input order), one row at a time: memory does not grow with the book.
+accounts in input order), one row at a time: memory does not grow with the book
+(beyond the owners of locked and excluded accounts, which pinned ones follow).
 Values in the update files and copies are exact (no spreadsheet formula
 neutralisation): they are ids a CRM and the next run must match.
 """
@@ -41,10 +45,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from .columns import ColumnMap
-from .compile import load_rules
 from .errors import DataError, Finding, Location, OptionError
-from .planfile import MANIFEST, InputFile, Manifest, plan_rows
-from .readers import SPREADSHEETS, _inside
+from .planfile import MANIFEST, ROLES, InputFile, Manifest, OwnerCheck, Shape, open_regular, plan_rows
+from .readers import SPREADSHEETS, _inside, read_users
 from .table import as_text
 from .writers import check_output, durable_open, formula_like, formula_note, output_directory, write_json
 
@@ -75,10 +78,11 @@ class _Table:
     id_column: str  # in the plan's rows
     extra: tuple[str, ...]  # plan columns the csv format carries between the id and owner_id
     headers: dict[str, tuple[str, str]]  # CRM format → (id column, owner column)
+    shape: Shape  # what is read of the plan's rows: the columns written, and what the owner check reads
 
 
-_ACCOUNTS = _Table("accounts", "account_updates.csv", "account_id", (), {"salesforce": ("Id", "OwnerId")})
-_DEALS = _Table("opportunities", "opportunity_updates.csv", "opportunity_id", ("account_id",), {"salesforce": ("Id", "OwnerId")})
+_ACCOUNTS = _Table("accounts", "account_updates.csv", "account_id", (), {"salesforce": ("Id", "OwnerId")}, Shape((*OwnerCheck.ACCOUNT_KEYS, "reason")))
+_DEALS = _Table("opportunities", "opportunity_updates.csv", "opportunity_id", ("account_id",), {"salesforce": ("Id", "OwnerId")}, Shape((*OwnerCheck.DEAL_KEYS, "account_id", "territory_id")))
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,7 @@ def apply_plan(plan_dir: str | Path, out: str | Path, *, format: str = "csv", pr
         raise OptionError([Finding(Location("--format"), f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")])
     plan_dir = Path(plan_dir)
     consequence = "; nothing was written: re-run assign and review the new plan"
-    manifest = Manifest.verified(plan_dir, inputs=("rules", "accounts", "users"), consequence=consequence)
+    manifest = Manifest.verified(plan_dir, inputs=("rules", "accounts", "users"), optional=ROLES, consequence=consequence)
     where = str(plan_dir / MANIFEST)
     plan_files = [plan_dir / MANIFEST, plan_dir / "accounts.jsonl", plan_dir / "opportunities.jsonl"]
     inputs: list[str | Path] = [*(f.path for f in manifest.inputs), *plan_files]
@@ -150,15 +154,17 @@ def apply_plan(plan_dir: str | Path, out: str | Path, *, format: str = "csv", pr
     for source in (accounts_input, deals_input):
         if source is not None and Path(source.path).suffix.lower() in (*SPREADSHEETS, ".parquet"):
             raise DataError([Finding(Location(source.path), "apply rewrites CSV and JSON Lines inputs only; export this file as CSV, plan it, then apply")])
-    inputs_of = load_rules(manifest.path("rules")).inputs
+    rules = manifest.rules(plan_dir)
+    owners = OwnerCheck(rules, read_users(manifest.path("users"), list(rules.measures), rules.inputs["users"]), manifest.path("users"))
     files: list[str] = []
     with output_directory(out, inputs, option="--out", owned=UPDATE_FILES, marker=APPLY_MANIFEST) as staging:
         say(f"writing account_updates.csv and the applied accounts file from {accounts_input.path}")
-        accounts = _apply_table(_ACCOUNTS, plan_dir, accounts_input, staging, format, files, inputs_of["accounts"])
+        accounts = _apply_table(_ACCOUNTS, plan_dir, accounts_input, staging, format, files, rules.inputs["accounts"], owners.account)
+        owners.done()
         deals = _Counts()
         if deals_input is not None:
             say(f"writing opportunity_updates.csv and the applied opportunities file from {deals_input.path}")
-            deals = _apply_table(_DEALS, plan_dir, deals_input, staging, format, files, inputs_of["opportunities"])
+            deals = _apply_table(_DEALS, plan_dir, deals_input, staging, format, files, rules.inputs["opportunities"], owners.deal)
         result = ApplyResult(
             plan_id=manifest.plan_id,
             format=format,
@@ -177,15 +183,19 @@ def apply_plan(plan_dir: str | Path, out: str | Path, *, format: str = "csv", pr
     return result
 
 
-def _apply_table(kind: _Table, plan_dir: Path, source: InputFile, staging: Path, format: str, files: list[str], columns: ColumnMap) -> _Counts:
-    """One pass over the input file and the plan's rows: the update file, the applied copy (and unassigned.csv)."""
+def _apply_table(
+    kind: _Table, plan_dir: Path, source: InputFile, staging: Path, format: str, files: list[str], columns: ColumnMap, check: Callable[[Location, dict[str, Any]], None]
+) -> _Counts:
+    """One pass over the input file and the plan's rows: the update file, the applied copy (and unassigned.csv).
+    Each row's owner is ``check``ed (see :class:`planfile.OwnerCheck`) before anything is written of it."""
     counts = _Counts()
     jsonl = Path(source.path).suffix.lower() in (".jsonl", ".ndjson")
     copy_name = f"{kind.role}.{'jsonl' if jsonl else 'csv'}"
     updates_name = kind.updates
-    plan = plan_rows(plan_dir, kind.role)
+    plan = plan_rows(plan_dir, kind.role, shape=kind.shape)
+    plan_file = str(plan_dir / f"{kind.role}.jsonl")
     with ExitStack() as stack:
-        hashing = _Hashing(stack.enter_context(open(source.path, "rb")))
+        hashing = _Hashing(stack.enter_context(open_regular(source.path)))
         text = stack.enter_context(io.TextIOWrapper(io.BufferedReader(hashing, 1 << 20), encoding="utf-8", newline=""))
         copy = stack.enter_context(durable_open(staging / copy_name, "x"))
         updates = csv.writer(stack.enter_context(durable_open(staging / updates_name, "x")))
@@ -204,6 +214,7 @@ def _apply_table(kind: _Table, plan_dir: Path, source: InputFile, staging: Path,
                 found = "no more rows" if row is None else f"{kind.id_column} {row[kind.id_column]!r}"
                 raise DataError([Finding(Location(source.path, number), f"the plan's {kind.role}.jsonl has {found} where this file has {record_id!r}: the plan in {plan_dir} was not made from this file")])
             counts.rows += 1
+            check(Location(plan_file, counts.rows), row)
             owner, previous, status = row["owner_id"], row["previous_owner_id"], row["status"]
             moves = owner != previous and bool(owner) and status not in _NO_CHANGE
             if not owner and status not in ("locked", "excluded") and unassigned is not None:  # unassigned, or pinned to an owner-less parent

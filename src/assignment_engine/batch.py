@@ -21,11 +21,11 @@ from .optimize import replay
 from .optimize.clock import effort_in_force
 from .optimize.distributed import check_executor
 from .parquet import require_pyarrow
-from .plan import REPLAN_WHY, Baseline, Plan, results_of
-from .planfile import InputFile, Manifest, engine_version, fingerprint, plan_rows, read_summary
+from .plan import REPLAN_WHY, Baseline, Plan, Prepared, results_of
+from .planfile import ROLES, InputFile, Manifest, Shape, engine_version, fingerprint, plan_rows, read_summary
 from .rank import measure_values
 from .readers import read_accounts, read_deals, read_pairs, read_users
-from .table import AccountTable, PairTable, User
+from .table import AccountTable, PairTable, User, shown
 from .writers import check_output, write_plan
 
 Progress = Callable[[str], None]
@@ -33,7 +33,7 @@ Progress = Callable[[str], None]
 
 @dataclass
 class Run:
-    """A computed plan, what it was made from, and (once written) its summary."""
+    """A computed plan, what it was made from, and (once written) its summary; ``manifest`` is then the one written."""
 
     plan: Plan
     deals: DealPlan | None
@@ -130,6 +130,12 @@ def run_files(
     return Run(plan, deal_plan, manifest)
 
 
+_NO_FINGERPRINT = {"fingerprint": "; plans written before incremental runs have none: run assign without --from-plan once"}
+_BASELINE = Shape(("account_id", "owner_id", "previous_owner_id", "territory_id", "status", "fingerprint"), hints=_NO_FINGERPRINT)
+_RECORDED = Shape((*_BASELINE.keys, "replanned"), hints=_NO_FINGERPRINT)  # an incremental plan reloaded
+_LOADED = Shape(("account_id", "owner_id"))
+
+
 def read_baseline(directory: str | Path, ids: Sequence[str], *, recorded: bool = False) -> Baseline:
     """A saved plan's owners, territories, statuses and fingerprints, aligned to the accounts ``ids`` of a new run.
 
@@ -137,7 +143,6 @@ def read_baseline(directory: str | Path, ids: Sequence[str], *, recorded: bool =
     carry fingerprints (plans written before incremental runs do not: plan the book in full once). With
     ``recorded`` (an incremental plan reloaded), what its rows say was replanned is kept as it is."""
     manifest = Manifest.verified(directory, consequence="; an incremental run needs the plan as it was written")
-    path = Path(directory) / "accounts.jsonl"
     at: dict[str, int] = {}
     owners: list[str | None] = []
     previous: list[str | None] = []
@@ -146,21 +151,19 @@ def read_baseline(directory: str | Path, ids: Sequence[str], *, recorded: bool =
     prints: list[int] = []
     why: list[int] = []
     codes = {name: code for code, name in enumerate(REPLAN_WHY)}
-    for line, row in enumerate(plan_rows(directory), start=1):
+    shape = _RECORDED if recorded else _BASELINE
+    for line, row in enumerate(plan_rows(directory, shape=shape), start=1):
         try:
-            at[row["account_id"]] = len(owners)
-            owners.append(sys.intern(row["owner_id"]) or None)  # interned: a few distinct values a million times
-            previous.append(sys.intern(row["previous_owner_id"]) or None)
-            territories.append(sys.intern(row["territory_id"]) or None)
-            statuses.append(sys.intern(row["status"]))
-            prints.append(int(row["fingerprint"], 16))
+            prints.append(_fingerprint(row["fingerprint"]))
             if recorded:
                 why.append(codes[row["replanned"]])
-        except KeyError as exc:
-            hint = "; plans written before incremental runs have none: run assign without --from-plan once" if exc.args == ("fingerprint",) else ""
-            raise DataError([Finding(Location(str(path), line), f"plan row lacks {exc.args[0]}{hint}")]) from None
-        except (TypeError, ValueError, AttributeError):
-            raise DataError([Finding(Location(str(path), line), "damaged plan row: an account_id, owner, territory, status and a hex fingerprint expected")]) from None
+        except (KeyError, ValueError):
+            raise DataError([Finding(Location(str(Path(directory) / "accounts.jsonl"), line), "damaged plan row: 16 hex digits of fingerprint and why it was replanned (or '') expected")]) from None
+        at[row["account_id"]] = len(owners)
+        owners.append(sys.intern(row["owner_id"]) or None)  # interned: a few distinct values a million times
+        previous.append(sys.intern(row["previous_owner_id"]) or None)
+        territories.append(sys.intern(row["territory_id"]) or None)
+        statuses.append(sys.intern(row["status"]))
     where = np.array([at.get(a, -1) for a in ids], dtype=np.int64)
     found = where >= 0
     fingerprints = np.zeros(len(ids), dtype=np.uint64)
@@ -182,37 +185,56 @@ def read_baseline(directory: str | Path, ids: Sequence[str], *, recorded: bool =
     )
 
 
+def _fingerprint(text: str) -> int:
+    """A row's fingerprint (16 hex digits) as the unsigned 64-bit number it is; else a ValueError."""
+    value = int(text, 16)
+    if len(text) != 16 or value < 0:
+        raise ValueError(text)
+    return value
+
+
 def load_plan(directory: str | Path) -> Plan:
     """The plan a saved directory holds, as :func:`run_files` made it: inputs re-read and matched, owners and
     solver results taken from the directory, nothing solved again. Inputs that changed since are a :class:`DataError`."""
-    manifest = Manifest.verified(directory, inputs=("rules", "accounts", "users"))
+    manifest = Manifest.verified(directory, inputs=("rules", "accounts", "users"), optional=ROLES)
     sources = {f.role: f.path for f in manifest.inputs}
     settings = manifest.current_settings  # an old plan's time_limit is its effort
-    engine = Engine.from_file(sources["rules"])
+    engine = Engine(manifest.rules(directory))
     table, user_list, pair_table, deal_table = _read_inputs(engine, sources["accounts"], sources["users"], sources.get("pairs"), sources.get("opportunities"))
+    summary = read_summary(directory)
     baseline = None
     if settings.get("from_plan"):  # an incremental plan: what it kept and replanned, as its rows record
+        if summary.get("incremental") is None:
+            raise DataError([Finding(Location(str(Path(directory) / "summary.json")), "damaged plan summary: an incremental plan's summary has an incremental section")])
         baseline = read_baseline(directory, table.ids, recorded=True)
         baseline.plan_id = settings["from_plan"]
-        baseline.removed = read_summary(directory)["incremental"]["removed"]
+        baseline.removed = summary["incremental"]["removed"]
     prepared = engine.prepare(
         table, user_list, seed=settings["seed"], time_limit=settings["time_limit"], effort=settings["effort"], on_hierarchy_error=settings["hierarchy_errors"],
-        users_source=f"users file {sources['users']}", pairs=pair_table, deals=deal_table,
-        as_of=dt.date.fromisoformat(settings["as_of"]) if settings.get("as_of") else None, baseline=baseline,
+        users_source=f"users file {sources['users']}", pairs=pair_table, deals=deal_table, as_of=manifest.as_of, baseline=baseline,
     )
-    user_index = {u.id: k for k, u in enumerate(user_list)}
+    owner = _unit_owners(directory, table.ids, prepared, user_list)
+    solution = replay(prepared.problem, owner, results_of(summary["solver"]))
+    return Plan.build(prepared, solution)
+
+
+def _unit_owners(directory: str | Path, ids: Sequence[str], prepared: Prepared, users: Sequence[User]) -> np.ndarray:
+    """Per unit of ``prepared``, the owner the plan's rows give it (user index, -1 none): one of the unit's candidates."""
+    path = Path(directory) / "accounts.jsonl"
+    user_index = {u.id: k for k, u in enumerate(users)}
     owner = np.full(prepared.problem.n_units, -1, dtype=np.int64)
-    rows = plan_rows(directory)
-    for i, (account_id, row) in enumerate(itertools.zip_longest(table.ids, rows)):
-        if row is None or account_id is None or row.get("account_id") != account_id:
-            raise DataError([Finding(Location(str(Path(directory) / "accounts.jsonl"), i + 1), "the plan's accounts do not follow its accounts file")])
+    for i, (account_id, row) in enumerate(itertools.zip_longest(ids, plan_rows(directory, shape=_LOADED))):
+        if row is None or account_id is None or row["account_id"] != account_id:
+            raise DataError([Finding(Location(str(path), i + 1), "the plan's accounts do not follow its accounts file")])
         k = int(prepared.unit[i])
         if k >= 0 and row["owner_id"]:
-            if row["owner_id"] not in user_index:
-                raise DataError([Finding(Location(str(Path(directory) / "accounts.jsonl"), i + 1), f"owner '{row['owner_id']}' is not in the users file")])
-            owner[k] = user_index[row["owner_id"]]
-    solution = replay(prepared.problem, owner, results_of(read_summary(directory)["solver"]))
-    return Plan.build(prepared, solution)
+            u = user_index.get(row["owner_id"], -1)
+            if u < 0:
+                raise DataError([Finding(Location(str(path), i + 1), f"owner {shown(row['owner_id'])} is not in the users file")])
+            if u not in prepared.candidate_sets[prepared.unit_set[k]]:
+                raise DataError([Finding(Location(str(path), i + 1), f"owner {shown(row['owner_id'])} is not an active owner member of a territory account {shown(account_id)} matches")])
+            owner[k] = u
+    return owner
 
 
 def _fingerprints(sources: dict[str, str | Path | None]) -> dict[str, str]:
@@ -292,6 +314,7 @@ def assign_files(
     if strict and (conflicts := run.plan.conflicts()):
         raise InfeasibleError(conflicts)
     run.summary = write_plan(run.plan, out, options.get("progress"), deals=run.deals, inputs=inputs, manifest=run.manifest, report=report, parquet=parquet)
+    run.manifest = Manifest.read(out)  # as written: with the sha256 of the plan's files, which its id covers
     return run
 
 

@@ -8,7 +8,7 @@ every user's loads; the rule trace is re-evaluated on the one input record
 
 from __future__ import annotations
 
-import datetime as dt
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -16,37 +16,37 @@ from typing import Any
 import numpy as np
 
 from .columns import ACCOUNT_COLUMNS, DEAL_INPUT_COLUMNS
-from .compile import CompiledRules, load_rules
+from .compile import CompiledRules
 from .errors import DataError, Finding, Location
 from .match import match_accounts
 from .opportunities import NO_ACCOUNT, DealTable, explain_deal, joined
 from .plan import explain_account
-from .planfile import Manifest, read_summary
+from .planfile import ROLES, Manifest, Shape, open_regular, read_summary
 from .readers import find_record
 from .segments import derive as derive_segments
-from .table import AccountTable
+from .table import AccountTable, shown
+
+_ACCOUNT = Shape(("account_id", "owner_id", "territory_id", "previous_owner_id", "status", "reason", "ultimate_parent_id"), ("family_size",), ("moved",))
+_DEAL = Shape(("opportunity_id", "account_id", "owner_id", "territory_id", "previous_owner_id", "status", "reason"), (), ("moved",), ("overlay_owner_ids",))
 
 
 def explain_saved(directory: str | Path, record_id: str) -> tuple[dict[str, Any], list[str]]:
     """The plan row of account or opportunity ``record_id`` and its explanation lines."""
-    manifest = Manifest.verified(directory, inputs=("rules", "accounts"))
-    rules = load_rules(manifest.path("rules"))
-    as_of = manifest.settings.get("as_of")
-    run_date = dt.date.fromisoformat(as_of) if as_of else None
-    row = _find(directory, "accounts", "account_id", record_id)
-    if row is not None:
+    manifest = Manifest.verified(directory, inputs=("rules", "accounts"), optional=ROLES)
+    rules = manifest.rules(directory)
+    run_date = manifest.as_of
+    found = _find(directory, "accounts", "account_id", record_id, _ACCOUNT)
+    if found is not None:
+        where, row = found
         record = derive_segments(rules, _record(manifest.path("accounts"), record_id, rules, "accounts"), run_date)
         territories = match_accounts(rules, record)
         names = [territories.territory_ids[t] for t in territories.territories_of(0)]
-        loads = {
-            user["user_id"]: {label: (entry["after"], entry.get("fair_share") or 0.0) for label, entry in user["loads"].items()}
-            for user in read_summary(directory)["users"]
-        }
-        return row, explain_account(rules, record, row, names, loads)
+        return row, explain_account(rules, record, row, names, _loads(directory, rules, where, row))
     deals = manifest.input("opportunities")
-    deal_row = _find(directory, "opportunities", "opportunity_id", record_id) if deals else None
-    if deals is None or deal_row is None:
+    found = _find(directory, "opportunities", "opportunity_id", record_id, _DEAL) if deals else None
+    if deals is None or found is None:
         raise DataError([Finding(Location(str(directory)), f"'{record_id}' is neither an account nor an opportunity of this plan")])
+    deal_row = found[1]
     deal = _record(deals.path, record_id, rules, "opportunities")
     if deal_row["account_id"]:
         account = derive_segments(rules, _record(manifest.path("accounts"), deal_row["account_id"], rules, "accounts"), run_date)
@@ -57,16 +57,44 @@ def explain_saved(directory: str | Path, record_id: str) -> tuple[dict[str, Any]
     return deal_row, explain_deal(rules, one, deal_row)
 
 
-def _find(directory: str | Path, table: str, key: str, value: str) -> dict[str, Any] | None:
-    """The plan row whose ``key`` is ``value``: lines are tested as text first, so only the match is parsed."""
+def _loads(directory: str | Path, rules: CompiledRules, where: Location, row: dict[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Each user's (load, fair share) per balance label after the plan, from its summary; the owners of the
+    territory of ``row`` (read at ``where``) must have every one: an explanation lists them."""
+    loads = {
+        user["user_id"]: {label: (entry["after"], entry.get("fair_share") or 0.0) for label, entry in user["loads"].items()}
+        for user in read_summary(directory)["users"]
+    }
+    territory = row["territory_id"]
+    if territory and territory not in rules.territories:
+        raise DataError([Finding(where, f"account {shown(row['account_id'])} has territory {shown(territory)}, which is not in the rule file")])
+    owners = rules.territories[territory].owners if territory else ()
+    missing = next(((u, spec.label) for u in owners for spec in rules.balance if spec.label not in loads.get(u, {})), None)
+    if missing is not None:
+        raise DataError([Finding(Location(str(Path(directory) / "summary.json")), f"damaged plan summary: no {missing[1]} load for user {shown(missing[0])}")])
+    return loads
+
+
+def _find(directory: str | Path, table: str, key: str, value: str, shape: Shape) -> tuple[Location, dict[str, Any]] | None:
+    """Where the plan row whose ``key`` is ``value`` is, and the row, of ``shape``: lines are tested as text first,
+    so only the match is parsed."""
     prefix = f'{{"{key}": {json.dumps(value, ensure_ascii=False)},'
     path = Path(directory) / f"{table}.jsonl"
-    if not path.exists():
+    try:
+        handle = io.TextIOWrapper(open_regular(path), encoding="utf-8")
+    except FileNotFoundError:
         return None
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith(prefix):
-                return dict(json.loads(line))
+    except OSError as exc:
+        raise DataError([Finding(Location(str(path)), f"cannot read the plan's {table}: {exc.strerror}")]) from None
+    with handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if line.startswith(prefix):
+                    row, where = json.loads(line), Location(str(path), number)
+                    if (why := shape.problem(row)) is not None:
+                        raise DataError([Finding(where, why)])
+                    return where, dict(row)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise DataError([Finding(Location(str(path)), f"damaged plan file: {exc}")]) from None
     return None
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError, Finding, Location
-from .planfile import MANIFEST, Manifest, plan_rows, read_summary
+from .planfile import MANIFEST, Manifest, Shape, plan_rows, read_summary
 
 NONE = "(none)"  # the owner of an account that has none (before the run, or unassigned after it)
 LARGEST = 20  # moved accounts listed by default, largest value first
@@ -228,19 +228,21 @@ def compact(x: float) -> str:
     return f"{x:,.0f}"
 
 
-# the columns a review reads from a saved plan
-ACCOUNT_FIELDS = ("account_id", "owner_id", "previous_owner_id", "territory_id", "value", "moved", "status", "reason")
-DEAL_FIELDS = ("owner_id", "previous_owner_id", "moved")
+# the columns a review reads from a saved plan, and their types (a plan of an older engine lacks some)
+_OLDER = "; re-run assign with this engine version"
+ACCOUNT_FIELDS = Shape(("account_id", "owner_id", "previous_owner_id", "territory_id", "status", "reason"), ("value",), ("moved",), hints=dict.fromkeys(["value"], _OLDER))
+DEAL_FIELDS = Shape(("owner_id", "previous_owner_id"), (), ("moved",))
+_COMPARED = Shape(("account_id", "owner_id", "territory_id", "status", "reason"), ("value",), hints=dict.fromkeys(["value"], _OLDER))
 
 
 def diff_plan(directory: str | Path, largest: int = LARGEST) -> PlanDiff:
     """Review a saved plan: per user, per territory, the from → to pairs of moves and the ``largest`` moved accounts."""
     manifest = Manifest.verified(directory)
     review = Review(read_summary(directory), directory, largest)
-    for _ in review.accounts(_rows(directory, "accounts", ACCOUNT_FIELDS)):
+    for _ in review.accounts(plan_rows(directory, shape=ACCOUNT_FIELDS)):
         pass
     if review.has_deals:
-        for _ in review.deals(_rows(directory, "opportunities", DEAL_FIELDS)):
+        for _ in review.deals(plan_rows(directory, "opportunities", shape=DEAL_FIELDS)):
             pass
     return review.result(manifest)
 
@@ -380,10 +382,9 @@ def compare_plans(directory_a: str | Path, directory_b: str | Path, largest: int
         rules = manifest.input("rules")
         sides.append(PlanSide(str(directory), manifest.plan_id, None if rules is None else rules.sha256, manifest.current_settings, manifest.headline, bands))
         loads.append(user_loads)
-    columns = ("account_id", "owner_id", "territory_id", "value", "status", "reason")
     moves = _Moves(largest)
     accounts = 0
-    for row_a, row_b in itertools.zip_longest(_rows(directory_a, "accounts", columns), _rows(directory_b, "accounts", columns)):
+    for row_a, row_b in itertools.zip_longest(plan_rows(directory_a, shape=_COMPARED), plan_rows(directory_b, shape=_COMPARED)):
         accounts += 1
         if row_a is None or row_b is None or row_a["account_id"] != row_b["account_id"]:
             got, had = (row_b or {}).get("account_id", "no row"), (row_a or {}).get("account_id", "no row")
@@ -410,17 +411,6 @@ def _balance(summary: dict[str, Any], directory: str | Path) -> tuple[list[Band]
         measures = [b["balance"] for b in summary["balance"]]
         loads = {u["user_id"]: {m: Load.of(u["loads"][m]) for m in measures} for u in summary["users"]}
         return [Band.of(b) for b in summary["balance"]], loads
-
-
-def _rows(directory: str | Path, table: str, columns: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """A plan table's rows, each checked once for the columns a review reads (a plan of an older engine lacks some)."""
-    path = Path(directory) / f"{table}.jsonl"
-    needed = frozenset(columns)
-    for line, row in enumerate(plan_rows(directory, table), start=1):
-        if not (isinstance(row, dict) and needed <= row.keys()):
-            missing = sorted(needed - row.keys()) if isinstance(row, dict) else ["a JSON object"]
-            raise DataError([Finding(Location(str(path), line), f"plan row lacks {', '.join(missing)}; re-run assign with this engine version")])
-        yield row
 
 
 @contextmanager

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .compile import CompiledRules, load_rules
+from .compile import CompiledRules
 from .errors import DataError, Finding, Location, RuleFileError
 from .match import rule_trace
-from .planfile import Manifest, plan_rows, read_summary
+from .planfile import Manifest, OwnerCheck, Shape, plan_rows, read_summary
 from .readers import read_accounts, read_users
 from .recordmatch import RecordMatcher, Values, typed
 from .routestate import MemoryState
@@ -141,26 +141,33 @@ class Router:
     @classmethod
     def from_directory(cls, directory: str | Path, state: State | None = None, manifest: Manifest | None = None) -> Router:
         """From a saved plan: its rule file and users file (verified unchanged) and the loads in ``summary.json``;
-        the accounts are not read, so building costs the same for a thousand accounts or a million.
-        ``manifest``: the plan's, already verified (the plan's files are hashed once)."""
+        the accounts are not read, so building costs the same for a thousand accounts or a million. The plan's
+        accounts file (verified then) and rows, each owner checked (:class:`planfile.OwnerCheck`), are read on
+        the first lead. ``manifest``: the plan's, already verified for the rules and users (the plan's files are
+        hashed once)."""
         manifest = manifest or Manifest.verified(directory, inputs=("rules", "users"))
-        rules = load_rules(manifest.path("rules"))
+        rules = manifest.rules(directory)
         users = read_users(manifest.path("users"), list(rules.measures), rules.inputs["users"])
         loads: dict[str, dict[str, float]] = {}
         fair: dict[str, dict[str, float]] = {}
         for entry in read_summary(directory)["users"]:
             loads[entry["user_id"]] = {label: float(e["after"]) for label, e in entry["loads"].items()}
-            fair[entry["user_id"]] = {label: float(e["fair_share"]) for label, e in entry["loads"].items() if "fair_share" in e}
-        as_of = manifest.settings.get("as_of")
+            fair[entry["user_id"]] = {label: float(e["fair_share"]) for label, e in entry["loads"].items() if e.get("fair_share") is not None}
 
         def book() -> Book:
-            accounts = read_accounts(manifest.path("accounts"), rules.field_types, rules.inputs["accounts"])
+            accounts = read_accounts(manifest.unchanged(directory, "accounts", "; leads are matched against the plan's accounts"), rules.field_types, rules.inputs["accounts"])
             websites = _websites(rules, accounts)
-            rows = {row["account_id"]: row for row in plan_rows(directory)}
-            owners = [rows[a]["owner_id"] or None if a in rows else None for a in accounts.ids]
-            return Book(accounts.ids, accounts.names, websites, owners, [rows[a]["territory_id"] or None if a in rows else None for a in accounts.ids])
+            owners = OwnerCheck(rules, users, manifest.path("users"))
+            path = str(Path(directory) / "accounts.jsonl")
+            rows = {}
+            for line, row in enumerate(plan_rows(directory, shape=_BOOK), start=1):
+                owners.account(Location(path, line), row)
+                rows[row["account_id"]] = row
+            owners.done()
+            owner_of = [rows[a]["owner_id"] or None if a in rows else None for a in accounts.ids]
+            return Book(accounts.ids, accounts.names, websites, owner_of, [rows[a]["territory_id"] or None if a in rows else None for a in accounts.ids])
 
-        return cls(rules, users, loads, fair, manifest.plan_id, dt.date.fromisoformat(as_of) if as_of else None, state or MemoryState(), book)
+        return cls(rules, users, loads, fair, manifest.plan_id, manifest.as_of, state or MemoryState(), book)
 
     # -- routing ----------------------------------------------------------------------
 
@@ -347,6 +354,9 @@ class Router:
         adds = self._adds(values)
         self.state.record(tid or "", owner, day.isoformat(), {k: v for k, v in adds.items() if v})
         return Routed(account_id, owner, tid, status, reason)
+
+
+_BOOK = Shape(OwnerCheck.ACCOUNT_KEYS)  # what lead matching reads of the plan's rows, and what its owner check does
 
 
 def _websites(rules: CompiledRules, accounts: AccountTable) -> list[Any]:

@@ -24,7 +24,7 @@ from assignment_engine import DataError, Engine, OptionError, RuleFileError, Use
 from assignment_engine.batch import assign_files
 from assignment_engine.cli import main
 from assignment_engine.match import match_accounts
-from assignment_engine.readers import read_users
+from assignment_engine.readers import read_accounts, read_users
 from assignment_engine.recordmatch import RecordMatcher, typed
 from assignment_engine.route import route_files
 from assignment_engine.routestate import MemoryState, SqliteState
@@ -449,6 +449,49 @@ def test_a_route_run_that_fails_leaves_the_state_as_it_was(tmp_path):
         route_files(plan, out, accounts=new_accounts(tmp_path / "second.csv", 6), leads=leads, state=state, today=DAY)
     assert state_of(state) == before  # neither the 6 accounts nor the 5 leads routed before the bad one
     assert (out / "accounts.csv").read_bytes() == written
+
+
+def test_a_route_run_reads_its_files_before_it_takes_the_state(tmp_path, monkeypatch):
+    """Another process may decide while this run still reads its (possibly large) input files."""
+    import assignment_engine.route as route
+
+    plan, state = round_robin_plan(tmp_path), tmp_path / "s.db"
+    route_files(plan, tmp_path / "first", accounts=new_accounts(tmp_path / "first.csv", 1), state=state, today=DAY)
+    taken: list[bool] = []
+
+    def reading(*args, **kwargs):
+        other = sqlite3.connect(state, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # fails at once while this run holds the state
+            other.execute("ROLLBACK")
+            taken.append(True)
+        finally:
+            other.close()
+        return read_accounts(*args, **kwargs)
+
+    monkeypatch.setattr(route, "read_accounts", reading)
+    route_files(plan, tmp_path / "second", accounts=new_accounts(tmp_path / "second.csv", 2), state=state, today=DAY)
+    assert taken == [True] and decisions(state) == 3
+
+
+def test_a_stop_right_after_begin_leaves_no_transaction_open(tmp_path, monkeypatch):
+    """A long-lived router's connection must not stay inside a transaction a signal interrupted."""
+    store = SqliteState(tmp_path / "s.db", "p")
+    execute = SqliteState._execute
+
+    def interrupted(self, sql):
+        execute(self, sql)
+        if sql == "BEGIN IMMEDIATE":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(SqliteState, "_execute", interrupted)
+    with pytest.raises(KeyboardInterrupt), store.transaction():
+        pass
+    assert not store.db.in_transaction
+    monkeypatch.undo()
+    with store.transaction():  # the next decision starts afresh
+        store.record("west", "a", "2026-06-01", {})
+    assert store.turns("west", ["a"]) == {"a": 1}
 
 
 def test_a_bad_out_is_refused_before_the_state_file_is_made(tmp_path):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from .readers import read_accounts, read_columns
 from .recordmatch import typed
 from .routestate import SqliteState
 from .routing import Routed, Router
-from .table import as_text
+from .table import AccountTable, as_text
 from .writers import check_output, durable_open, exact_cell, formula_like, formula_note, output_directory, write_json
 
 ROUTE_MANIFEST = "route.json"
@@ -69,17 +69,21 @@ def route_files(
     inputs = [accounts, leads, state, *(f.path for f in manifest.inputs)]
     check_output(out, inputs, "--out", ROUTE_FILES, ROUTE_MANIFEST)  # before the state file is opened (or made)
     with ExitStack() as run:
-        store = run.enter_context(closing(SqliteState(state, manifest.plan_id))) if state is not None else None
+        store = run.enter_context(closing(SqliteState(state, manifest.plan_id, durable=True))) if state is not None else None
         router = Router.from_directory(plan_dir, store, manifest)
-        run.enter_context(router.state.transaction())  # closed (committed) by the output's swap, else rolled back
+        # everything read before the state is taken: other processes wait only while this run decides
+        table = _accounts_table(router, accounts) if accounts is not None else None
+        lead_table = _lead_table(router, leads) if leads is not None else None
+        if store is not None:  # a memory state dies with the run: nothing to commit, nothing to journal
+            run.enter_context(store.transaction())  # closed (committed) by the output's swap, else rolled back
         counts = _Counts()
         with output_directory(out, inputs, owned=ROUTE_FILES, marker=ROUTE_MANIFEST, then=run.close) as staging:
-            if accounts is not None:
+            if table is not None:
                 say(f"routing the accounts of {accounts}")
-                _route_accounts(router, accounts, staging, today, counts)
-            if leads is not None:
+                _route_accounts(router, table, staging, today, counts)
+            if lead_table is not None:
                 say(f"matching the leads of {leads} to the plan's accounts")
-                _route_leads(router, leads, staging, today, counts)
+                _route_leads(router, lead_table, staging, today, counts)
             write_json(staging / ROUTE_MANIFEST, {"plan_dir": str(Path(plan_dir).resolve()), "plan_id": manifest.plan_id, **asdict(counts)})
     return RouteResult(manifest.plan_id, str(out), counts.accounts, counts.leads, counts.leads_matched, counts.unassigned, counts.formula_like_cells)
 
@@ -98,9 +102,13 @@ class _Counts:
         writer.writerow([exact_cell(c) for c in cells])
 
 
-def _route_accounts(router: Router, path: str | Path, staging: Path, today: dt.date | None, counts: _Counts) -> None:
+def _accounts_table(router: Router, path: str | Path) -> AccountTable:
     table = read_accounts(path, router.rules.field_types, router.rules.inputs["accounts"])
     measure_values(router.rules, table)  # refused at their cells, as assign refuses them
+    return table
+
+
+def _route_accounts(router: Router, table: AccountTable, staging: Path, today: dt.date | None, counts: _Counts) -> None:
     with durable_open(staging / "accounts.csv") as handle:
         writer = csv.writer(handle)
         writer.writerow(ACCOUNT_COLUMNS)
@@ -116,29 +124,40 @@ def _account_row(router: Router, routed: Routed, previous: str | None) -> list[A
     return [routed.account_id, routed.owner_id or "", routed.territory_id or "", previous or "", (routed.owner_id or None) != previous, routed.status, rule, routed.reason]
 
 
-def _route_leads(router: Router, path: str | Path, staging: Path, today: dt.date | None, counts: _Counts) -> None:
-    """Leads to their matching account's owner, else routed as new accounts."""
-    rules = router.rules
+@dataclass(frozen=True)
+class _Leads:
+    path: str
+    cells: dict[str, list[Any]]  # id, company, email, website and the declared fields, one value a lead
+    rows: Sequence[int]
+
+
+def _lead_table(router: Router, path: str | Path) -> _Leads:
+    """The leads file read, and the plan's accounts indexed for matching them (both before the state is taken)."""
     columns, rows = read_columns(path)
     if "id" not in columns:
         raise DataError([Finding(Location(str(path), 1), "missing required column 'id'")])
     n = len(columns["id"])
-    names = ["id", "company", "email", "website", *rules.field_types]
-    cells = {name: columns.get(name, [None] * n) for name in names}
+    router.lead_index()
+    return _Leads(str(path), {name: columns.get(name, [None] * n) for name in ["id", "company", "email", "website", *router.rules.field_types]}, rows)
+
+
+def _route_leads(router: Router, leads: _Leads, staging: Path, today: dt.date | None, counts: _Counts) -> None:
+    """Leads to their matching account's owner, else routed as new accounts."""
+    rules = router.rules
     with durable_open(staging / "leads.csv") as lead_handle, durable_open(staging / "lead_accounts.csv") as new_handle:
         lead_out, new_out = csv.writer(lead_handle), csv.writer(new_handle)
         lead_out.writerow(LEAD_COLUMNS)
         new_out.writerow(["id", "name", "owner_id", *rules.field_types])
-        for i in range(n):
-            lead = {name: values[i] for name, values in cells.items()}
+        for i, row in enumerate(leads.rows):
+            lead = {name: values[i] for name, values in leads.cells.items()}
             try:
                 routed = router.route_lead(lead, today=today)
             except DataError as exc:
-                raise DataError([Finding(Location(str(path), rows[i], column=f.location.column), f.message) for f in exc.findings]) from None
+                raise DataError([Finding(Location(leads.path, row, column=f.location.column), f.message) for f in exc.findings]) from None
             counts.written(lead_out, [routed.lead_id, routed.account_id or "", routed.owner_id or "", routed.territory_id or "", routed.reason])
             if routed.account_id is not None:
                 counts.leads_matched += 1
                 continue
             counts.unassigned += routed.owner_id is None
             counts.written(new_out, [routed.lead_id, as_text(lead["company"] or ""), routed.owner_id or "", *(lead[f] for f in rules.field_types)])
-    counts.leads = n
+    counts.leads = len(leads.rows)

@@ -123,11 +123,15 @@ class SqliteState:
     (one connection behind a lock held per transaction).
 
     ``wait``: seconds to wait for the file while another process holds it (default :data:`LOCK_SECONDS`), then
-    :class:`OptionError` saying so. A ``route`` run holds it from its first record until its output is written."""
+    :class:`OptionError` saying so. A ``route`` run holds it from its first decision until its output is written.
+    ``durable``: each commit reaches the disk before it returns (``synchronous=FULL``), as a ``route`` run's single
+    commit must, its output being on disk already; otherwise a power loss may undo the last commits (``NORMAL``,
+    an fsync saved per decision)."""
 
-    def __init__(self, path: str | Path, plan_id: str, *, wait: float | None = None):
+    def __init__(self, path: str | Path, plan_id: str, *, wait: float | None = None, durable: bool = False):
         self.plan, self.path = plan_id, Path(path)
         self.wait = LOCK_SECONDS if wait is None else wait
+        self.durable = durable
         self._lock = threading.RLock()
         self._depth = 0
         _check_path(self.path)
@@ -163,7 +167,7 @@ class SqliteState:
             except BaseException:
                 self._roll_back(0)
                 raise
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
 
     def _kind(self) -> str:
         """``ours``, ``new`` (no tables) or ``legacy`` (the tables, unmarked); any other database is refused untouched."""
@@ -187,9 +191,9 @@ class SqliteState:
         """One transaction (``BEGIN IMMEDIATE`` … ``COMMIT``); inside an open one, a savepoint. Rolled back on any exception."""
         with self._lock:
             depth = self._depth
-            self._execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT s{depth}")
             self._depth = depth + 1
-            try:
+            try:  # BEGIN inside: a stop signal landing right after it still rolls the transaction back
+                self._execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT s{depth}")
                 yield
                 self._execute("COMMIT" if depth == 0 else f"RELEASE s{depth}")
             except BaseException:
@@ -246,7 +250,7 @@ class SqliteState:
             self.db.close()
 
     def refusal(self, message: str) -> OptionError:
-        return OptionError([Finding(Location("--state"), f"{self.path}: {message}")])
+        return _refusal(self.path, message)
 
     def error(self, exc: sqlite3.Error) -> OptionError:
         """What a database error means to the user, by SQLite's primary result code."""
@@ -262,10 +266,7 @@ class SqliteState:
 
 def _check_path(path: Path) -> None:
     """Refusals made before SQLite opens the file, so that a file it could not use is never touched."""
-
-    def refuse(message: str) -> OptionError:
-        return OptionError([Finding(Location("--state"), f"{path}: {message}")])
-
+    refuse = functools.partial(_refusal, path)
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -282,6 +283,10 @@ def _check_path(path: Path) -> None:
         head = handle.read(len(_SQLITE_HEADER))
     if head and head != _SQLITE_HEADER[: len(head)]:
         raise refuse("is not a SQLite database, so not a routing state file; it was left as it is. Name a new file")
+
+
+def _refusal(path: Path, message: str) -> OptionError:
+    return OptionError([Finding(Location("--state"), f"{path}: {message}")])
 
 
 def _retried(step: Callable[[], Any], wait: float) -> None:

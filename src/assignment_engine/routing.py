@@ -192,7 +192,7 @@ class Router:
         lead_id = "" if lead.get("id") is None else str(lead["id"]).strip()
         if not lead_id:
             raise DataError([Finding(Location("<lead>", 1, column="id"), "a lead needs an id")])
-        found = self._leads().match(company=_text(lead.get("company")), email=_text(lead.get("email")), website=_text(lead.get("website")))
+        found = self.lead_index().match(company=_text(lead.get("company")), email=_text(lead.get("email")), website=_text(lead.get("website")))
         if found is not None:
             book = self._book()
             k = self._book_index[found.account_id]
@@ -214,7 +214,8 @@ class Router:
                 self._accounts = accounts
             return self._accounts
 
-    def _leads(self) -> AccountIndex:
+    def lead_index(self) -> AccountIndex:
+        """The plan's accounts indexed for matching leads, built by the first call (the plan's accounts are read then)."""
         with self._lazy:
             if self._index is None:
                 from .leads import AccountIndex

@@ -243,7 +243,7 @@ def exact_cell(v: Any) -> Any:
 
 def formula_like(cells: Iterable[Any]) -> int:
     """How many of the cells written exactly a spreadsheet would run as a formula."""
-    return sum(1 for c in cells if isinstance(c, str) and c.startswith(FORMULA_START))
+    return sum(1 for c in map(exact_cell, cells) if isinstance(c, str) and c.startswith(FORMULA_START))  # a list as joined
 
 
 def formula_note(cells: int) -> str:

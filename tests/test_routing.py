@@ -453,7 +453,7 @@ def test_a_route_run_that_fails_leaves_the_state_as_it_was(tmp_path):
 
 def test_a_route_run_reads_its_files_before_it_takes_the_state(tmp_path, monkeypatch):
     """Another process may decide while this run still reads its (possibly large) input files."""
-    import assignment_engine.route as route
+    from assignment_engine import route
 
     plan, state = round_robin_plan(tmp_path), tmp_path / "s.db"
     route_files(plan, tmp_path / "first", accounts=new_accounts(tmp_path / "first.csv", 1), state=state, today=DAY)

@@ -361,7 +361,7 @@ class _XlsxScan:
         _too_big(self.path, f"the sheet holds a cell in row {self.rows:,} and one in column {column_letters(self.columns)}", self.rows * self.columns)
 
 
-_ODS_TAG = re.compile(rb"<(/?)table:(table|table-row|table-cell|covered-table-cell)\b([^>]*?)(/?)>")
+_ODS_TAG = re.compile(rb"<(/?)table:(table-row|table-cell|covered-table-cell|table)(?=[\s/>])([^>]*?)(/?)>")
 _ODS_REPEAT = re.compile(rb'table:number-(?:rows|columns)-repeated="([0-9]+)"')
 _ODS_NAME = re.compile(rb'table:name="([^"]*)"')
 

@@ -310,6 +310,43 @@ def test_segment_mistakes_are_rule_file_errors(extra, assignment, message):
     assert message in str(caught.value)
 
 
+
+def test_one_column_read_by_two_engine_names_is_a_rule_file_error_where_it_is_mapped(tmp_path):
+    """owner_id: Id beside the preset's id: validate said valid and apply wrote new owners into the Id cells of Account.csv."""
+    text = (SALESFORCE / "rules.yaml").read_text(encoding="utf-8").replace("columns: {account_type: Type}", "columns: {account_type: Type, owner_id: Id}")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(text, encoding="utf-8")
+    line = next(i for i, row in enumerate(text.splitlines(), start=1) if "owner_id: Id" in row)
+    col = text.splitlines()[line - 1].index("Id}") + 1
+    result = CliRunner().invoke(main, ["validate", str(rules)])
+    assert result.exit_code == 1
+    assert (
+        f"{rules}:{line}:{col}: column 'Id' would be read as both owner_id (inputs.accounts.columns.owner_id) and id (a candidate of the salesforce preset): "
+        "a column is read by one engine name only: map one of them to another column"
+    ) in result.output
+    with pytest.raises(RuleFileError):
+        assign_files(rules, SALESFORCE / "Account.csv", SALESFORCE / "User.csv", tmp_path / "plan", report=False)
+    assert not (tmp_path / "plan").exists()
+
+
+@pytest.mark.parametrize(
+    ("inputs", "fields", "says"),
+    [
+        ("inputs:\n  accounts: {columns: {id: key, parent_id: key}}\n", None, "column 'key' would be read as both id (inputs.accounts.columns.id) and parent_id (inputs.accounts.columns.parent_id)"),
+        ("inputs:\n  accounts: {columns: {name: revenue}}\n", None, "column 'revenue' would be read as both name (inputs.accounts.columns.name) and revenue (its own name)"),
+        ("inputs:\n  preset: salesforce\n", "{revenue: number, annual_revenue: number}", "column 'AnnualRevenue' would be read as both annual_revenue (a candidate of the salesforce preset) and revenue"),
+        ("inputs:\n  accounts: {address: country}\n", None, "column 'country' would be read as both country (its own name) and address (inputs.accounts.address)"),
+        ("inputs:\n  users: {columns: {name: weight}}\n", None, "column 'weight' would be read as both name (inputs.users.columns.name) and weight (its own name)"),
+    ],
+)
+def test_every_way_two_engine_names_share_a_column_is_refused(inputs, fields, says):
+    """Explicit mappings, a mapping onto a column another name is read under, a preset's candidates, the address column."""
+    text = geo_rules(inputs, fields=fields) if fields else geo_rules(inputs)
+    with pytest.raises(RuleFileError) as caught:
+        compile_rules(text, "rules.yaml")
+    assert says in str(caught.value) and str(caught.value).startswith("rules.yaml:")
+
+
 # -- the example export, end to end ----------------------------------------------------------------------------
 
 

@@ -340,9 +340,9 @@ class _XlsxScan:
             self._implied(xml)
             return
         self._grow(max(map(int, _ROW_TAGS.findall(xml)), default=0), max(map(column_number, set(_COLUMNS.findall(xml, 0, 1 << 16))), default=0))
-        rows = re.findall(rf'<c r="[A-Z]+0*({_above(str(self.rows), True)})"'.encode(), xml)
-        columns = re.findall(rf'<c r="({_above(column_letters(self.columns), False)})[0-9]'.encode(), xml)
-        self._grow(max(map(int, rows), default=0), max(map(column_number, columns), default=0))
+        lower = re.findall(rf'<c r="[A-Z]+0*({_above(str(self.rows), True)})"'.encode(), xml)  # a cell below its row (calamine goes by the cell's)
+        wider = re.findall(rf'<c r="({_above(column_letters(self.columns), False)})[0-9]'.encode(), xml)
+        self._grow(max(map(int, lower), default=0), max(map(column_number, wider), default=0))
 
     def _implied(self, xml: bytes) -> None:
         """Cells and rows without a reference are where the previous one was, plus one (slow: rare writers only)."""

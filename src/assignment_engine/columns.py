@@ -113,9 +113,11 @@ class ColumnMap:
         mapped = set(self.explicit) | set(self.preset)
         if names is not None:
             mapped &= names | set(self.explicit)
+            mapped |= {n for n in names if nfc(n) != n}  # a declared field typed decomposed, read from its composed header
         findings = []
-        everything = header() if header and not set(self.explicit.values()) <= columns.keys() else list(columns)
-        for name, column in self.explicit.items():
+        explicit = {name: nfc(column) for name, column in self.explicit.items()}
+        everything = header() if header and not set(explicit.values()) <= columns.keys() else list(columns)
+        for name, column in explicit.items():
             if column not in columns:
                 where = self.declared_at.get(name)
                 origin = f" (inputs.{self.role}.columns.{name} at {where})" if where else f" (inputs.{self.role}.columns.{name})"

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from .columns import nfc
 from .errors import DataError, Finding, Location, suggest
 from .readers import _DISTINCT, Columns
 from .table import as_text, shown
@@ -80,7 +81,7 @@ def _columns(path: Path, lines: Any, wanted: set[str] | None) -> tuple[Columns, 
     for number, cells in enumerate(lines, start=1):
         if header is None:
             if any(c != "" for c in cells):
-                header = [as_text(c).strip() for c in cells]
+                header = [nfc(as_text(c).strip()) for c in cells]
                 named = [i for i, h in enumerate(header) if h]
                 names = [header[i] for i in named]
                 duplicated = sorted({h for h in names if names.count(h) > 1})

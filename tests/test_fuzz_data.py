@@ -31,7 +31,18 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from assignment_engine import AssignmentEngineError, DataError, Engine, HierarchyError, RuleFileError, User, compile_rules, plan_files, read_accounts, read_users
+from assignment_engine import (
+    AssignmentEngineError,
+    DataError,
+    Engine,
+    HierarchyError,
+    RuleFileError,
+    User,
+    compile_rules,
+    plan_files,
+    read_accounts,
+    read_users,
+)
 from assignment_engine.readers import read_columns
 from assignment_engine.table import RECORD_KEYS
 

@@ -256,7 +256,8 @@ def _whole_pieces(pieces: Iterator[bytes], end: bytes | None) -> Iterator[bytes]
         held += piece
         if len(held) < _CHUNK:
             continue
-        cut = held.rfind(end) + len(end) if end else max(held.rfind(b"c>") + 2, held.rfind(b"row>") + 4)
+        ends = [(held.rfind(e), len(e)) for e in ((end,) if end else (b"c>", b"row>"))]
+        cut = max(at + size if at >= 0 else 0 for at, size in ends)
         if cut > 0:
             yield held[:cut]
             held = held[cut:]
@@ -321,6 +322,8 @@ class _XlsxScan:
     path: Path
     rows: int = 0
     columns: int = 0
+    row: int = 0  # where the last row and cell were, for those that do not say (a piece may end inside a row)
+    column: int = 0
     suspect: bool = False
     started: bool = False
 
@@ -344,18 +347,17 @@ class _XlsxScan:
         lower = re.findall(rf'<c r="[A-Z]+0*({_above(str(self.rows), True)})"'.encode(), xml)  # a cell below its row (calamine goes by the cell's)
         wider = re.findall(rf'<c r="({_above(column_letters(self.columns), False)})[0-9]'.encode(), xml)
         self._grow(max(map(int, lower), default=0), max(map(column_number, wider), default=0))
+        self.row, self.column = self.rows, 0
 
     def _implied(self, xml: bytes) -> None:
         """Cells and rows without a reference are where the previous one was, plus one (slow: rare writers only)."""
-        row = column = 0
         for name, attributes in _TAG.findall(xml):
             ref = _REF.search(attributes)
             if name == b"row":
-                row, column = (int(ref[2]) if ref and ref[2] else max(row, self.rows) + 1), 0
+                self.row, self.column = (int(ref[2]) if ref and ref[2] else self.row + 1), 0
             else:
-                column = column_number(ref[1]) if ref and ref[1] else column + 1
-                row = int(ref[2]) if ref and ref[2] else row
-                self._grow(row, column)
+                self.column = column_number(ref[1]) if ref and ref[1] else self.column + 1
+                self._grow(int(ref[2]) if ref and ref[2] else self.row, self.column)
 
     def _grow(self, row: int, column: int) -> None:
         self.rows, self.columns = max(self.rows, row), max(self.columns, column)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -18,6 +20,7 @@ from assignment_engine.cli import main
 from assignment_engine.explain import explain_saved
 from assignment_engine.readers import read_deals, read_users
 from conftest import engine_of, rules_text, write_csv, write_jsonl
+from test_formats import write_xlsx
 
 SALESFORCE = Path(__file__).parent.parent / "fixtures" / "salesforce"
 TYPES = "[{name: named, priority: 1}, {name: geo, priority: 2}, {name: specialist, priority: 3, overlay: true}]"
@@ -308,6 +311,84 @@ def test_segment_mistakes_are_rule_file_errors(extra, assignment, message):
     with pytest.raises(RuleFileError) as caught:
         compile_rules(text)
     assert message in str(caught.value)
+
+
+
+def test_one_column_read_by_two_engine_names_is_a_rule_file_error_where_it_is_mapped(tmp_path):
+    """owner_id: Id beside the preset's id: validate said valid and apply wrote new owners into the Id cells of Account.csv."""
+    text = (SALESFORCE / "rules.yaml").read_text(encoding="utf-8").replace("columns: {account_type: Type}", "columns: {account_type: Type, owner_id: Id}")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(text, encoding="utf-8")
+    line = next(i for i, row in enumerate(text.splitlines(), start=1) if "owner_id: Id" in row)
+    col = text.splitlines()[line - 1].index("Id}") + 1
+    result = CliRunner().invoke(main, ["validate", str(rules)])
+    assert result.exit_code == 1
+    assert (
+        f"{rules}:{line}:{col}: column 'Id' would be read as both owner_id (inputs.accounts.columns.owner_id) and id (a candidate of the salesforce preset): "
+        "a column is read by one engine name only: map one of them to another column"
+    ) in result.output
+    with pytest.raises(RuleFileError):
+        assign_files(rules, SALESFORCE / "Account.csv", SALESFORCE / "User.csv", tmp_path / "plan", report=False)
+    assert not (tmp_path / "plan").exists()
+
+
+@pytest.mark.parametrize(
+    ("inputs", "fields", "says"),
+    [
+        ("inputs:\n  accounts: {columns: {id: key, parent_id: key}}\n", None, "column 'key' would be read as both id (inputs.accounts.columns.id) and parent_id (inputs.accounts.columns.parent_id)"),
+        ("inputs:\n  accounts: {columns: {name: revenue}}\n", None, "column 'revenue' would be read as both name (inputs.accounts.columns.name) and revenue (its own name)"),
+        ("inputs:\n  preset: salesforce\n", "{revenue: number, annual_revenue: number}", "column 'AnnualRevenue' would be read as both annual_revenue (a candidate of the salesforce preset) and revenue"),
+        ("inputs:\n  accounts: {address: country}\n", None, "column 'country' would be read as both country (its own name) and address (inputs.accounts.address)"),
+        ("inputs:\n  users: {columns: {name: weight}}\n", None, "column 'weight' would be read as both name (inputs.users.columns.name) and weight (its own name)"),
+    ],
+)
+def test_every_way_two_engine_names_share_a_column_is_refused(inputs, fields, says):
+    """Explicit mappings, a mapping onto a column another name is read under, a preset's candidates, the address column."""
+    text = geo_rules(inputs, fields=fields) if fields else geo_rules(inputs)
+    with pytest.raises(RuleFileError) as caught:
+        compile_rules(text, "rules.yaml")
+    assert says in str(caught.value) and str(caught.value).startswith("rules.yaml:")
+
+
+
+NFC, NFD = "L\u00e4nd", "La\u0308nd"  # 'Länd' composed (Windows, most exports) and decomposed (typed on a Mac)
+
+
+@pytest.mark.parametrize(("mapped", "header"), [(NFD, NFC), (NFC, NFD)])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".xlsx", ".parquet"])
+def test_column_names_match_in_either_unicode_form(tmp_path, mapped, header, suffix):
+    """'no column 'Länd' (did you mean 'Länd'?)': the rule file and the export spelt one name in two Unicode forms."""
+    record = {"id": "A", "country": "US", "state": "CA", "revenue": 1, header: "Nord"}
+    path = tmp_path / f"a{suffix}"
+    if suffix == ".csv":
+        write_csv(path, [record], list(record))
+    elif suffix == ".jsonl":
+        write_jsonl(path, [record])
+    elif suffix == ".xlsx":
+        write_xlsx(path, {"S": [list(record), list(record.values())]})
+    else:
+        pq.write_table(pa.table({k: [v] for k, v in record.items()}), path)
+    fields = "{country: country, state: state, revenue: number, region: string}"
+    mapping = compile_rules(geo_rules(f"inputs:\n  accounts: {{columns: {{region: '{mapped}'}}}}\n", fields=fields))
+    assert read_accounts(path, mapping.field_types, mapping.inputs["accounts"]).record(0)["region"] == "Nord"
+    own = compile_rules(geo_rules("", fields=fields.replace("region", mapped)))
+    assert read_accounts(path, own.field_types, own.inputs["accounts"]).record(0)[mapped] == "Nord"  # a declared field read under its own name
+    with pytest.raises(RuleFileError, match="would be read as both"):  # and the two forms are one column for the one-name rule
+        compile_rules(geo_rules(f"inputs:\n  accounts: {{columns: {{region: '{mapped}'}}}}\n", fields=fields.replace("}", f", '{header}': string}}")))
+
+
+def test_a_binary_parquet_column_is_read_as_text_and_bytes_that_are_not_text_are_located(tmp_path):
+    """Bytes in a text field matched no rule, silently."""
+    rules = compile_rules(geo_rules(""))
+    table = {"id": pa.array([b"A", b"B"], pa.binary()), "country": pa.array([b"US", b"US"], pa.binary()), "state": ["CA", "NY"], "revenue": pa.array([b"10", None], pa.binary())}
+    pq.write_table(pa.table(table), tmp_path / "a.parquet")
+    accounts = read_accounts(tmp_path / "a.parquet", rules.field_types)
+    assert accounts.ids == ["A", "B"] and accounts.record(0)["country"] == "US" and accounts.record(0)["revenue"] == 10
+    table["state"] = pa.array([b"CA", b"\xff\xfe"], pa.binary())
+    pq.write_table(pa.table(table), tmp_path / "b.parquet")
+    with pytest.raises(DataError) as caught:
+        read_accounts(tmp_path / "b.parquet", rules.field_types)
+    assert str(caught.value) == f"{tmp_path / 'b.parquet'}:3:state: b'\\xff\\xfe' is binary, not UTF-8 text"
 
 
 # -- the example export, end to end ----------------------------------------------------------------------------

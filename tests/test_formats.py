@@ -6,7 +6,11 @@ import csv
 import datetime as dt
 import decimal
 import json
+import os
+import subprocess
 import sys
+import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from assignment_engine import DataError, OptionError, demo_files, load_rules, read_accounts, read_users
+from assignment_engine import DataError, OptionError, demo_files, load_rules, read_accounts, read_users, sheets
 from assignment_engine import parquet as parquet_module
 from assignment_engine.batch import assign_files
 from assignment_engine.cli import main
@@ -382,3 +386,162 @@ def test_assign_parquet_without_pyarrow_stops_before_any_work(tmp_path, monkeypa
     assert result.exit_code == 2
     assert result.stderr == "--parquet: writing Parquet needs the parquet extra: pip install 'assignment-engine[parquet]'\n"
     assert not out.exists()
+
+
+# --- spreadsheets checked before calamine reads them ------------------------------------------------
+
+_PARTS = {
+    "[Content_Types].xml": '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+    '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/>'
+    '<Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+    '<Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>',
+    "_rels/.rels": '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+    '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>',
+    "xl/workbook.xml": '<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+    'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet name="S" sheetId="1" r:id="rId1"/></sheets></workbook>',
+    "xl/_rels/workbook.xml.rels": '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+    '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>',
+}
+
+
+def crafted_xlsx(path: Path, cells: str, dimension: str | None = None, padding: int = 0) -> Path:
+    """A minimal workbook (the parts calamine needs) whose one sheet holds ``cells`` (XML rows) after a header id, revenue."""
+    declared = f'<dimension ref="{dimension}"/>' if dimension else ""
+    header = '<row r="1"><c r="A1" t="inlineStr"><is><t>id</t></is></c><c r="B1" t="inlineStr"><is><t>revenue</t></is></c></row>'
+    sheet = (
+        f'<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">{declared}'
+        f"<sheetData>{header}{cells}</sheetData>{' ' * padding}</worksheet>"
+    )
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in _PARTS.items():
+            archive.writestr(name, text)
+        archive.writestr("xl/worksheets/sheet1.xml", sheet)
+    return path
+
+
+def _read_in_a_child(path: Path) -> subprocess.CompletedProcess[str]:
+    """Read ``path`` as accounts in another process: a regression aborting in calamine must not take pytest with it."""
+    code = f"from assignment_engine import read_accounts, DataError\ntry:\n    read_accounts({str(path)!r}, {{'revenue': 'number'}})\nexcept DataError as e:\n    print(e)\n    raise SystemExit(1)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60, env=env)
+
+
+_A = '<row r="2"><c r="A2" t="inlineStr"><is><t>A1</t></is></c><c r="B2"><v>5</v></c></row>'
+
+
+@pytest.mark.parametrize(
+    ("cells", "dimension", "says"),
+    [
+        (_A + '<row r="1048576"><c r="XFD1048576"><v>1</v></c></row>', None, "a cell in row 1,048,576 and one in column XFD, a grid of 17,179,869,184 cells"),
+        (_A + '<row r="1048576"><c r="CV1048576"><v>1</v></c></row>', "A1:B2", "a cell in row 1,048,576 and one in column CV, a grid of 104,857,600 cells"),
+        (_A.replace('r="B2"', 'r="CV1048576"'), None, "a cell in row 1,048,576 and one in column CV"),  # a cell's own row, not its row's
+        (_A + '<row r="3"><c r="A3"><v>1</v></c>' + "<c><v>1</v></c>" * 40 + '</row><row r="600000"><c r="A600000"><v>1</v></c></row>', None, "row 600,000 and one in column AO, a grid of 24,600,000 cells"),  # cells without r: where the previous one was, plus one
+        (_A, "A1:XFD1048576", "declares the cell area A1:XFD1048576, a grid of 17,179,869,184 cells"),
+    ],
+)
+def test_a_sheet_over_the_cell_limit_is_refused_before_calamine_reads_it(tmp_path, cells, dimension, says):
+    """A 5 KB workbook with one far cell made calamine ask for 549 GB and abort (exit 134); now a located error, at once."""
+    path = crafted_xlsx(tmp_path / "far.xlsx", cells, dimension)
+    started = time.monotonic()
+    child = _read_in_a_child(path)
+    assert (child.returncode, child.stderr) == (1, "")
+    assert time.monotonic() - started < 20
+    assert child.stdout.startswith(f"{path}: the sheet ") and says in child.stdout
+    assert f"over the limit of {sheets.MAX_CELLS:,}: save the sheet as CSV" in child.stdout
+
+
+def test_a_zip_bomb_is_refused_by_its_ratio_and_its_size(tmp_path, monkeypatch):
+    bomb = crafted_xlsx(tmp_path / "bomb.xlsx", _A, padding=50 << 20)  # 50 MB of blanks pack to 50 KB
+    with pytest.raises(DataError, match=r"bomb\.xlsx: part 'xl/worksheets/sheet1\.xml' unpacks to more than 200 times its [0-9,]+ packed bytes"):
+        read_columns(bomb)
+    monkeypatch.setattr(sheets, "MAX_RATIO", 10_000)
+    monkeypatch.setattr(sheets, "MAX_UNPACKED", 10 << 20)
+    with pytest.raises(DataError, match=r"bomb\.xlsx: the workbook unpacks to more than 10,485,760 bytes, the limit"):
+        read_columns(bomb)
+
+
+def test_sizes_an_archive_declares_are_not_trusted(tmp_path, monkeypatch):
+    """A part whose header says 1 KB unpacks to what its packed bytes hold: that is what is counted."""
+    path = crafted_xlsx(tmp_path / "liar.xlsx", _A, padding=3 << 20)
+    original = zipfile.ZipFile.infolist
+
+    def lying(self):
+        infos = original(self)
+        for info in infos:
+            info.file_size = 1000
+        return infos
+
+    monkeypatch.setattr(zipfile.ZipFile, "infolist", lying)
+    monkeypatch.setattr(sheets, "MAX_UNPACKED", 2 << 20)
+    with pytest.raises(DataError, match="unpacks to more than 2,097,152 bytes"):
+        sheets.check_workbook(path, None)
+
+
+def test_an_ods_repeating_one_cell_over_a_grid_is_refused(tmp_path):
+    content = (
+        '<?xml version="1.0" encoding="UTF-8"?><office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">'
+        '<office:body><office:spreadsheet><table:table table:name="S"><table:table-row><table:table-cell office:value-type="string"><text:p>id</text:p>'
+        '</table:table-cell></table:table-row><table:table-row table:number-rows-repeated="1000000"><table:table-cell table:number-columns-repeated="1000" '
+        'office:value-type="string"><text:p>x</text:p></table:table-cell></table:table-row></table:table></office:spreadsheet></office:body></office:document-content>'
+    )
+    path = tmp_path / "r.ods"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet", compress_type=zipfile.ZIP_STORED)
+        archive.writestr("content.xml", content)
+    child = _read_in_a_child(path)
+    assert child.returncode == 1 and "1,000,001 rows by 1,000 columns, a grid of 1,000,001,000 cells from A1: over the limit" in child.stdout
+
+
+def test_a_sheet_within_the_limits_is_read_whatever_it_declares_within_them(tmp_path):
+    path = crafted_xlsx(tmp_path / "ok.xlsx", _A + '<row r="9"><c r="A9" t="inlineStr"><is><t>A9</t></is></c><c r="B9"><v>7</v></c></row>', "A1:T1000000")
+    table = read_accounts(path, {"revenue": "number"})
+    assert table.ids.tolist() == ["A1", "A9"] and list(table.rows) == [2, 9]
+
+
+_UNCALCULATED = "a formula without a calculated value (the file was saved by a program that does not calculate)"
+
+
+@pytest.mark.parametrize(
+    ("cell", "says"),
+    [
+        ('<c r="B3" t="e"><v>#N/A</v></c>', "#N/A is an Excel error, not a value"),
+        ('<c r="B3" t="e"><f>1/0</f><v>#DIV/0!</v></c>', "#DIV/0! is an Excel error, not a value"),
+        ('<c r="B3"><f>SUM(B2:B2)</f><v></v></c>', _UNCALCULATED),
+        ('<c r="B3"><f>SUM(B2:B2)</f></c>', _UNCALCULATED),
+    ],
+)
+def test_an_error_cell_is_a_located_error_not_a_missing_value(tmp_path, cell, says):
+    """calamine reads #N/A and an uncalculated formula as an empty cell: revenue counted as 0, silently."""
+    path = crafted_xlsx(tmp_path / "e.xlsx", _A + f'<row r="3"><c r="A3" t="inlineStr"><is><t>A3</t></is></c>{cell}</row>')
+    with pytest.raises(DataError) as caught:
+        read_accounts(path, {"revenue": "number"})
+    assert str(caught.value) == f"{path}:3:revenue: {says}: fix it in the workbook (or clear the cell) and save again"
+    assert read_columns(path, {"id"})[0] == {"id": ["A1", "A3"]}  # a column not read is not looked at
+
+
+def test_error_cells_written_by_openpyxl_are_located_in_the_sheets_own_columns(tmp_path):
+    path = write_xlsx(tmp_path / "o.xlsx", {"S": [[], [None, None, "id", "name", "revenue"], [None, None, "A1", "#REF!", 5], [None, None, "A2", "x", "=1+1"]]})
+    with pytest.raises(DataError) as caught:
+        read_columns(path)
+    assert [str(f) for f in caught.value.findings] == [
+        f"{path}:3:name: #REF! is an Excel error, not a value: fix it in the workbook (or clear the cell) and save again",
+        f"{path}:4:revenue: a formula without a calculated value (the file was saved by a program that does not calculate): fix it in the workbook (or clear the cell) and save again",
+    ]
+
+
+def test_a_formula_with_its_value_and_an_empty_text_result_are_values(tmp_path):
+    cells = '<row r="3"><c r="A3" t="inlineStr"><is><t>A3</t></is></c><c r="B3"><f>2+2</f><v>4</v></c><c r="C3" t="str"><f>""</f><v></v></c></row>'
+    path = crafted_xlsx(tmp_path / "f.xlsx", _A + cells)
+    assert read_columns(path)[0]["revenue"] == [5, 4]
+
+
+def test_excels_day_zero_is_refused_as_a_time_not_a_date(tmp_path):
+    """1899-12-30 (Excel's day 0) comes back from calamine as datetime.time(0, 0): "datetime.time(0, 0) is not a date" said nothing."""
+    path = write_xlsx(tmp_path / "z.xlsx", {"S": [["id", "signed"], ["A1", dt.datetime(1899, 12, 30)], ["A2", dt.time(8, 30)]]})
+    with pytest.raises(DataError) as caught:
+        read_accounts(path, {"signed": "date"})
+    assert [str(f) for f in caught.value.findings] == [
+        f"{path}:2:signed: 00:00:00 is a time of day, not a date (Excel's 1899-12-30 is read as the time 00:00): enter the date",
+        f"{path}:3:signed: 08:30:00 is a time of day, not a date (Excel's 1899-12-30 is read as the time 00:00): enter the date",
+    ]

@@ -27,10 +27,23 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from assignment_engine import AssignmentEngineError, DataError, Engine, HierarchyError, RuleFileError, User, compile_rules, plan_files
+from assignment_engine import (
+    AssignmentEngineError,
+    DataError,
+    Engine,
+    HierarchyError,
+    RuleFileError,
+    User,
+    compile_rules,
+    plan_files,
+    read_accounts,
+    read_users,
+)
+from assignment_engine.readers import read_columns
 from assignment_engine.table import RECORD_KEYS
 
 RULES = """\
@@ -287,3 +300,86 @@ def test_hostile_records_match_plan_or_fail_located(records):
         return
     assert [r["account_id"] for r in plan.rows()] == plan.accounts.ids and len(plan.accounts) == len(records)
     event("planned")
+
+
+# --- spreadsheets ---------------------------------------------------------------------------------------
+
+# cells of every kind a workbook holds; text is what openpyxl can write (no control characters, not a formula or an error name)
+SHEET_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), max_size=6).filter(lambda s: not s.startswith(("=", "#")))
+VALUES = st.one_of(
+    st.none(),
+    SHEET_TEXT,
+    st.sampled_from(["US", "CA", "true", "2026-01-02", "0042", " padded "]),
+    st.integers(-(10**15), 10**15),
+    st.floats(-1e15, 1e15, allow_nan=False).map(lambda x: float(f"{x:.15g}")),  # Excel keeps 15 significant digits
+    st.booleans(),
+    st.dates(dt.date(1900, 3, 1), dt.date(2100, 1, 1)),
+    st.datetimes(dt.datetime(1900, 3, 1), dt.datetime(2100, 1, 1)).map(lambda d: d.replace(second=0, microsecond=0)),
+    st.times().map(lambda t: t.replace(microsecond=0)),
+)
+BROKEN = st.sampled_from(["#N/A", "#REF!", "#DIV/0!", "#VALUE!", "=1+1", "=A1", '=IF(1,"","x")'])
+HEADERS = st.lists(st.one_of(st.sampled_from(["id", "revenue", "since", "vip", "country", "name", "weight", "active", "max_revenue", " id ", ""]), SHEET_TEXT), min_size=1, max_size=6)
+
+
+def _workbook(rows: list[list[Any]]) -> Path:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    for row in rows:
+        book.active.append(row)
+    handle, name = tempfile.mkstemp(suffix=".xlsx")
+    os.close(handle)
+    book.save(name)
+    return Path(name)
+
+
+def _expected(value: Any) -> Any:
+    """A written cell as the reader gives it back: empty text as missing, a whole float as int, midnight as its day."""
+    if value == "" or value is None:
+        return None
+    if isinstance(value, dt.datetime) and value.time() == dt.time(0):
+        return value.date()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+@fuzz(30)
+@given(HEADERS, st.lists(st.lists(st.one_of(VALUES, BROKEN), max_size=7), max_size=6))
+def test_hostile_workbooks_read_as_accounts_and_users_or_fail_located(header, rows):
+    """Any workbook read as accounts or users: tables, or an AssignmentEngineError at a cell of the file (never another exception)."""
+    path = _workbook([header, *rows])
+    try:
+        for read in (lambda: read_accounts(path, {"revenue": "number", "since": "date", "vip": "boolean", "country": "string"}), lambda: read_users(path, ["revenue"])):
+            try:
+                read()
+                event("read")
+            except AssignmentEngineError as exc:
+                event(type(exc).__name__)
+                assert all(f.location.file == str(path) for f in exc.findings), exc
+    finally:
+        path.unlink()
+
+
+@fuzz(30)
+@given(st.lists(st.lists(VALUES, min_size=3, max_size=3), min_size=1, max_size=6), st.lists(BROKEN, max_size=1))
+def test_workbook_cells_round_trip_and_broken_ones_are_located(rows, broken):
+    """What a sheet holds comes back as written (numbers, text, dates, times, booleans, empty); an error cell or an
+    uncalculated formula (as openpyxl writes every formula) is an error at its own cell."""
+    header = ["id", "a", "b", "c"]
+    body = [[f"R{i}", *row] for i, row in enumerate(rows)]
+    if broken:
+        body[-1][2] = broken[0]
+    path = _workbook([header, *body])
+    try:
+        if broken:
+            with pytest.raises(DataError) as caught:
+                read_columns(path)
+            assert str(caught.value.findings[0].location) == f"{path}:{len(body) + 1}:b"
+            return
+        columns, lines = read_columns(path)
+    finally:
+        path.unlink()
+    assert list(lines) == list(range(2, len(body) + 2))
+    for k, name in enumerate(header):
+        assert columns[name] == [_expected(row[k]) for row in body]

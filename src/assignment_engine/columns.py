@@ -11,7 +11,8 @@ messages, which must name what the user sees in the file.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -31,6 +32,12 @@ ENGINE_COLUMNS = {
     "pairs": ("account_id", "user_id", "cost", "workload"),
 }
 REQUIRED = {"accounts": ("id",), "users": (), "opportunities": ("id", "account_id"), "pairs": ("account_id", "user_id")}
+
+
+def nfc(name: str) -> str:
+    """A column name in Unicode NFC: 'Länd' typed on a Mac (a + combining diaeresis) is the 'Länd' of a Windows export.
+    Headers and mapped names only, never cells; ASCII (nearly every name) is returned as it is at once."""
+    return name if name.isascii() else unicodedata.normalize("NFC", name)
 
 
 @cache
@@ -60,8 +67,31 @@ class ColumnMap:
 
     def candidates(self, name: str) -> tuple[str, ...]:
         if name in self.explicit:
-            return (self.explicit[name],)
-        return (*self.preset.get(name, ()), name)
+            return (nfc(self.explicit[name]),)
+        return (*self.preset.get(name, ()), nfc(name))
+
+    def shared(self, names: Iterable[str]) -> list[tuple[str, str, str]]:
+        """(file column, engine name, other engine name) for each column two of ``names`` (or the address) may be read
+        from: read as ``id`` and as ``owner_id``, ``apply`` would write new owners into the ids. Explicit names first."""
+        taken: dict[str, str] = {}
+        out = []
+        for name in sorted(names, key=lambda n: (n not in self.explicit, n)):
+            for column in dict.fromkeys(self.candidates(name)):
+                if taken.setdefault(column, name) != name:
+                    out.append((column, taken[column], name))
+        if self.address and nfc(self.address) in taken:
+            out.append((nfc(self.address), taken[nfc(self.address)], "address"))
+        return out
+
+    def source(self, name: str) -> str:
+        """Where an engine name's file column comes from, as a message says it."""
+        if name == "address":
+            return f"inputs.{self.role}.address"
+        if name in self.explicit:
+            return f"inputs.{self.role}.columns.{name}"
+        if name in self.preset:
+            return f"a candidate of the {self.preset_name} preset"
+        return "its own name"
 
     def wanted(self, names: set[str] | None) -> set[str] | None:
         """The file columns to read for these engine names (None: all)."""
@@ -83,9 +113,11 @@ class ColumnMap:
         mapped = set(self.explicit) | set(self.preset)
         if names is not None:
             mapped &= names | set(self.explicit)
+            mapped |= {n for n in names if nfc(n) != n}  # a declared field typed decomposed, read from its composed header
         findings = []
-        everything = header() if header and not set(self.explicit.values()) <= columns.keys() else list(columns)
-        for name, column in self.explicit.items():
+        explicit = {name: nfc(column) for name, column in self.explicit.items()}
+        everything = header() if header and not set(explicit.values()) <= columns.keys() else list(columns)
+        for name, column in explicit.items():
             if column not in columns:
                 where = self.declared_at.get(name)
                 origin = f" (inputs.{self.role}.columns.{name} at {where})" if where else f" (inputs.{self.role}.columns.{name})"

@@ -315,7 +315,19 @@ class _Compiler:
             if given.address is not None and role != "accounts":
                 self.error(("inputs", role, "address"), "'address' applies to accounts only")
             out[role] = ColumnMap(role, dict(given.columns), preset.get(role, {}), spec.preset, where, given.sheet, given.address)
+            self.check_shared(out[role], given, known[role])
         return out
+
+    def check_shared(self, columns: ColumnMap, given: rs.Input, names: list[str]) -> None:
+        """One file column read by one engine name only: ``owner_id: Id`` beside the preset's ``id`` made ``apply`` write owners into the ids."""
+        for column, first, second in columns.shared(names):
+            mapped = next((n for n in (first, second) if n in given.columns), None)
+            path = ("inputs", columns.role, "columns", mapped) if mapped else ("inputs", columns.role, "address") if second == "address" else ("inputs", "preset")
+            self.error(
+                path,
+                f"column {column!r} would be read as both {first} ({columns.source(first)}) and {second} ({columns.source(second)}): "
+                f"a column is read by one engine name only: map one of them to another column",
+            )
 
     def condition(self, raw: Any, path: tuple[Any, ...], fields: dict[str, Any]) -> Condition:
         errors: list[ConditionError] = []

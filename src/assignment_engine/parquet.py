@@ -5,7 +5,7 @@ never touched), a batch of records at a time, each converted to Python values
 only while the reader turns that batch into arrays. Struct
 columns, such as a Salesforce ``BillingAddress``, are addressed by dotted path
 (``BillingAddress.country``); list and map columns are read as their JSON text,
-as JSON Lines are. Writing streams record batches, so a million-row plan is
+as JSON Lines are; binary columns as UTF-8 text. Writing streams record batches, so a million-row plan is
 never held in memory twice.
 """
 
@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .columns import nfc
 from .errors import DataError, Finding, Location, OptionError
 from .readers import _DISTINCT, Columns
 from .table import shown
@@ -45,7 +46,7 @@ def parquet_chunks(path: Path, wanted: set[str] | None, size: int) -> Iterator[t
     try:
         file = pq.ParquetFile(path)
         names = _leaf_names(file.schema_arrow)
-        stripped = [n.strip() for n in names]
+        stripped = [nfc(n.strip()) for n in names]
         duplicated = sorted({n for n in stripped if stripped.count(n) > 1})
         if duplicated:
             raise DataError([Finding(Location(str(path), 1), f"duplicate column(s) in header: {', '.join(map(shown, duplicated))}")])
@@ -67,13 +68,15 @@ def parquet_chunks(path: Path, wanted: set[str] | None, size: int) -> Iterator[t
         columns = {}
         for name in chosen:
             try:
-                columns[name.strip()] = _values(table.column(name))
+                columns[nfc(name.strip())] = _values(table.column(name))
+            except _NotText as exc:
+                raise DataError([Finding(Location(str(path), start + exc.at, column=nfc(name.strip())), f"{shown(exc.value)} is binary, not UTF-8 text")]) from None
             except (pa.ArrowException, ValueError, OverflowError) as exc:  # bytes that are not UTF-8, a date past 9999
                 raise _unreadable(path, name, start, exc) from None
         yield columns, range(start, start + batch.num_rows)
         start += batch.num_rows
     if start == 2:
-        yield {name.strip(): [] for name in chosen}, range(2, 2)
+        yield {nfc(name.strip()): [] for name in chosen}, range(2, 2)
 
 
 def _unreadable(path: Path, column: str | None, start: int, exc: Exception) -> DataError:
@@ -121,11 +124,33 @@ def _values(column: Any) -> list[Any]:
     elif pa.types.is_timestamp(kind) and kind.unit == "ns":  # plain datetimes, not pandas Timestamps (only the day is used)
         column = column.cast(pa.timestamp("us", kind.tz), safe=False)
     values = column.to_pylist()
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
+        _decode(values)
     if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_map(kind):
         return [None if v is None else json.dumps(v, sort_keys=True, default=str) for v in values]
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind):
         _intern(values)
     return values
+
+
+class _NotText(ValueError):
+    """A binary cell that is not UTF-8, at its position in the batch."""
+
+    def __init__(self, at: int, value: bytes) -> None:
+        super().__init__(at)
+        self.at, self.value = at, value
+
+
+def _decode(values: list[Any]) -> None:
+    """A binary column (writers store text so when they lose its type) as UTF-8 text, in place: as bytes it would
+    match no rule and be no number."""
+    for i, v in enumerate(values):
+        if v is not None:
+            try:
+                values[i] = v.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _NotText(i, v) from None
+    _intern(values)
 
 
 def _intern(values: list[Any]) -> None:

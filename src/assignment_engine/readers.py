@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import json
+import unicodedata
 from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .columns import ACCOUNT_COLUMNS, DEAL_INPUT_COLUMNS, ColumnMap
+from .columns import ACCOUNT_COLUMNS, DEAL_INPUT_COLUMNS, ColumnMap, nfc
 from .compile import CompiledRules
 from .errors import DataError, Finding, Location, suggest
 from .opportunities import DealTable, deals_from_columns
@@ -80,7 +81,7 @@ def _csv_chunks(path: Path, wanted: set[str] | None, size: int) -> Iterator[tupl
         header = next(reader, None)
         if header is None:
             raise DataError([Finding(Location(str(path), 1), "the file is empty (expected a header row)")])
-        header = [h.strip() for h in header]
+        header = [nfc(h.strip()) for h in header]
         duplicated = sorted({h for h in header if header.count(h) > 1})
         if duplicated:
             raise DataError([Finding(Location(str(path), 1), f"duplicate column(s) in header: {', '.join(map(shown, duplicated))}")])
@@ -124,7 +125,9 @@ def _jsonl_chunks(path: Path, wanted: set[str] | None) -> Iterator[tuple[Columns
     """One chunk: a record's keys are its columns, so which columns the file has is known only at its end."""
     records: list[dict[str, Any]] = []
     rows = array("l")
-    paths = [w for w in wanted or () if "." in w]  # BillingAddress.country: a field of a JSON object
+    paths = [w for w in wanted or () if "." in w]
+    if wanted is not None:  # keys as a Mac writes them (decomposed) too: normalised once each at the end, not per record
+        wanted = wanted | {unicodedata.normalize("NFD", w) for w in wanted if not w.isascii()}  # BillingAddress.country: a field of a JSON object
     with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -151,7 +154,7 @@ def _jsonl_chunks(path: Path, wanted: set[str] | None) -> Iterator[tuple[Columns
         yield {k: [] for k in wanted or ()}, rows
         return
     keys = dict.fromkeys(k for r in records for k in r)
-    yield {k: [r.get(k) for r in records] for k in keys}, rows
+    yield {nfc(k): [r.get(k) for r in records] for k in keys}, rows
 
 
 def _inside(record: dict[str, Any], dotted: str) -> Any:
@@ -327,7 +330,7 @@ def _scan(path: Path, keys: tuple[str, ...], value: str, wanted: set[str] | None
                             return picked, [number]
                 return None
             reader = csv.reader(handle)
-            header = [h.strip() for h in next(reader, [])]
+            header = [nfc(h.strip()) for h in next(reader, [])]
             key = next((k for k in keys if k in header), None)
             if key is None:
                 return None

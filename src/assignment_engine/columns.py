@@ -72,13 +72,18 @@ class ColumnMap:
 
     def shared(self, names: Iterable[str]) -> list[tuple[str, str, str]]:
         """(file column, engine name, other engine name) for each column two of ``names`` (or the address) may be read
-        from: read as ``id`` and as ``owner_id``, ``apply`` would write new owners into the ids. Explicit names first."""
+        from: read as ``id`` and as ``owner_id``, ``apply`` would write new owners into the ids. Explicit names first.
+
+        Only a pair the rule file's own ``columns:`` or ``address`` is part of: two names sharing nothing but a
+        preset's candidates (``revenue`` and ``annual_revenue`` both offer ``AnnualRevenue``) were always read the
+        first way the file allows, and rule files doing so keep validating."""
         taken: dict[str, str] = {}
         out = []
         for name in sorted(names, key=lambda n: (n not in self.explicit, n)):
             for column in dict.fromkeys(self.candidates(name)):
-                if taken.setdefault(column, name) != name:
-                    out.append((column, taken[column], name))
+                first = taken.setdefault(column, name)
+                if first != name and first in self.explicit:
+                    out.append((column, first, name))
         if self.address and nfc(self.address) in taken:
             out.append((nfc(self.address), taken[nfc(self.address)], "address"))
         return out

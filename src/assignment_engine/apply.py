@@ -47,7 +47,7 @@ from typing import IO, Any
 from .columns import ColumnMap
 from .errors import DataError, Finding, Location, OptionError
 from .planfile import MANIFEST, ROLES, InputFile, Manifest, OwnerCheck, Shape, open_regular, plan_rows
-from .readers import SPREADSHEETS, _inside, read_users
+from .readers import SPREADSHEETS, read_users, value_at
 from .table import as_text
 from .writers import check_output, durable_open, formula_like, formula_note, output_directory, write_json
 
@@ -340,12 +340,12 @@ def _jsonl_records(text: IO[str], copy: IO[str], path: str, columns: ColumnMap) 
 
 def _has(record: dict[str, Any], key: str) -> bool:
     """Whether the engine's reader finds ``key`` in a record: the key itself, else a value at a dotted path into nested objects."""
-    return key in record or _inside(record, key) is not None
+    return key in record or value_at(record, key) is not None
 
 
 def _value(record: dict[str, Any], key: str) -> Any:
     """The value the engine's reader takes for ``key`` (see :func:`_has`); None when absent."""
-    return record[key] if key in record else _inside(record, key)
+    return record[key] if key in record else value_at(record, key)
 
 
 def _set_value(record: dict[str, Any], key: str, value: str, where: Location) -> None:

@@ -138,7 +138,7 @@ def _jsonl_chunks(path: Path, wanted: set[str] | None) -> Iterator[tuple[Columns
                     whole = record
                     record = {k: v if type(v) not in _NESTED else _flat(v) for k, v in whole.items() if wanted is None or k in wanted}
                     for dotted in paths:
-                        if dotted not in record and (found := _inside(whole, dotted)) is not None:
+                        if dotted not in record and (found := value_at(whole, dotted)) is not None:
                             record[dotted] = _flat(found)
             except json.JSONDecodeError as exc:
                 raise DataError([Finding(Location(str(path), number, exc.colno), f"invalid JSON: {exc.msg}")]) from None
@@ -157,7 +157,7 @@ def _jsonl_chunks(path: Path, wanted: set[str] | None) -> Iterator[tuple[Columns
     yield {nfc(k): [r.get(k) for r in records] for k in keys}, rows
 
 
-def _inside(record: dict[str, Any], dotted: str) -> Any:
+def value_at(record: dict[str, Any], dotted: str) -> Any:
     """The value at a dotted path through nested JSON objects, None when any step is missing."""
     node: Any = record
     for step in dotted.split("."):
@@ -326,7 +326,7 @@ def _scan(path: Path, keys: tuple[str, ...], value: str, wanted: set[str] | None
                         key = next((k for k in keys if k in record), None)
                         if key is not None and as_text(record[key]).strip() == value:
                             picked = {k: [_flat(v)] for k, v in record.items() if wanted is None or k in wanted}
-                            picked.update({d: [_flat(_inside(record, d))] for d in wanted or () if "." in d and d not in record})
+                            picked.update({d: [_flat(value_at(record, d))] for d in wanted or () if "." in d and d not in record})
                             return picked, [number]
                 return None
             reader = csv.reader(handle)

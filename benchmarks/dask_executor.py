@@ -53,12 +53,12 @@ from pathlib import Path
 import numpy as np
 
 from assignment_engine import Engine, read_accounts, read_users
-from assignment_engine.compile import load_rules
 from assignment_engine.errors import RuleFileError
 from assignment_engine.optimize import Problem, Solution, solve
 from assignment_engine.optimize.component import MAX_MODEL_PAIRS, Component
 from assignment_engine.optimize.executors import _parts
 from assignment_engine.optimize.shipment import PairTables, ship
+from assignment_engine.rules.compile import load_rules
 
 OUT = Path(__file__).parent / "out"
 COPIES = 10  # a 10M-account book as ten L books' worth of components

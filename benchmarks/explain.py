@@ -23,7 +23,7 @@ from pathlib import Path
 from scale import OUT, generate
 
 from assignment_engine import assign_files
-from assignment_engine.explain import explain_saved
+from assignment_engine.review.explain import explain_saved
 
 
 def saved_plan(preset: str) -> Path:

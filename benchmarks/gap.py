@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from assignment_engine import Engine, User, compile_rules
-from assignment_engine.table import PairTable
+from assignment_engine.tables.table import PairTable
 
 DATA = Path(__file__).parent / "data" / "gap"
 BEST_KNOWN = {  # best known value, and whether it is proven optimal (data/gap/README.md)

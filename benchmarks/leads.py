@@ -25,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 from rapidfuzz import fuzz, process
 
-from assignment_engine.leads import AccountIndex, company_key
+from assignment_engine.routing.leads import AccountIndex, company_key
 
 ONSETS = ["b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z", "br", "cr", "st", "tr", "gl", "pl", "sh", "th"]
 VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "io", "ou"]

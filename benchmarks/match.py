@@ -23,7 +23,7 @@ import time
 from scale import generate
 
 from assignment_engine import Engine, read_accounts
-from assignment_engine.match import NO_TERRITORY, match_accounts
+from assignment_engine.matching.match import NO_TERRITORY, match_accounts
 
 
 def timed(call, repeat: int) -> list[float]:

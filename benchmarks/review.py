@@ -24,10 +24,10 @@ from pathlib import Path
 
 from explain import saved_plan
 
-from assignment_engine.apply import apply_plan
-from assignment_engine.planfile import Manifest, Shape, plan_rows
-from assignment_engine.report import render_report
-from assignment_engine.review import diff_plan
+from assignment_engine.files.manifest import Manifest, Shape, plan_rows
+from assignment_engine.review.apply import apply_plan
+from assignment_engine.review.diff import diff_plan
+from assignment_engine.review.report import render_report
 
 
 def best(work: Callable[[], object], repeat: int) -> float:

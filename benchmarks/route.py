@@ -49,12 +49,12 @@ from explain import saved_plan
 from scale import OUT
 
 from assignment_engine import Engine, Plan, assign_files
-from assignment_engine.compile import BalanceSpec, load_rules
-from assignment_engine.planfile import Manifest, read_summary
-from assignment_engine.readers import read_accounts, read_users
-from assignment_engine.recordmatch import typed
-from assignment_engine.routestate import MemoryState, SqliteState
-from assignment_engine.routing import Routed, Router
+from assignment_engine.files.manifest import Manifest, read_summary
+from assignment_engine.files.readers import read_accounts, read_users
+from assignment_engine.matching.records import typed
+from assignment_engine.routing.router import Routed, Router
+from assignment_engine.routing.state import MemoryState, SqliteState
+from assignment_engine.rules.compile import BalanceSpec, load_rules
 from assignment_engine.synthetic import PRESETS, generate_book
 
 Score = Callable[[str, dict[str, dict[str, float]], dict[str, float]], tuple[float, ...]]  # a routing policy: user, loads, addition

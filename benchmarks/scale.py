@@ -28,7 +28,7 @@ import numpy as np
 
 from assignment_engine import Engine, read_accounts, read_users, write_plan
 from assignment_engine.optimize import Problem, solve
-from assignment_engine.plan import Plan
+from assignment_engine.plan.result import Plan
 
 OUT = Path(__file__).parent / "out"
 

@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from assignment_engine import DataError, OptionError, apply_plan, assign_files, demo_files
-from assignment_engine.apply import FORMATS, ApplyResult
 from assignment_engine.cli import main
-from assignment_engine.planfile import Manifest
-from assignment_engine.readers import read_columns
+from assignment_engine.files.manifest import Manifest
+from assignment_engine.files.readers import read_columns
+from assignment_engine.review.apply import FORMATS, ApplyResult
 from assignment_engine.synthetic import generate_book
 from conftest import WEST_EAST, rules_text
 

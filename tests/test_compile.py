@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from assignment_engine import Engine, RuleFileError, User, compile_rules, load_rules
 from assignment_engine.cli import main
-from assignment_engine.yamlfile import MAX_BYTES, MAX_DEPTH
+from assignment_engine.rules.yamlfile import MAX_BYTES, MAX_DEPTH
 from conftest import EXAMPLE_FIELDS, EXAMPLE_RULES, EXAMPLE_USERS, line_col, rules_text
 
 

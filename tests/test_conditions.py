@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assignment_engine import AccountTable, Engine, RuleFileError, compile_rules
-from assignment_engine.conditions import ConditionError, parse_condition
+from assignment_engine.rules.conditions import ConditionError, parse_condition
 from conftest import line_col, rules_text
 
 FIELDS = {"s": "string", "n": "number", "i": "integer", "b": "boolean", "d": "date"}

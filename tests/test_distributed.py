@@ -27,7 +27,7 @@ from assignment_engine.optimize.clock import share_time, work
 from assignment_engine.optimize.component import Component
 from assignment_engine.optimize.executors import _parts
 from assignment_engine.synthetic import PRESETS, generate_book
-from assignment_engine.table import PairTable, User
+from assignment_engine.tables.table import PairTable, User
 from conftest import engine_of, rules_text
 
 

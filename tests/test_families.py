@@ -7,7 +7,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from assignment_engine import AccountTable, DataError, Engine, HierarchyError, User, compile_rules, read_accounts
-from assignment_engine.families import build_families
+from assignment_engine.matching.families import build_families
 from conftest import WEST_EAST, rows_by_id, rules_text
 
 TERRITORIES = WEST_EAST + """

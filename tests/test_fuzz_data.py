@@ -43,8 +43,8 @@ from assignment_engine import (
     read_accounts,
     read_users,
 )
-from assignment_engine.readers import read_columns
-from assignment_engine.table import RECORD_KEYS
+from assignment_engine.files.readers import read_columns
+from assignment_engine.tables.table import RECORD_KEYS
 
 RULES = """\
 version: 1

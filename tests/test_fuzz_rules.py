@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
 from assignment_engine import CompiledRules, Engine, RuleFileError, compile_rules, load_rules
-from assignment_engine.yamlfile import load_yaml
+from assignment_engine.rules.yamlfile import load_yaml
 from conftest import EXAMPLE_RULES
 
 ROOT = Path(__file__).parent.parent

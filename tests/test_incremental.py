@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from assignment_engine import DataError, Plan, assign_files, demo_files
 from assignment_engine.cli import main
-from assignment_engine.plan import account_fingerprints
-from assignment_engine.planfile import Manifest
+from assignment_engine.files.manifest import Manifest
+from assignment_engine.plan.result import account_fingerprints
 from conftest import engine_of, rules_text, strip_timing, table_of, write_csv
 from test_saved_plan import reseal
 

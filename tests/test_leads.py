@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rapidfuzz import fuzz
 
-from assignment_engine import leads
-from assignment_engine.leads import AccountIndex, LeadMatch, company_key, domain, email_domain, is_free_mail
+from assignment_engine.routing import leads
+from assignment_engine.routing.leads import AccountIndex, LeadMatch, company_key, domain, email_domain, is_free_mail
 
 FREE_MAIL = json.loads(resources.files("assignment_engine").joinpath("data", "free_mail.json").read_text(encoding="utf-8"))
 LEGAL = json.loads(resources.files("assignment_engine").joinpath("data", "legal_suffixes.json").read_text(encoding="utf-8"))

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assignment_engine import Engine, User, compile_rules
-from assignment_engine.match import NO_TERRITORY, TIED, match_accounts
+from assignment_engine.matching.match import NO_TERRITORY, TIED, match_accounts
 from conftest import match_of, rows_by_id, rules_text, table_of
 
 TREE = rules_text(
@@ -303,7 +303,7 @@ def test_non_owner_members_never_own():
 
 # ---------------------------------------------------------------- property: matching = an independent oracle
 
-from assignment_engine.yamlfile import load_yaml
+from assignment_engine.rules.yamlfile import load_yaml
 from test_conditions import oracle
 
 

@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from assignment_engine import Engine, User, compile_rules
-from assignment_engine.table import PairTable
+from assignment_engine.tables.table import PairTable
 from conftest import rows_by_id, rules_text, table_of
 
 ONE_TERRITORY = """

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from assignment_engine import Engine, OptionError, User, write_plan, writers
+from assignment_engine import Engine, OptionError, User, write_plan
 from assignment_engine.cli import main
-from assignment_engine.writers import PLAN_FILES, csv_cell
+from assignment_engine.files import output as writers
+from assignment_engine.files.output import PLAN_FILES, csv_cell
 from conftest import EXAMPLE_USERS, WEST_EAST, rules_text, write_csv
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from assignment_engine import DataError, User, plan_files
 from assignment_engine.cli import main
-from assignment_engine.table import PairTable, pairs_from_columns
+from assignment_engine.tables.table import PairTable, pairs_from_columns
 from conftest import engine_of, rules_text, write_csv
 
 POOL = """
@@ -303,7 +303,7 @@ def test_a_plan_with_values_at_the_bound_runs_to_completion(tmp_path):
 def test_a_zero_cost_above_a_negative_bound_has_a_gap_not_a_division_by_zero():
     """Negative costs (a bonus for a pair) can leave the affinity total at 0 above a proven bound of -3."""
     from assignment_engine.optimize import ComponentResult, Objective, Solution
-    from assignment_engine.plan import solver_summary
+    from assignment_engine.plan.result import solver_summary
 
     component = ComponentResult(["a0", "a1"], units=2, pairs=4, objectives=[Objective("affinity", 0.0, -3.0, 0.0, "FEASIBLE")], moves=0, moves_bound=0, seconds=0.1)
     summary = solver_summary(Solution(np.zeros(2, dtype=np.int64), {}, [component]))

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assignment_engine import places
-from assignment_engine.places import Resolved, country_code, split_address, subdivision_code
+from assignment_engine.tables import places
+from assignment_engine.tables.places import Resolved, country_code, split_address, subdivision_code
 
 COUNTRIES = list(pycountry.countries)
 VARIANTS = json.loads(resources.files("assignment_engine").joinpath("data", "place_variants.json").read_text(encoding="utf-8"))

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from assignment_engine import report
 from assignment_engine.batch import assign_files
-from assignment_engine.report import charts, render_report, report_available
-from assignment_engine.review import diff_plan
+from assignment_engine.review import report
+from assignment_engine.review.diff import diff_plan
+from assignment_engine.review.report import charts, render_report, report_available
 from conftest import WEST_EAST, rules_text, write_csv
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from assignment_engine import DataError
 from assignment_engine.batch import assign_files
 from assignment_engine.cli import main
-from assignment_engine.planfile import InputFile, Manifest, read_summary
-from assignment_engine.review import NONE, Load, Move, MovedAccount, compare_plans, diff_plan
+from assignment_engine.files.manifest import InputFile, Manifest, read_summary
+from assignment_engine.review.diff import NONE, Load, Move, MovedAccount, compare_plans, diff_plan
 
 
 def _account(account_id: str, previous: str, owner: str, territory: str, value: float) -> dict[str, Any]:

@@ -19,13 +19,13 @@ from assignment_engine import Engine, OptionError, User, compile_rules, read_acc
 from assignment_engine.batch import assign_files, load_plan
 from assignment_engine.cli import main
 from assignment_engine.errors import RuleFileError
+from assignment_engine.files.manifest import Manifest
 from assignment_engine.optimize.clock import DEFAULT_EFFORT, HARD_BANDS_WORK, Clock, effort_in_force, share_time, solving_deadline, work
-from assignment_engine.plan import results_of
-from assignment_engine.planfile import Manifest
-from assignment_engine.review import compare_plans
-from assignment_engine.ruleset import DEFAULT_EFFORT as RULE_FILE_DEFAULT
+from assignment_engine.plan.result import results_of
+from assignment_engine.review.diff import compare_plans
+from assignment_engine.rules.ruleset import DEFAULT_EFFORT as RULE_FILE_DEFAULT
 from assignment_engine.synthetic import generate_book
-from assignment_engine.table import PairTable
+from assignment_engine.tables.table import PairTable
 from conftest import EXAMPLE_RULES, strip_timing, table_of
 
 LIMIT = 2.0  # wall-clock seconds given to the runs below

@@ -9,8 +9,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assignment_engine import RuleFileError, yamlfile
-from assignment_engine.yamlfile import MAX_BYTES, MAX_DEPTH, load_yaml, read_text
+from assignment_engine import RuleFileError
+from assignment_engine.rules import yamlfile
+from assignment_engine.rules.yamlfile import MAX_BYTES, MAX_DEPTH, load_yaml, read_text
 from conftest import line_col
 
 

@@ -9,9 +9,7 @@ change. Typical library use (a CRM integration)::
     plan = engine.assign(engine.table(records), users)     # batch
 """
 
-from .apply import ApplyResult, apply_plan
 from .batch import assign_files, demo_files, plan_files
-from .compile import CompiledRules, compile_rules, load_rules
 from .engine import Engine, TerritoryMatch
 from .errors import (
     AssignmentEngineError,
@@ -23,11 +21,13 @@ from .errors import (
     OptionError,
     RuleFileError,
 )
-from .plan import AccountResult, Plan, Status
-from .readers import read_accounts, read_users
-from .ruleset import json_schema
-from .table import AccountTable, User
-from .writers import write_plan
+from .files.output import write_plan
+from .files.readers import read_accounts, read_users
+from .plan.result import AccountResult, Plan, Status
+from .review.apply import ApplyResult, apply_plan
+from .rules.compile import CompiledRules, compile_rules, load_rules
+from .rules.ruleset import json_schema
+from .tables.table import AccountTable, User
 
 __all__ = [
     "AccountResult",

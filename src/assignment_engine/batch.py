@@ -13,20 +13,20 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .compile import CompiledRules
 from .engine import Engine
 from .errors import DataError, Finding, InfeasibleError, Location, OptionError
-from .opportunities import DealPlan, DealTable, assign_deals
+from .files.manifest import ROLES, InputFile, Manifest, Shape, engine_version, fingerprint, plan_rows, read_summary
+from .files.output import check_output, write_plan
+from .files.parquet import require_pyarrow
+from .files.readers import read_accounts, read_deals, read_pairs, read_users
+from .matching.rank import measure_values
 from .optimize import replay
 from .optimize.clock import effort_in_force
 from .optimize.distributed import check_executor
-from .parquet import require_pyarrow
-from .plan import REPLAN_WHY, Baseline, Plan, Prepared, results_of
-from .planfile import ROLES, InputFile, Manifest, Shape, engine_version, fingerprint, plan_rows, read_summary
-from .rank import measure_values
-from .readers import read_accounts, read_deals, read_pairs, read_users
-from .table import AccountTable, PairTable, User, shown
-from .writers import check_output, write_plan
+from .plan.deals import DealPlan, DealTable, assign_deals
+from .plan.result import REPLAN_WHY, Baseline, Plan, Prepared, results_of
+from .rules.compile import CompiledRules
+from .tables.table import AccountTable, PairTable, User, shown
 
 Progress = Callable[[str], None]
 
@@ -123,7 +123,7 @@ def run_files(
             "as_of": run_date.isoformat() if deal_table is not None or engine.rules.uses_run_date else None,
             "hierarchy_errors": on_hierarchy_error,
             "workers": workers,
-            "executor": executor,  # not plan-shaping (planfile._PLAN_SHAPING): every executor makes the same plan
+            "executor": executor,  # not plan-shaping (files.manifest._PLAN_SHAPING): every executor makes the same plan
             **({"from_plan": baseline.plan_id} if baseline is not None else {}),
         },
     )

@@ -26,17 +26,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .apply import FORMATS as UPDATE_FORMATS
-from .apply import apply_plan
 from .batch import assign_files, demo_files, plan_files, validate_files
-from .compile import load_rules
 from .errors import AssignmentEngineError, OptionError, printable
-from .explain import explain_saved
+from .files.output import write_text_atomically
 from .optimize import MAX_SEED
-from .review import LARGEST, Band, Load, Move, MovedAccount, PlanComparison, PlanDiff, compact, compare_plans, diff_plan
-from .route import route_files
-from .ruleset import MAX_SECONDS, json_schema
-from .writers import write_text_atomically
+from .review.apply import FORMATS as UPDATE_FORMATS
+from .review.apply import apply_plan
+from .review.diff import LARGEST, Band, Load, Move, MovedAccount, PlanComparison, PlanDiff, compact, compare_plans, diff_plan
+from .review.explain import explain_saved
+from .routing.route import route_files
+from .rules.compile import load_rules
+from .rules.ruleset import MAX_SECONDS, json_schema
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)

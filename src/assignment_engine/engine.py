@@ -16,20 +16,20 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .compile import CompiledRules, load_rules
 from .errors import Finding, Location, OptionError, RuleFileError
-from .families import build_families
-from .match import TIED, Matches, match_accounts, rule_trace
-from .opportunities import DealTable, deal_measures
+from .matching.families import build_families
+from .matching.match import TIED, Matches, match_accounts, rule_trace
+from .matching.rank import balance_scope, balance_values, measure_values, rank_tiers
+from .matching.segments import derive as derive_segments
 from .optimize import MAX_SEED, Holdings, LoadDim, Problem, solve
 from .optimize.clock import effort_in_force, solving_deadline
 from .optimize.distributed import check_executor
-from .plan import REPLAN_WHY, Baseline, Incremental, Plan, Prepared, Status, account_fingerprints, fingerprint_fields
-from .rank import balance_scope, balance_values, measure_values, rank_tiers
-from .routing import Router, State
-from .ruleset import MAX_SECONDS, Assignment
-from .segments import derive as derive_segments
-from .table import AccountTable, PairTable, User, check_records, owner_index
+from .plan.deals import DealTable, deal_measures
+from .plan.result import REPLAN_WHY, Baseline, Incremental, Plan, Prepared, Status, account_fingerprints, fingerprint_fields
+from .routing.router import Router, State
+from .rules.compile import CompiledRules, load_rules
+from .rules.ruleset import MAX_SECONDS, Assignment
+from .tables.table import AccountTable, PairTable, User, check_records, owner_index
 
 Progress = Callable[[str], None]
 

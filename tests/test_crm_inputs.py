@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from assignment_engine import DataError, Engine, RuleFileError, User, compile_rules, read_accounts
 from assignment_engine.batch import assign_files, plan_files, validate_files
 from assignment_engine.cli import main
-from assignment_engine.files.readers import read_deals, read_users
+from assignment_engine.files.readers import read_users
+from assignment_engine.plan.deals import read_deals
 from assignment_engine.review.explain import explain_saved
 from conftest import engine_of, rules_text, write_csv, write_jsonl
 from test_formats import write_xlsx

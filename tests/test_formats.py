@@ -22,12 +22,13 @@ import pytest
 from click.testing import CliRunner
 
 from assignment_engine import DataError, OptionError, demo_files, load_rules, read_accounts, read_users
-from assignment_engine.files import parquet as parquet_module
 from assignment_engine.batch import assign_files
 from assignment_engine.cli import main
+from assignment_engine.files import parquet as parquet_module
 from assignment_engine.files import sheets
 from assignment_engine.files.parquet import require_pyarrow, write_parquet
-from assignment_engine.files.readers import read_columns, read_deals, read_pairs
+from assignment_engine.files.readers import read_columns, read_pairs
+from assignment_engine.plan.deals import read_deals
 
 Columns = dict[str, list[Any]]
 

@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 
 from assignment_engine import AccountTable, DataError, Engine, User, plan_files
 from assignment_engine.cli import main
-from assignment_engine.files.readers import read_deals
-from assignment_engine.plan.deals import DealPlan, assign_deals, deals_from_columns
+from assignment_engine.plan.deals import DealPlan, assign_deals, deals_from_columns, read_deals
 from assignment_engine.synthetic import generate_book
 from conftest import WEST_EAST, engine_of, rows_by_id, rules_text, write_csv
 

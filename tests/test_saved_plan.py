@@ -22,12 +22,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assignment_engine import AssignmentEngineError, DataError, Plan, RuleFileError, apply_plan, assign_files, demo_files
-from assignment_engine.batch import read_baseline
 from assignment_engine.cli import main
 from assignment_engine.files.manifest import FORMAT, InputFile, Manifest
 from assignment_engine.review.diff import compare_plans, diff_plan
 from assignment_engine.review.explain import explain_saved
 from assignment_engine.routing.router import Router
+from assignment_engine.saved import read_baseline
 from conftest import WEST_EAST, engine_of, rules_text, strip_timing
 
 

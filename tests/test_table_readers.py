@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from assignment_engine import AccountTable, DataError, Engine, HierarchyError, User, compile_rules, read_accounts, read_users
 from assignment_engine.files import readers
 from assignment_engine.matching.families import build_families
-from assignment_engine.tables.table import FieldType, OptionalTexts, Texts
+from assignment_engine.tables.cells import FieldType, OptionalTexts, Texts
 from conftest import EXAMPLE_FIELDS, EXAMPLE_RULES, EXAMPLE_USERS, rows_by_id, write_csv, write_jsonl
 
 FIELDS = {"country": "string", "state": "string", "postal_code": "string", "industry": "string", "annual_revenue": "number", "employees": "integer"}

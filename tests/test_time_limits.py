@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from assignment_engine import Engine, OptionError, User, compile_rules, read_accounts, read_users
-from assignment_engine.batch import assign_files, load_plan
+from assignment_engine.batch import assign_files
 from assignment_engine.cli import main
 from assignment_engine.errors import RuleFileError
 from assignment_engine.files.manifest import Manifest
@@ -24,6 +24,7 @@ from assignment_engine.optimize.clock import DEFAULT_EFFORT, HARD_BANDS_WORK, Cl
 from assignment_engine.plan.result import results_of
 from assignment_engine.review.diff import compare_plans
 from assignment_engine.rules.ruleset import DEFAULT_EFFORT as RULE_FILE_DEFAULT
+from assignment_engine.saved import load_plan
 from assignment_engine.synthetic import generate_book
 from assignment_engine.tables.table import PairTable
 from conftest import EXAMPLE_RULES, strip_timing, table_of

@@ -21,12 +21,12 @@ from .errors import (
     OptionError,
     RuleFileError,
 )
-from .files.output import write_plan
 from .files.readers import read_accounts, read_users
 from .plan.result import AccountResult, Plan, Status
 from .review.apply import ApplyResult, apply_plan
 from .rules.compile import CompiledRules, compile_rules, load_rules
 from .rules.ruleset import json_schema
+from .saved import write_plan
 from .tables.table import AccountTable, User
 
 __all__ = [

@@ -29,7 +29,8 @@ from .plan.result import REPLAN_WHY, Baseline, Incremental, Plan, Prepared, Stat
 from .routing.router import Router, State
 from .rules.compile import CompiledRules, load_rules
 from .rules.ruleset import MAX_SECONDS, Assignment
-from .tables.table import AccountTable, PairTable, User, check_records, owner_index
+from .tables.cells import owner_index
+from .tables.table import AccountTable, PairTable, User, check_records
 
 Progress = Callable[[str], None]
 
@@ -137,7 +138,7 @@ class Engine:
         """Every stage before the optimizer: segments, match, families, ranking, and the optimization problem.
 
         ``as_of`` is the run date relative conditions count from (default: the rule file's, else today).
-        With ``baseline`` (a saved plan's decisions, :func:`batch.read_baseline`) the run is incremental: only
+        With ``baseline`` (a saved plan's decisions, :func:`saved.read_baseline`) the run is incremental: only
         accounts that changed since that plan are units of the problem (see :func:`_replan`); the others keep
         the plan's owner and count as fixed load, like locked accounts, with status ``unchanged``.
 

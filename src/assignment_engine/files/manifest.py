@@ -38,7 +38,7 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import DataError, Finding, Location, RuleFileError
-from ..tables.table import shown
+from ..tables.cells import shown
 
 if TYPE_CHECKING:
     from ..rules.compile import CompiledRules

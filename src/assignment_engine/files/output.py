@@ -1,4 +1,4 @@
-"""Write a plan (or any output directory) as one unit, so a reader never sees half of one.
+"""Write an output directory (a plan, update files, routed records) as one unit, so a reader never sees half of one.
 
 Every file of a plan is written into a fresh sibling directory, flushed to disk,
 then swapped with the target in one step (``renameat2(RENAME_EXCHANGE)`` on
@@ -33,19 +33,14 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
 from ..errors import Finding, Location, OptionError
-from ..plan.deals import DEAL_COLUMNS, DealPlan
-from ..plan.result import Plan
-from ..review.diff import Review
-from ..review.report import MOVED_ROWS, render_report, report_available
-from .manifest import MANIFEST, Manifest, engine_version, fingerprint, headline, read_summary
-from .parquet import require_pyarrow, write_parquet
+from .manifest import MANIFEST
+from .parquet import write_parquet
 
-ACCOUNT_COLUMNS = ["account_id", "owner_id", "territory_id", "previous_owner_id", "moved", "status", "rule", "reason"]
+PLAN_ACCOUNT_COLUMNS = ["account_id", "owner_id", "territory_id", "previous_owner_id", "moved", "status", "rule", "reason"]
 PLAN_FILES = frozenset(
     {MANIFEST, "accounts.csv", "accounts.jsonl", "accounts.parquet", "opportunities.csv", "opportunities.jsonl", "opportunities.parquet", "summary.json", "report.html"}
 )
@@ -100,54 +95,6 @@ def check_output(
         raise refuse(f"cannot create a directory beside it in {parent}: {exc.strerror}") from None
     _remove_stale_staging(target)
     return target
-
-
-def write_plan(
-    plan: Plan,
-    out: str | Path,
-    progress: Callable[[str], None] | None = None,
-    *,
-    deals: DealPlan | None = None,
-    inputs: Iterable[str | Path | None] = (),
-    manifest: Manifest | None = None,
-    report: bool = True,
-    parquet: bool = False,
-) -> dict[str, Any]:
-    """``accounts.csv``, ``accounts.jsonl`` (and ``opportunities.*`` with deals), ``summary.json`` and, given its
-    manifest, ``plan.json`` and (with the ``report`` extra, unless ``report`` is False) ``report.html``; returns the summary.
-    With ``parquet`` (the ``parquet`` extra), ``accounts.parquet`` (and ``opportunities.parquet``) too.
-
-    The files replace whatever plan ``out`` held, all at once; ``inputs`` are
-    files the directory must not hold (see :func:`check_output`).
-    """
-    say = progress or (lambda _m: None)
-    if parquet:
-        require_pyarrow()
-    also = ", .jsonl and .parquet" if parquet else " and .jsonl"
-    with output_directory(out, inputs) as staging:
-        summary = plan.summary()
-        if deals is not None:
-            summary["opportunities"] = deals.summary()
-        write_json(staging / "summary.json", summary)
-        # the report adds up the rows as they are written (a Review of the summary as saved), not read back after
-        review = Review(read_summary(staging), out, MOVED_ROWS) if report and report_available() else None
-        say(f"writing {Path(out) / 'accounts.csv'}{also}")
-        rows = plan.rows()
-        write_table(staging / "accounts", ACCOUNT_COLUMNS, rows if review is None else review.accounts(rows), parquet=parquet)
-        if deals is not None:
-            say(f"writing {Path(out) / 'opportunities.csv'}{also}")
-            rows = deals.rows()
-            write_table(staging / "opportunities", DEAL_COLUMNS, rows if review is None else review.deals(rows), parquet=parquet)
-        written = {p.name: fingerprint(p) for p in sorted(staging.iterdir())}  # what review and apply check the plan against
-        manifest = replace(manifest or Manifest(engine_version(), [], {}), headline=headline(summary), outputs=written)  # from memory: no inputs
-        write_json(staging / MANIFEST, manifest.to_json())
-        if review is not None:
-            say(f"writing {Path(out) / 'report.html'}")
-            with durable_open(staging / "report.html") as handle:
-                handle.write(render_report(staging, location=out, review=review.result(manifest)))
-        elif report:
-            say("report.html skipped: the report extra is not installed (pip install 'assignment-engine[report]')")
-    return summary
 
 
 @contextmanager

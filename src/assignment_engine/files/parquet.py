@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, Finding, Location, OptionError
-from ..rules.inputs import nfc
-from ..tables.table import shown
-from .readers import _DISTINCT, Columns
+from ..rules.inputs import Columns, nfc
+from ..tables.cells import DISTINCT, shown
 
 BATCH = 65_536  # rows per record batch written: memory stays flat, row groups stay large enough to compress well
 MISSING = "the parquet extra: pip install 'assignment-engine[parquet]'"
@@ -156,12 +155,12 @@ def _decode(values: list[Any]) -> None:
 def _intern(values: list[Any]) -> None:
     """One object per distinct value, in place, as the CSV reader keeps them: a million copies of "US" cost 50 MB.
 
-    A column past :data:`_DISTINCT` distinct values is a key: nothing to share, so the rest is left as it is.
+    A column past :data:`DISTINCT` distinct values is a key: nothing to share, so the rest is left as it is.
     """
     cache: dict[Any, Any] = {}
     for i, v in enumerate(values):
         values[i] = cache.setdefault(v, v)
-        if len(cache) > _DISTINCT:
+        if len(cache) > DISTINCT:
             return
 
 

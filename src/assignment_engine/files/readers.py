@@ -18,13 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, Finding, Location, suggest
-from ..plan.deals import DealTable, deals_from_columns
-from ..rules.compile import CompiledRules
-from ..rules.inputs import ACCOUNT_COLUMNS, DEAL_INPUT_COLUMNS, ColumnMap, nfc
-from ..tables.table import AccountTable, FieldType, PairTable, User, as_text, pairs_from_columns, shown, users_from_columns
+from ..rules.inputs import ACCOUNT_INPUT_COLUMNS, ColumnMap, Columns, nfc
+from ..tables.cells import DISTINCT, FieldType, as_text, shown
+from ..tables.table import AccountTable, PairTable, User, pairs_from_columns, users_from_columns
 
-Columns = dict[str, list[Any]]
-_DISTINCT = 50_000  # past this many distinct values a column is not deduplicated
 _NESTED = (dict, list)  # JSON values read as their JSON text (json.loads gives these exact types)
 SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods")
 ADDRESS_PARTS = ("street", "city", "state", "postal_code", "country")
@@ -106,7 +103,7 @@ def _csv_chunks(path: Path, wanted: set[str] | None, size: int) -> Iterator[tupl
                     value = record[i]
                     if cache is not None:
                         value = cache.setdefault(value, value)
-                        if len(cache) > _DISTINCT:
+                        if len(cache) > DISTINCT:
                             caches[next(j for j, c in enumerate(caches) if c is cache)] = None  # by identity: equal caches are not the same column
                     column.append(value)
                 rows.append(start)
@@ -187,7 +184,7 @@ def _renamed(path: str | Path, raw: Columns, names: set[str] | None, columns: Co
 
 
 @contextmanager
-def _file_names(columns: ColumnMap, headers: dict[str, str]) -> Iterator[None]:
+def file_names(columns: ColumnMap, headers: dict[str, str]) -> Iterator[None]:
     """Findings raised inside name the file's columns, not the engine's."""
     try:
         yield
@@ -203,7 +200,7 @@ def read_accounts(path: str | Path, field_types: dict[str, FieldType], columns: 
     Read a chunk at a time (see :meth:`AccountTable.from_chunks`).
     """
     columns = columns or ColumnMap("accounts")
-    names = {*ACCOUNT_COLUMNS, *field_types}
+    names = {*ACCOUNT_INPUT_COLUMNS, *field_types}
     headers: dict[str, str] = {}
 
     def mapped() -> Iterator[tuple[Columns, Sequence[int]]]:
@@ -219,12 +216,12 @@ def read_accounts(path: str | Path, field_types: dict[str, FieldType], columns: 
                 )
             yield data, rows
 
-    with _file_names(columns, headers):
+    with file_names(columns, headers):
         table = AccountTable.from_chunks(mapped(), field_types, source=str(path))
-    return _named(table, columns, headers)
+    return named_as_in_file(table, columns, headers)
 
 
-def _named(table: AccountTable, columns: ColumnMap, headers: dict[str, str]) -> AccountTable:
+def named_as_in_file(table: AccountTable, columns: ColumnMap, headers: dict[str, str]) -> AccountTable:
     """The table's later messages and its warnings in the file's column names."""
     table.headers = headers
     table.warnings = columns.located(table.warnings, headers)
@@ -262,7 +259,7 @@ def split_addresses(values: Sequence[Any] | None, column: str, source: str) -> d
 def read_users(path: str | Path, measures: Sequence[str], columns: ColumnMap | None = None) -> list[User]:
     columns = columns or ColumnMap("users")
     data, rows, headers = read_mapped(path, None, columns)
-    with _file_names(columns, headers):
+    with file_names(columns, headers):
         return users_from_columns(data, measures, source=str(path), rows=rows)
 
 
@@ -270,18 +267,8 @@ def read_pairs(path: str | Path, accounts: AccountTable, users: Sequence[User], 
     """Per account–user ``cost`` and ``workload`` (columns ``account_id, user_id, cost, workload``)."""
     columns = columns or ColumnMap("pairs")
     data, rows, headers = read_mapped(path, {"account_id", "user_id", "cost", "workload"}, columns)
-    with _file_names(columns, headers):
+    with file_names(columns, headers):
         return pairs_from_columns(data, accounts, users, source=str(path), rows=rows)
-
-
-def read_deals(path: str | Path, rules: CompiledRules, accounts: AccountTable) -> DealTable:
-    """Opportunities: ``id, account_id, owner_id, locked, excluded`` plus the declared opportunity fields."""
-    columns = rules.inputs["opportunities"]
-    data, rows, headers = read_mapped(path, {*DEAL_INPUT_COLUMNS, *rules.deal_field_types}, columns)
-    with _file_names(columns, headers):
-        deals = deals_from_columns(data, rules, accounts, source=str(path), rows=rows)
-    _named(deals.table, columns, headers)
-    return deals
 
 
 def find_record(path: str | Path, value: str, field_types: dict[str, FieldType], columns: ColumnMap, wanted: set[str]) -> AccountTable | None:
@@ -302,9 +289,9 @@ def find_record(path: str | Path, value: str, field_types: dict[str, FieldType],
     _address_fields(data, headers, columns, field_types, str(path))
     for name in field_types:  # a plan's input was read whole when planned; an absent optional column (a deal's close_date) is empty
         data.setdefault(name, [None])
-    with _file_names(columns, headers):
+    with file_names(columns, headers):
         table = AccountTable.from_columns(data, field_types, source=str(path), rows=rows)
-    return _named(table, columns, headers)
+    return named_as_in_file(table, columns, headers)
 
 
 def _pick(path: Path, keys: tuple[str, ...], value: str, wanted: set[str] | None, columns: ColumnMap) -> tuple[Columns, Sequence[int]] | None:

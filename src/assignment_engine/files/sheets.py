@@ -28,9 +28,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from ..errors import DataError, Finding, Location, suggest
-from ..rules.inputs import nfc
-from ..tables.table import as_text, shown
-from .readers import _DISTINCT, Columns
+from ..rules.inputs import Columns, nfc
+from ..tables.cells import DISTINCT, as_text, shown
 
 MAX_CELLS = 20_000_000  # the grid calamine builds, A1 to the last cell: about 640 MB (a million rows of 20 columns)
 MAX_UNPACKED = 1 << 30  # bytes a workbook's parts unpack to, together (a million rows of 20 columns is about 0.9 GB of XML)
@@ -107,7 +106,7 @@ def _cell(value: Any, cache: dict[str, str]) -> Any:
     if type(value) is str:
         if value == "":
             return None
-        if len(cache) < _DISTINCT:
+        if len(cache) < DISTINCT:
             return cache.setdefault(value, value)
         return cache.get(value, value)
     if type(value) is float and value.is_integer():

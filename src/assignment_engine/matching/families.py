@@ -18,7 +18,8 @@ import networkx as nx
 import numpy as np
 
 from ..errors import Finding, HierarchyError
-from ..tables.table import AccountTable, shown
+from ..tables.cells import shown
+from ..tables.table import AccountTable
 
 
 @dataclass

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..rules.compile import CompiledRule, CompiledRules, TerritoryNode
 from ..rules.conditions import INDEXED, Compare, required_comparisons
-from ..tables.table import TEXT_KINDS, AccountTable, StringColumn
+from ..tables.cells import TEXT_KINDS, StringColumn
+from ..tables.table import AccountTable
 
 NO_TERRITORY = -1
 TIED = -2

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..errors import DataError, Finding
 from ..rules.compile import BalanceSpec, CompiledRules
-from ..tables.table import AccountTable, NumericColumn, StringColumn, bound_findings
+from ..tables.cells import NumericColumn, StringColumn, bound_findings
+from ..tables.table import AccountTable
 
 
 def measure_values(rules: CompiledRules, table: AccountTable) -> dict[str, np.ndarray]:

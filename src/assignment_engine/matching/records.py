@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import DataError, Finding, Location
 from ..rules.compile import CompiledRule, CompiledRules, TerritoryNode
 from ..rules.conditions import RELATIVE, AllOf, AnyOf, Compare, Condition, Not, required_comparisons
-from ..tables.table import EPOCH, TEXT_KINDS, CellError, as_text, parse_cell
+from ..tables.cells import EPOCH, TEXT_KINDS, CellError, as_text, parse_cell
 
 Values = dict[str, Any]  # field → str (text kinds) or float (NaN: missing; dates as days since 1970)
 

@@ -14,7 +14,8 @@ import datetime as dt
 import numpy as np
 
 from ..rules.compile import CompiledRules
-from ..tables.table import AccountTable, StringColumn
+from ..tables.cells import StringColumn
+from ..tables.table import AccountTable
 
 
 def derive(rules: CompiledRules, table: AccountTable, as_of: dt.date | None = None) -> AccountTable:

@@ -16,16 +16,20 @@ import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import DataError, Finding, Location
+from ..files.readers import file_names, named_as_in_file, read_mapped
 from ..matching.match import Matches, match_accounts, rule_trace
 from ..optimize import Holdings, LoadDim, Problem, Solution, solve
 from ..optimize.clock import effort_in_force
 from ..rules.compile import CompiledRules
-from ..tables.table import EPOCH, AccountTable, NumericColumn, StringColumn, as_text, bound_findings, owner_index, shown
+from ..rules.inputs import DEAL_INPUT_COLUMNS
+from ..tables.cells import EPOCH, NumericColumn, StringColumn, as_text, bound_findings, owner_index, shown
+from ..tables.table import AccountTable
 from .result import Plan, _deviation, _extreme, solver_summary
 
 NO_ACCOUNT = -1  # the account index of a deal without an account
@@ -446,3 +450,13 @@ def _assign_overlays(plan: Plan, deals: DealTable, matches: Matches, movable: np
         if u >= 0:
             owners[i].append(users[u].id)
     return owners, solution
+
+
+def read_deals(path: str | Path, rules: CompiledRules, accounts: AccountTable) -> DealTable:
+    """Opportunities: ``id, account_id, owner_id, locked, excluded`` plus the declared opportunity fields."""
+    columns = rules.inputs["opportunities"]
+    data, rows, headers = read_mapped(path, {*DEAL_INPUT_COLUMNS, *rules.deal_field_types}, columns)
+    with file_names(columns, headers):
+        deals = deals_from_columns(data, rules, accounts, source=str(path), rows=rows)
+    named_as_in_file(deals.table, columns, headers)
+    return deals

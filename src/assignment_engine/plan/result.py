@@ -26,7 +26,8 @@ from ..matching.segments import derive as derive_segments
 from ..matching.segments import segment_counts
 from ..optimize import ComponentResult, Objective, Problem, Solution
 from ..rules.compile import CompiledRules
-from ..tables.table import TEXT, AccountTable, OptionalTexts, StringColumn, User, owner_index
+from ..tables.cells import TEXT, OptionalTexts, StringColumn, owner_index
+from ..tables.table import AccountTable, User
 
 
 class Status(IntEnum):
@@ -118,7 +119,7 @@ def _text_hashes(values: Sequence[str]) -> np.ndarray:
 
 @dataclass
 class Baseline:
-    """A saved plan's decisions, aligned to the accounts of a new run (see :func:`batch.read_baseline`)."""
+    """A saved plan's decisions, aligned to the accounts of a new run (see :func:`saved.read_baseline`)."""
 
     plan_id: str
     in_plan: np.ndarray  # per account: its id is in the plan
@@ -316,8 +317,8 @@ class Plan:
 
     @classmethod
     def load(cls, directory: str | Path) -> Plan:
-        """The plan saved in ``directory`` by ``assign --out``, rebuilt without solving (see :func:`batch.load_plan`)."""
-        from ..batch import load_plan  # batch builds on this module
+        """The plan saved in ``directory`` by ``assign --out``, rebuilt without solving (see :func:`saved.load_plan`)."""
+        from ..saved import load_plan
 
         return load_plan(directory)
 

@@ -1,0 +1,1 @@
+"""A saved plan read, never solved again: diff, report, explain and the CRM update files."""

@@ -49,7 +49,7 @@ from ..files.manifest import MANIFEST, ROLES, InputFile, Manifest, OwnerCheck, S
 from ..files.output import check_output, durable_open, formula_like, formula_note, output_directory, write_json
 from ..files.readers import SPREADSHEETS, read_users, value_at
 from ..rules.inputs import ColumnMap
-from ..tables.table import as_text
+from ..tables.cells import as_text
 
 FORMATS: tuple[str, ...] = ("csv", "salesforce")
 APPLY_MANIFEST = "apply.json"

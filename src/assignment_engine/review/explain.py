@@ -23,8 +23,9 @@ from ..matching.segments import derive as derive_segments
 from ..plan.deals import NO_ACCOUNT, DealTable, explain_deal, joined
 from ..plan.result import explain_account
 from ..rules.compile import CompiledRules
-from ..rules.inputs import ACCOUNT_COLUMNS, DEAL_INPUT_COLUMNS
-from ..tables.table import AccountTable, shown
+from ..rules.inputs import ACCOUNT_INPUT_COLUMNS, DEAL_INPUT_COLUMNS
+from ..tables.cells import shown
+from ..tables.table import AccountTable
 
 _ACCOUNT = Shape(("account_id", "owner_id", "territory_id", "previous_owner_id", "status", "reason", "ultimate_parent_id"), ("family_size",), ("moved",))
 _DEAL = Shape(("opportunity_id", "account_id", "owner_id", "territory_id", "previous_owner_id", "status", "reason"), (), ("moved",), ("overlay_owner_ids",))
@@ -101,7 +102,7 @@ def _find(directory: str | Path, table: str, key: str, value: str, shape: Shape)
 def _record(path: str, value: str, rules: CompiledRules, role: str) -> AccountTable:
     """One input record as a one-row typed table (the file's own row number kept for messages)."""
     if role == "accounts":
-        found = find_record(path, value, rules.field_types, rules.inputs[role], {*ACCOUNT_COLUMNS, *rules.field_types})
+        found = find_record(path, value, rules.field_types, rules.inputs[role], {*ACCOUNT_INPUT_COLUMNS, *rules.field_types})
     else:
         found = find_record(path, value, rules.deal_field_types, rules.inputs[role], {*DEAL_INPUT_COLUMNS, *rules.deal_field_types})
     if found is None:

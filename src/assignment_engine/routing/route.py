@@ -20,17 +20,26 @@ from typing import Any
 
 from ..errors import DataError, Finding, Location
 from ..files.manifest import Manifest
-from ..files.output import check_output, durable_open, exact_cell, formula_like, formula_note, output_directory, write_json
+from ..files.output import (
+    PLAN_ACCOUNT_COLUMNS,
+    check_output,
+    durable_open,
+    exact_cell,
+    formula_like,
+    formula_note,
+    output_directory,
+    write_json,
+)
 from ..files.readers import read_accounts, read_columns
 from ..matching.rank import measure_values
 from ..matching.records import typed
-from ..tables.table import AccountTable, as_text
+from ..tables.cells import as_text
+from ..tables.table import AccountTable
 from .router import Routed, Router
 from .state import SqliteState
 
 ROUTE_MANIFEST = "route.json"
 ROUTE_FILES = frozenset({ROUTE_MANIFEST, "accounts.csv", "leads.csv", "lead_accounts.csv"})
-ACCOUNT_COLUMNS = ["account_id", "owner_id", "territory_id", "previous_owner_id", "moved", "status", "rule", "reason"]
 LEAD_COLUMNS = ["lead_id", "account_id", "owner_id", "territory_id", "reason"]
 
 
@@ -111,7 +120,7 @@ def _accounts_table(router: Router, path: str | Path) -> AccountTable:
 def _route_accounts(router: Router, table: AccountTable, staging: Path, today: dt.date | None, counts: _Counts) -> None:
     with durable_open(staging / "accounts.csv") as handle:
         writer = csv.writer(handle)
-        writer.writerow(ACCOUNT_COLUMNS)
+        writer.writerow(PLAN_ACCOUNT_COLUMNS)  # the plan's own columns
         for i, account_id in enumerate(table.ids):
             routed = router.route_values(account_id, typed(table.record(i), router.rules.field_types), today=today, notes=table.notes.get(i, ()))
             counts.unassigned += routed.owner_id is None

@@ -36,7 +36,8 @@ from ..matching.match import rule_trace
 from ..matching.records import RecordMatcher, Values, typed
 from ..matching.segments import derive as derive_segments
 from ..rules.compile import CompiledRules
-from ..tables.table import AccountTable, User, as_text, bound_problem, check_records
+from ..tables.cells import as_text, bound_problem
+from ..tables.table import AccountTable, User, check_records
 from .state import MemoryState
 
 if TYPE_CHECKING:

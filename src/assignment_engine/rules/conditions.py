@@ -32,7 +32,8 @@ import re2
 
 from ..errors import suggest
 from ..tables import places
-from ..tables.table import EPOCH, TEXT_KINDS, AccountTable, FieldType, StringColumn, as_text
+from ..tables.cells import EPOCH, TEXT_KINDS, FieldType, StringColumn, as_text
+from ..tables.table import AccountTable
 from .yamlfile import shown
 
 Locate = Callable[[tuple[Any, ...]], Any]

@@ -22,11 +22,11 @@ from ..errors import DataError, Finding, Location, suggest
 
 Columns = dict[str, list[Any]]
 ROLES = ("accounts", "users", "opportunities", "pairs")
-ACCOUNT_COLUMNS = ("id", "name", "parent_id", "owner_id", "locked", "excluded")
+ACCOUNT_INPUT_COLUMNS = ("id", "name", "parent_id", "owner_id", "locked", "excluded")
 DEAL_INPUT_COLUMNS = ("id", "name", "account_id", "owner_id", "locked", "excluded", "overlay_owner_ids")
 # the engine names each input knows besides declared fields (users: plus max_<measure>)
 ENGINE_COLUMNS = {
-    "accounts": ACCOUNT_COLUMNS,
+    "accounts": ACCOUNT_INPUT_COLUMNS,
     "users": ("id", "user_id", "name", "weight", "active", "max_new_per_day", "available", "away_until"),
     "opportunities": DEAL_INPUT_COLUMNS,
     "pairs": ("account_id", "user_id", "cost", "workload"),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import places
-from .table import StringColumn
+from .cells import StringColumn
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def test_validate_good_file_exits_0(runner, tmp_path, monkeypatch):
 def test_validate_good_file_json(runner, example_files):
     result = runner.invoke(main, ["validate", str(example_files["rules"]), "--format", "json", "--users", str(example_files["users"])])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"valid": True, "territories": 4, "members": 5, "warnings": []}
+    assert json.loads(result.stdout) == {"valid": True, "territories": 4, "members": 5, "warnings": [], "deprecations": []}
 
 
 def test_validate_findings_exit_1_with_located_lines(runner, tmp_path):

@@ -148,8 +148,9 @@ def validate_files(rules: CompiledRules, *, users: str | Path | None = None, acc
     """Read the data files given through the rule file's ``inputs:`` as a run would; raise on the first bad file, return the warnings.
 
     Users are checked against the territories' members; opportunities need the accounts they refer to.
+    The rule file's deprecations come first.
     """
-    warnings: list[Finding] = []
+    warnings = list(rules.deprecations)
     if users is not None:
         Engine(rules).check_members(read_users(users, list(rules.measures), rules.inputs["users"]), f"users file {users}")
     if opportunities is not None and accounts is None:

@@ -155,7 +155,7 @@ def validate(rules: str, users: str | None, accounts: str | None, opportunities:
         _fail(exc)
     owners = {m.user for t in compiled.territories.values() for m in t.members}
     if fmt == "json":
-        click.echo(json.dumps({"valid": True, "territories": len(compiled.territories), "members": len(owners), "warnings": [str(w) for w in warnings]}))
+        click.echo(json.dumps({"valid": True, "territories": len(compiled.territories), "members": len(owners), "warnings": [str(w) for w in warnings], "deprecations": [str(d) for d in compiled.deprecations]}))
         return
     for warning in warnings:
         err.print(printable(f"warning: {warning}"), markup=False, soft_wrap=True)

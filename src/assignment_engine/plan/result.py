@@ -574,7 +574,7 @@ class Plan:
             "users": users,
             "unassigned": unassigned,
             "segments": segment_counts(self.rules, self.accounts),
-            "warnings": [str(f) for f in self.accounts.warnings],
+            "warnings": [str(f) for f in (*self.rules.deprecations, *self.accounts.warnings)],
             "hierarchy_problems": [str(f) for f in self.families.problems],
             "conflicts": [str(f) for f in self.conflicts()],
             "solver": solver,

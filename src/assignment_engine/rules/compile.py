@@ -111,6 +111,7 @@ class CompiledRules:
     lines: list[str] = field(default_factory=list, repr=False)
     segments: list[Segment] = field(default_factory=list)
     inputs: dict[str, ColumnMap] = field(default_factory=dict)  # per input role
+    deprecations: list[Finding] = field(default_factory=list)  # keys read at a place they moved from, located there
 
     @property
     def field_types(self) -> dict[str, Any]:
@@ -150,23 +151,58 @@ def load_rules(path: str | Path) -> CompiledRules:
 
 
 def compile_rules(text: str, source: str = "<rules>") -> CompiledRules:
-    """Validate and compile rule-file text (``source`` names it in messages)."""
+    """Validate and compile rule-file text (``source`` names it in messages); moved keys are read, listed in ``deprecations``."""
     loaded = load_yaml(text, source)
-    findings: list[Finding] = []
+    moved, deprecations, findings = _read_moved(loaded)
     try:
         model = rs.RuleFile.model_validate(loaded.data)
     except ValidationError as exc:
-        findings = _pydantic_findings(exc, loaded)
+        findings += _pydantic_findings(exc, loaded, moved)
         # unknown keys are the common typo: without them the rest may still be checked, so that
         # every problem is reported in one pass
         try:
             model = rs.RuleFile.model_validate(_without_unknown_keys(loaded.data, exc))
         except ValidationError:
-            raise RuleFileError(findings, loaded.lines) from None
+            raise RuleFileError(sorted(findings, key=_order), loaded.lines) from None
     compiled = _Compiler(model, loaded, findings).run()
     if findings:
         raise RuleFileError(sorted(findings, key=_order), loaded.lines)
+    compiled.deprecations = deprecations
     return compiled
+
+
+def _read_moved(loaded: LoadedYaml) -> tuple[list[rs.MovedKey], list[Finding], list[Finding]]:
+    """Keys given at a place they moved from, put at their new place: the moves made, a warning each, an error where both are given."""
+    moved: list[rs.MovedKey] = []
+    warnings: list[Finding] = []
+    errors: list[Finding] = []
+    for move in rs.MOVED_KEYS:
+        source = _mapping(loaded.data, move.old[:-1])
+        target = _mapping(loaded.data, move.new[:-1], create=True) if source and move.old[-1] in source else None
+        if source is None or target is None:
+            continue  # not given, or its new place is not a mapping: the models report that
+        value = source.pop(move.old[-1])
+        where = loaded.location(move.old, key=True)
+        if move.new[-1] in target:
+            there = loaded.location(move.new, key=True)
+            errors.append(Finding(where, f"'{move.old_name}' moved to '{move.new_name}', which is given too (line {there.line}): keep one"))
+            errors.append(Finding(there, f"'{move.new_name}' is given too as '{move.old_name}' (line {where.line}): keep one"))
+            continue
+        target[move.new[-1]] = value
+        moved.append(move)
+        warnings.append(Finding(where, f"'{move.old_name}' moved to '{move.new_name}'; read from here for now"))
+    return moved, warnings, errors
+
+
+def _mapping(data: Any, path: tuple[str, ...], *, create: bool = False) -> dict[str, Any] | None:
+    """The mapping at ``path`` (missing ones made with ``create``), or None where a step is not a mapping."""
+    for step in path:
+        if not isinstance(data, dict):
+            return None
+        if create and step not in data:
+            data[step] = {}
+        data = data.get(step)
+    return data if isinstance(data, dict) else None
 
 
 def _without_unknown_keys(data: Any, exc: ValidationError) -> Any:
@@ -196,10 +232,13 @@ _KNOWN_KEYS = sorted({key for model in _MODELS for key in model.model_fields})
 _ECHOED = re.compile(r"_type$|^literal_error$|^finite_number$")
 
 
-def _pydantic_findings(exc: ValidationError, loaded: LoadedYaml) -> list[Finding]:
+def _pydantic_findings(exc: ValidationError, loaded: LoadedYaml, moved: list[rs.MovedKey]) -> list[Finding]:
     findings = []
     for err in exc.errors():
         loc = tuple(err["loc"])
+        for move in moved:  # named and located as written
+            if loc[: len(move.new)] == move.new:
+                loc = (*move.old, *loc[len(move.new) :])
         if err["type"] == "extra_forbidden":
             key = str(loc[-1])
             elsewhere = f"; '{key}' does not belong here (see the schema)" if key in _KNOWN_KEYS else suggest(key, _KNOWN_KEYS)

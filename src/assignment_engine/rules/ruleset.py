@@ -4,12 +4,17 @@ These models are the single definition of the format: loading validates
 against them, and ``assignment-engine schema`` prints their JSON Schema for
 editors. Conditions (``when``) are a small language of their own, parsed by
 :mod:`assignment_engine.conditions`; here they are an open mapping.
+
+A key that moves within version 1 is listed in :data:`MOVED_KEYS`: files that
+still have it at its old place are read as if it were at the new one, with a
+warning (docs/rules.md, Compatibility).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -254,9 +259,44 @@ class RuleFile(_Strict):
     routing: Routing = Field(default_factory=Routing)
 
 
+@dataclass(frozen=True)
+class MovedKey:
+    """A version-1 key that moved: still read at its old place, with a warning naming the new one."""
+
+    old: tuple[str, ...]
+    new: tuple[str, ...]
+    since: str  # the commit that moved it
+
+    @property
+    def old_name(self) -> str:
+        return ".".join(self.old)
+
+    @property
+    def new_name(self) -> str:
+        return ".".join(self.new)
+
+
+# every move within version 1, read until a version 2 drops them (docs/rules.md, Compatibility)
+MOVED_KEYS: tuple[MovedKey, ...] = (MovedKey(("opportunities", "as_of"), ("assignment", "as_of"), "5a43c11"),)
+
+
 def json_schema() -> dict[str, Any]:
-    """JSON Schema of the rule file, for editors (``# yaml-language-server: $schema=``)."""
+    """JSON Schema of the rule file, for editors (``# yaml-language-server: $schema=``); moved keys are admitted as deprecated."""
     schema = RuleFile.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "assignment-engine rule file, version 1"
+    for moved in MOVED_KEYS:
+        new = _schema_object(schema, moved.new[:-1])["properties"][moved.new[-1]]
+        old = {**new, "deprecated": True, "description": f"moved to '{moved.new_name}', read from here with a warning"}
+        _schema_object(schema, moved.old[:-1])["properties"][moved.old[-1]] = old
     return schema
+
+
+def _schema_object(schema: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    """The schema of the mapping at ``path``, following the models' ``$ref`` to their definitions."""
+    node = schema
+    for key in path:
+        node = node["properties"][key]
+        if "$ref" in node:
+            node = schema["$defs"][node["$ref"].removeprefix("#/$defs/")]
+    return node

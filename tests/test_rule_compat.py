@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from assignment_engine import RuleFileError, compile_rules, demo_files, json_schema, load_rules, plan_files
 from assignment_engine.cli import main
-from assignment_engine.ruleset import MOVED_KEYS, RuleFile
-from assignment_engine.yamlfile import load_yaml
+from assignment_engine.rules.ruleset import MOVED_KEYS, RuleFile
+from assignment_engine.rules.yamlfile import load_yaml
 
 ROOT = Path(__file__).parents[1]
 COMPAT = sorted((ROOT / "tests" / "compat" / "rules").glob("*.yaml"))

@@ -345,7 +345,7 @@ def test_example_tiers_rank_by_revenue_with_ties_broken_by_id(example_engine, ex
     st.integers(4, 5),
 )
 def test_neighbourhood_search_keeps_every_band_and_never_moves_more(accounts, n_users):
-    from assignment_engine.optimize import Component, _Band, components
+    from assignment_engine.optimize import Band, Component, components
 
     engine = one_territory("[{measure: revenue, tolerance: 0.25}, {measure: accounts, tolerance: 0.25}]", users=n_users)
     records = [{"id": f"A{i}", "country": "US", "revenue": revenue, "owner_id": owner} for i, (revenue, owner) in enumerate(accounts)]
@@ -354,7 +354,7 @@ def test_neighbourhood_search_keeps_every_band_and_never_moves_more(accounts, n_
     part = Component(problem, users, units)
     start = part.greedy()
     assume(part.scores(start)["unassigned"] == 0 and part.scores(start)["balance"] == 0)
-    bands = {i: (d.lo, d.hi) for i, d in enumerate(part.dims) if isinstance(d, _Band)}
+    bands = {i: (d.lo, d.hi) for i, d in enumerate(part.dims) if isinstance(d, Band)}
     found, spent = part._neighbourhood_search(start, "continuity", [], bands, 1.0)
     assert spent <= 1.0 + 0.5  # stops once the budget is spent (one neighbourhood may overrun it)
     assert np.array_equal(found, part._neighbourhood_search(start, "continuity", [], bands, 1.0)[0])  # deterministic
@@ -374,7 +374,7 @@ def test_neighbourhood_search_keeps_every_band_and_never_moves_more(accounts, n_
 def test_the_lp_rounded_start_keeps_the_bands_and_its_bound_is_below_the_best_plan(accounts, tolerance):
     """The LP within the bands bounds the accounts moved by every plan within them (brute force), and the
     plan rounded from it holds every band, moves no fewer than the bound, and is found again the same."""
-    from assignment_engine.optimize import Component, _Band, components
+    from assignment_engine.optimize import Band, Component, components
     from assignment_engine.optimize.relaxation import integral, strict_relaxation
     from assignment_engine.optimize.start import lp_rounded_start
 
@@ -383,7 +383,7 @@ def test_the_lp_rounded_start_keeps_the_bands_and_its_bound_is_below_the_best_pl
     problem = engine.prepare(table_of(engine, records), [User(f"u{i}") for i in range(1, 4)]).problem
     (users, units), = components(problem)
     part = Component(problem, users, units)
-    bands = {i: (d.lo, d.hi) for i, d in enumerate(part.dims) if isinstance(d, _Band)}
+    bands = {i: (d.lo, d.hi) for i, d in enumerate(part.dims) if isinstance(d, Band)}
     best = None
     for choice in itertools.product(*(range(part.ptr[k], part.ptr[k + 1]) for k in range(len(units)))):
         chosen = np.array(choice)
@@ -407,14 +407,14 @@ def test_the_lp_rounded_start_keeps_the_bands_and_its_bound_is_below_the_best_pl
 
 def _whale_part(accounts: list[tuple[int, str | None]], whale: int, tolerance: float):  # type: ignore[no-untyped-def]
     """A component of three users, the accounts given and one of revenue ``whale`` held by u1, and its bands."""
-    from assignment_engine.optimize import Component, _Band, components
+    from assignment_engine.optimize import Band, Component, components
 
     engine = one_territory(f"[{{measure: revenue, tolerance: {tolerance}}}, {{measure: accounts, tolerance: {tolerance}}}]", users=3)
     records = [{"id": f"A{i}", "country": "US", "revenue": revenue, "owner_id": owner} for i, (revenue, owner) in enumerate([*accounts, (whale, "u1")])]
     problem = engine.prepare(table_of(engine, records), [User(f"u{i}") for i in range(1, 4)]).problem
     (users, units), = components(problem)
     part = Component(problem, users, units)
-    return part, {i: (d.lo, d.hi) for i, d in enumerate(part.dims) if isinstance(d, _Band)}
+    return part, {i: (d.lo, d.hi) for i, d in enumerate(part.dims) if isinstance(d, Band)}
 
 
 def _best_within(part, bands) -> tuple[int, int] | None:  # type: ignore[no-untyped-def]
@@ -500,7 +500,7 @@ def test_branching_shows_bands_that_no_plan_holds():
 def test_widened_bands_hold_the_plan_and_admit_no_plan_with_more_slack(accounts, whale, tolerance):
     """Bands redrawn around a plan contain it, and every plan that places all units within them has at
     most that plan's slack on each band (brute force over every placement)."""
-    from assignment_engine.optimize import Component, _Band, components
+    from assignment_engine.optimize import Band, Component, components
     from assignment_engine.optimize.phases import widened_bands
 
     engine = one_territory(f"[{{measure: revenue, tolerance: {tolerance}}}, {{measure: accounts, tolerance: {tolerance}}}]", users=3)
@@ -513,7 +513,7 @@ def test_widened_bands_hold_the_plan_and_admit_no_plan_with_more_slack(accounts,
 
     def slack(chosen: np.ndarray) -> dict[int, int]:
         return {i: int(np.maximum(load - d.hi, 0).sum() + np.maximum(d.lo - load, 0).sum())
-                for i, (d, load) in enumerate(zip(part.dims, part.loads(chosen))) if isinstance(d, _Band)}
+                for i, (d, load) in enumerate(zip(part.dims, part.loads(chosen))) if isinstance(d, Band)}
 
     bands = widened_bands(part, best)
     within = [np.array(c) for c in itertools.product(*(range(part.ptr[k], part.ptr[k + 1]) for k in range(len(units))))

@@ -39,7 +39,7 @@ fair share is 1,000,000. Every CP-SAT model runs on one deterministic worker
 
 from .component import Component
 from .executors import replay, solve
-from .limits import _Band as _Band  # tests build and read bands
+from .limits import Band  # tests build and read bands
 from .problem import MAX_SEED, ComponentResult, Holdings, LoadDim, Objective, Problem, Solution, components
 
-__all__ = ["MAX_SEED", "Component", "ComponentResult", "Holdings", "LoadDim", "Objective", "Problem", "Solution", "components", "replay", "solve"]
+__all__ = ["MAX_SEED", "Band", "Component", "ComponentResult", "Holdings", "LoadDim", "Objective", "Problem", "Solution", "components", "replay", "solve"]

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from .clock import Clock
-from .limits import _Band, _band, _Cap, _capacity, _Dim
+from .limits import Band, Cap, Dim, band_dim, capacity_dim
 from .neighbourhood import neighbourhood_search
 from .phases import bands_may_hold, lexicographic
 from .problem import VALUE_STEPS, ComponentResult, Objective, Problem, accounts_moved_bound
@@ -57,11 +57,11 @@ class Component:
 
         weight = problem.weight[users]
         self.fair: dict[str, np.ndarray] = {}
-        self.dims: list[_Dim] = []
+        self.dims: list[Dim] = []
         for d in problem.dims:
             values, fixed = per_pair(d.unit_values, d.pair_values), d.fixed[users]
             if d.capacity is not None and np.isfinite(d.capacity[users]).any():
-                self.dims.append(_capacity(values, fixed, d.capacity[users]))
+                self.dims.append(capacity_dim(values, fixed, d.capacity[users]))
             if d.tolerance is not None:
                 # a unit's expected value is the mean over its candidates (equal unless it depends on the user)
                 counts = np.maximum(np.diff(self.ptr), 1)
@@ -69,9 +69,9 @@ class Component:
                 share = weight / weight.sum() * total if weight.sum() > 0 else np.zeros(len(users))
                 self.fair[d.label] = share
                 if total > 0:
-                    self.dims.append(_band(values, fixed, share, d.tolerance, total, len(users), self.pair_user))
+                    self.dims.append(band_dim(values, fixed, share, d.tolerance, total, len(users), self.pair_user))
         # band slack is weighed so one mean fair share of any dimension costs the same
-        bands = [dim for dim in self.dims if isinstance(dim, _Band)]
+        bands = [dim for dim in self.dims if isinstance(dim, Band)]
         self.balance_unit = max((band.mean_fair for band in bands), default=1.0)
         for band in bands:
             band.weight = max(1, round(self.balance_unit / band.mean_fair))
@@ -100,7 +100,7 @@ class Component:
         """False when every unit has at most one candidate and no capacity can bind."""
         if not len(self.units):
             return False
-        return bool(np.any(np.diff(self.ptr) > 1)) or any(isinstance(d, _Cap) for d in self.dims)
+        return bool(np.any(np.diff(self.ptr) > 1)) or any(isinstance(d, Cap) for d in self.dims)
 
     @functools.cached_property
     def bands_may_hold(self) -> bool:
@@ -109,7 +109,7 @@ class Component:
 
     @property
     def capacity_only(self) -> bool:
-        return any(isinstance(d, _Cap) for d in self.dims) and not any(isinstance(d, _Band) for d in self.dims)
+        return any(isinstance(d, Cap) for d in self.dims) and not any(isinstance(d, Band) for d in self.dims)
 
     def loads(self, chosen: np.ndarray) -> list[np.ndarray]:
         """Per dim, the integer load of every local user for chosen pairs (-1 = unit unassigned)."""
@@ -120,7 +120,7 @@ class Component:
         picked = chosen[chosen >= 0]
         violation = 0
         for d, load in zip(self.dims, self.loads(chosen)):
-            if isinstance(d, _Band):
+            if isinstance(d, Band):
                 violation += d.weight * int(np.maximum(load - d.hi, 0).sum() + np.maximum(d.lo - load, 0).sum())
         return {
             "unassigned": int(self.size[chosen < 0].sum()),

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from ortools.sat.python import cp_model
 
-from .limits import _NO_CAP, _Cap
+from .limits import NO_CAP, Cap
 
 if TYPE_CHECKING:
     from .component import Component
 
 
-def _solver(seed: int) -> cp_model.CpSolver:
+def new_solver(seed: int) -> cp_model.CpSolver:
     """One deterministic CP-SAT worker that leaves Ctrl-C to Python: CP-SAT would otherwise take SIGINT as
     "end this search" and the run would go on, ignoring the user's stop."""
     solver = cp_model.CpSolver()
@@ -45,7 +45,7 @@ def placement_model(
             mine = np.flatnonzero(user_of == c)
             mine = mine[d.values[pairs[mine]] != 0]
             expr = cp_model.LinearExpr.weighted_sum([x[j] for j in mine.tolist()], d.values[pairs[mine]].tolist()) + int(base[i][c])
-            if isinstance(d, _Cap) and d.cap[c] < _NO_CAP:
+            if isinstance(d, Cap) and d.cap[c] < NO_CAP:
                 model.add(expr <= int(d.cap[c]))
             if i in bands:
                 model.add_linear_constraint(expr, int(bands[i][0][c]), int(bands[i][1][c]))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from ortools.sat.python import cp_model
 
-from .cpsat import _solver, placement_model
+from .cpsat import new_solver, placement_model
 
 if TYPE_CHECKING:
     from .component import Component
@@ -63,7 +63,7 @@ def neighbourhood_search(
     user_pairs = part.user_pairs
     member = np.zeros(n_users, dtype=bool)
     spent = 0.0
-    solver = _solver(part.seed)
+    solver = new_solver(part.seed)
     solver.parameters.cp_model_probing_level = 0
     per_model = max(budget / 20, 0.05) if math.isfinite(budget) else 1.0
     clock = part.clock

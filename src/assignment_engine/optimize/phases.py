@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from ortools.sat.python import cp_model
 
-from .cpsat import _solver
-from .limits import _NO_CAP, _Band, _Cap
+from .cpsat import new_solver
+from .limits import NO_CAP, Band, Cap
 from .neighbourhood import neighbourhood_search
 from .problem import VALUE_STEPS, Objective, accounts_moved, accounts_moved_bound
 from .relaxation import Relaxation, branched, integral, strict_relaxation
@@ -70,12 +70,12 @@ def lexicographic(part: Component, start: np.ndarray) -> tuple[np.ndarray, list[
         strict = _phases(part, start, greedy_scores, strict=True)
         if strict is not None:
             return strict
-    if greedy_scores["unassigned"] and any(isinstance(d, _Cap) for d in part.dims):
+    if greedy_scores["unassigned"] and any(isinstance(d, Cap) for d in part.dims):
         # the relaxed model keeps what its start places: start from the placement that leaves fewer out
         alternative = greedy_start(part, room_first=True)
         if part.scores(alternative)["unassigned"] < greedy_scores["unassigned"]:
             start, greedy_scores = alternative, part.scores(alternative)
-    if "balance" not in part.order or not any(isinstance(d, _Band) for d in part.dims):
+    if "balance" not in part.order or not any(isinstance(d, Band) for d in part.dims):
         relaxed = _phases(part, start, greedy_scores, strict=False)
         assert relaxed is not None  # the start is a solution of the relaxed model
         return relaxed
@@ -113,7 +113,7 @@ def widened_bands(part: Component, best: np.ndarray) -> dict[int, tuple[np.ndarr
     counts = np.diff(part.ptr)
     widened = {}
     for i, (d, load) in enumerate(zip(part.dims, loads)):
-        if not isinstance(d, _Band):
+        if not isinstance(d, Band):
             continue
         below, above = load < d.lo, load > d.hi
         first = d.values[part.ptr[:-1][counts > 0]] if len(d.values) else d.values
@@ -133,7 +133,7 @@ def widened_bands(part: Component, best: np.ndarray) -> dict[int, tuple[np.ndarr
 def bands_may_hold(part: Component) -> bool:
     """False when a simple count shows some band cannot hold (then the strict model is skipped)."""
     for d in part.dims:
-        if not isinstance(d, _Band):
+        if not isinstance(d, Band):
             continue
         if np.any(d.fixed > d.hi) or np.any(d.lo > d.hi):
             return False
@@ -164,10 +164,10 @@ def _phases(
     and time left this model may use. Otherwise: an 'unassigned' option per unit and
     penalised band slack. None when a strict model finds no solution.
     """
-    has_caps = any(isinstance(d, _Cap) for d in part.dims)
+    has_caps = any(isinstance(d, Cap) for d in part.dims)
     counts = np.diff(part.ptr)
     unplaced = np.ones(len(part.units), dtype=bool) if has_caps and not strict else counts == 0  # units with an 'unassigned' option
-    present = {"balance": not strict and bool(part.users) and any(isinstance(d, _Band) for d in part.dims), "continuity": True, "affinity": bool(part.cost.any())}
+    present = {"balance": not strict and bool(part.users) and any(isinstance(d, Band) for d in part.dims), "continuity": True, "affinity": bool(part.cost.any())}
     relevant = ["unassigned"] * bool(unplaced.any()) + [name for name in part.order if present[name]]
     if until is not None:
         relevant = relevant[: relevant.index(until) + 1] if until in relevant else relevant
@@ -178,7 +178,7 @@ def _phases(
     clock = part.clock
     if clock.over():  # no time left: the start as it is (a strict model has none)
         return None if strict else _scaled(part, start, [_kept(name, greedy_scores, bounds) for name in relevant])
-    effective_bands = {i: (bands or {}).get(i, (d.lo, d.hi)) for i, d in enumerate(part.dims) if isinstance(d, _Band)}
+    effective_bands = {i: (bands or {}).get(i, (d.lo, d.hi)) for i, d in enumerate(part.dims) if isinstance(d, Band)}
     lp: dict[str, int] = {}  # bounds of this strict model's LP relaxation
     if strict and _holds(part, start, effective_bands):  # redrawn bands cover the plan they were drawn around
         best, best_scores = start, part.scores(start)
@@ -205,7 +205,7 @@ def _phases(
     objectives = []
     if strict:
         objectives.append(Objective("unassigned", 0, 0, greedy_scores["unassigned"], "OPTIMAL"))
-        if any(isinstance(d, _Band) for d in part.dims) and bands is None:
+        if any(isinstance(d, Band) for d in part.dims) and bands is None:
             objectives.append(Objective("balance", 0, 0, greedy_scores["balance"], "OPTIMAL"))
     if best is not None and best_scores is not None and strict and all(_close(part, best_scores[n], bounds[n], n) for n in relevant):  # by the LP
         states = {n: "OPTIMAL" if best_scores[n] <= bounds[n] else "START" if best is start else "FEASIBLE" for n in relevant}
@@ -228,12 +228,12 @@ def _phases(
             pairs = user_pairs[c]
             pairs = pairs[d.values[pairs] != 0]
             expr = cp_model.LinearExpr.weighted_sum([x[p] for p in pairs], d.values[pairs].tolist()) + int(d.fixed[c])
-            if isinstance(d, _Cap) and d.cap[c] < _NO_CAP:
+            if isinstance(d, Cap) and d.cap[c] < NO_CAP:
                 model.add(expr <= int(d.cap[c]))
-            if isinstance(d, _Band) and strict:
+            if isinstance(d, Band) and strict:
                 lo, hi = effective_bands[i]
                 model.add_linear_constraint(expr, int(lo[c]), int(hi[c]))
-            elif isinstance(d, _Band):
+            elif isinstance(d, Band):
                 top = int(d.fixed[c] + d.values[pairs].sum())
                 over = model.new_int_var(0, max(top - int(d.hi[c]), 0), "")
                 under = model.new_int_var(0, max(int(d.lo[c]) - int(d.fixed[c]), 0), "")
@@ -248,7 +248,7 @@ def _phases(
     }
     hint = start if best is None else best
     to_solve = [name for name in relevant if best_scores is None or best_scores[name] > bounds[name]]
-    solver = _solver(part.seed)
+    solver = new_solver(part.seed)
     # the budget is shared by the phases to solve (a failed strict attempt costs one more budget); so is the
     # wall-clock time left, each phase taking an equal part of what the ones before it left
     phase_budget = clock.budget * share / max(len(to_solve), 1)
@@ -377,7 +377,7 @@ def _holds(part: Component, chosen: np.ndarray, bands: dict[int, tuple[np.ndarra
     if np.any(chosen < 0):
         return False
     for i, (d, load) in enumerate(zip(part.dims, part.loads(chosen))):
-        if isinstance(d, _Cap) and np.any(load > d.cap) or i in bands and (np.any(load < bands[i][0]) or np.any(load > bands[i][1])):
+        if isinstance(d, Cap) and np.any(load > d.cap) or i in bands and (np.any(load < bands[i][0]) or np.any(load > bands[i][1])):
             return False
     return True
 

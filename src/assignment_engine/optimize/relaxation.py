@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from ortools.linear_solver import linear_solver_pb2, pywraplp
 
-from .limits import _NO_CAP, _Cap
+from .limits import NO_CAP, Cap
 
 if TYPE_CHECKING:
     from .component import Component
@@ -200,8 +200,8 @@ def strict_relaxation(
 def _strict_rows(part: Component, bands: dict[int, tuple[np.ndarray, np.ndarray]]) -> list[LoadRows]:
     rows = []
     for i, d in enumerate(part.dims):
-        if isinstance(d, _Cap):
-            rows.append(LoadRows(d.values, d.cap, d.cap < _NO_CAP, d.fixed))
+        if isinstance(d, Cap):
+            rows.append(LoadRows(d.values, d.cap, d.cap < NO_CAP, d.fixed))
         elif i in bands:
             lo, hi = bands[i]
             rows.append(LoadRows(d.values, hi, np.ones(len(hi), dtype=bool), d.fixed, floor=lo))

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from ortools.sat.python import cp_model
 
-from .cpsat import _solver, placement_model
-from .limits import _NO_CAP, _Band, _Cap
+from .cpsat import new_solver, placement_model
+from .limits import NO_CAP, Band, Cap
 from .relaxation import LoadRows, relax
 
 if TYPE_CHECKING:
@@ -40,8 +40,8 @@ def greedy_start(part: Component, room_first: bool = False) -> np.ndarray:
     n_units = len(part.units)
     load = [d.fixed.copy() for d in part.dims]
     chosen = np.full(n_units, -1, dtype=np.int64)
-    caps = [(i, d.cap) for i, d in enumerate(part.dims) if isinstance(d, _Cap)]
-    bands = [(i, d) for i, d in enumerate(part.dims) if isinstance(d, _Band)]
+    caps = [(i, d.cap) for i, d in enumerate(part.dims) if isinstance(d, Cap)]
+    bands = [(i, d) for i, d in enumerate(part.dims) if isinstance(d, Band)]
 
     def fits(p: int) -> bool:
         c = part.pair_user[p]
@@ -93,7 +93,7 @@ def _repair(
     part: Component,
     chosen: np.ndarray,
     load: list[np.ndarray],
-    bands: list[tuple[int, _Band]],
+    bands: list[tuple[int, Band]],
     fits: Callable[[int], bool],
     move: Callable[[int, int], None],
 ) -> None:
@@ -110,7 +110,7 @@ def _repair(
     pair_of[part.pair_unit, part.pair_user] = np.arange(len(part.pair_user))
     band_of = dict(bands)  # dim index → band
     band_index = list(band_of)
-    cap_dims = [(i, d) for i, d in enumerate(part.dims) if isinstance(d, _Cap)]
+    cap_dims = [(i, d) for i, d in enumerate(part.dims) if isinstance(d, Cap)]
 
     def viol(i: int, users: np.ndarray | int, new_load: np.ndarray) -> np.ndarray:
         d = band_of[i]
@@ -231,7 +231,7 @@ def lp_guided_start(part: Component, name: str) -> np.ndarray | None:
     cheapest pair that does (on GAP e801600: +1.69 % in one pass, +1.55 % in two).
     """
     target = {"continuity": part.continuity, "affinity": part.cost}[name]
-    capacities = [LoadRows(d.values, d.cap, d.cap < _NO_CAP, d.fixed) for d in part.dims if isinstance(d, _Cap)]
+    capacities = [LoadRows(d.values, d.cap, d.cap < NO_CAP, d.fixed) for d in part.dims if isinstance(d, Cap)]
     clock = part.clock
     seconds = clock.left() / 2  # at most half the time left: the phases need the rest
     started = time.monotonic()
@@ -305,7 +305,7 @@ def _place_exactly(part: Component, chosen: np.ndarray, free: np.ndarray, target
     pairs = np.concatenate([np.arange(part.ptr[k], part.ptr[k + 1]) for k in free.tolist()])
     model, x = placement_model(part, pairs, range(len(part.users)), part.loads(chosen), bands)
     model.minimize(cp_model.LinearExpr.weighted_sum(x, target[pairs].tolist()))
-    solver = _solver(part.seed)
+    solver = new_solver(part.seed)
     part.clock.limit(solver, part.clock.budget / 4)
     if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return False

@@ -30,7 +30,7 @@ from ..rules.compile import CompiledRules
 from ..rules.inputs import DEAL_INPUT_COLUMNS
 from ..tables.cells import EPOCH, NumericColumn, StringColumn, as_text, bound_findings, owner_index, shown
 from ..tables.table import AccountTable
-from .result import Plan, _deviation, _extreme, solver_summary
+from .result import Plan, deviation, extreme, solver_summary
 
 NO_ACCOUNT = -1  # the account index of a deal without an account
 DEAL_COLUMNS = ["opportunity_id", "account_id", "owner_id", "territory_id", "overlay_owner_ids", "previous_owner_id", "moved", "status", "reason"]
@@ -195,13 +195,13 @@ class DealPlan:
             for spec in self.rules.overlay_balance:
                 fair = self.overlay_solution.fair[spec.label]
                 load = self.overlay_loads()[spec.label]
-                dev = _deviation(load, fair)
+                dev = deviation(load, fair)
                 overlay.append(
                     {
                         "balance": spec.label,
                         "tolerance": spec.tolerance,
-                        "max_deviation": _extreme(dev, np.nanmax),
-                        "min_deviation": _extreme(dev, np.nanmin),
+                        "max_deviation": extreme(dev, np.nanmax),
+                        "min_deviation": extreme(dev, np.nanmin),
                         "users_outside_tolerance": [users[k].id for k in np.flatnonzero(np.abs(np.nan_to_num(dev)) > spec.tolerance + 1e-9)],
                         "per_user": {users[k].id: {"load": float(load[k]), "fair_share": float(fair[k])} for k in np.flatnonzero(fair > 0)},
                     }

@@ -536,16 +536,16 @@ class Plan:
         balance = []
         for spec in self.rules.balance:
             fair = self.solution.fair[spec.label]
-            dev_before, dev_after = _deviation(before[spec.label], fair), _deviation(after[spec.label], fair)
+            dev_before, dev_after = deviation(before[spec.label], fair), deviation(after[spec.label], fair)
             outside = [self.users[k].id for k in np.flatnonzero(np.abs(np.nan_to_num(dev_after)) > spec.tolerance + 1e-9)]
             balance.append(
                 {
                     "balance": spec.label,
                     "tolerance": spec.tolerance,
-                    "max_deviation": _extreme(dev_after, np.nanmax),
-                    "min_deviation": _extreme(dev_after, np.nanmin),
-                    "max_deviation_before": _extreme(dev_before, np.nanmax),
-                    "min_deviation_before": _extreme(dev_before, np.nanmin),
+                    "max_deviation": extreme(dev_after, np.nanmax),
+                    "min_deviation": extreme(dev_after, np.nanmin),
+                    "max_deviation_before": extreme(dev_before, np.nanmax),
+                    "min_deviation_before": extreme(dev_before, np.nanmin),
                     "users_outside_tolerance": outside,
                 }
             )
@@ -704,10 +704,10 @@ def _names(items: list[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
-def _deviation(load: np.ndarray, fair: np.ndarray) -> np.ndarray:
+def deviation(load: np.ndarray, fair: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(fair > 0, (load - fair) / np.where(fair > 0, fair, 1), np.nan)
 
 
-def _extreme(dev: np.ndarray, fn) -> float | None:
+def extreme(dev: np.ndarray, fn) -> float | None:
     return None if np.all(np.isnan(dev)) else float(fn(dev))

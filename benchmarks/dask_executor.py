@@ -113,7 +113,14 @@ def measure(problem: Problem) -> tuple[Solution, list[tuple[str, int, float, str
     up = time.perf_counter() - started
     started = time.perf_counter()
     on_dask = solve(problem, 2, executor="dask", scheduler=client)
-    rows.append(("dask LocalCluster", 2, time.perf_counter() - started, ("yes" if same_plan(reference, on_dask) else "NO") + f"; the cluster took {up:.1f} s to start"))
+    rows.append(
+        (
+            "dask LocalCluster",
+            2,
+            time.perf_counter() - started,
+            ("yes" if same_plan(reference, on_dask) else "NO") + f"; the cluster took {up:.1f} s to start",
+        )
+    )
     print(f"  dask, 2 workers: {rows[-1][2]:.1f} s (load average {os.getloadavg()[0]:.1f})", flush=True)
     client.close()
     cluster.close()
@@ -144,10 +151,14 @@ def solved_here(problem: Problem, part: Component) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=40, help="L components solved here beside its 3 largest (a seeded random sample)")
-    parser.add_argument("--skip-measure", action="store_true", help="only the prediction (the M cross-check then comes from one local M run)")
+    parser.add_argument(
+        "--skip-measure", action="store_true", help="only the prediction (the M cross-check then comes from one local M run)"
+    )
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores (shared with other work), Python {platform.python_version()}; "
-          f"{dt.date.today().isoformat()}; load average {os.getloadavg()[0]:.1f} at the start")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores (shared with other work), Python {platform.python_version()}; "
+        f"{dt.date.today().isoformat()}; load average {os.getloadavg()[0]:.1f} at the start"
+    )
 
     # 1. measured
     print("\npreparing the M book", flush=True)
@@ -166,8 +177,10 @@ def main() -> int:
     build_seconds = time.perf_counter() - started
     pairs_m = sum(len(p.pair_user) for p in heavy_m)
     print(f"M: {problem_m.n_units:,} units, {len(parts_m):,} components, {len(heavy_m):,} need CP-SAT; prepared in {prepare_m:.1f} s")
-    print(f"shipped: {shipped / 2**20:.1f} MiB pickled for the {len(heavy_m)} components (as built components: {whole / 2**20:.1f} MiB); "
-          f"packing and pickling them took {ship_seconds:.2f} s in the run's process, unpickling and building them {build_seconds:.2f} s (on the workers)")
+    print(
+        f"shipped: {shipped / 2**20:.1f} MiB pickled for the {len(heavy_m)} components (as built components: {whole / 2**20:.1f} MiB); "
+        f"packing and pickling them took {ship_seconds:.2f} s in the run's process, unpickling and building them {build_seconds:.2f} s (on the workers)"
+    )
     if args.skip_measure:
         reference = solve(problem_m, 1)
     else:
@@ -186,9 +199,11 @@ def main() -> int:
     seconds_solved = np.array([r.seconds for r in solver_m])
     a, k = power_law(pairs_solved, seconds_solved)
     rate_m = float(seconds_solved.sum() / pairs_solved.sum())
-    print(f"\nthe M run's per-component wall seconds (one worker, {len(solver_m)} components; solver.per_component): {rate_m * 1e6:.0f} µs a candidate pair "
-          f"in all; a power law fits them as seconds ≈ {a:.3g} × pairs^{k:.2f} (median error "
-          f"{np.median(np.abs(a * pairs_solved**k / np.maximum(seconds_solved, 1e-3) - 1)):.0%}): size alone explains little, the effort bounds most of them")
+    print(
+        f"\nthe M run's per-component wall seconds (one worker, {len(solver_m)} components; solver.per_component): {rate_m * 1e6:.0f} µs a candidate pair "
+        f"in all; a power law fits them as seconds ≈ {a:.3g} × pairs^{k:.2f} (median error "
+        f"{np.median(np.abs(a * pairs_solved**k / np.maximum(seconds_solved, 1e-3) - 1)):.0%}): size alone explains little, the effort bounds most of them"
+    )
     print("preparing the L book (component sizes; nothing solved in full)", flush=True)
     problem_l, prepare_l = prepare("L")
     parts_l, _ = _parts(problem_l)
@@ -203,8 +218,11 @@ def main() -> int:
     largest = order[:3].tolist()
     rng = np.random.default_rng(0)
     sample = np.sort(rng.choice(order[3:], size=min(args.sample, len(order) - 3), replace=False)).tolist()
-    print(f"L: {problem_l.n_units:,} units, {len(parts_l):,} components, {len(heavy_l):,} need CP-SAT (largest {int(pairs.max()):,} pairs, "
-          f"median {int(np.median(pairs)):,}); prepared in {prepare_l:.1f} s; solving {len(largest) + len(sample)} of its components here", flush=True)
+    print(
+        f"L: {problem_l.n_units:,} units, {len(parts_l):,} components, {len(heavy_l):,} need CP-SAT (largest {int(pairs.max()):,} pairs, "
+        f"median {int(np.median(pairs)):,}); prepared in {prepare_l:.1f} s; solving {len(largest) + len(sample)} of its components here",
+        flush=True,
+    )
     cpu = np.full(len(heavy_l), np.nan)
     strategic = max(range(len(heavy_l)), key=lambda i: len(heavy_l[i].users))  # the strategic team: the most users
     for i in sorted({*largest, *sample, strategic}):
@@ -229,11 +247,15 @@ def main() -> int:
     from_m = book_times(rate_m)  # the cross-check: the M run's seconds a pair for the components not solved here
     times = book_times(rate)
     serial, critical = float(times.sum()), float(times.max())
-    print(f"\nPREDICTED, not measured: the optimize stage of a 10M-account book = {COPIES} × the L book's components "
-          f"({COPIES * len(parts_l):,} components, {COPIES * len(heavy_l):,} for CP-SAT, {COPIES * int(pairs.sum()):,} candidate pairs), "
-          f"on Dask workers with a core each")
-    print(f"per-component seconds: the {len(largest) + len(sample)} L components solved here as measured (CPU), the others "
-          f"{rate * 1e6:.0f} µs a candidate pair (the random sample's ratio; 90 % interval {low_rate * 1e6:.0f}–{high_rate * 1e6:.0f} µs)")
+    print(
+        f"\nPREDICTED, not measured: the optimize stage of a 10M-account book = {COPIES} × the L book's components "
+        f"({COPIES * len(parts_l):,} components, {COPIES * len(heavy_l):,} for CP-SAT, {COPIES * int(pairs.sum()):,} candidate pairs), "
+        f"on Dask workers with a core each"
+    )
+    print(
+        f"per-component seconds: the {len(largest) + len(sample)} L components solved here as measured (CPU), the others "
+        f"{rate * 1e6:.0f} µs a candidate pair (the random sample's ratio; 90 % interval {low_rate * 1e6:.0f}–{high_rate * 1e6:.0f} µs)"
+    )
     head = f"{'Dask workers':>12}{'predicted wall s':>18}{'90 % interval':>16}{'lower bound s':>15}{'at M rate s':>15}"
     print(head)
     print("-" * len(head))
@@ -241,19 +263,29 @@ def main() -> int:
         span = schedule(times, workers)
         interval = f"{schedule(book_times(low_rate), workers):.0f}–{schedule(book_times(high_rate), workers):.0f}"
         print(f"{workers:>12}{span:>18.1f}{interval:>16}{max(critical, serial / workers):>15.1f}{schedule(from_m, workers):>15.1f}")
-    print(f"critical path: the largest component, {int(pairs.max()):,} candidate pairs and {len(heavy_l[order[0]].users)} users, {critical:.1f} s measured")
+    print(
+        f"critical path: the largest component, {int(pairs.max()):,} candidate pairs and {len(heavy_l[order[0]].users)} users, {critical:.1f} s measured"
+    )
     print(f"serial total (one worker): {serial:,.0f} s = {serial / 3600:.2f} h")
     strategic_l = heavy_l[strategic]
     units_10m, users_10m = COPIES * len(strategic_l.units), COPIES * len(strategic_l.users)
     big = units_10m * users_10m
-    print(f"the generator's own 10M book: its strategic team is one component of about {units_10m:,} units × {users_10m:,} users = {big:,} pairs "
-          f"(L's: {len(strategic_l.pair_user):,} pairs, {cpu[strategic]:.1f} s), "
-          + (f"past MAX_MODEL_PAIRS ({MAX_MODEL_PAIRS:,}): it would keep its greedy start, unproven (status GREEDY), in the time of the greedy alone "
-             "(not measured here); the critical path would then be the next largest component" if big > MAX_MODEL_PAIRS else "within MAX_MODEL_PAIRS"))
+    print(
+        f"the generator's own 10M book: its strategic team is one component of about {units_10m:,} units × {users_10m:,} users = {big:,} pairs "
+        f"(L's: {len(strategic_l.pair_user):,} pairs, {cpu[strategic]:.1f} s), "
+        + (
+            f"past MAX_MODEL_PAIRS ({MAX_MODEL_PAIRS:,}): it would keep its greedy start, unproven (status GREEDY), in the time of the greedy alone "
+            "(not measured here); the critical path would then be the next largest component"
+            if big > MAX_MODEL_PAIRS
+            else "within MAX_MODEL_PAIRS"
+        )
+    )
     ship_10m = ship_seconds / max(pairs_m, 1) * COPIES * float(pairs.sum())
-    print(f"not in these figures, serial in the run's process: reading, matching and building the problem ({COPIES} × L's {prepare_l:.0f} s here ≈ "
-          f"{COPIES * prepare_l:.0f} s), packing the components (≈ {ship_10m:.0f} s, while the first ones solve), the components without a choice "
-          f"({COPIES} × {trivial_seconds:.1f} s), building and writing the plan")
+    print(
+        f"not in these figures, serial in the run's process: reading, matching and building the problem ({COPIES} × L's {prepare_l:.0f} s here ≈ "
+        f"{COPIES * prepare_l:.0f} s), packing the components (≈ {ship_10m:.0f} s, while the first ones solve), the components without a choice "
+        f"({COPIES} × {trivial_seconds:.1f} s), building and writing the plan"
+    )
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0
 

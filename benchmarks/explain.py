@@ -68,7 +68,9 @@ def main() -> int:
             times.append(time.perf_counter() - started)
         rows.append((kind, len(times), min(times), statistics.median(times), max(times)))
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; book {args.preset}: {lines:,} accounts")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; book {args.preset}: {lines:,} accounts"
+    )
     print(f"baseline (read the plan's accounts.jsonl line by line): {baseline:.3f} s; computing the plan: {planned}")
     print(f"{'record':<8} {'samples':>7} {'min s':>7} {'median s':>9} {'max s':>7} {'median / baseline':>18}")
     for kind, n, low, mid, high in rows:

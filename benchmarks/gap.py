@@ -76,7 +76,9 @@ assignment:
 """
 
 
-def engine_solve(cost: np.ndarray, load: np.ndarray, capacity: np.ndarray, time_limit: float | None, effort: float | None, workers: int) -> tuple[float | None, float, str, str]:
+def engine_solve(
+    cost: np.ndarray, load: np.ndarray, capacity: np.ndarray, time_limit: float | None, effort: float | None, workers: int
+) -> tuple[float | None, float, str, str]:
     """The engine's cost (None: a job left out), its proven bound, status and what its component stopped on;
     the time limit counts from this call, as the benchmark's clock does."""
     started = time.time()
@@ -142,14 +144,18 @@ def _pct(value: float | None, best: float) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--time-limit", type=float, default=None, help="wall-clock seconds per instance, end to end (default 60 without --effort)")
+    parser.add_argument(
+        "--time-limit", type=float, default=None, help="wall-clock seconds per instance, end to end (default 60 without --effort)"
+    )
     parser.add_argument("--effort", type=float, default=None, help="solver effort, deterministic seconds per phase (reproducible)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--only", nargs="*", help="instance names to run")
     args = parser.parse_args()
     time_limit = 60.0 if args.time_limit is None and args.effort is None else args.time_limit
     names = args.only or list(BEST_KNOWN)
-    print(f"time limit {time_limit} s, effort {args.effort}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {time.strftime('%Y-%m-%d %H:%M')}")
+    print(
+        f"time limit {time_limit} s, effort {args.effort}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {time.strftime('%Y-%m-%d %H:%M')}"
+    )
     header = f"{'instance':22} {'m×n':>8} {'best known':>11} {'engine':>20} {'proven bound':>13} {'status':>9} {'stopped on':>10} {'greedy':>20} {'round robin':>20} {'time s':>7}"
     print(header)
     print("-" * len(header))
@@ -165,7 +171,9 @@ def main() -> int:
             flush=True,
         )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\n* best known, not proven optimal. Peak memory {peak:,.0f} MiB. Python {sys.version.split()[0]}. Load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}.")
+    print(
+        f"\n* best known, not proven optimal. Peak memory {peak:,.0f} MiB. Python {sys.version.split()[0]}. Load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}."
+    )
     return 0
 
 

@@ -94,7 +94,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="M", choices=["S", "M", "L"])
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--effort", type=float, default=None, help="solver effort per component (deterministic seconds; default: the rule file's)")
+    parser.add_argument(
+        "--effort", type=float, default=None, help="solver effort per component (deterministic seconds; default: the rule file's)"
+    )
     parser.add_argument("--share", type=float, default=0.01, help="share of the book new or changed (half each)")
     args = parser.parse_args()
     book = generate(args.preset)
@@ -104,7 +106,9 @@ def main() -> int:
     common = {"rules": book / "rules.yaml", "users": book / "users.csv", "workers": args.workers, "effort": args.effort}
 
     full, full_cpu = timed("full run", accounts=book / "accounts.csv", out=full_plan, **common)
-    incremental, incremental_cpu = timed("incremental run", accounts=changed_book / "accounts.csv", out=incremental_plan, from_plan=full_plan, **common)
+    incremental, incremental_cpu = timed(
+        "incremental run", accounts=changed_book / "accounts.csv", out=incremental_plan, from_plan=full_plan, **common
+    )
 
     before, after = rows_of(full_plan), rows_of(incremental_plan)
     with (incremental_plan / "summary.json").open(encoding="utf-8") as handle:
@@ -112,25 +116,45 @@ def main() -> int:
     replanned = {a for a, r in after.items() if r["replanned"]}
     outside = [a for a, r in after.items() if a not in replanned and a in before and r["owner_id"] != before[a]["owner_id"]]
     lines = sum(1 for _ in (incremental_plan / "accounts.jsonl").open(encoding="utf-8"))
-    missed = [a for a in new_ids | changed_ids if a in after and not after[a]["replanned"] and after[a]["status"] not in ("locked", "excluded", "pinned")]
+    missed = [
+        a
+        for a in new_ids | changed_ids
+        if a in after and not after[a]["replanned"] and after[a]["status"] not in ("locked", "excluded", "pinned")
+    ]
     owners: dict[str, set[object]] = {}
     for a, r in after.items():
-        owners.setdefault(str(r["ultimate_parent_id"] or a), set()).add(r["owner_id"] if r["status"] not in ("locked", "excluded") else None)
+        owners.setdefault(str(r["ultimate_parent_id"] or a), set()).add(
+            r["owner_id"] if r["status"] not in ("locked", "excluded") else None
+        )
     split = sum(1 for o in owners.values() if len(o - {None}) > 1)
     inc = summary["incremental"]
     moved_inside = sum(1 for a in replanned if a in before and after[a]["owner_id"] != before[a]["owner_id"])
 
-    print(f"\npreset {args.preset}: {len(before):,} accounts; {len(new_ids):,} new and {len(changed_ids):,} with a changed revenue; workers {args.workers}")
+    print(
+        f"\npreset {args.preset}: {len(before):,} accounts; {len(new_ids):,} new and {len(changed_ids):,} with a changed revenue; workers {args.workers}"
+    )
     head = f"{'':6}{'full s':>8}{'incremental s':>15}{'ratio':>8}{'replanned':>11}{'kept':>9}{'moved outside changed set':>27}"
     print(head)
     print("-" * len(head))
-    print(f"{'wall':6}{full:>8.1f}{incremental:>15.1f}{full / incremental:>7.1f}×{inc['replanned']:>11,}{inc['kept']:>9,}{len(outside):>27,}")
+    print(
+        f"{'wall':6}{full:>8.1f}{incremental:>15.1f}{full / incremental:>7.1f}×{inc['replanned']:>11,}{inc['kept']:>9,}{len(outside):>27,}"
+    )
     print(f"{'CPU':6}{full_cpu:>8.1f}{incremental_cpu:>15.1f}{full_cpu / incremental_cpu:>7.1f}×")
     print(f"\nreplanned by reason: {inc['why']}; of them now with another owner than in the full plan: {moved_inside:,}")
-    print(f"accounts in the new plan: {lines:,} rows, {len(after):,} distinct (book: {len(before) + len(new_ids):,}); "
-          f"new or changed but not replanned (locked, excluded or pinned only): {len(missed)}; {split} families split")
-    print("balance after: " + ", ".join(f"{b['balance']} {b['min_deviation']:+.1%} / {b['max_deviation']:+.1%} ({len(b['users_outside_tolerance'])} outside)" for b in summary["balance"]))
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; load average at the end {os.getloadavg()[0]:.1f}")
+    print(
+        f"accounts in the new plan: {lines:,} rows, {len(after):,} distinct (book: {len(before) + len(new_ids):,}); "
+        f"new or changed but not replanned (locked, excluded or pinned only): {len(missed)}; {split} families split"
+    )
+    print(
+        "balance after: "
+        + ", ".join(
+            f"{b['balance']} {b['min_deviation']:+.1%} / {b['max_deviation']:+.1%} ({len(b['users_outside_tolerance'])} outside)"
+            for b in summary["balance"]
+        )
+    )
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; load average at the end {os.getloadavg()[0]:.1f}"
+    )
     return 0 if not outside and not missed and lines == len(after) and not split else 1
 
 

@@ -27,14 +27,75 @@ from rapidfuzz import fuzz, process
 
 from assignment_engine.routing.leads import AccountIndex, company_key
 
-ONSETS = ["b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z", "br", "cr", "st", "tr", "gl", "pl", "sh", "th"]
+ONSETS = [
+    "b",
+    "c",
+    "d",
+    "f",
+    "g",
+    "h",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "w",
+    "z",
+    "br",
+    "cr",
+    "st",
+    "tr",
+    "gl",
+    "pl",
+    "sh",
+    "th",
+]
 VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "io", "ou"]
 CODAS = ["", "", "n", "r", "s", "x", "l", "m", "t", "ck", "nd"]
 GENERIC = [
-    "global", "systems", "solutions", "services", "international", "group", "holdings", "technologies", "consulting", "partners",
-    "capital", "bank", "health", "energy", "foods", "media", "labs", "logistics", "industries", "american", "first", "national", "united",
-    "new", "north", "pacific", "general", "advanced", "digital", "data", "software", "financial", "insurance", "medical", "construction",
-    "engineering", "trading", "and", "of",
+    "global",
+    "systems",
+    "solutions",
+    "services",
+    "international",
+    "group",
+    "holdings",
+    "technologies",
+    "consulting",
+    "partners",
+    "capital",
+    "bank",
+    "health",
+    "energy",
+    "foods",
+    "media",
+    "labs",
+    "logistics",
+    "industries",
+    "american",
+    "first",
+    "national",
+    "united",
+    "new",
+    "north",
+    "pacific",
+    "general",
+    "advanced",
+    "digital",
+    "data",
+    "software",
+    "financial",
+    "insurance",
+    "medical",
+    "construction",
+    "engineering",
+    "trading",
+    "and",
+    "of",
 ]
 SUFFIXES = ["Inc.", "LLC", "Ltd", "GmbH", "Corp", "S.A.", "B.V.", "Co., Ltd.", "AG", "Pty Ltd"]
 TLDS = ["com", "com", "com", "de", "co.uk", "fr", "io"]
@@ -46,7 +107,12 @@ def vocabulary(rng: np.random.Generator, size: int) -> list[str]:
     words: set[str] = set()
     while len(words) < size:
         syllables = rng.integers(2, 4)
-        words.add("".join(ONSETS[rng.integers(len(ONSETS))] + VOWELS[rng.integers(len(VOWELS))] + CODAS[rng.integers(len(CODAS))] for _ in range(syllables)))
+        words.add(
+            "".join(
+                ONSETS[rng.integers(len(ONSETS))] + VOWELS[rng.integers(len(VOWELS))] + CODAS[rng.integers(len(CODAS))]
+                for _ in range(syllables)
+            )
+        )
     ordered = sorted(words)
     rng.shuffle(ordered)
     return ordered
@@ -119,7 +185,9 @@ def main() -> int:
     vocab = vocabulary(rng, 250_000)
     names, bare, websites = book(rng, args.accounts, vocab[:200_000])
     ids = [f"A{i:07d}" for i in range(args.accounts)]
-    print(f"{args.accounts:,} accounts, {len(set(names)):,} distinct names; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"{args.accounts:,} accounts, {len(set(names)):,} distinct names; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
 
     started = time.perf_counter()
     baseline_dict = dict(zip(names, ids, strict=True))
@@ -128,7 +196,9 @@ def main() -> int:
     started = time.perf_counter()
     index = AccountIndex(ids, names, websites, threshold=args.threshold)
     build = time.perf_counter() - started
-    print(f"index built in {build:.1f} s (a dict of the names: {dict_build:.2f} s, ×{build / dict_build:.0f}); peak RSS {before:.0f} → {rss_mib():.0f} MiB")
+    print(
+        f"index built in {build:.1f} s (a dict of the names: {dict_build:.2f} s, ×{build / dict_build:.0f}); peak RSS {before:.0f} → {rss_mib():.0f} MiB"
+    )
 
     picks = rng.integers(args.accounts, size=args.leads)
     with_site = [i for i in picks if websites[i]]
@@ -154,7 +224,9 @@ def main() -> int:
     return 0
 
 
-def recall(rng: np.random.Generator, index: AccountIndex, ids: list[str], names: list[str], bare: list[str], picks: list[int], threshold: float) -> None:
+def recall(
+    rng: np.random.Generator, index: AccountIndex, ids: list[str], names: list[str], bare: list[str], picks: list[int], threshold: float
+) -> None:
     """Typo leads matched by the index against a full scan of every distinct key (what blocking would find with no blocks)."""
     first: dict[str, int] = {}
     for at, name in enumerate(names):

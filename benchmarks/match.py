@@ -52,17 +52,23 @@ def main() -> None:
     matching = timed(lambda: match_accounts(rules, accounts), args.repeat)
     matches = match_accounts(rules, accounts)
     n = len(accounts)
-    print(f"preset {args.preset}: {n:,} accounts, {len(rules.territories):,} territories; read in {read:.1f} s; "
-          f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}")
+    print(
+        f"preset {args.preset}: {n:,} accounts, {len(rules.territories):,} territories; read in {read:.1f} s; "
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}"
+    )
     head = f"{'run':58}{'best s':>9}{'median s':>10}{'µs / account':>14}{'× baseline':>12}{'≤ 10 s':>8}"
     print(head)
     print("-" * len(head))
     unit = min(baseline)
-    for name, times, target in ((f"baseline: rule {rule.label} of {region.id}, every account", baseline, False),
-                                (f"match_accounts, {len(rules.territories):,} territories", matching, True)):
+    for name, times, target in (
+        (f"baseline: rule {rule.label} of {region.id}, every account", baseline, False),
+        (f"match_accounts, {len(rules.territories):,} territories", matching, True),
+    ):
         best = min(times)
-        print(f"{name:58}{best:>9.2f}{statistics.median(times):>10.2f}{best / n * 1e6:>14.2f}{best / unit:>12.1f}"
-              f"{('yes' if best <= 10 else 'NO') if target else '':>8}")
+        print(
+            f"{name:58}{best:>9.2f}{statistics.median(times):>10.2f}{best / n * 1e6:>14.2f}{best / unit:>12.1f}"
+            f"{('yes' if best <= 10 else 'NO') if target else '':>8}"
+        )
     owned = int((matches.owning != NO_TERRITORY).sum())
     print(f"accounts with an owning territory (or a tie): {owned:,} of {n:,}")
 

@@ -57,7 +57,10 @@ def main() -> int:
         for role in ("accounts", "opportunities"):
             source = manifest.input(role)
             assert source is not None
-            with open(source.path, newline="", encoding="utf-8") as raw, open(scratch / f"{role}.csv", "w", newline="", encoding="utf-8") as copy:
+            with (
+                open(source.path, newline="", encoding="utf-8") as raw,
+                open(scratch / f"{role}.csv", "w", newline="", encoding="utf-8") as copy,
+            ):
                 csv.writer(copy).writerows(csv.reader(raw))
 
     def apply(form: str) -> Callable[[], object]:
@@ -78,8 +81,10 @@ def main() -> int:
     ]
     shutil.rmtree(scratch, ignore_errors=True)
     accounts = manifest.input("accounts")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"book {args.preset}: {accounts.rows if accounts else 0:,} accounts; best of {args.repeat}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"book {args.preset}: {accounts.rows if accounts else 0:,} accounts; best of {args.repeat}"
+    )
     print(f"{'step':<32} {'seconds':>8} {'output':>9}")
     for name, seconds, output in rows:
         print(f"{name:<32} {seconds:>8.2f} {output:>9}")

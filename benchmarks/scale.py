@@ -141,7 +141,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="S", choices=["S", "M", "L"])
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--effort", type=float, default=None, help="solver work per component, deterministic seconds (default: the rule file's)")
+    parser.add_argument(
+        "--effort", type=float, default=None, help="solver work per component, deterministic seconds (default: the rule file's)"
+    )
     parser.add_argument("--time-limit", type=float, default=None, help="wall-clock seconds for the whole run, reading included")
     parser.add_argument("--no-baselines", action="store_true")
     args = parser.parse_args()
@@ -185,9 +187,15 @@ def main() -> int:
 
     labels = [d.label for d in problem.dims if d.tolerance is not None]
     tolerance = {d.label: d.tolerance for d in problem.dims if d.tolerance is not None}
-    print(f"\npreset {args.preset}: {len(accounts):,} accounts, {len(users):,} users, {len(engine.rules.territories):,} territories, "
-          f"{problem.n_units:,} units, {len(solution.components):,} components; workers {args.workers}")
-    head = f"{'method':22}" + "".join(f"{f'{lb} ±{tolerance[lb]:.0%} min/max (in band)':>40}" for lb in labels) + f"{'moved':>10}{'value moved':>20}{'unassigned':>12}{'time s':>9}"
+    print(
+        f"\npreset {args.preset}: {len(accounts):,} accounts, {len(users):,} users, {len(engine.rules.territories):,} territories, "
+        f"{problem.n_units:,} units, {len(solution.components):,} components; workers {args.workers}"
+    )
+    head = (
+        f"{'method':22}"
+        + "".join(f"{f'{lb} ±{tolerance[lb]:.0%} min/max (in band)':>40}" for lb in labels)
+        + f"{'moved':>10}{'value moved':>20}{'unassigned':>12}{'time s':>9}"
+    )
     print(head)
     print("-" * len(head))
     for name, row in rows.items():
@@ -197,8 +205,10 @@ def main() -> int:
     print(f"{'lower bound (moves)':22}{'':>{40 * len(labels)}}{solver['moves_lower_bound']:>10,}")
     print("\nstages: " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()) + f"; total {total:.1f}s")
     print(f"components: {solver['status']}; moves gap to bound {solver['moves_gap']:.2%}")
-    print(f"peak memory: {peak:,.0f} MiB (this process), {children:,.0f} MiB (largest worker or generator); "
-          f"{sampler.peak_kib / 1024:,.0f} MiB PSS of all processes together (sampled every 0.5 s)")
+    print(
+        f"peak memory: {peak:,.0f} MiB (this process), {children:,.0f} MiB (largest worker or generator); "
+        f"{sampler.peak_kib / 1024:,.0f} MiB PSS of all processes together (sampled every 0.5 s)"
+    )
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     return 0
 

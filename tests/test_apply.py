@@ -108,7 +108,10 @@ def test_update_files_list_exactly_the_changed_owners(plan, tmp_path):
         ["D1", "W1", "w2", "west", "w1"],
         ["D5", "E2", "e2", "east", ""],
     ]
-    assert _rows(out / "unassigned.csv") == [["account_id", "previous_owner_id", "status", "reason"], ["U1", "w1", "unassigned", "matched no territory"]]
+    assert _rows(out / "unassigned.csv") == [
+        ["account_id", "previous_owner_id", "status", "reason"],
+        ["U1", "w1", "unassigned", "matched no territory"],
+    ]
     assert result == ApplyResult(
         plan_id=Manifest.read(plan).plan_id,
         format="csv",
@@ -192,7 +195,10 @@ def test_a_territory_id_column_makes_territory_changes_updates_in_the_review_for
     files = _book(tmp_path / "book", text, deals=None)
     plan = _plan(files, tmp_path / "plan")
     review = apply_plan(plan, tmp_path / "review")
-    assert _rows(tmp_path / "review" / "account_updates.csv")[1:] == [["W2", "w2", "west", "w2"], ["E1", "e1", "east", "e1"]]  # L1 is locked: never an update
+    assert _rows(tmp_path / "review" / "account_updates.csv")[1:] == [
+        ["W2", "w2", "west", "w2"],
+        ["E1", "e1", "east", "e1"],
+    ]  # L1 is locked: never an update
     assert (review.account_updates, review.owner_changes) == (2, 0)
     assert "(2 territory only)" in review.line()
     crm = apply_plan(plan, tmp_path / "crm", format="salesforce")
@@ -288,8 +294,13 @@ def _rerun(files: dict[str, Path], plan: Path, tmp: Path) -> tuple[ApplyResult, 
     first = apply_plan(plan, tmp / "updates")
     as_of = dt.date.fromisoformat(Manifest.read(plan).settings["as_of"])
     again = assign_files(
-        files["rules"], tmp / "updates" / "accounts.csv", files["users"], tmp / "plan2",
-        opportunities=tmp / "updates" / "opportunities.csv", workers=2, as_of=as_of,
+        files["rules"],
+        tmp / "updates" / "accounts.csv",
+        files["users"],
+        tmp / "plan2",
+        opportunities=tmp / "updates" / "opportunities.csv",
+        workers=2,
+        as_of=as_of,
     )
     return first, again.summary, apply_plan(tmp / "plan2", tmp / "updates2")
 
@@ -327,7 +338,9 @@ def _balance_unproven(summary: dict[str, Any]) -> set[tuple[str, ...]]:
 
 def _book_plan(tmp: Path, seed: int, size: tuple[int, int, int]) -> tuple[dict[str, Path], Path, dict[str, Any]]:
     generate_book(*size, seed=seed).write(tmp / "book")
-    files = {name: tmp / "book" / f"{name}.{'yaml' if name == 'rules' else 'csv'}" for name in ("rules", "accounts", "users", "opportunities")}
+    files = {
+        name: tmp / "book" / f"{name}.{'yaml' if name == 'rules' else 'csv'}" for name in ("rules", "accounts", "users", "opportunities")
+    }
     run = assign_files(files["rules"], files["accounts"], files["users"], tmp / "plan", opportunities=files["opportunities"], workers=2)
     return files, tmp / "plan", run.summary
 
@@ -359,7 +372,9 @@ def test_a_rerun_moves_accounts_only_where_the_first_run_left_band_excess_unprov
 
 
 def test_an_account_following_an_owner_less_parent_is_listed_not_updated(tmp_path):
-    files = _book(tmp_path / "book", "id,parent_id,owner_id,state,revenue,excluded\nP,,,CA,1,true\nC,P,w1,CA,2,\nW1,,w1,CA,3,\n", deals=None)
+    files = _book(
+        tmp_path / "book", "id,parent_id,owner_id,state,revenue,excluded\nP,,,CA,1,true\nC,P,w1,CA,2,\nW1,,w1,CA,3,\n", deals=None
+    )
     files["rules"].write_text(RULES.replace("hierarchy: independent", "hierarchy: follow_ultimate_parent"), encoding="utf-8")
     out = tmp_path / "updates"
     result = apply_plan(_plan(files, tmp_path / "plan"), out)
@@ -441,15 +456,17 @@ def test_a_dotted_owner_path_through_a_value_that_is_not_an_object_is_a_located_
     _, plan = _nested_book(tmp_path, lines)
     with pytest.raises(DataError) as raised:
         apply_plan(plan, tmp_path / "updates")
-    assert str(raised.value.findings[0].location).endswith("accounts.jsonl:2") and "Owner is not a JSON object, so Owner.Id cannot be set" in str(raised.value)
+    assert str(raised.value.findings[0].location).endswith(
+        "accounts.jsonl:2"
+    ) and "Owner is not a JSON object, so Owner.Id cannot be set" in str(raised.value)
     assert not (tmp_path / "updates").exists()
 
 
 @pytest.mark.parametrize("format", FORMATS)
 def test_update_files_carry_each_id_exactly_as_exported(tmp_path, format):
     # The engine reads ids stripped (the plan has W1, E2, U1); the CRM matches the export's exact text.
-    accounts = "id,owner_id,state,revenue\n W1 ,w1,CA,1\nW2\t,w1,CA,2\n\"E2 \",,NY,3\nU1  ,w1,TX,4\n"
-    deals = "id,account_id,owner_id,stage,amount\n D5,\"E2 \",,prospecting,50\n"
+    accounts = 'id,owner_id,state,revenue\n W1 ,w1,CA,1\nW2\t,w1,CA,2\n"E2 ",,NY,3\nU1  ,w1,TX,4\n'
+    deals = 'id,account_id,owner_id,stage,amount\n D5,"E2 ",,prospecting,50\n'
     files = _book(tmp_path / "book", accounts, deals=deals)
     out = tmp_path / "updates"
     apply_plan(_plan(files, tmp_path / "plan"), out, format=format)
@@ -462,7 +479,11 @@ def test_update_files_carry_each_id_exactly_as_exported(tmp_path, format):
 
 
 def test_json_lines_ids_are_written_exactly_as_exported(tmp_path):
-    lines = [{"id": " W1", "owner_id": "w1", "state": "CA", "revenue": 1}, {"id": "W2", "owner_id": "w1", "state": "CA", "revenue": 2}, {"id": "E2 ", "state": "NY", "revenue": 3}]
+    lines = [
+        {"id": " W1", "owner_id": "w1", "state": "CA", "revenue": 1},
+        {"id": "W2", "owner_id": "w1", "state": "CA", "revenue": 2},
+        {"id": "E2 ", "state": "NY", "revenue": 3},
+    ]
     files = _book(tmp_path / "book", "".join(json.dumps(r) + "\n" for r in lines), "accounts.jsonl", deals=None)
     apply_plan(_plan(files, tmp_path / "plan"), tmp_path / "updates", format="salesforce")
     assert {r[0] for r in _rows(tmp_path / "updates" / "account_updates.csv")[1:]} in ({" W1", "E2 "}, {"W2", "E2 "})

@@ -35,7 +35,9 @@ def test_validate_good_file_json(runner, example_files):
 
 
 def test_validate_findings_exit_1_with_located_lines(runner, tmp_path):
-    text = EXAMPLE_RULES.replace("when: {country: {in:", "when: {contry: {in:").replace("{annual_revenue: {gte: 1000000000}}", "{annual_revenue: {greater: 1}}")
+    text = EXAMPLE_RULES.replace("when: {country: {in:", "when: {contry: {in:").replace(
+        "{annual_revenue: {gte: 1000000000}}", "{annual_revenue: {greater: 1}}"
+    )
     path = tmp_path / "bad.yaml"
     path.write_text(text, encoding="utf-8")
     result = runner.invoke(main, ["validate", str(path)])
@@ -97,13 +99,20 @@ def test_assign_writes_plan_and_prints_json_summary(runner, example_files, tmp_p
         main,
         [
             "assign",
-            "--rules", str(example_files["rules"]),
-            "--accounts", str(example_files["accounts"]),
-            "--users", str(example_files["users"]),
-            "--out", str(out),
-            "--format", "json",
-            "--workers", "1",
-            "--effort", "1",
+            "--rules",
+            str(example_files["rules"]),
+            "--accounts",
+            str(example_files["accounts"]),
+            "--users",
+            str(example_files["users"]),
+            "--out",
+            str(out),
+            "--format",
+            "json",
+            "--workers",
+            "1",
+            "--effort",
+            "1",
             "--quiet",
         ],
     )
@@ -130,7 +139,20 @@ def test_assign_bad_data_exits_1_with_location(runner, example_files, tmp_path):
     accounts.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = runner.invoke(
         main,
-        ["assign", "--rules", str(example_files["rules"]), "--accounts", str(accounts), "--users", str(example_files["users"]), "--out", str(tmp_path / "o"), "--quiet", "--workers", "1"],
+        [
+            "assign",
+            "--rules",
+            str(example_files["rules"]),
+            "--accounts",
+            str(accounts),
+            "--users",
+            str(example_files["users"]),
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+            "--workers",
+            "1",
+        ],
     )
     assert result.exit_code == 1
     assert f"{accounts}:4:annual_revenue:" in result.stderr
@@ -140,7 +162,19 @@ def test_assign_bad_data_exits_1_with_location(runner, example_files, tmp_path):
 def test_explain_shows_rules_and_owner(runner, example_files):
     result = runner.invoke(
         main,
-        ["explain", "E2", "--rules", str(example_files["rules"]), "--accounts", str(example_files["accounts"]), "--users", str(example_files["users"]), "--quiet", "--workers", "1"],
+        [
+            "explain",
+            "E2",
+            "--rules",
+            str(example_files["rules"]),
+            "--accounts",
+            str(example_files["accounts"]),
+            "--users",
+            str(example_files["users"]),
+            "--quiet",
+            "--workers",
+            "1",
+        ],
     )
     assert result.exit_code == 0, result.output
     text = result.stdout
@@ -155,7 +189,21 @@ def test_explain_shows_rules_and_owner(runner, example_files):
 def test_explain_json(runner, example_files):
     result = runner.invoke(
         main,
-        ["explain", "BIG", "--rules", str(example_files["rules"]), "--accounts", str(example_files["accounts"]), "--users", str(example_files["users"]), "--quiet", "--workers", "1", "--format", "json"],
+        [
+            "explain",
+            "BIG",
+            "--rules",
+            str(example_files["rules"]),
+            "--accounts",
+            str(example_files["accounts"]),
+            "--users",
+            str(example_files["users"]),
+            "--quiet",
+            "--workers",
+            "1",
+            "--format",
+            "json",
+        ],
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -166,7 +214,19 @@ def test_explain_json(runner, example_files):
 def test_explain_unknown_account_exits_1(runner, example_files):
     result = runner.invoke(
         main,
-        ["explain", "NOPE", "--rules", str(example_files["rules"]), "--accounts", str(example_files["accounts"]), "--users", str(example_files["users"]), "--quiet", "--workers", "1"],
+        [
+            "explain",
+            "NOPE",
+            "--rules",
+            str(example_files["rules"]),
+            "--accounts",
+            str(example_files["accounts"]),
+            "--users",
+            str(example_files["users"]),
+            "--quiet",
+            "--workers",
+            "1",
+        ],
     )
     assert result.exit_code == 1
     assert "NOPE" in result.stderr
@@ -222,7 +282,18 @@ def test_assign_hierarchy_errors_exit_1_or_are_reported(runner, example_files, t
         "A,B,US,CA,1,x,1,1\nB,A,US,CA,1,x,1,1\nC,,US,NY,1,x,1,1\n",
         encoding="utf-8",
     )
-    common = ["assign", "--rules", str(example_files["rules"]), "--accounts", str(accounts), "--users", str(example_files["users"]), "--quiet", "--workers", "1"]
+    common = [
+        "assign",
+        "--rules",
+        str(example_files["rules"]),
+        "--accounts",
+        str(accounts),
+        "--users",
+        str(example_files["users"]),
+        "--quiet",
+        "--workers",
+        "1",
+    ]
     result = runner.invoke(main, [*common, "--out", str(tmp_path / "o1")])
     assert result.exit_code == 1
     assert "cycle" in result.stderr and f"{accounts}:" in result.stderr
@@ -236,7 +307,20 @@ def test_assign_hierarchy_errors_exit_1_or_are_reported(runner, example_files, t
 def test_assign_text_report(runner, example_files, tmp_path):
     result = runner.invoke(
         main,
-        ["assign", "--rules", str(example_files["rules"]), "--accounts", str(example_files["accounts"]), "--users", str(example_files["users"]), "--out", str(tmp_path / "o"), "--quiet", "--workers", "1"],
+        [
+            "assign",
+            "--rules",
+            str(example_files["rules"]),
+            "--accounts",
+            str(example_files["accounts"]),
+            "--users",
+            str(example_files["users"]),
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+            "--workers",
+            "1",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert re.search(r"unassigned:\s+1\b", result.stdout)

@@ -361,26 +361,81 @@ def test_a_recursive_alias_is_located():
         ("version: 1", "version: true", "true", "version: must be the integer 1, not true"),
         ("version: 1", "version: 1.0", "1.0", "version: must be the integer 1, not 1.0"),
         ("version: 1", "version: '1'", "'1'", "version: must be the integer 1, not '1'"),
-        ("{name: geo, priority: 2}", "{name: geo, priority: 99999999999999999999999}", "999", "priority: Input should be less than or equal to 1000000"),
+        (
+            "{name: geo, priority: 2}",
+            "{name: geo, priority: 99999999999999999999999}",
+            "999",
+            "priority: Input should be less than or equal to 1000000",
+        ),
         ("{name: geo, priority: 2}", "{name: geo, priority: 2.0}", "2.0", "priority: Input should be a valid integer, not 2.0"),
-        ("{name: geo, priority: 2}", "{name: geo, priority: 2, overlay: yes}", "yes", "overlay: Input should be a valid boolean, not 'yes'"),
+        (
+            "{name: geo, priority: 2}",
+            "{name: geo, priority: 2, overlay: yes}",
+            "yes",
+            "overlay: Input should be a valid boolean, not 'yes'",
+        ),
         ("inherit: true", "inherit: on", "on,", "inherit: Input should be a valid boolean, not 'on'"),
         ("accounts: {constant: 1}", "accounts: {constant: 1e309}", "1e309", "constant: Input should be a finite number"),
-        ("accounts: {constant: 1}", "accounts: {constant: 2e15}", "2e15", "constant: Input should be less than or equal to 1000000000000000"),
+        (
+            "accounts: {constant: 1}",
+            "accounts: {constant: 2e15}",
+            "2e15",
+            "constant: Input should be less than or equal to 1000000000000000",
+        ),
         ("accounts: {constant: 1}", "accounts: {constant: 1_000}", "1_000", "constant: Input should be a valid number, not '1_000'"),
         ("accounts: {constant: 1}", "accounts: {constant: '1000'}", "'1000'", "constant: Input should be a valid number, not '1000'"),
         ("accounts: {constant: 1}", "accounts: {constant: true}", "true", "constant: Input should be a valid number, not true"),
         ("tolerance: 0.10", "tolerance: .nan", ".nan", "tolerance: Input should be a valid number, not '.nan'"),
         ("tolerance: 0.10", "tolerance: nan", "nan", "tolerance: Input should be a valid number, not 'nan'"),
         ("tolerance: 0.10", "tolerance: -.inf", "-.inf", "tolerance: Input should be a valid number, not '-.inf'"),
-        ("hierarchy: follow_ultimate_parent ", "seed: 2147483648\n  hierarchy: follow_ultimate_parent ", "2147483648", "seed: Input should be less than or equal to 2147483647"),
-        ("hierarchy: follow_ultimate_parent ", "seed: -1\n  hierarchy: follow_ultimate_parent ", "-1", "seed: Input should be greater than or equal to 0"),
-        ("hierarchy: follow_ultimate_parent ", "time_limit: 1e400\n  hierarchy: follow_ultimate_parent ", "1e400", "time_limit: Input should be a finite number"),
-        ("hierarchy: follow_ultimate_parent ", "as_of: '2026-13-45'\n  hierarchy: follow_ultimate_parent ", "'2026-13-45'", "as_of: '2026-13-45' is not a date: month must be in 1..12"),
-        ("hierarchy: follow_ultimate_parent ", "as_of: 2026-02-30\n  hierarchy: follow_ultimate_parent ", "2026-02-30", "as_of: '2026-02-30' is not a date: day is out of range for month"),
-        ("hierarchy: follow_ultimate_parent ", "as_of: next week\n  hierarchy: follow_ultimate_parent ", "next week", "as_of: use a date YYYY-MM-DD, not 'next week'"),
-        ("assignment:\n", "opportunities: {keep_owner: {closing_within_days: 99999999999}}\nassignment:\n", "99999999999", "closing_within_days: Input should be less than or equal to 36500"),
-        ("assignment:\n", "opportunities: {measures: {deals: {constant: .inf}}}\nassignment:\n", ".inf", "constant: Input should be a valid number, not '.inf'"),
+        (
+            "hierarchy: follow_ultimate_parent ",
+            "seed: 2147483648\n  hierarchy: follow_ultimate_parent ",
+            "2147483648",
+            "seed: Input should be less than or equal to 2147483647",
+        ),
+        (
+            "hierarchy: follow_ultimate_parent ",
+            "seed: -1\n  hierarchy: follow_ultimate_parent ",
+            "-1",
+            "seed: Input should be greater than or equal to 0",
+        ),
+        (
+            "hierarchy: follow_ultimate_parent ",
+            "time_limit: 1e400\n  hierarchy: follow_ultimate_parent ",
+            "1e400",
+            "time_limit: Input should be a finite number",
+        ),
+        (
+            "hierarchy: follow_ultimate_parent ",
+            "as_of: '2026-13-45'\n  hierarchy: follow_ultimate_parent ",
+            "'2026-13-45'",
+            "as_of: '2026-13-45' is not a date: month must be in 1..12",
+        ),
+        (
+            "hierarchy: follow_ultimate_parent ",
+            "as_of: 2026-02-30\n  hierarchy: follow_ultimate_parent ",
+            "2026-02-30",
+            "as_of: '2026-02-30' is not a date: day is out of range for month",
+        ),
+        (
+            "hierarchy: follow_ultimate_parent ",
+            "as_of: next week\n  hierarchy: follow_ultimate_parent ",
+            "next week",
+            "as_of: use a date YYYY-MM-DD, not 'next week'",
+        ),
+        (
+            "assignment:\n",
+            "opportunities: {keep_owner: {closing_within_days: 99999999999}}\nassignment:\n",
+            "99999999999",
+            "closing_within_days: Input should be less than or equal to 36500",
+        ),
+        (
+            "assignment:\n",
+            "opportunities: {measures: {deals: {constant: .inf}}}\nassignment:\n",
+            ".inf",
+            "constant: Input should be a valid number, not '.inf'",
+        ),
     ],
 )
 def test_values_out_of_range_or_of_the_wrong_type_are_located_not_converted(old, new, needle, fragment):
@@ -426,7 +481,9 @@ def test_an_oversized_or_binary_rule_file_is_a_rule_file_error(tmp_path):
         load_rules(big)
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(b"version: 1\n\x00\x01\x02")
-    ((line, col, message),) = [(f.location.line, f.location.col, f.message) for f in pytest.raises(RuleFileError, load_rules, binary).value.findings]
+    ((line, col, message),) = [
+        (f.location.line, f.location.col, f.message) for f in pytest.raises(RuleFileError, load_rules, binary).value.findings
+    ]
     assert (line, col) == (2, 1) and "U+0000" in message
 
 

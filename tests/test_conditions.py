@@ -282,7 +282,25 @@ def _string_leaf():
             return st.booleans()
         return RULE_STRING
 
-    ops = st.sampled_from(["eq", "ne", "in", "not_in", "lt", "lte", "gt", "gte", "between", "starts_with", "ends_with", "contains", "matches", "exists", "is_null"])
+    ops = st.sampled_from(
+        [
+            "eq",
+            "ne",
+            "in",
+            "not_in",
+            "lt",
+            "lte",
+            "gt",
+            "gte",
+            "between",
+            "starts_with",
+            "ends_with",
+            "contains",
+            "matches",
+            "exists",
+            "is_null",
+        ]
+    )
     explicit = ops.flatmap(lambda op: operand(op).map(lambda v: {"s": {op: v}}))
     shorthand = st.one_of(RULE_STRING.map(lambda v: {"s": v}), st.lists(RULE_STRING, min_size=1, max_size=3).map(lambda v: {"s": v}))
     return st.one_of(explicit, shorthand)

@@ -55,7 +55,9 @@ def test_strict_raises_and_writes_nothing(tmp_path: Path):
     rules = tmp_path / "rules.yaml"
     rules.write_text(EXAMPLE_RULES)
     accounts = tmp_path / "accounts.csv"
-    accounts.write_text("id,country,state,postal_code,industry,annual_revenue,employees\n" + "".join(f"A{i},US,CA,,x,{i},1\n" for i in range(4)))
+    accounts.write_text(
+        "id,country,state,postal_code,industry,annual_revenue,employees\n" + "".join(f"A{i},US,CA,,x,{i},1\n" for i in range(4))
+    )
     users = tmp_path / "users.csv"
     users.write_text("id,max_accounts\nu001,\nu010,1\nu011,1\nu012,\nu013,\n")
     out = tmp_path / "plan"

@@ -37,7 +37,9 @@ GEO = """
 """
 
 
-def geo_rules(extra: str = "", fields: str = "{country: country, state: state, revenue: number}", assignment: str = "{hierarchy: independent}") -> str:
+def geo_rules(
+    extra: str = "", fields: str = "{country: country, state: state, revenue: number}", assignment: str = "{hierarchy: independent}"
+) -> str:
     return rules_text(GEO, fields=fields, types=TYPES, assignment=assignment, extra=extra)
 
 
@@ -49,7 +51,10 @@ USERS = [User("u1"), User("u2"), User("u3")]
 
 def test_columns_map_engine_names_to_the_files_own_and_messages_name_the_file_column(tmp_path):
     rules = compile_rules(geo_rules("inputs:\n  accounts: {columns: {id: account, parent_id: subsidiary_of, revenue: close_value}}\n"))
-    rows = [{"account": "A", "subsidiary_of": "", "country": "US", "state": "CA", "close_value": "10"}, {"account": "B", "subsidiary_of": "A", "country": "US", "state": "NY", "close_value": "5"}]
+    rows = [
+        {"account": "A", "subsidiary_of": "", "country": "US", "state": "CA", "close_value": "10"},
+        {"account": "B", "subsidiary_of": "A", "country": "US", "state": "NY", "close_value": "5"},
+    ]
     path = write_csv(tmp_path / "a.csv", rows, ["account", "subsidiary_of", "country", "state", "close_value"])
     table = read_accounts(path, rules.field_types, rules.inputs["accounts"])
     assert table.ids == ["A", "B"] and table.parent_ids == [None, "A"]
@@ -67,7 +72,10 @@ def test_a_mapped_column_missing_from_the_file_is_named_with_where_the_rule_file
     with pytest.raises(DataError) as caught:
         read_accounts(path, rules.field_types, rules.inputs["accounts"])
     message = str(caught.value)
-    assert "no column 'subsidary_of' (inputs.accounts.columns.parent_id at rules.yaml:" in message and "did you mean 'subsidiary_of'" in message
+    assert (
+        "no column 'subsidary_of' (inputs.accounts.columns.parent_id at rules.yaml:" in message
+        and "did you mean 'subsidiary_of'" in message
+    )
 
 
 def test_an_unknown_engine_name_in_columns_is_a_rule_file_error_with_a_suggestion():
@@ -80,8 +88,16 @@ def test_an_unknown_engine_name_in_columns_is_a_rule_file_error_with_a_suggestio
 
 def test_the_salesforce_preset_reads_api_names_and_report_labels(tmp_path):
     rules = compile_rules(geo_rules("inputs: {preset: salesforce}\n"))
-    api = write_csv(tmp_path / "api.csv", [{"Id": "001A", "ParentId": "", "OwnerId": "u1", "BillingCountry": "United States", "BillingState": "California", "revenue": "3"}], ["Id", "ParentId", "OwnerId", "BillingCountry", "BillingState", "revenue"])
-    labels = write_csv(tmp_path / "labels.csv", [{"Account ID": "001A", "Billing Country": "USA", "Billing State/Province": "CA", "revenue": "3"}], ["Account ID", "Billing Country", "Billing State/Province", "revenue"])
+    api = write_csv(
+        tmp_path / "api.csv",
+        [{"Id": "001A", "ParentId": "", "OwnerId": "u1", "BillingCountry": "United States", "BillingState": "California", "revenue": "3"}],
+        ["Id", "ParentId", "OwnerId", "BillingCountry", "BillingState", "revenue"],
+    )
+    labels = write_csv(
+        tmp_path / "labels.csv",
+        [{"Account ID": "001A", "Billing Country": "USA", "Billing State/Province": "CA", "revenue": "3"}],
+        ["Account ID", "Billing Country", "Billing State/Province", "revenue"],
+    )
     for path in (api, labels):
         table = read_accounts(path, rules.field_types, rules.inputs["accounts"])
         assert table.ids == ["001A"] and table.record(0)["country"] == "US" and table.record(0)["state"] == "CA"
@@ -120,7 +136,12 @@ def test_one_address_column_fills_the_declared_address_fields(tmp_path):
         {"id": "C", "Address": "", "revenue": "1"},
     ]
     table = read_accounts(write_csv(tmp_path / "a.csv", rows, ["id", "Address", "revenue"]), rules.field_types, rules.inputs["accounts"])
-    assert {k: table.record(0)[k] for k in ("country", "state", "postal_code", "city")} == {"country": "US", "state": "IL", "postal_code": "62701", "city": "Springfield"}
+    assert {k: table.record(0)[k] for k in ("country", "state", "postal_code", "city")} == {
+        "country": "US",
+        "state": "IL",
+        "postal_code": "62701",
+        "city": "Springfield",
+    }
     assert (table.record(1)["country"], table.record(1)["postal_code"], table.record(1)["city"]) == ("DE", "10115", "Berlin")
     assert table.record(2)["country"] is None and not table.warnings
 
@@ -128,7 +149,9 @@ def test_one_address_column_fills_the_declared_address_fields(tmp_path):
 def test_validate_checks_data_files_through_the_mapping(tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text(geo_rules("inputs:\n  accounts: {columns: {id: account}}\n"))
-    good = write_csv(tmp_path / "a.csv", [{"account": "A", "country": "Germny", "state": "", "revenue": "1"}], ["account", "country", "state", "revenue"])
+    good = write_csv(
+        tmp_path / "a.csv", [{"account": "A", "country": "Germny", "state": "", "revenue": "1"}], ["account", "country", "state", "revenue"]
+    )
     bad = write_csv(tmp_path / "b.csv", [{"id": "A"}], ["id", "country", "state", "revenue"])
     runner = CliRunner()
     result = runner.invoke(main, ["validate", str(rules), "--accounts", str(good), "--format", "json"])
@@ -144,7 +167,12 @@ def test_validate_checks_data_files_through_the_mapping(tmp_path):
 
 def test_country_names_codes_and_variants_are_stored_as_alpha2_and_rules_may_use_either():
     engine = engine_of(geo_rules())
-    table = engine.table([{"id": str(i), "country": c, "state": None, "revenue": 1.0} for i, c in enumerate(["United States", "USA", "us", "USA ", "United States of America", "DE"])])
+    table = engine.table(
+        [
+            {"id": str(i), "country": c, "state": None, "revenue": 1.0}
+            for i, c in enumerate(["United States", "USA", "us", "USA ", "United States of America", "DE"])
+        ]
+    )
     assert [table.record(i)["country"] for i in range(len(table))] == ["US", "US", "US", "US", "US", "DE"]
     plan = engine.assign(table, USERS)
     assert [plan.account(str(i)).territory_id for i in range(5)] == ["us"] * 5
@@ -152,11 +180,18 @@ def test_country_names_codes_and_variants_are_stored_as_alpha2_and_rules_may_use
 
 def test_an_unrecognised_country_is_a_located_warning_read_as_missing_and_its_reason_says_so(tmp_path):
     rules = compile_rules(geo_rules())
-    rows = [{"id": "A", "country": "Philipines", "state": "", "revenue": "1"}, {"id": "B", "country": "Philipines", "state": "", "revenue": "1"}, {"id": "C", "country": "US", "state": "", "revenue": "1"}]
+    rows = [
+        {"id": "A", "country": "Philipines", "state": "", "revenue": "1"},
+        {"id": "B", "country": "Philipines", "state": "", "revenue": "1"},
+        {"id": "C", "country": "US", "state": "", "revenue": "1"},
+    ]
     path = write_csv(tmp_path / "a.csv", rows, ["id", "country", "state", "revenue"])
     table = read_accounts(path, rules.field_types)
     (warning,) = table.warnings
-    assert str(warning) == f"{path}:2:country: 'Philipines' is not a country we know (did you mean PH (Philippines)?): read as missing (2 row(s))"
+    assert (
+        str(warning)
+        == f"{path}:2:country: 'Philipines' is not a country we know (did you mean PH (Philippines)?): read as missing (2 row(s))"
+    )
     plan = Engine(rules).assign(table, USERS)
     assert plan.account("A").territory_id is None
     assert plan.account("A").reason.endswith("country 'Philipines' not recognised, read as missing")
@@ -187,7 +222,13 @@ def test_a_rule_naming_no_country_is_a_rule_file_error():
 
 def test_a_number_in_a_text_column_is_read_as_text_and_reported(tmp_path):
     rules = compile_rules(geo_rules(fields="{postal_code: string, country: country, state: state, revenue: number}"))
-    path = write_jsonl(tmp_path / "a.jsonl", [{"id": "A", "postal_code": 1234, "country": "US", "state": None, "revenue": 1}, {"id": "B", "postal_code": "01234", "country": "US", "state": None, "revenue": 1}])
+    path = write_jsonl(
+        tmp_path / "a.jsonl",
+        [
+            {"id": "A", "postal_code": 1234, "country": "US", "state": None, "revenue": 1},
+            {"id": "B", "postal_code": "01234", "country": "US", "state": None, "revenue": 1},
+        ],
+    )
     table = read_accounts(path, rules.field_types)
     assert table.record(0)["postal_code"] == "1234"
     (warning,) = table.warnings
@@ -202,29 +243,51 @@ opportunities:
   fields: {amount: number}
   measures: {amount: {field: amount}}
 """
-OVERLAY = GEO + """
+OVERLAY = (
+    GEO
+    + """
 - id: big-deals
   type: specialist
   rules: [{when: {amount: {gte: 100}}}]
   members: [{user: s1, role: overlay}]
 """
+)
 
 
 def test_deals_without_an_account_keep_their_owner_with_status_no_account(tmp_path):
     rules = tmp_path / "rules.yaml"
-    rules.write_text(rules_text(OVERLAY, fields="{country: country, state: state, revenue: number}", types=TYPES, measures="{revenue: {field: revenue}, pipeline: {deals: amount}}", assignment="{hierarchy: independent}") + DEALS)
-    accounts = write_csv(tmp_path / "a.csv", [{"id": "A", "country": "US", "owner_id": "u1", "revenue": "5"}], ["id", "country", "state", "owner_id", "revenue"])
+    rules.write_text(
+        rules_text(
+            OVERLAY,
+            fields="{country: country, state: state, revenue: number}",
+            types=TYPES,
+            measures="{revenue: {field: revenue}, pipeline: {deals: amount}}",
+            assignment="{hierarchy: independent}",
+        )
+        + DEALS
+    )
+    accounts = write_csv(
+        tmp_path / "a.csv",
+        [{"id": "A", "country": "US", "owner_id": "u1", "revenue": "5"}],
+        ["id", "country", "state", "owner_id", "revenue"],
+    )
     users = write_csv(tmp_path / "u.csv", [{"id": u} for u in ("u1", "u2", "u3", "s1")], ["id"])
     deals = write_csv(
         tmp_path / "d.csv",
-        [{"id": "D1", "account_id": "A", "owner_id": "u2", "amount": "10", "stage": "open"}, {"id": "D2", "account_id": "", "owner_id": "u3", "amount": "500", "stage": "open"}, {"id": "D3", "account_id": " ", "owner_id": "gone", "amount": "1", "stage": "closed_won"}],
+        [
+            {"id": "D1", "account_id": "A", "owner_id": "u2", "amount": "10", "stage": "open"},
+            {"id": "D2", "account_id": "", "owner_id": "u3", "amount": "500", "stage": "open"},
+            {"id": "D3", "account_id": " ", "owner_id": "gone", "amount": "1", "stage": "closed_won"},
+        ],
         ["id", "account_id", "owner_id", "amount", "stage"],
     )
     run = assign_files(rules, accounts, users, tmp_path / "out", opportunities=deals, report=False)
     assert run.deals is not None
     rows = {r["opportunity_id"]: r for r in run.deals.rows()}
     assert (rows["D2"]["status"], rows["D2"]["owner_id"], rows["D2"]["account_id"]) == ("no_account", "u3", "")
-    assert rows["D2"]["reason"] == "no account yet: keeps owner u3; overlay big-deals (balanced)" and rows["D2"]["overlay_owner_ids"] == ["s1"]
+    assert rows["D2"]["reason"] == "no account yet: keeps owner u3; overlay big-deals (balanced)" and rows["D2"]["overlay_owner_ids"] == [
+        "s1"
+    ]
     assert rows["D3"]["reason"] == "no account yet: keeps owner gone; owner gone is not among the users"
     assert run.summary["opportunities"]["status_counts"]["no_account"] == 2
     assert run.plan.values["pipeline"].tolist() == [10.0]  # a deal without an account adds to nobody's pipeline
@@ -251,22 +314,36 @@ segments:
     - {name: existing}
 """
 SEGMENT_FIELDS = "{country: country, state: state, revenue: number, first_purchase: date, last_purchase: date}"
-HUNTERS = """
+HUNTERS = (
+    """
 - id: hunters
   type: named
   rules: [{when: {lifecycle: new}}]
   members: [{user: h1}]
-""" + GEO
+"""
+    + GEO
+)
 
 
 def segment_book() -> list[dict[str, object]]:
     # as of 2026-06-01: A is new (bought 2026-03-01), B dormant, C existing, D new and dormant (new wins: first level)
-    dates = {"A": ("2026-03-01", "2026-05-01"), "B": ("2020-01-01", "2025-01-01"), "C": ("2020-01-01", "2026-01-01"), "D": ("2026-05-30", "2024-01-01"), "E": (None, None)}
-    return [{"id": k, "country": "US", "state": None, "revenue": 1.0, "first_purchase": f, "last_purchase": last} for k, (f, last) in dates.items()]
+    dates = {
+        "A": ("2026-03-01", "2026-05-01"),
+        "B": ("2020-01-01", "2025-01-01"),
+        "C": ("2020-01-01", "2026-01-01"),
+        "D": ("2026-05-30", "2024-01-01"),
+        "E": (None, None),
+    }
+    return [
+        {"id": k, "country": "US", "state": None, "revenue": 1.0, "first_purchase": f, "last_purchase": last}
+        for k, (f, last) in dates.items()
+    ]
 
 
 def test_segments_take_the_first_level_that_holds_counted_from_the_run_date():
-    engine = engine_of(rules_text(HUNTERS, fields=SEGMENT_FIELDS, types=TYPES, extra=LIFECYCLE, assignment='{hierarchy: independent, as_of: "2026-06-01"}'))
+    engine = engine_of(
+        rules_text(HUNTERS, fields=SEGMENT_FIELDS, types=TYPES, extra=LIFECYCLE, assignment='{hierarchy: independent, as_of: "2026-06-01"}')
+    )
     plan = engine.assign(engine.table(segment_book()), [*USERS, User("h1")])
     levels = {a: plan.accounts.record(plan.accounts.position(a))["lifecycle"] for a in "ABCDE"}
     assert levels == {"A": "new", "B": "dormant", "C": "existing", "D": "new", "E": "existing"}
@@ -295,12 +372,32 @@ def test_a_segment_level_can_be_balanced_like_a_tier():
 @pytest.mark.parametrize(
     ("extra", "assignment", "message"),
     [
-        (LIFECYCLE, "{balance: [{measure: accounts, segment: {lifecycle: dormat}}]}", "unknown level 'dormat' of segment 'lifecycle' (did you mean 'dormant'?)"),
-        (LIFECYCLE, "{balance: [{measure: accounts, segment: {lifecyle: dormant}}]}", "unknown segment 'lifecyle' (did you mean 'lifecycle'?)"),
+        (
+            LIFECYCLE,
+            "{balance: [{measure: accounts, segment: {lifecycle: dormat}}]}",
+            "unknown level 'dormat' of segment 'lifecycle' (did you mean 'dormant'?)",
+        ),
+        (
+            LIFECYCLE,
+            "{balance: [{measure: accounts, segment: {lifecyle: dormant}}]}",
+            "unknown segment 'lifecyle' (did you mean 'lifecycle'?)",
+        ),
         (LIFECYCLE.replace("    - {name: existing}\n", ""), "{}", None),
-        (LIFECYCLE.replace("{name: dormant, when: {last_purchase: {older_than_days: 365}}}", "{name: dormant}"), "{}", "level 'dormant' needs 'when' (only the last level may omit it)"),
-        (LIFECYCLE.replace("older_than_days: 365", "older_than_days: -1"), "{}", "'older_than_days' takes a whole number of days from 0 to 36,500, not -1"),
-        (LIFECYCLE.replace("last_purchase: {older_than_days", "revenue: {older_than_days"), "{}", "'older_than_days' needs a date field (field 'revenue' is number)"),
+        (
+            LIFECYCLE.replace("{name: dormant, when: {last_purchase: {older_than_days: 365}}}", "{name: dormant}"),
+            "{}",
+            "level 'dormant' needs 'when' (only the last level may omit it)",
+        ),
+        (
+            LIFECYCLE.replace("older_than_days: 365", "older_than_days: -1"),
+            "{}",
+            "'older_than_days' takes a whole number of days from 0 to 36,500, not -1",
+        ),
+        (
+            LIFECYCLE.replace("last_purchase: {older_than_days", "revenue: {older_than_days"),
+            "{}",
+            "'older_than_days' needs a date field (field 'revenue' is number)",
+        ),
         (LIFECYCLE.replace("lifecycle:", "revenue:"), "{}", "segment 'revenue' has the name of an account field; rename one"),
     ],
 )
@@ -314,10 +411,13 @@ def test_segment_mistakes_are_rule_file_errors(extra, assignment, message):
     assert message in str(caught.value)
 
 
-
 def test_one_column_read_by_two_engine_names_is_a_rule_file_error_where_it_is_mapped(tmp_path):
     """owner_id: Id beside the preset's id: validate said valid and apply wrote new owners into the Id cells of Account.csv."""
-    text = (SALESFORCE / "rules.yaml").read_text(encoding="utf-8").replace("columns: {account_type: Type}", "columns: {account_type: Type, owner_id: Id}")
+    text = (
+        (SALESFORCE / "rules.yaml")
+        .read_text(encoding="utf-8")
+        .replace("columns: {account_type: Type}", "columns: {account_type: Type, owner_id: Id}")
+    )
     rules = tmp_path / "rules.yaml"
     rules.write_text(text, encoding="utf-8")
     line = next(i for i, row in enumerate(text.splitlines(), start=1) if "owner_id: Id" in row)
@@ -336,10 +436,26 @@ def test_one_column_read_by_two_engine_names_is_a_rule_file_error_where_it_is_ma
 @pytest.mark.parametrize(
     ("inputs", "fields", "says"),
     [
-        ("inputs:\n  accounts: {columns: {id: key, parent_id: key}}\n", None, "column 'key' would be read as both id (inputs.accounts.columns.id) and parent_id (inputs.accounts.columns.parent_id)"),
-        ("inputs:\n  accounts: {columns: {name: revenue}}\n", None, "column 'revenue' would be read as both name (inputs.accounts.columns.name) and revenue (its own name)"),
-        ("inputs:\n  accounts: {address: country}\n", None, "column 'country' would be read as both country (its own name) and address (inputs.accounts.address)"),
-        ("inputs:\n  users: {columns: {name: weight}}\n", None, "column 'weight' would be read as both name (inputs.users.columns.name) and weight (its own name)"),
+        (
+            "inputs:\n  accounts: {columns: {id: key, parent_id: key}}\n",
+            None,
+            "column 'key' would be read as both id (inputs.accounts.columns.id) and parent_id (inputs.accounts.columns.parent_id)",
+        ),
+        (
+            "inputs:\n  accounts: {columns: {name: revenue}}\n",
+            None,
+            "column 'revenue' would be read as both name (inputs.accounts.columns.name) and revenue (its own name)",
+        ),
+        (
+            "inputs:\n  accounts: {address: country}\n",
+            None,
+            "column 'country' would be read as both country (its own name) and address (inputs.accounts.address)",
+        ),
+        (
+            "inputs:\n  users: {columns: {name: weight}}\n",
+            None,
+            "column 'weight' would be read as both name (inputs.users.columns.name) and weight (its own name)",
+        ),
     ],
 )
 def test_every_way_two_engine_names_share_a_column_is_refused(inputs, fields, says):
@@ -350,11 +466,17 @@ def test_every_way_two_engine_names_share_a_column_is_refused(inputs, fields, sa
     assert says in str(caught.value) and str(caught.value).startswith("rules.yaml:")
 
 
-
 def test_two_fields_sharing_only_a_presets_candidates_keep_validating(tmp_path):
     """A rule file that validated before the one-column check: neither name is mapped by the rule file itself."""
-    rules = compile_rules(geo_rules("inputs:\n  preset: salesforce\n", fields="{country: country, state: state, revenue: number, annual_revenue: number}"), "rules.yaml")
-    path = write_csv(tmp_path / "a.csv", [{"Id": "A", "BillingCountry": "US", "BillingState": "CA", "AnnualRevenue": "10", "revenue": "3"}], ["Id", "BillingCountry", "BillingState", "AnnualRevenue", "revenue"])
+    rules = compile_rules(
+        geo_rules("inputs:\n  preset: salesforce\n", fields="{country: country, state: state, revenue: number, annual_revenue: number}"),
+        "rules.yaml",
+    )
+    path = write_csv(
+        tmp_path / "a.csv",
+        [{"Id": "A", "BillingCountry": "US", "BillingState": "CA", "AnnualRevenue": "10", "revenue": "3"}],
+        ["Id", "BillingCountry", "BillingState", "AnnualRevenue", "revenue"],
+    )
     table = read_accounts(path, rules.field_types, rules.inputs["accounts"])
     assert (table.record(0)["annual_revenue"], table.record(0)["revenue"]) == (10.0, 10.0)  # both from AnnualRevenue, as before the check
 
@@ -380,15 +502,24 @@ def test_column_names_match_in_either_unicode_form(tmp_path, mapped, header, suf
     mapping = compile_rules(geo_rules(f"inputs:\n  accounts: {{columns: {{region: '{mapped}'}}}}\n", fields=fields))
     assert read_accounts(path, mapping.field_types, mapping.inputs["accounts"]).record(0)["region"] == "Nord"
     own = compile_rules(geo_rules("", fields=fields.replace("region", mapped)))
-    assert read_accounts(path, own.field_types, own.inputs["accounts"]).record(0)[mapped] == "Nord"  # a declared field read under its own name
+    assert (
+        read_accounts(path, own.field_types, own.inputs["accounts"]).record(0)[mapped] == "Nord"
+    )  # a declared field read under its own name
     with pytest.raises(RuleFileError, match="would be read as both"):  # and the two forms are one column for the one-name rule
-        compile_rules(geo_rules(f"inputs:\n  accounts: {{columns: {{region: '{mapped}'}}}}\n", fields=fields.replace("}", f", '{header}': string}}")))
+        compile_rules(
+            geo_rules(f"inputs:\n  accounts: {{columns: {{region: '{mapped}'}}}}\n", fields=fields.replace("}", f", '{header}': string}}"))
+        )
 
 
 def test_a_binary_parquet_column_is_read_as_text_and_bytes_that_are_not_text_are_located(tmp_path):
     """Bytes in a text field matched no rule, silently."""
     rules = compile_rules(geo_rules(""))
-    table = {"id": pa.array([b"A", b"B"], pa.binary()), "country": pa.array([b"US", b"US"], pa.binary()), "state": ["CA", "NY"], "revenue": pa.array([b"10", None], pa.binary())}
+    table = {
+        "id": pa.array([b"A", b"B"], pa.binary()),
+        "country": pa.array([b"US", b"US"], pa.binary()),
+        "state": ["CA", "NY"],
+        "revenue": pa.array([b"10", None], pa.binary()),
+    }
     pq.write_table(pa.table(table), tmp_path / "a.parquet")
     accounts = read_accounts(tmp_path / "a.parquet", rules.field_types)
     assert accounts.ids == ["A", "B"] and accounts.record(0)["country"] == "US" and accounts.record(0)["revenue"] == 10
@@ -404,7 +535,9 @@ def test_a_binary_parquet_column_is_read_as_text_and_bytes_that_are_not_text_are
 
 def test_the_salesforce_example_plans_as_exported_from_csv_and_from_the_spreadsheet(tmp_path):
     files = {"rules": SALESFORCE / "rules.yaml", "users": SALESFORCE / "User.csv", "opportunities": SALESFORCE / "Opportunity.csv"}
-    run = assign_files(files["rules"], SALESFORCE / "Account.csv", files["users"], tmp_path / "plan", opportunities=files["opportunities"], report=False)
+    run = assign_files(
+        files["rules"], SALESFORCE / "Account.csv", files["users"], tmp_path / "plan", opportunities=files["opportunities"], report=False
+    )
     summary = run.summary
     assert summary["accounts"] == 120 and summary["opportunities"]["status_counts"]["no_account"] > 0
     assert set(summary["segments"]["lifecycle"]) == {"new", "dormant", "existing"}
@@ -424,7 +557,9 @@ def test_the_example_export_is_what_its_generator_writes(tmp_path):
 
 def test_validate_files_returns_warnings_and_needs_accounts_for_deals():
     rules = compile_rules((SALESFORCE / "rules.yaml").read_text(), str(SALESFORCE / "rules.yaml"))
-    warnings = validate_files(rules, users=SALESFORCE / "User.csv", accounts=SALESFORCE / "Account.csv", opportunities=SALESFORCE / "Opportunity.csv")
+    warnings = validate_files(
+        rules, users=SALESFORCE / "User.csv", accounts=SALESFORCE / "Account.csv", opportunities=SALESFORCE / "Opportunity.csv"
+    )
     assert [w.location.column for w in warnings] == ["BillingCountry"]
     with pytest.raises(Exception, match="needs --accounts"):
         validate_files(rules, opportunities=SALESFORCE / "Opportunity.csv")
@@ -443,11 +578,15 @@ def test_a_rule_naming_a_level_its_segment_lacks_is_a_rule_file_error():
     with pytest.raises(RuleFileError) as caught:
         compile_rules(text, "rules.yaml")
     (finding,) = caught.value.findings
-    assert finding.message == "segment 'lifecycle' has no level 'nwe' (did you mean 'new'?)" and str(finding.location).startswith("rules.yaml:")
+    assert finding.message == "segment 'lifecycle' has no level 'nwe' (did you mean 'new'?)" and str(finding.location).startswith(
+        "rules.yaml:"
+    )
 
 
 def test_every_reason_ends_with_the_accounts_segments():
-    engine = engine_of(rules_text(HUNTERS, fields=SEGMENT_FIELDS, types=TYPES, extra=LIFECYCLE, assignment='{hierarchy: independent, as_of: "2026-06-01"}'))
+    engine = engine_of(
+        rules_text(HUNTERS, fields=SEGMENT_FIELDS, types=TYPES, extra=LIFECYCLE, assignment='{hierarchy: independent, as_of: "2026-06-01"}')
+    )
     plan = engine.assign(engine.table(segment_book()), [*USERS, User("h1")])
     assert plan.account("B").reason.endswith("; lifecycle: dormant") and plan.account("A").reason.endswith("; lifecycle: new")
 
@@ -457,14 +596,20 @@ def test_apply_writes_the_next_runs_file_in_the_exports_own_column_names(tmp_pat
 
     shutil.copytree(SALESFORCE, tmp_path / "sf")
     sf = tmp_path / "sf"
-    assign_files(sf / "rules.yaml", sf / "Account.csv", sf / "User.csv", tmp_path / "plan", opportunities=sf / "Opportunity.csv", report=False)
+    assign_files(
+        sf / "rules.yaml", sf / "Account.csv", sf / "User.csv", tmp_path / "plan", opportunities=sf / "Opportunity.csv", report=False
+    )
     result = apply_plan(tmp_path / "plan", tmp_path / "updates")
     assert result.owner_changes > 0
     applied = tmp_path / "updates" / "accounts.csv"
-    assert applied.read_text().splitlines()[0] == (sf / "Account.csv").read_text().splitlines()[0]  # same columns: OwnerId rewritten in place
+    assert (
+        applied.read_text().splitlines()[0] == (sf / "Account.csv").read_text().splitlines()[0]
+    )  # same columns: OwnerId rewritten in place
     shutil.copy(applied, sf / "Account.csv")
     shutil.copy(tmp_path / "updates" / "opportunities.csv", sf / "Opportunity.csv")
-    again = assign_files(sf / "rules.yaml", sf / "Account.csv", sf / "User.csv", tmp_path / "plan2", opportunities=sf / "Opportunity.csv", report=False)
+    again = assign_files(
+        sf / "rules.yaml", sf / "Account.csv", sf / "User.csv", tmp_path / "plan2", opportunities=sf / "Opportunity.csv", report=False
+    )
     assert again.summary["moved"]["accounts"] < result.owner_changes  # the applied owners are read back through the preset
 
 

@@ -34,7 +34,9 @@ from conftest import engine_of, rules_text
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
     """Two single-threaded workers in this process, reachable over TCP (the CLI test connects by address)."""
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp://", host="127.0.0.1", dashboard_address=":0")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, protocol="tcp://", host="127.0.0.1", dashboard_address=":0"
+    )
     with distributed.Client(cluster) as c:
         yield c
     cluster.close()
@@ -118,7 +120,9 @@ def _assert_shipments_rebuild(problem: Problem) -> None:
     parts, _ = _parts(problem)
     assert len(parts) > 1
     for part in parts:
-        shipment = pickle.loads(pickle.dumps(dask_executor.ship(problem, part.users, part.units, part=part), protocol=5))  # as a worker gets it
+        shipment = pickle.loads(
+            pickle.dumps(dask_executor.ship(problem, part.users, part.units, part=part), protocol=5)
+        )  # as a worker gets it
         rebuilt = shipment.component()
         whole = {k: v for k, v in vars(part).items() if k not in ("users", "units")}  # those are numbered from 0 on a worker
         _same(whole, {k: v for k, v in vars(rebuilt).items() if k not in ("users", "units")}, "component")
@@ -247,7 +251,24 @@ def test_options_are_checked_before_any_work(monkeypatch: pytest.MonkeyPatch):
 
 
 def _assign_args(book: Path, out: Path) -> list[str]:
-    return ["assign", "--rules", str(book / "rules.yaml"), "--accounts", str(book / "accounts.csv"), "--users", str(book / "users.csv"), "--effort", "0.5", "--workers", "1", "-q", "--format", "json", "--out", str(out)]
+    return [
+        "assign",
+        "--rules",
+        str(book / "rules.yaml"),
+        "--accounts",
+        str(book / "accounts.csv"),
+        "--users",
+        str(book / "users.csv"),
+        "--effort",
+        "0.5",
+        "--workers",
+        "1",
+        "-q",
+        "--format",
+        "json",
+        "--out",
+        str(out),
+    ]
 
 
 def _owners(out: Path) -> list[tuple[str, str]]:
@@ -277,7 +298,22 @@ def test_the_cli_options(client: Any, book: Path, tmp_path: Path, monkeypatch: p
 def test_the_cli_starts_a_local_cluster_without_a_scheduler(tmp_path: Path):
     """--executor dask alone: a LocalCluster of --workers processes for the run (one here: spawning is slow)."""
     files = demo_files()
-    args = ["assign", "--rules", str(files["rules"]), "--accounts", str(files["accounts"]), "--users", str(files["users"]), "--effort", "0.3", "--workers", "1", "-q", "--format", "json"]
+    args = [
+        "assign",
+        "--rules",
+        str(files["rules"]),
+        "--accounts",
+        str(files["accounts"]),
+        "--users",
+        str(files["users"]),
+        "--effort",
+        "0.3",
+        "--workers",
+        "1",
+        "-q",
+        "--format",
+        "json",
+    ]
     local = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "local")])
     remote = CliRunner().invoke(main, [*args, "--executor", "dask", "--out", str(tmp_path / "dask")])
     assert local.exit_code == 0 and remote.exit_code == 0, remote.output

@@ -337,7 +337,9 @@ def test_write_plan_replaces_a_previous_plan_whole_and_nothing_else(tmp_path, ex
 
 def test_csv_round_trip_keeps_leading_zero_in_output(tmp_path, example_engine, example_users):
     columns = ["id", "name", "owner_id", *EXAMPLE_FIELDS]
-    path = write_csv(tmp_path / "accounts.csv", [{"id": "01234", "country": "US", "state": "NY", "postal_code": "01234", "annual_revenue": 5}], columns)
+    path = write_csv(
+        tmp_path / "accounts.csv", [{"id": "01234", "country": "US", "state": "NY", "postal_code": "01234", "annual_revenue": 5}], columns
+    )
     table = read_accounts(path, example_engine.rules.field_types)
     plan = example_engine.assign(table, example_users, effort=1.0)
     write_plan(plan, tmp_path / "out")

@@ -10,12 +10,15 @@ from assignment_engine import AccountTable, DataError, Engine, HierarchyError, U
 from assignment_engine.matching.families import build_families
 from conftest import WEST_EAST, rows_by_id, rules_text
 
-TERRITORIES = WEST_EAST + """
+TERRITORIES = (
+    WEST_EAST
+    + """
 - id: key
   type: named
   rules: [{when: {revenue: {gte: 1000}}}]
   members: [{user: k1}]
 """
+)
 USERS = [User(u) for u in ("w1", "w2", "e1", "e2", "k1")]
 
 
@@ -25,7 +28,9 @@ def book(e: Engine, records: list[dict[str, object]]) -> AccountTable:
 
 
 def engine(hierarchy: str = "follow_ultimate_parent") -> Engine:
-    return Engine(compile_rules(rules_text(TERRITORIES, fields="{state: string, revenue: number}", assignment=f"{{hierarchy: {hierarchy}}}")))
+    return Engine(
+        compile_rules(rules_text(TERRITORIES, fields="{state: string, revenue: number}", assignment=f"{{hierarchy: {hierarchy}}}"))
+    )
 
 
 FAMILY = [
@@ -99,7 +104,13 @@ def test_children_of_an_excluded_parent_follow_its_owner():
             ["A", "B"],
         ),
         (
-            [{"id": "X", "state": "CA"}, {"id": "A", "state": "CA", "parent_id": "B"}, {"id": "B", "state": "CA", "parent_id": "C"}, {"id": "C", "state": "CA", "parent_id": "A"}, {"id": "D", "state": "CA", "parent_id": "C"}],
+            [
+                {"id": "X", "state": "CA"},
+                {"id": "A", "state": "CA", "parent_id": "B"},
+                {"id": "B", "state": "CA", "parent_id": "C"},
+                {"id": "C", "state": "CA", "parent_id": "A"},
+                {"id": "D", "state": "CA", "parent_id": "C"},
+            ],
             ["A", "B", "C"],
         ),
         ([{"id": "SELF", "state": "CA", "parent_id": "SELF"}], ["SELF"]),

@@ -87,7 +87,10 @@ def copies(demo, tmp_path_factory) -> dict[str, dict[str, Path]]:
     rules, files = demo["rules"], demo["files"]
     base = tmp_path_factory.mktemp("copies")
     pairs = base / "pairs.csv"
-    pairs.write_text("account_id,user_id,cost,workload\n" + "".join(f"A{i:07d},u{6 + i % 30:02d},{i % 5},{i * 1.5}\n" for i in range(1, 41)), encoding="utf-8")
+    pairs.write_text(
+        "account_id,user_id,cost,workload\n" + "".join(f"A{i:07d},u{6 + i % 30:02d},{i % 5},{i * 1.5}\n" for i in range(1, 41)),
+        encoding="utf-8",
+    )
     kinds = {
         "accounts": {**rules.field_types, "locked": "boolean", "excluded": "boolean"},
         "users": {"weight": "number", "active": "boolean"},
@@ -98,7 +101,11 @@ def copies(demo, tmp_path_factory) -> dict[str, dict[str, Path]]:
     out: dict[str, dict[str, Path]] = {}
     for role, source in sources.items():
         columns = typed(source, kinds[role])
-        out[role] = {"csv": source, "xlsx": xlsx_of(base / f"{role}.xlsx", columns), "parquet": parquet_of(base / f"{role}.parquet", columns)}
+        out[role] = {
+            "csv": source,
+            "xlsx": xlsx_of(base / f"{role}.xlsx", columns),
+            "parquet": parquet_of(base / f"{role}.parquet", columns),
+        }
     return out
 
 
@@ -178,7 +185,9 @@ def test_an_unknown_sheet_names_the_sheets(workbook):
 
 
 def test_dates_in_a_sheet_are_read_as_dates(tmp_path):
-    path = write_xlsx(tmp_path / "a.xlsx", {"S": [["id", "signed"], ["A1", dt.date(2024, 1, 2)], ["A2", dt.datetime(2024, 3, 4, 23, 59)], ["A3", None]]})
+    path = write_xlsx(
+        tmp_path / "a.xlsx", {"S": [["id", "signed"], ["A1", dt.date(2024, 1, 2)], ["A2", dt.datetime(2024, 3, 4, 23, 59)], ["A3", None]]}
+    )
     table = read_accounts(path, {"signed": "date"})
     assert [table.record(i)["signed"] for i in range(3)] == [dt.date(2024, 1, 2), dt.date(2024, 3, 4), None]
 
@@ -233,7 +242,9 @@ def salesforce_like(path: Path) -> Path:
     table = pa.table(
         {
             "Id": ["001A", "001B", "001C"],
-            "BillingAddress": pa.array([{"country": "US", "city": "Austin", "geo": {"lat": 30.3}}, None, {"country": "DE", "city": None, "geo": None}], address),
+            "BillingAddress": pa.array(
+                [{"country": "US", "city": "Austin", "geo": {"lat": 30.3}}, None, {"country": "DE", "city": None, "geo": None}], address
+            ),
             "Tags": [["a", "b"], [], None],
             "AnnualRevenue": pa.array([decimal.Decimal("1200.50"), None, decimal.Decimal(7)], pa.decimal128(12, 2)),
             "CreatedDate": pa.array([dt.datetime(2024, 1, 2, 3, 4), None, dt.datetime(2023, 5, 6)], pa.timestamp("ns", "UTC")),
@@ -247,13 +258,26 @@ def salesforce_like(path: Path) -> Path:
 def test_struct_fields_by_dotted_path(tmp_path):
     path = salesforce_like(tmp_path / "accounts.parquet")
     columns, rows = read_columns(path, {"Id", "BillingAddress.country", "BillingAddress.geo.lat"})
-    assert columns == {"Id": ["001A", "001B", "001C"], "BillingAddress.country": ["US", None, "DE"], "BillingAddress.geo.lat": [30.3, None, None]}
+    assert columns == {
+        "Id": ["001A", "001B", "001C"],
+        "BillingAddress.country": ["US", None, "DE"],
+        "BillingAddress.geo.lat": [30.3, None, None],
+    }
     assert list(rows) == [2, 3, 4]
 
 
 def test_parquet_values_are_python_values(tmp_path):
     columns, _ = read_columns(salesforce_like(tmp_path / "a.parquet"))
-    assert sorted(columns) == ["AnnualRevenue", "BillingAddress.city", "BillingAddress.country", "BillingAddress.geo.lat", "CreatedDate", "Id", "IsDeleted", "Tags"]
+    assert sorted(columns) == [
+        "AnnualRevenue",
+        "BillingAddress.city",
+        "BillingAddress.country",
+        "BillingAddress.geo.lat",
+        "CreatedDate",
+        "Id",
+        "IsDeleted",
+        "Tags",
+    ]
     assert columns["Tags"] == ['["a", "b"]', "[]", None]  # a list as its JSON text, as in JSON Lines
     assert columns["AnnualRevenue"] == [1200.5, None, 7.0]
     assert columns["CreatedDate"][0] == dt.datetime(2024, 1, 2, 3, 4, tzinfo=dt.UTC) and type(columns["CreatedDate"][0]) is dt.datetime
@@ -264,7 +288,9 @@ def test_only_the_wanted_columns_are_read_from_parquet(tmp_path, monkeypatch):
     path = salesforce_like(tmp_path / "a.parquet")
     asked: list[list[str]] = []
     batches = pq.ParquetFile.iter_batches
-    monkeypatch.setattr(pq.ParquetFile, "iter_batches", lambda self, columns=None, **kw: asked.append(columns) or batches(self, columns=columns, **kw))
+    monkeypatch.setattr(
+        pq.ParquetFile, "iter_batches", lambda self, columns=None, **kw: asked.append(columns) or batches(self, columns=columns, **kw)
+    )
     columns, _ = read_columns(path, {"Id", "BillingAddress.city", "Missing"})
     assert asked == [["Id", "BillingAddress.city"]]  # nothing else decoded
     assert list(columns) == ["Id", "BillingAddress.city"]
@@ -296,7 +322,12 @@ def test_a_damaged_parquet_file_cannot_be_read(tmp_path, content):
 
 def test_a_damaged_page_names_its_column(tmp_path):
     path = tmp_path / "page.parquet"
-    pq.write_table(pa.table({"id": [f"A{i}" for i in range(50)], "owner_id": [f"u{i % 3}" for i in range(50)]}), path, compression="none", use_dictionary=False)
+    pq.write_table(
+        pa.table({"id": [f"A{i}" for i in range(50)], "owner_id": [f"u{i % 3}" for i in range(50)]}),
+        path,
+        compression="none",
+        use_dictionary=False,
+    )
     offset = pq.ParquetFile(path).metadata.row_group(0).column(1).data_page_offset
     with path.open("r+b") as handle:  # the page header of owner_id's first page, overwritten
         handle.seek(offset)
@@ -359,12 +390,26 @@ def test_write_parquet_of_no_rows(tmp_path):
 def test_a_plan_written_as_parquet_holds_what_the_json_lines_hold(demo, tmp_path):
     files = demo["files"]
     out = tmp_path / "plan"
-    run = assign_files(files["rules"], files["accounts"], files["users"], out, parquet=True, report=False, opportunities=files["opportunities"], workers=1, effort=1.0)
+    run = assign_files(
+        files["rules"],
+        files["accounts"],
+        files["users"],
+        out,
+        parquet=True,
+        report=False,
+        opportunities=files["opportunities"],
+        workers=1,
+        effort=1.0,
+    )
     for name in ("accounts", "opportunities"):
         lines = [json.loads(line) for line in (out / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
         assert pq.read_table(out / f"{name}.parquet").to_pylist() == lines
     schema = pq.read_schema(out / "accounts.parquet")
-    assert schema.field("moved").type == pa.bool_() and schema.field("value").type == pa.float64() and schema.field("family_size").type == pa.int64()
+    assert (
+        schema.field("moved").type == pa.bool_()
+        and schema.field("value").type == pa.float64()
+        and schema.field("family_size").type == pa.int64()
+    )
     assert pq.read_schema(out / "opportunities.parquet").field("overlay_owner_ids").type == pa.list_(pa.string())
     assert {"accounts.parquet", "opportunities.parquet"} <= set(json.loads((out / "plan.json").read_text(encoding="utf-8"))["outputs"])
     assert run.summary["opportunities"]
@@ -434,10 +479,22 @@ _A = '<row r="2"><c r="A2" t="inlineStr"><is><t>A1</t></is></c><c r="B2"><v>5</v
 @pytest.mark.parametrize(
     ("cells", "dimension", "says"),
     [
-        (_A + '<row r="1048576"><c r="XFD1048576"><v>1</v></c></row>', None, "a cell in row 1,048,576 and one in column XFD, a grid of 17,179,869,184 cells"),
-        (_A + '<row r="1048576"><c r="CV1048576"><v>1</v></c></row>', "A1:B2", "a cell in row 1,048,576 and one in column CV, a grid of 104,857,600 cells"),
+        (
+            _A + '<row r="1048576"><c r="XFD1048576"><v>1</v></c></row>',
+            None,
+            "a cell in row 1,048,576 and one in column XFD, a grid of 17,179,869,184 cells",
+        ),
+        (
+            _A + '<row r="1048576"><c r="CV1048576"><v>1</v></c></row>',
+            "A1:B2",
+            "a cell in row 1,048,576 and one in column CV, a grid of 104,857,600 cells",
+        ),
         (_A.replace('r="B2"', 'r="CV1048576"'), None, "a cell in row 1,048,576 and one in column CV"),  # a cell's own row, not its row's
-        (_A + '<row r="3"><c r="A3"><v>1</v></c>' + "<c><v>1</v></c>" * 40 + '</row><row r="600000"><c r="A600000"><v>1</v></c></row>', None, "row 600,000 and one in column AO, a grid of 24,600,000 cells"),  # cells without r: where the previous one was, plus one
+        (
+            _A + '<row r="3"><c r="A3"><v>1</v></c>' + "<c><v>1</v></c>" * 40 + '</row><row r="600000"><c r="A600000"><v>1</v></c></row>',
+            None,
+            "row 600,000 and one in column AO, a grid of 24,600,000 cells",
+        ),  # cells without r: where the previous one was, plus one
         (_A, "A1:XFD1048576", "declares the cell area A1:XFD1048576, a grid of 17,179,869,184 cells"),
     ],
 )
@@ -454,7 +511,9 @@ def test_a_sheet_over_the_cell_limit_is_refused_before_calamine_reads_it(tmp_pat
 
 def test_a_zip_bomb_is_refused_by_its_ratio_and_its_size(tmp_path, monkeypatch):
     bomb = crafted_xlsx(tmp_path / "bomb.xlsx", _A, padding=50 << 20)  # 50 MB of blanks pack to 50 KB
-    with pytest.raises(DataError, match=r"bomb\.xlsx: part 'xl/worksheets/sheet1\.xml' unpacks to more than 200 times its [0-9,]+ packed bytes"):
+    with pytest.raises(
+        DataError, match=r"bomb\.xlsx: part 'xl/worksheets/sheet1\.xml' unpacks to more than 200 times its [0-9,]+ packed bytes"
+    ):
         read_columns(bomb)
     monkeypatch.setattr(sheets, "MAX_RATIO", 10_000)
     monkeypatch.setattr(sheets, "MAX_UNPACKED", 10 << 20)
@@ -492,11 +551,15 @@ def test_an_ods_repeating_one_cell_over_a_grid_is_refused(tmp_path):
         archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet", compress_type=zipfile.ZIP_STORED)
         archive.writestr("content.xml", content)
     child = _read_in_a_child(path)
-    assert child.returncode == 1 and "1,000,001 rows by 1,000 columns, a grid of 1,000,001,000 cells from A1: over the limit" in child.stdout
+    assert (
+        child.returncode == 1 and "1,000,001 rows by 1,000 columns, a grid of 1,000,001,000 cells from A1: over the limit" in child.stdout
+    )
 
 
 def test_a_sheet_within_the_limits_is_read_whatever_it_declares_within_them(tmp_path):
-    path = crafted_xlsx(tmp_path / "ok.xlsx", _A + '<row r="9"><c r="A9" t="inlineStr"><is><t>A9</t></is></c><c r="B9"><v>7</v></c></row>', "A1:T1000000")
+    path = crafted_xlsx(
+        tmp_path / "ok.xlsx", _A + '<row r="9"><c r="A9" t="inlineStr"><is><t>A9</t></is></c><c r="B9"><v>7</v></c></row>', "A1:T1000000"
+    )
     table = read_accounts(path, {"revenue": "number"})
     assert table.ids.tolist() == ["A1", "A9"] and list(table.rows) == [2, 9]
 
@@ -523,7 +586,10 @@ def test_an_error_cell_is_a_located_error_not_a_missing_value(tmp_path, cell, sa
 
 
 def test_error_cells_written_by_openpyxl_are_located_in_the_sheets_own_columns(tmp_path):
-    path = write_xlsx(tmp_path / "o.xlsx", {"S": [[], [None, None, "id", "name", "revenue"], [None, None, "A1", "#REF!", 5], [None, None, "A2", "x", "=1+1"]]})
+    path = write_xlsx(
+        tmp_path / "o.xlsx",
+        {"S": [[], [None, None, "id", "name", "revenue"], [None, None, "A1", "#REF!", 5], [None, None, "A2", "x", "=1+1"]]},
+    )
     with pytest.raises(DataError) as caught:
         read_columns(path)
     assert [str(f) for f in caught.value.findings] == [

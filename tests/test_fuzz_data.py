@@ -76,10 +76,42 @@ def fuzz(examples: int) -> settings:
 
 
 ODD = [
-    "", " ", "0", "-1", "-0.5", "1e15", "1e16", "-1e16", "1e300", "-1e300", "1_000", "1,000", "nan", "inf", "-Infinity", "0x1F", "१२३",
-    "true", "no", "maybe", "2026-02-30", "2026-06-15", "20260615",
-    '=HYPERLINK("http://evil.example","click")', "@SUM(A1)", "+1+1", "-2+3",
-    "\x00", "\x1b[31mred\x1b[0m", "\u202egnp.exe", "\ufeffUS", "a\nb", "a\rb", '"', "'; DROP TABLE accounts; --", "𝔘𝔖",
+    "",
+    " ",
+    "0",
+    "-1",
+    "-0.5",
+    "1e15",
+    "1e16",
+    "-1e16",
+    "1e300",
+    "-1e300",
+    "1_000",
+    "1,000",
+    "nan",
+    "inf",
+    "-Infinity",
+    "0x1F",
+    "१२३",
+    "true",
+    "no",
+    "maybe",
+    "2026-02-30",
+    "2026-06-15",
+    "20260615",
+    '=HYPERLINK("http://evil.example","click")',
+    "@SUM(A1)",
+    "+1+1",
+    "-2+3",
+    "\x00",
+    "\x1b[31mred\x1b[0m",
+    "\u202egnp.exe",
+    "\ufeffUS",
+    "a\nb",
+    "a\rb",
+    '"',
+    "'; DROP TABLE accounts; --",
+    "𝔘𝔖",
     "x" * 200_000,  # past the csv module's field limit
     "9" * 5_000,  # past Python's integer digits limit when it is a JSON number
 ]
@@ -103,7 +135,14 @@ ACCOUNT = {
     "vip": ["", "false", "true"],
     "street": ["1 Main St", ""],  # a column no rule reads
 }
-USER = {"id": USER_IDS, "name": ["Ann", ""], "weight": ["", "1", "0.5"], "active": ["", "true", "no"], "max_accounts": ["", "3", "1e15"], "max_revenue": ["", "500", "1e15"]}
+USER = {
+    "id": USER_IDS,
+    "name": ["Ann", ""],
+    "weight": ["", "1", "0.5"],
+    "active": ["", "true", "no"],
+    "max_accounts": ["", "3", "1e15"],
+    "max_revenue": ["", "500", "1e15"],
+}
 DEAL = {
     "id": ["D1", "D2", "D3", "D4"],
     "account_id": ACCOUNT_IDS,
@@ -116,9 +155,26 @@ DEAL = {
     "overlay_owner_ids": ["", "s1", "s1;u1"],
 }
 PAIR = {"account_id": ACCOUNT_IDS, "user_id": USER_IDS, "cost": ["", "1", "-3", "1e15"], "workload": ["", "2", "0.5", "1e15"]}
-KEYS = {"id": [" A1 ", "", "ZZ", "A1"], "account_id": ["ZZ", "", "A1"], "user_id": ["nobody", "", "u1"], "parent_id": ["ZZ", "A3"], "owner_id": ["gone"]}
+KEYS = {
+    "id": [" A1 ", "", "ZZ", "A1"],
+    "account_id": ["ZZ", "", "A1"],
+    "user_id": ["nobody", "", "u1"],
+    "parent_id": ["ZZ", "A3"],
+    "owner_id": ["gone"],
+}
 
-BREAKS = ["none"] * 8 + ["bom", "header only", "empty", "drop a column", "add a column", "ragged row", "random bytes", "cut short", "deep json", "not an object"]
+BREAKS = ["none"] * 8 + [
+    "bom",
+    "header only",
+    "empty",
+    "drop a column",
+    "add a column",
+    "ragged row",
+    "random bytes",
+    "cut short",
+    "deep json",
+    "not an object",
+]
 
 
 @st.composite
@@ -219,7 +275,9 @@ def records_in(path: Path) -> int:
 def check(files: dict[str, Path | None]) -> str:
     """Plan the files; the property: a located AssignmentEngineError, or every account and deal exactly once."""
     try:
-        plan, deals = plan_files(files["rules"], files["accounts"], files["users"], opportunities=files["opportunities"], pairs=files["pairs"], effort=0.2)
+        plan, deals = plan_files(
+            files["rules"], files["accounts"], files["users"], opportunities=files["opportunities"], pairs=files["pairs"], effort=0.2
+        )
         summary = plan.summary()
         if deals is not None:
             summary["opportunities"] = deals.summary()
@@ -273,14 +331,27 @@ def deep(levels: int) -> list[object]:
 
 
 ENGINE = Engine(compile_rules(RULES))
-KEY = st.one_of(st.sampled_from([*ENGINE.rules.field_types, *RECORD_KEYS, "Country", "annual_revenue"]), st.text(max_size=4), st.integers(-1, 1))
+KEY = st.one_of(
+    st.sampled_from([*ENGINE.rules.field_types, *RECORD_KEYS, "Country", "annual_revenue"]), st.text(max_size=4), st.integers(-1, 1)
+)
 VALUE = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**400), 10**400), st.floats(), st.text(max_size=8), st.sampled_from(ODD),
-    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**400), 10**400),
+    st.floats(),
+    st.text(max_size=8),
+    st.sampled_from(ODD),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
     st.sampled_from([dt.date(2026, 1, 31), dt.datetime(2026, 1, 31, 12), b"US", deep(100_000)]),
 )
-SOUND = st.fixed_dictionaries({"id": st.sampled_from(ACCOUNT_IDS), **{k: st.sampled_from(v) for k, v in ACCOUNT.items() if k in ENGINE.rules.field_types}})
-RECORDS = st.one_of(st.lists(SOUND, max_size=4, unique_by=lambda r: r["id"]), st.lists(st.one_of(SOUND, st.dictionaries(KEY, VALUE, max_size=8), VALUE), max_size=4))
+SOUND = st.fixed_dictionaries(
+    {"id": st.sampled_from(ACCOUNT_IDS), **{k: st.sampled_from(v) for k, v in ACCOUNT.items() if k in ENGINE.rules.field_types}}
+)
+RECORDS = st.one_of(
+    st.lists(SOUND, max_size=4, unique_by=lambda r: r["id"]),
+    st.lists(st.one_of(SOUND, st.dictionaries(KEY, VALUE, max_size=8), VALUE), max_size=4),
+)
 
 
 @fuzz(200)
@@ -305,7 +376,9 @@ def test_hostile_records_match_plan_or_fail_located(records):
 # --- spreadsheets ---------------------------------------------------------------------------------------
 
 # cells of every kind a workbook holds; text is what openpyxl can write (no control characters, not a formula or an error name)
-SHEET_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), max_size=6).filter(lambda s: not s.startswith(("=", "#")))
+SHEET_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), max_size=6).filter(
+    lambda s: not s.startswith(("=", "#"))
+)
 VALUES = st.one_of(
     st.none(),
     SHEET_TEXT,
@@ -318,7 +391,13 @@ VALUES = st.one_of(
     st.times().map(lambda t: t.replace(microsecond=0)),
 )
 BROKEN = st.sampled_from(["#N/A", "#REF!", "#DIV/0!", "#VALUE!", "=1+1", "=A1", '=IF(1,"","x")'])
-HEADERS = st.lists(st.one_of(st.sampled_from(["id", "revenue", "since", "vip", "country", "name", "weight", "active", "max_revenue", " id ", ""]), SHEET_TEXT), min_size=1, max_size=6)
+HEADERS = st.lists(
+    st.one_of(
+        st.sampled_from(["id", "revenue", "since", "vip", "country", "name", "weight", "active", "max_revenue", " id ", ""]), SHEET_TEXT
+    ),
+    min_size=1,
+    max_size=6,
+)
 
 
 def _workbook(rows: list[list[Any]]) -> Path:
@@ -350,7 +429,10 @@ def test_hostile_workbooks_read_as_accounts_and_users_or_fail_located(header, ro
     """Any workbook read as accounts or users: tables, or an AssignmentEngineError at a cell of the file (never another exception)."""
     path = _workbook([header, *rows])
     try:
-        for read in (lambda: read_accounts(path, {"revenue": "number", "since": "date", "vip": "boolean", "country": "string"}), lambda: read_users(path, ["revenue"])):
+        for read in (
+            lambda: read_accounts(path, {"revenue": "number", "since": "date", "vip": "boolean", "country": "string"}),
+            lambda: read_users(path, ["revenue"]),
+        ):
             try:
                 read()
                 event("read")

@@ -45,14 +45,24 @@ def book(n: int = 24) -> list[dict[str, Any]]:
     rows = []
     for k in range(n):
         west = k % 2 == 0
-        rows.append({"id": f"A{k:03d}", "name": f"Account {k}", "country": "US", "state": "CA" if west else "NY",
-                     "revenue": 1000 + 137 * k, "owner_id": ("w1" if k % 3 else "w2") if west else "e1"})
+        rows.append(
+            {
+                "id": f"A{k:03d}",
+                "name": f"Account {k}",
+                "country": "US",
+                "state": "CA" if west else "NY",
+                "revenue": 1000 + 137 * k,
+                "owner_id": ("w1" if k % 3 else "w2") if west else "e1",
+            }
+        )
     rows[2]["parent_id"] = rows[0]["id"]
     rows[4]["parent_id"] = rows[0]["id"]
     return rows
 
 
-def write(directory: Path, accounts: list[dict[str, Any]], *, territories: str = TERRITORIES, users: dict[str, bool] | None = None) -> dict[str, Path]:
+def write(
+    directory: Path, accounts: list[dict[str, Any]], *, territories: str = TERRITORIES, users: dict[str, bool] | None = None
+) -> dict[str, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     rules = directory / "rules.yaml"
     rules.write_text(rules_text(territories, assignment=ASSIGNMENT), encoding="utf-8")
@@ -96,7 +106,11 @@ def test_same_inputs_twice_replan_nothing(tmp_path, first):
     before = rows(base)
     incremental = run.summary["incremental"]
     assert incremental == {
-        "from_plan": Manifest.read(base).plan_id, "replanned": 0, "why": dict.fromkeys(incremental["why"], 0), "kept": len(accounts), "removed": 0,
+        "from_plan": Manifest.read(base).plan_id,
+        "replanned": 0,
+        "why": dict.fromkeys(incremental["why"], 0),
+        "kept": len(accounts),
+        "removed": 0,
     }
     assert list(incremental["why"]) == ["new", "fields_changed", "owner_changed", "owner_left", "territory_changed", "unassigned", "family"]
     assert {a: r["owner_id"] for a, r in after.items()} == {a: r["owner_id"] for a, r in before.items()}
@@ -132,7 +146,9 @@ def test_each_reason_is_counted_and_said(tmp_path, first):
     changed[3]["revenue"] = 99_999  # fields changed
     owner_of_5 = before["A005"]["owner_id"]
     changed[5]["owner_id"] = next(u for u in ("e1", "e2") if u not in (owner_of_5, accounts[5]["owner_id"]))  # reassigned in the CRM
-    changed.append({"id": "KID", "name": "Kid", "parent_id": "A000", "country": "US", "state": "CA", "revenue": 10})  # a new member of A000's family
+    changed.append(
+        {"id": "KID", "name": "Kid", "parent_id": "A000", "country": "US", "state": "CA", "revenue": 10}
+    )  # a new member of A000's family
     del changed[23]  # no longer in the book
     run, after = replan(tmp_path, base, changed)
     incremental = run.summary["incremental"]
@@ -141,7 +157,15 @@ def test_each_reason_is_counted_and_said(tmp_path, first):
     assert after["A005"]["replanned"] == "owner_changed"
     assert {after[a]["replanned"] for a in ("A000", "A002", "A004")} == {"family"}
     assert "A023" not in after and incremental["removed"] == 1
-    assert incremental["why"] == {"new": 2, "fields_changed": 1, "owner_changed": 1, "owner_left": 0, "territory_changed": 0, "unassigned": 0, "family": 3}
+    assert incremental["why"] == {
+        "new": 2,
+        "fields_changed": 1,
+        "owner_changed": 1,
+        "owner_left": 0,
+        "territory_changed": 0,
+        "unassigned": 0,
+        "family": 3,
+    }
     assert incremental["replanned"] == 7 and incremental["kept"] == len(changed) - 7
     assert f"replanned since plan {incremental['from_plan']}: its fields changed" in after["A003"]["reason"]
     assert "replanned since plan" in after["NEW1"]["reason"] and "a new account" in after["NEW1"]["reason"]
@@ -152,7 +176,11 @@ def test_each_reason_is_counted_and_said(tmp_path, first):
 def test_a_user_made_inactive_has_every_account_replanned(tmp_path, first):
     base, accounts = first
     before = rows(base)
-    gone = next(u for u in ("w1", "w2", "w3") if any(r["owner_id"] == u and not r["ultimate_parent_id"] and r["family_size"] == 1 for r in before.values()))
+    gone = next(
+        u
+        for u in ("w1", "w2", "w3")
+        if any(r["owner_id"] == u and not r["ultimate_parent_id"] and r["family_size"] == 1 for r in before.values())
+    )
     _, after = replan(tmp_path, base, accounts, users={u: u != gone for u in USERS})
     theirs = {a for a, r in before.items() if r["owner_id"] == gone}
     assert theirs and all(after[a]["replanned"] in ("owner_left", "family") for a in theirs)
@@ -160,14 +188,18 @@ def test_a_user_made_inactive_has_every_account_replanned(tmp_path, first):
     assert {a for a, r in after.items() if r["replanned"] == "owner_left"} <= theirs
     first_of_theirs = after[min(theirs)]
     assert "no longer an active owner of its territory" in first_of_theirs["reason"] or first_of_theirs["replanned"] == "family"
-    assert not any(r["replanned"] for a, r in after.items() if a not in theirs and before[a]["ultimate_parent_id"] != "A000" and a != "A000")
+    assert not any(
+        r["replanned"] for a, r in after.items() if a not in theirs and before[a]["ultimate_parent_id"] != "A000" and a != "A000"
+    )
     assert_only_replanned_move(before, after)
 
 
 def test_a_rule_change_replans_the_accounts_whose_territory_changed(tmp_path, first):
     base, accounts = first
     before = rows(base)
-    moved_rules = TERRITORIES.replace("rules: [{when: {state: NY}}]", "rules: [{when: {state: NJ}}]").replace("state: CA}", "state: [CA, NY]}")
+    moved_rules = TERRITORIES.replace("rules: [{when: {state: NY}}]", "rules: [{when: {state: NJ}}]").replace(
+        "state: CA}", "state: [CA, NY]}"
+    )
     run, after = replan(tmp_path, base, accounts, territories=moved_rules)
     new_york = {r["id"] for r in accounts if r["state"] == "NY"}
     assert {a for a, r in after.items() if r["replanned"]} == new_york
@@ -180,7 +212,9 @@ def test_a_rule_change_replans_the_accounts_whose_territory_changed(tmp_path, fi
 def test_a_member_removed_from_a_territory_has_its_accounts_replanned(tmp_path, first):
     base, accounts = first
     before = rows(base)
-    _, after = replan(tmp_path, base, accounts, territories=TERRITORIES.replace("{user: e1}, {user: e2}", "{user: e2}, {user: e1, role: overlay}"))
+    _, after = replan(
+        tmp_path, base, accounts, territories=TERRITORIES.replace("{user: e1}, {user: e2}", "{user: e2}, {user: e1, role: overlay}")
+    )
     of_e1 = {a for a, r in before.items() if r["owner_id"] == "e1"}
     assert of_e1 and all(after[a]["replanned"] == "owner_left" and after[a]["owner_id"] == "e2" for a in of_e1)
     assert_only_replanned_move(before, after)
@@ -194,7 +228,11 @@ def test_an_account_unassigned_in_the_plan_is_replanned_once_it_has_a_candidate(
     same, after_same = replan(tmp_path, tmp_path / "plan1", accounts)
     assert same.summary["incremental"]["replanned"] == 0 and after_same["TX1"]["status"] == "unassigned"
     assert after_same["TX1"]["reason"].startswith("matched no territory")
-    run = plan(write(tmp_path / "v3", accounts, territories=TERRITORIES.replace("state: CA}", "state: [CA, TX]}")), tmp_path / "plan3", from_plan=tmp_path / "plan1")
+    run = plan(
+        write(tmp_path / "v3", accounts, territories=TERRITORIES.replace("state: CA}", "state: [CA, TX]}")),
+        tmp_path / "plan3",
+        from_plan=tmp_path / "plan1",
+    )
     after = rows(tmp_path / "plan3")
     assert after["TX1"]["replanned"] == "unassigned" and after["TX1"]["owner_id"] in ("w1", "w2", "w3")
     assert run.summary["incremental"]["why"]["unassigned"] == 1 and run.summary["incremental"]["replanned"] == 1
@@ -229,19 +267,59 @@ def test_the_new_plan_may_replace_the_old_one_and_the_cli_says_what_was_replanne
     changed = [dict(r) for r in accounts] + [{"id": "NEW1", "name": "New", "country": "US", "state": "CA", "revenue": 5000}]
     files = write(tmp_path / "v2", changed)
     old_id = Manifest.read(base).plan_id
-    result = CliRunner().invoke(main, ["assign", "--rules", str(files["rules"]), "--accounts", str(files["accounts"]), "--users", str(files["users"]),
-                                       "--out", str(base), "--from-plan", str(base), "--workers", "1", "--effort", "0.3", "-q"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "assign",
+            "--rules",
+            str(files["rules"]),
+            "--accounts",
+            str(files["accounts"]),
+            "--users",
+            str(files["users"]),
+            "--out",
+            str(base),
+            "--from-plan",
+            str(base),
+            "--workers",
+            "1",
+            "--effort",
+            "0.3",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert f"incremental from plan {old_id}: replanned 1 (new 1); kept {len(accounts)}; no longer in the book 0" in result.output
     assert Manifest.read(base).settings["from_plan"] == old_id and rows(base)["NEW1"]["replanned"] == "new"
-    again = CliRunner().invoke(main, ["assign", "--rules", str(files["rules"]), "--accounts", str(files["accounts"]), "--users", str(files["users"]),
-                                      "--out", str(tmp_path / "p3"), "--from-plan", str(base), "--workers", "1", "--format", "json", "-q"])
+    again = CliRunner().invoke(
+        main,
+        [
+            "assign",
+            "--rules",
+            str(files["rules"]),
+            "--accounts",
+            str(files["accounts"]),
+            "--users",
+            str(files["users"]),
+            "--out",
+            str(tmp_path / "p3"),
+            "--from-plan",
+            str(base),
+            "--workers",
+            "1",
+            "--format",
+            "json",
+            "-q",
+        ],
+    )
     assert again.exit_code == 0 and json.loads(again.output)["incremental"]["replanned"] == 0
 
 
 def test_same_inputs_same_incremental_plan(tmp_path, first):
     base, accounts = first
-    changed = [dict(r) for r in accounts] + [{"id": f"N{k}", "name": "New", "country": "US", "state": "CA", "revenue": 900 * k} for k in range(5)]
+    changed = [dict(r) for r in accounts] + [
+        {"id": f"N{k}", "name": "New", "country": "US", "state": "CA", "revenue": 900 * k} for k in range(5)
+    ]
     files = write(tmp_path / "v2", changed)
     plan(files, tmp_path / "a", from_plan=base)
     plan(files, tmp_path / "b", from_plan=base)
@@ -254,7 +332,9 @@ def test_a_plan_without_fingerprints_or_with_edited_files_is_refused(tmp_path, f
     files = write(tmp_path / "v2", accounts)
     text = (base / "accounts.jsonl").read_text(encoding="utf-8")
     (base / "accounts.jsonl").write_text(text.replace('"owner_id": "e1"', '"owner_id": "e2"', 1), encoding="utf-8")
-    with pytest.raises(DataError, match="plan file accounts.jsonl changed since the plan was written; an incremental run needs the plan as it was written"):
+    with pytest.raises(
+        DataError, match="plan file accounts.jsonl changed since the plan was written; an incremental run needs the plan as it was written"
+    ):
         plan(files, tmp_path / "out", from_plan=base)
     old = tmp_path / "old"
     plan(files, old)
@@ -272,8 +352,21 @@ def test_a_plan_without_fingerprints_or_with_edited_files_is_refused(tmp_path, f
 def test_fingerprints_see_values_not_spelling():
     engine = engine_of(rules_text(TERRITORIES, fields="{state: string, revenue: number, since: date, key: boolean}"))
     base = {"id": "A", "state": "CA", "revenue": "5000", "since": "2024-01-05", "key": "true"}
-    same = [{**base, "revenue": "5000.0"}, {**base, "state": " CA "}, {**base, "key": "yes"}, {**base, "since": "2024-01-05T10:00:00"}, {**base, "name": "renamed", "owner_id": "w1"}]
-    other = [{**base, "revenue": "5001"}, {**base, "state": "ca"}, {**base, "key": "false"}, {**base, "since": None}, {**base, "parent_id": "B"}, {**base, "locked": "true"}]
+    same = [
+        {**base, "revenue": "5000.0"},
+        {**base, "state": " CA "},
+        {**base, "key": "yes"},
+        {**base, "since": "2024-01-05T10:00:00"},
+        {**base, "name": "renamed", "owner_id": "w1"},
+    ]
+    other = [
+        {**base, "revenue": "5001"},
+        {**base, "state": "ca"},
+        {**base, "key": "false"},
+        {**base, "since": None},
+        {**base, "parent_id": "B"},
+        {**base, "locked": "true"},
+    ]
     records = [base, *same, *other, {"id": "B", "state": "CA"}]
     table = table_of(engine, [{**r, "id": f"{r['id']}{k}"} if r is not base and r["id"] == "A" else r for k, r in enumerate(records)])
     prints = account_fingerprints(table, list(engine.rules.field_types))
@@ -289,11 +382,18 @@ def changes(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     accounts = []
     for k in range(n):
         parent = draw(st.one_of(st.none(), st.integers(0, k - 1))) if k else None
-        accounts.append({
-            "id": f"A{k:02d}", "name": "x", "parent_id": f"A{parent:02d}" if parent is not None and accounts[parent].get("parent_id") is None else None,
-            "state": draw(st.sampled_from(states)), "country": "US", "revenue": draw(st.integers(1, 9)) * 100,
-            "owner_id": draw(st.sampled_from([None, *USERS])), "locked": "true" if draw(st.integers(0, 9)) == 0 else "",
-        })
+        accounts.append(
+            {
+                "id": f"A{k:02d}",
+                "name": "x",
+                "parent_id": f"A{parent:02d}" if parent is not None and accounts[parent].get("parent_id") is None else None,
+                "state": draw(st.sampled_from(states)),
+                "country": "US",
+                "revenue": draw(st.integers(1, 9)) * 100,
+                "owner_id": draw(st.sampled_from([None, *USERS])),
+                "locked": "true" if draw(st.integers(0, 9)) == 0 else "",
+            }
+        )
     changed = [dict(r) for r in accounts]
     for r in changed:
         kind = draw(st.integers(0, 9))
@@ -305,8 +405,12 @@ def changes(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
             r["owner_id"] = draw(st.sampled_from([None, *USERS]))
     for k in range(draw(st.integers(0, 3))):
         parent = draw(st.one_of(st.none(), st.sampled_from([r["id"] for r in changed if r.get("parent_id") is None])))
-        changed.append({"id": f"N{k}", "name": "new", "parent_id": parent, "state": draw(st.sampled_from(states)), "country": "US", "revenue": 300})
-    leaving = draw(st.sets(st.sampled_from([r["id"] for r in changed if not any(c.get("parent_id") == r["id"] for c in changed)]), max_size=2))
+        changed.append(
+            {"id": f"N{k}", "name": "new", "parent_id": parent, "state": draw(st.sampled_from(states)), "country": "US", "revenue": 300}
+        )
+    leaving = draw(
+        st.sets(st.sampled_from([r["id"] for r in changed if not any(c.get("parent_id") == r["id"] for c in changed)]), max_size=2)
+    )
     changed = [r for r in changed if r["id"] not in leaving]
     active = {u: draw(st.integers(0, 5)) > 0 for u in USERS}
     return accounts, changed, active
@@ -345,11 +449,16 @@ def test_kept_accounts_carry_their_pair_workload(tmp_path, first):
     _, accounts = first
     files = write(tmp_path / "v1", accounts)
     files["rules"].write_text(
-        rules_text(TERRITORIES, measures="{revenue: {field: revenue}, accounts: {constant: 1}, work: {pair: workload}}",
-                   assignment="{hierarchy: follow_ultimate_parent, balance: [{measure: work, tolerance: 0.3}]}"),
+        rules_text(
+            TERRITORIES,
+            measures="{revenue: {field: revenue}, accounts: {constant: 1}, work: {pair: workload}}",
+            assignment="{hierarchy: follow_ultimate_parent, balance: [{measure: work, tolerance: 0.3}]}",
+        ),
         encoding="utf-8",
     )
-    pairs = [{"account_id": r["id"], "user_id": u, "workload": 1 + (k * 7 + j) % 5} for k, r in enumerate(accounts) for j, u in enumerate(USERS)]
+    pairs = [
+        {"account_id": r["id"], "user_id": u, "workload": 1 + (k * 7 + j) % 5} for k, r in enumerate(accounts) for j, u in enumerate(USERS)
+    ]
     write_csv(tmp_path / "pairs.csv", pairs, ["account_id", "user_id", "workload"])
     full = plan(files, tmp_path / "full", pairs=tmp_path / "pairs.csv")
     again = plan(files, tmp_path / "again", pairs=tmp_path / "pairs.csv", from_plan=tmp_path / "full")

@@ -21,9 +21,23 @@ STOP_WITHIN = 5.0  # seconds from the signal to the exit, workers included
 
 def _command(book: Path, out: Path, *extra: str, workers: int = 2, effort: float = 0.2) -> list[str]:
     return [
-        sys.executable, "-m", "assignment_engine", "assign", "--workers", str(workers), "--effort", str(effort),
-        "--rules", str(book / "rules.yaml"), "--accounts", str(book / "accounts.csv"), "--users", str(book / "users.csv"),
-        "--out", str(out), *extra,
+        sys.executable,
+        "-m",
+        "assignment_engine",
+        "assign",
+        "--workers",
+        str(workers),
+        "--effort",
+        str(effort),
+        "--rules",
+        str(book / "rules.yaml"),
+        "--accounts",
+        str(book / "accounts.csv"),
+        "--users",
+        str(book / "users.csv"),
+        "--out",
+        str(out),
+        *extra,
     ]
 
 

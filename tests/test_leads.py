@@ -53,8 +53,28 @@ def test_domain_normalises(value, host):
 
 @pytest.mark.parametrize(
     "value",
-    [None, "", "   ", "acme", "localhost", "not a domain", "10.0.0.1", "http://10.0.0.1/", "[::1]", "acme.com:http", "-acme.com", "acme-.com",
-     "acme..com", "a@b", "@acme.com", "jo@", "a@x.com; b@y.com", "jo smith@acme.com", "acme_co.com", "N/A"],
+    [
+        None,
+        "",
+        "   ",
+        "acme",
+        "localhost",
+        "not a domain",
+        "10.0.0.1",
+        "http://10.0.0.1/",
+        "[::1]",
+        "acme.com:http",
+        "-acme.com",
+        "acme-.com",
+        "acme..com",
+        "a@b",
+        "@acme.com",
+        "jo@",
+        "a@x.com; b@y.com",
+        "jo smith@acme.com",
+        "acme_co.com",
+        "N/A",
+    ],
 )
 def test_domain_is_none_for_what_is_not_a_host(value):
     assert domain(value) is None
@@ -62,9 +82,35 @@ def test_domain_is_none_for_what_is_not_a_host(value):
 
 @pytest.mark.parametrize(
     "host",
-    ["gmail.com", "googlemail.com", "msn.com", "aol.com", "icloud.com", "proton.me", "web.de", "mail.ru", "qq.com", "163.com", "naver.com",
-     "yahoo.com", "yahoo.fr", "yahoo.co.uk", "yahoo.co.jp", "yahoo.com.br", "hotmail.com", "hotmail.fr", "outlook.com", "outlook.de", "live.com",
-     "live.co.uk", "gmx.de", "gmx.net", "gmx.at", "yandex.ru", "yandex.com.tr"],
+    [
+        "gmail.com",
+        "googlemail.com",
+        "msn.com",
+        "aol.com",
+        "icloud.com",
+        "proton.me",
+        "web.de",
+        "mail.ru",
+        "qq.com",
+        "163.com",
+        "naver.com",
+        "yahoo.com",
+        "yahoo.fr",
+        "yahoo.co.uk",
+        "yahoo.co.jp",
+        "yahoo.com.br",
+        "hotmail.com",
+        "hotmail.fr",
+        "outlook.com",
+        "outlook.de",
+        "live.com",
+        "live.co.uk",
+        "gmx.de",
+        "gmx.net",
+        "gmx.at",
+        "yandex.ru",
+        "yandex.com.tr",
+    ],
 )
 def test_free_mail(host):
     assert is_free_mail(host)
@@ -72,7 +118,9 @@ def test_free_mail(host):
     assert email_domain(f"someone@{host}") is None
 
 
-@pytest.mark.parametrize("host", ["acme.com", "notyahoo.com", "yahoo.acme.com", "yahooo.com", "live.abc.com", "hotmail.example", "gmail.co", "mygmail.com"])
+@pytest.mark.parametrize(
+    "host", ["acme.com", "notyahoo.com", "yahoo.acme.com", "yahooo.com", "live.abc.com", "hotmail.example", "gmail.co", "mygmail.com"]
+)
 def test_not_free_mail(host):
     assert not is_free_mail(host)
 
@@ -92,7 +140,20 @@ def test_email_domain_needs_an_address():
 @pytest.mark.parametrize(
     "names, key",
     [
-        (["Acme, Inc.", "ACME Incorporated", "acme inc", "Acme", "The Acme Co., Ltd.", "Acme Corp.", "ACME L.L.C.", "Acme S.A. de C.V.", "acme   inc"], "acme"),
+        (
+            [
+                "Acme, Inc.",
+                "ACME Incorporated",
+                "acme inc",
+                "Acme",
+                "The Acme Co., Ltd.",
+                "Acme Corp.",
+                "ACME L.L.C.",
+                "Acme S.A. de C.V.",
+                "acme   inc",
+            ],
+            "acme",
+        ),
         (["Müller GmbH", "Muller", "MÜLLER GMBH & CO. KG", "Müller AG"], "muller"),
         (["Ørsted A/S", "Orsted AS", "ørsted"], "orsted"),
         (["Nestlé S.A.", "NESTLE SA", "nestle s.a."], "nestle"),
@@ -146,7 +207,9 @@ def test_email_domain_matches(index):
 
 
 def test_website_domain_matches(index):
-    assert index.match(company="Someone", email="jo@gmail.com", website="http://globex.de/en") == LeadMatch("A2", "website domain globex.de", 100.0)
+    assert index.match(company="Someone", email="jo@gmail.com", website="http://globex.de/en") == LeadMatch(
+        "A2", "website domain globex.de", 100.0
+    )
 
 
 def test_order_email_then_website_then_name(index):
@@ -163,7 +226,9 @@ def test_free_mail_never_matches(index):
 
 
 def test_exact_name(index):
-    assert index.match(company="ACME corp.", email=None) == LeadMatch("A1", "company name 'Acme Corporation' (exact after normalising)", 100.0)
+    assert index.match(company="ACME corp.", email=None) == LeadMatch(
+        "A1", "company name 'Acme Corporation' (exact after normalising)", 100.0
+    )
 
 
 def test_a_typo_matches_fuzzily(index):
@@ -238,7 +303,8 @@ def test_ties_go_to_the_first_account_in_input_order():
 def test_a_fuzzy_match_names_how_many_accounts_share_the_name():
     index = AccountIndex(["C1", "C2", "C3"], ["Brightwater Inc", "Brightwater", "Brightwater Ltd"], [None, None, None])
     assert index.match(company="Brightwatr", email=None) == LeadMatch(
-        "C1", f"company name 'Brightwater Inc' (fuzzy {int(fuzz.ratio('brightwater', 'brightwatr'))}) (first of 3 accounts)",
+        "C1",
+        f"company name 'Brightwater Inc' (fuzzy {int(fuzz.ratio('brightwater', 'brightwatr'))}) (first of 3 accounts)",
         fuzz.ratio("brightwater", "brightwatr"),
     )
 
@@ -264,7 +330,10 @@ _texts = st.one_of(
     st.text(),
     st.from_regex(r"(https?://)?(www\.)?[a-zA-Zü0-9-]{1,12}\.(com|de|co\.uk)(:[0-9]{2,4})?(/[a-z]*)?", fullmatch=True),
     st.from_regex(r"[a-zA-Z.+]{1,8}@[a-zA-Z0-9-]{1,10}\.(com|fr|io)", fullmatch=True),
-    st.builds(" ".join, st.lists(st.sampled_from(["The", "Acme", "Globex", "&", "Co.", "Inc", "GmbH", "S.A.", "Müller", "A/S", "Ltd", "-"]), max_size=5)),
+    st.builds(
+        " ".join,
+        st.lists(st.sampled_from(["The", "Acme", "Globex", "&", "Co.", "Inc", "GmbH", "S.A.", "Müller", "A/S", "Ltd", "-"]), max_size=5),
+    ),
 )
 
 
@@ -283,7 +352,9 @@ def test_domain_is_idempotent(value):
 @given(st.lists(st.tuples(_texts, _texts), max_size=6), _texts, _texts, _texts)
 def test_match_never_raises(accounts, company, email, website):
     ids = [str(i) for i in range(len(accounts))]
-    found = AccountIndex(ids, [name for name, _ in accounts], [site for _, site in accounts]).match(company=company, email=email, website=website)
+    found = AccountIndex(ids, [name for name, _ in accounts], [site for _, site in accounts]).match(
+        company=company, email=email, website=website
+    )
     assert found is None or (found.account_id in ids and found.score >= 90)
 
 
@@ -315,7 +386,10 @@ def test_legal_forms_repeated_up_to_the_limit_are_all_dropped():
     assert len(repeated) <= leads.NAME_LIMIT and company_key(repeated) == "acme"
 
 
-@given(st.text(min_size=leads.NAME_LIMIT - 5, max_size=leads.NAME_LIMIT + 20) | st.builds(lambda k: "Acme" + " GmbH & Co. KG" * k, st.integers(60, 200)))
+@given(
+    st.text(min_size=leads.NAME_LIMIT - 5, max_size=leads.NAME_LIMIT + 20)
+    | st.builds(lambda k: "Acme" + " GmbH & Co. KG" * k, st.integers(60, 200))
+)
 def test_only_the_first_name_limit_characters_count(name):
     assert company_key(name) == company_key(name[: leads.NAME_LIMIT])
 
@@ -332,7 +406,9 @@ def test_a_names_normalising_reads_at_most_the_limit(monkeypatch, repeats):
 def test_a_huge_leads_fuzzy_scoring_is_given_at_most_the_limit(monkeypatch):
     scored: list[int] = []
     extract = leads.process.extractOne
-    monkeypatch.setattr(leads.process, "extractOne", lambda query, *args, **kwargs: scored.append(len(query)) or extract(query, *args, **kwargs))
+    monkeypatch.setattr(
+        leads.process, "extractOne", lambda query, *args, **kwargs: scored.append(len(query)) or extract(query, *args, **kwargs)
+    )
     index = AccountIndex(["A1", "A2"], ["Acme Rocket Sleds", "Globex"], [None, None])
     assert index.match(company="Acme Rocket Sleds " * 30000, email=None) is None
     assert scored and max(scored) <= leads.NAME_LIMIT
@@ -346,12 +422,33 @@ def test_a_560_kb_lead_routes_in_seconds(tmp_path):
     from conftest import rules_text, write_csv
 
     rules = tmp_path / "rules.yaml"
-    rules.write_text(rules_text("- {id: west, type: geo, rules: [{when: {state: CA}}], members: [{user: a}, {user: b}]}", fields="{state: string}", measures="{accounts: {constant: 1}}", assignment="{hierarchy: independent}"))
-    accounts = write_csv(tmp_path / "a.csv", [{"id": "A1", "name": "Acme GmbH", "state": "CA", "owner_id": "a"}], ["id", "name", "state", "owner_id"])
+    rules.write_text(
+        rules_text(
+            "- {id: west, type: geo, rules: [{when: {state: CA}}], members: [{user: a}, {user: b}]}",
+            fields="{state: string}",
+            measures="{accounts: {constant: 1}}",
+            assignment="{hierarchy: independent}",
+        )
+    )
+    accounts = write_csv(
+        tmp_path / "a.csv", [{"id": "A1", "name": "Acme GmbH", "state": "CA", "owner_id": "a"}], ["id", "name", "state", "owner_id"]
+    )
     assign_files(rules, accounts, write_csv(tmp_path / "u.csv", [{"id": "a"}, {"id": "b"}], ["id"]), tmp_path / "plan", report=False)
     lead = tmp_path / "leads.jsonl"
     lead.write_text(json.dumps({"id": "L1", "company": HUGE, "email": "jo@gmail.com", "state": "CA"}) + "\n", encoding="utf-8")
-    command = [sys.executable, "-m", "assignment_engine", "route", "--plan", str(tmp_path / "plan"), "--leads", str(lead), "--out", str(tmp_path / "routed"), "-q"]
+    command = [
+        sys.executable,
+        "-m",
+        "assignment_engine",
+        "route",
+        "--plan",
+        str(tmp_path / "plan"),
+        "--leads",
+        str(lead),
+        "--out",
+        str(tmp_path / "routed"),
+        "-q",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=20, check=False)  # 36.6 s before the limit
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "routed" / "leads.csv").read_text(encoding="utf-8").splitlines()[1].startswith("L1,,")  # no account: routed as new

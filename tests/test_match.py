@@ -48,7 +48,10 @@ TREE = rules_text(
     types="[{name: geo, priority: 2}, {name: named, priority: 3}, {name: spec, priority: 1, overlay: true}]",
 )
 # 'big' must beat geo: give named priority 1 and spec 3 in the main engine
-TREE = TREE.replace("{name: named, priority: 3}, {name: spec, priority: 1, overlay: true}", "{name: named, priority: 1}, {name: spec, priority: 3, overlay: true}")
+TREE = TREE.replace(
+    "{name: named, priority: 3}, {name: spec, priority: 1, overlay: true}",
+    "{name: named, priority: 1}, {name: spec, priority: 3, overlay: true}",
+)
 
 USERS = [User(f"u{i}") for i in range(8)]
 
@@ -167,7 +170,9 @@ def test_priority_decides_the_owner_in_a_plan(engine):
 
 
 def test_overlay_territory_never_owns_in_a_plan(engine):
-    plan = book(engine, [{"id": "h", "country": "FR", "industry": "health", "owner_id": "u5"}, {"id": "g", "country": "US", "industry": "health"}])
+    plan = book(
+        engine, [{"id": "h", "country": "FR", "industry": "health", "owner_id": "u5"}, {"id": "g", "country": "US", "industry": "health"}]
+    )
     rows = rows_by_id(plan)
     assert rows["h"]["status"] == "unassigned" and rows["h"]["owner_id"] == ""
     assert rows["g"]["territory_id"] == "world" and rows["g"]["owner_id"] == "u0"
@@ -187,7 +192,9 @@ def test_unmatched_accounts_are_in_the_output_as_unassigned(engine):
 
 
 def test_manual_territory_receives_nothing_in_a_plan(engine):
-    records = [{"id": f"m{i}", "country": c, "state": s} for i, (c, s) in enumerate([("US", "CA"), ("FR", None), ("US", "TX"), (None, None)])]
+    records = [
+        {"id": f"m{i}", "country": c, "state": s} for i, (c, s) in enumerate([("US", "CA"), ("FR", None), ("US", "TX"), (None, None)])
+    ]
     plan = book(engine, records)
     assert all(r["territory_id"] != "manual" for r in plan.rows())
     assert all(r["owner_id"] != "u6" for r in plan.rows())

@@ -22,7 +22,9 @@ DEAL_FIELDS = ["stage", "close_date", "amount", "product_line"]
 ASSIGNMENT = '{hierarchy: independent, as_of: "2026-06-01"}'
 
 
-def opportunities_section(*, tie: str = "balance", keep: str = "{when: {stage: {in: [negotiation]}}, closing_within_days: 30}", extra: str = "") -> str:
+def opportunities_section(
+    *, tie: str = "balance", keep: str = "{when: {stage: {in: [negotiation]}}, closing_within_days: 30}", extra: str = ""
+) -> str:
     return (
         "opportunities:\n"
         "  fields: {amount: number, product_line: string}\n"
@@ -35,17 +37,22 @@ def opportunities_section(*, tie: str = "balance", keep: str = "{when: {stage: {
 
 
 # Two owning geo territories; an overlay team on analytics deals.
-TERRITORIES = WEST_EAST + """
+TERRITORIES = (
+    WEST_EAST
+    + """
 - id: analytics
   type: specialist
   rules: [{when: {product_line: analytics}}]
   members: [{user: s1, role: overlay}, {user: s2, role: overlay}]
 """
+)
 TYPES = "[{name: geo, priority: 1}, {name: specialist, priority: 2, overlay: true}]"
 USERS = ["w1", "w2", "e1", "e2", "s1", "s2"]
 
 
-def engine_with(territories: str = TERRITORIES, *, types: str = TYPES, balance: str = "[{measure: accounts, tolerance: 0.0}]", **section: Any) -> Engine:
+def engine_with(
+    territories: str = TERRITORIES, *, types: str = TYPES, balance: str = "[{measure: accounts, tolerance: 0.0}]", **section: Any
+) -> Engine:
     return engine_of(
         rules_text(
             territories,
@@ -190,9 +197,21 @@ def test_balance_tie_policy_takes_the_territory_the_optimizer_gave_the_account()
 
 def test_matching_open_deals_get_one_balanced_specialist_and_others_none():
     accounts = [{"id": "A", "state": "CA", "owner_id": "w1"}, {"id": "B", "state": "NY", "owner_id": "e1"}]
-    deals = [{"id": f"AN{i}", "account_id": "AB"[i % 2], "stage": "proposal", "product_line": "analytics", "amount": 10, "overlay_owner_ids": "s1"} for i in range(6)]
+    deals = [
+        {
+            "id": f"AN{i}",
+            "account_id": "AB"[i % 2],
+            "stage": "proposal",
+            "product_line": "analytics",
+            "amount": 10,
+            "overlay_owner_ids": "s1",
+        }
+        for i in range(6)
+    ]
     deals += [{"id": "CORE", "account_id": "A", "stage": "proposal", "product_line": "core", "amount": 10}]
-    deals += [{"id": "CLOSED", "account_id": "A", "stage": "closed_won", "product_line": "analytics", "amount": 10, "overlay_owner_ids": "s1"}]
+    deals += [
+        {"id": "CLOSED", "account_id": "A", "stage": "closed_won", "product_line": "analytics", "amount": 10, "overlay_owner_ids": "s1"}
+    ]
     deal_plan = run(engine_with(), accounts, deals)
     rows = deal_rows(deal_plan)
     assert rows["CORE"]["overlay_owner_ids"] == []
@@ -210,7 +229,9 @@ def test_matching_open_deals_get_one_balanced_specialist_and_others_none():
 def test_overlay_specialists_are_balanced_within_tolerance_on_a_generated_book(tmp_path):
     book = generate_book(1_500, 40, 8, seed=3)
     book.write(tmp_path)
-    _, deal_plan = plan_files(tmp_path / "rules.yaml", tmp_path / "accounts.csv", tmp_path / "users.csv", opportunities=tmp_path / "opportunities.csv")
+    _, deal_plan = plan_files(
+        tmp_path / "rules.yaml", tmp_path / "accounts.csv", tmp_path / "users.csv", opportunities=tmp_path / "opportunities.csv"
+    )
     assert deal_plan is not None
     summary = deal_plan.summary()
     assert [b["balance"] for b in summary["overlay_balance"]] == ["amount", "deals"]
@@ -296,27 +317,55 @@ def test_every_deal_appears_exactly_once_and_closed_deals_never_move(specs):
 
 def test_opportunities_files_and_explain_through_the_cli(tmp_path):
     engine_text = rules_text(
-        TERRITORIES, fields="{state: string, industry: string, revenue: number}", types=TYPES, assignment=ASSIGNMENT, extra=opportunities_section()
+        TERRITORIES,
+        fields="{state: string, industry: string, revenue: number}",
+        types=TYPES,
+        assignment=ASSIGNMENT,
+        extra=opportunities_section(),
     )
     (tmp_path / "rules.yaml").write_text(engine_text, encoding="utf-8")
-    write_csv(tmp_path / "accounts.csv", [{"id": "A", "state": "CA", "owner_id": "w1"}, {"id": "B", "state": "NY", "owner_id": "e1"}], ["id", "state", "industry", "revenue", "owner_id"])
+    write_csv(
+        tmp_path / "accounts.csv",
+        [{"id": "A", "state": "CA", "owner_id": "w1"}, {"id": "B", "state": "NY", "owner_id": "e1"}],
+        ["id", "state", "industry", "revenue", "owner_id"],
+    )
     (tmp_path / "users.csv").write_text("id\n" + "\n".join(USERS) + "\n", encoding="utf-8")
     deals = [
         {"id": "D1", "account_id": "A", "owner_id": "w1", "stage": "proposal", "amount": 5, "product_line": "analytics"},
         {"id": "D2", "account_id": "B", "owner_id": "e1", "stage": "closed_won", "amount": 7, "product_line": "core"},
     ]
     write_csv(tmp_path / "opps.csv", deals, ["id", "account_id", "owner_id", *DEAL_FIELDS])
-    common = ["--rules", str(tmp_path / "rules.yaml"), "--accounts", str(tmp_path / "accounts.csv"), "--users", str(tmp_path / "users.csv"), "--opportunities", str(tmp_path / "opps.csv")]
+    common = [
+        "--rules",
+        str(tmp_path / "rules.yaml"),
+        "--accounts",
+        str(tmp_path / "accounts.csv"),
+        "--users",
+        str(tmp_path / "users.csv"),
+        "--opportunities",
+        str(tmp_path / "opps.csv"),
+    ]
     runner = CliRunner()
     result = runner.invoke(main, ["assign", *common, "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     lines = (tmp_path / "out" / "opportunities.csv").read_text(encoding="utf-8").splitlines()
-    assert lines[0].split(",")[:7] == ["opportunity_id", "account_id", "owner_id", "territory_id", "overlay_owner_ids", "previous_owner_id", "moved"]
+    assert lines[0].split(",")[:7] == [
+        "opportunity_id",
+        "account_id",
+        "owner_id",
+        "territory_id",
+        "overlay_owner_ids",
+        "previous_owner_id",
+        "moved",
+    ]
     assert [line.split(",")[0] for line in lines[1:]] == ["D1", "D2"]
     jsonl = [json.loads(line) for line in (tmp_path / "out" / "opportunities.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["opportunity_id"] for r in jsonl] == ["D1", "D2"] and jsonl[1]["status"] == "closed"
     summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
-    assert summary["opportunities"]["opportunities"] == 2 and summary["opportunities"]["status_counts"] == {"follows_account": 1, "closed": 1}
+    assert summary["opportunities"]["opportunities"] == 2 and summary["opportunities"]["status_counts"] == {
+        "follows_account": 1,
+        "closed": 1,
+    }
     result = runner.invoke(main, ["explain", "D1", *common])
     assert result.exit_code == 0, result.output
     assert "opportunity D1 of account A" in result.stdout and "status: follows_account" in result.stdout
@@ -325,13 +374,27 @@ def test_opportunities_files_and_explain_through_the_cli(tmp_path):
 
 def test_a_header_only_opportunities_file_plans_no_deals(tmp_path):
     (tmp_path / "rules.yaml").write_text(
-        rules_text(TERRITORIES, fields="{state: string, industry: string, revenue: number}", types=TYPES, assignment=ASSIGNMENT, extra=opportunities_section()),
+        rules_text(
+            TERRITORIES,
+            fields="{state: string, industry: string, revenue: number}",
+            types=TYPES,
+            assignment=ASSIGNMENT,
+            extra=opportunities_section(),
+        ),
         encoding="utf-8",
     )
     write_csv(tmp_path / "accounts.csv", [{"id": "A", "state": "CA", "owner_id": "w1"}], ["id", "state", "industry", "revenue", "owner_id"])
     (tmp_path / "users.csv").write_text("id\n" + "\n".join(USERS) + "\n", encoding="utf-8")
     write_csv(tmp_path / "opps.csv", [], ["id", "account_id", "owner_id", *DEAL_FIELDS])
-    args = ["assign", "--rules", str(tmp_path / "rules.yaml"), "--accounts", str(tmp_path / "accounts.csv"), "--users", str(tmp_path / "users.csv")]
+    args = [
+        "assign",
+        "--rules",
+        str(tmp_path / "rules.yaml"),
+        "--accounts",
+        str(tmp_path / "accounts.csv"),
+        "--users",
+        str(tmp_path / "users.csv"),
+    ]
     result = CliRunner().invoke(main, [*args, "--opportunities", str(tmp_path / "opps.csv"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))["opportunities"]
@@ -345,7 +408,10 @@ def test_a_duplicate_opportunity_id_says_opportunity():
     columns = {"id": ["D1", "D2", "D1", ""], "account_id": ["A", "A", "A", "A"], "amount": [None] * 4, "product_line": [None] * 4}
     with pytest.raises(DataError) as error:
         deals_from_columns(columns, engine.rules, table, source="deals.csv")
-    assert sorted(str(f) for f in error.value.findings) == ["deals.csv:4:id: duplicate opportunity id 'D1' (first at row 2)", "deals.csv:5:id: empty opportunity id"]
+    assert sorted(str(f) for f in error.value.findings) == [
+        "deals.csv:4:id: duplicate opportunity id 'D1' (first at row 2)",
+        "deals.csv:5:id: empty opportunity id",
+    ]
 
 
 @pytest.mark.parametrize(("amount", "says"), [("-5", "got -5"), ("1e300", "got 1e300")])

@@ -281,8 +281,14 @@ def test_nobody_moves_when_counts_sit_on_the_band_edge():
 
 def test_nobody_moves_when_revenue_sits_on_the_band_edge():
     engine = one_territory(TWO_USERS, users=2)
-    records = [{"id": "M0", "country": "US", "revenue": 550, "owner_id": "u1"}, {"id": "M1", "country": "US", "revenue": 550, "owner_id": "u1"}]
-    records += [{"id": "T0", "country": "US", "revenue": 450, "owner_id": "u2"}, {"id": "T1", "country": "US", "revenue": 450, "owner_id": "u2"}]
+    records = [
+        {"id": "M0", "country": "US", "revenue": 550, "owner_id": "u1"},
+        {"id": "M1", "country": "US", "revenue": 550, "owner_id": "u1"},
+    ]
+    records += [
+        {"id": "T0", "country": "US", "revenue": 450, "owner_id": "u2"},
+        {"id": "T1", "country": "US", "revenue": 450, "owner_id": "u2"},
+    ]
     plan = engine.assign(table_of(engine, records), [User("u1"), User("u2")], effort=1.0)
     # 1,100 vs 900 around a fair share of 1,000: exactly ±10 %
     assert plan.summary()["moved"]["accounts"] == 0
@@ -319,7 +325,10 @@ def _key_accounts(top: str, n: int) -> int:
     return round(sum(u["loads"]["accounts[key]"]["after"] for u in plan.summary()["users"]))
 
 
-@pytest.mark.parametrize("top, n, expected", [("0.05", 20, 1), ("0.05", 21, 2), ("0.30", 10, 3), ("0.5", 7, 4), ("0.07", 100, 7), ("0.14", 50, 7), ("0.28", 25, 7)])
+@pytest.mark.parametrize(
+    "top, n, expected",
+    [("0.05", 20, 1), ("0.05", 21, 2), ("0.30", 10, 3), ("0.5", 7, 4), ("0.07", 100, 7), ("0.14", 50, 7), ("0.28", 25, 7)],
+)
 def test_tier_cut_takes_the_top_share_of_accounts(top, n, expected):
     """key = the top ``top`` share of the ranked accounts, rounded up: 7 % of 100 accounts is 7."""
     assert _key_accounts(top, n) == expected
@@ -350,7 +359,7 @@ def test_neighbourhood_search_keeps_every_band_and_never_moves_more(accounts, n_
     engine = one_territory("[{measure: revenue, tolerance: 0.25}, {measure: accounts, tolerance: 0.25}]", users=n_users)
     records = [{"id": f"A{i}", "country": "US", "revenue": revenue, "owner_id": owner} for i, (revenue, owner) in enumerate(accounts)]
     problem = engine.prepare(table_of(engine, records), [User(f"u{i}") for i in range(1, n_users + 1)]).problem
-    (users, units), = components(problem)
+    ((users, units),) = components(problem)
     part = Component(problem, users, units)
     start = part.greedy()
     assume(part.scores(start)["unassigned"] == 0 and part.scores(start)["balance"] == 0)
@@ -363,7 +372,6 @@ def test_neighbourhood_search_keeps_every_band_and_never_moves_more(accounts, n_
         if i in bands:
             assert np.all(bands[i][0] <= load) and np.all(load <= bands[i][1])
     assert part.scores(found)["continuity"] <= part.scores(start)["continuity"]
-
 
 
 @settings(max_examples=60, deadline=None)
@@ -381,7 +389,7 @@ def test_the_lp_rounded_start_keeps_the_bands_and_its_bound_is_below_the_best_pl
     engine = one_territory(f"[{{measure: revenue, tolerance: {tolerance}}}, {{measure: accounts, tolerance: {tolerance}}}]", users=3)
     records = [{"id": f"A{i}", "country": "US", "revenue": revenue, "owner_id": owner} for i, (revenue, owner) in enumerate(accounts)]
     problem = engine.prepare(table_of(engine, records), [User(f"u{i}") for i in range(1, 4)]).problem
-    (users, units), = components(problem)
+    ((users, units),) = components(problem)
     part = Component(problem, users, units)
     bands = {i: (d.lo, d.hi) for i, d in enumerate(part.dims) if isinstance(d, Band)}
     best = None
@@ -410,9 +418,12 @@ def _whale_part(accounts: list[tuple[int, str | None]], whale: int, tolerance: f
     from assignment_engine.optimize import Band, Component, components
 
     engine = one_territory(f"[{{measure: revenue, tolerance: {tolerance}}}, {{measure: accounts, tolerance: {tolerance}}}]", users=3)
-    records = [{"id": f"A{i}", "country": "US", "revenue": revenue, "owner_id": owner} for i, (revenue, owner) in enumerate([*accounts, (whale, "u1")])]
+    records = [
+        {"id": f"A{i}", "country": "US", "revenue": revenue, "owner_id": owner}
+        for i, (revenue, owner) in enumerate([*accounts, (whale, "u1")])
+    ]
     problem = engine.prepare(table_of(engine, records), [User(f"u{i}") for i in range(1, 4)]).problem
-    (users, units), = components(problem)
+    ((users, units),) = components(problem)
     part = Component(problem, users, units)
     return part, {i: (d.lo, d.hi) for i, d in enumerate(part.dims) if isinstance(d, Band)}
 
@@ -504,24 +515,34 @@ def test_widened_bands_hold_the_plan_and_admit_no_plan_with_more_slack(accounts,
     from assignment_engine.optimize.phases import widened_bands
 
     engine = one_territory(f"[{{measure: revenue, tolerance: {tolerance}}}, {{measure: accounts, tolerance: {tolerance}}}]", users=3)
-    records = [{"id": f"A{i}", "country": "US", "revenue": revenue, "owner_id": owner} for i, (revenue, owner) in enumerate([*accounts, (whale, "u1")])]
+    records = [
+        {"id": f"A{i}", "country": "US", "revenue": revenue, "owner_id": owner}
+        for i, (revenue, owner) in enumerate([*accounts, (whale, "u1")])
+    ]
     problem = engine.prepare(table_of(engine, records), [User(f"u{i}") for i in range(1, 4)]).problem
-    (users, units), = components(problem)
+    ((users, units),) = components(problem)
     part = Component(problem, users, units)
     best = part.greedy()
     assume(np.all(best >= 0))
 
     def slack(chosen: np.ndarray) -> dict[int, int]:
-        return {i: int(np.maximum(load - d.hi, 0).sum() + np.maximum(d.lo - load, 0).sum())
-                for i, (d, load) in enumerate(zip(part.dims, part.loads(chosen))) if isinstance(d, Band)}
+        return {
+            i: int(np.maximum(load - d.hi, 0).sum() + np.maximum(d.lo - load, 0).sum())
+            for i, (d, load) in enumerate(zip(part.dims, part.loads(chosen)))
+            if isinstance(d, Band)
+        }
 
     bands = widened_bands(part, best)
-    within = [np.array(c) for c in itertools.product(*(range(part.ptr[k], part.ptr[k + 1]) for k in range(len(units))))
-              if all(np.all(bands[i][0] <= load) and np.all(load <= bands[i][1]) for i, load in enumerate(part.loads(np.array(c))) if i in bands)]
+    within = [
+        np.array(c)
+        for c in itertools.product(*(range(part.ptr[k], part.ptr[k + 1]) for k in range(len(units))))
+        if all(np.all(bands[i][0] <= load) and np.all(load <= bands[i][1]) for i, load in enumerate(part.loads(np.array(c))) if i in bands)
+    ]
     assert any(np.array_equal(c, best) for c in within)
     ceiling = slack(best)
     for chosen in within:
         assert all(value <= ceiling[i] for i, value in slack(chosen).items())
+
 
 GAP_RULES = """
 version: 1
@@ -540,8 +561,10 @@ def _gap_plan(listed: list[tuple[int, int]], cost: float) -> list[str | None]:
     table = table_of(engine, [{"id": f"j{j}", "pool": "gap"} for j in range(5)])
     effort = [2.0, 3.0, 2.0, 3.0, 2.0]
     pairs = PairTable(
-        account=np.array([j for j, _ in listed]), user=np.array([a for _, a in listed]),
-        cost=np.full(len(listed), cost), workload=np.array([effort[j] for j, _ in listed]),
+        account=np.array([j for j, _ in listed]),
+        user=np.array([a for _, a in listed]),
+        cost=np.full(len(listed), cost),
+        workload=np.array([effort[j] for j, _ in listed]),
     )
     plan = engine.assign(table, [User("a0", capacity={"effort": 6.0}), User("a1", capacity={"effort": 6.0})], pairs=pairs)
     return plan.owner_ids
@@ -612,14 +635,16 @@ def test_a_worker_that_dies_fails_the_run_instead_of_hanging(tmp_path):
     assert result.stdout.strip() == "workers: a worker process died (killed, or out of memory?); nothing was written. Try fewer workers"
 
 
-
 def test_a_component_too_large_for_a_model_keeps_its_greedy_start(monkeypatch):
     """Past MAX_MODEL_PAIRS no CP-SAT model is built (it would take gigabytes); the plan is the greedy start, said so."""
     from assignment_engine.optimize import component
     from conftest import WEST_EAST, engine_of, rules_text
 
     engine = engine_of(rules_text(WEST_EAST, assignment="{hierarchy: independent, balance: [{measure: revenue, tolerance: 0.1}]}"))
-    book = [{"id": f"A{i}", "country": "US", "state": "CA" if i % 2 else "NY", "revenue": float(i + 1), "owner_id": "w1" if i % 2 else "e1"} for i in range(40)]
+    book = [
+        {"id": f"A{i}", "country": "US", "state": "CA" if i % 2 else "NY", "revenue": float(i + 1), "owner_id": "w1" if i % 2 else "e1"}
+        for i in range(40)
+    ]
     users = [User(u) for u in ("w1", "w2", "e1", "e2")]
     exact = engine.assign(engine.table(book), users)
     assert {c["status"] for c in exact.summary()["solver"]["per_component"]} <= {"OPTIMAL", "FEASIBLE", "TRIVIAL"}
@@ -627,4 +652,6 @@ def test_a_component_too_large_for_a_model_keeps_its_greedy_start(monkeypatch):
     greedy = engine.assign(engine.table(book), users)
     per_component = greedy.summary()["solver"]["per_component"]
     assert {c["status"] for c in per_component} == {"GREEDY"} and {c["stopped_on"] for c in per_component} == {"size"}
-    assert all(o in ("w1", "w2") if i % 2 else o in ("e1", "e2") for i, o in enumerate(greedy.owner_ids))  # every account placed, in its territory
+    assert all(
+        o in ("w1", "w2") if i % 2 else o in ("e1", "e2") for i, o in enumerate(greedy.owner_ids)
+    )  # every account placed, in its territory

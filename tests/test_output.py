@@ -119,14 +119,20 @@ def test_staging_left_by_a_killed_run_is_removed(runner, example_files, tmp_path
 
 def test_write_plan_in_the_library_refuses_an_input_folder(example_files, tmp_path):
     engine = Engine.from_file(example_files["rules"])
-    plan = engine.assign(engine.table([{"id": "A", "country": "US", "state": "CA", "postal_code": "9", "industry": "x", "annual_revenue": 1, "employees": 1}]), [User(u) for u in EXAMPLE_USERS], effort=0.5)
+    plan = engine.assign(
+        engine.table(
+            [{"id": "A", "country": "US", "state": "CA", "postal_code": "9", "industry": "x", "annual_revenue": 1, "employees": 1}]
+        ),
+        [User(u) for u in EXAMPLE_USERS],
+        effort=0.5,
+    )
     with pytest.raises(OptionError, match="holds the input file"):
         write_plan(plan, example_files["dir"], inputs=[example_files["accounts"]])
     summary = write_plan(plan, tmp_path / "plan")
     assert summary["accounts"] == 1
 
 
-@pytest.mark.parametrize("value", ["=HYPERLINK(\"http://x\",\"y\")", "+1", "-2", "@SUM(A1)", "\tX", "\rY"])
+@pytest.mark.parametrize("value", ['=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(A1)", "\tX", "\rY"])
 def test_formula_like_cells_are_neutralised(value):
     assert csv_cell(value) == "'" + value
     assert csv_cell([value, "b"]) == "'" + value + ";b"
@@ -142,7 +148,7 @@ def test_formula_injection_in_a_written_plan(runner, tmp_path):
     rules.write_text(rules_text(WEST_EAST, fields="{state: string}", measures="{accounts: {constant: 1}}"), encoding="utf-8")
     accounts = write_csv(
         tmp_path / "accounts.csv",
-        [{"id": "=HYPERLINK(\"http://evil\",\"click\")", "state": "CA", "owner_id": "@w1"}, {"id": "-1", "state": "NY", "owner_id": "e1"}],
+        [{"id": '=HYPERLINK("http://evil","click")', "state": "CA", "owner_id": "@w1"}, {"id": "-1", "state": "NY", "owner_id": "e1"}],
         ["id", "state", "owner_id"],
     )
     users = tmp_path / "users.csv"
@@ -152,15 +158,23 @@ def test_formula_injection_in_a_written_plan(runner, tmp_path):
     assert result.exit_code == 0, result.output
     with (out / "accounts.csv").open(encoding="utf-8", newline="") as handle:
         rows = {r["account_id"]: r for r in csv.DictReader(handle)}
-    assert set(rows) == {"'=HYPERLINK(\"http://evil\",\"click\")", "'-1"}
-    assert rows["'=HYPERLINK(\"http://evil\",\"click\")"]["previous_owner_id"] == "'@w1"
+    assert set(rows) == {'\'=HYPERLINK("http://evil","click")', "'-1"}
+    assert rows['\'=HYPERLINK("http://evil","click")']["previous_owner_id"] == "'@w1"
     raw = [json.loads(line) for line in (out / "accounts.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert {r["account_id"] for r in raw} == {"=HYPERLINK(\"http://evil\",\"click\")", "-1"}  # JSON Lines keep the raw value
+    assert {r["account_id"] for r in raw} == {'=HYPERLINK("http://evil","click")', "-1"}  # JSON Lines keep the raw value
 
 
 @pytest.mark.parametrize(
     "option",
-    [["--seed", "2147483648"], ["--seed", "-5"], ["--time-limit", "nan"], ["--time-limit", "-1"], ["--time-limit", "inf"], ["--time-limit", "0"], ["--workers", "0"]],
+    [
+        ["--seed", "2147483648"],
+        ["--seed", "-5"],
+        ["--time-limit", "nan"],
+        ["--time-limit", "-1"],
+        ["--time-limit", "inf"],
+        ["--time-limit", "0"],
+        ["--workers", "0"],
+    ],
 )
 def test_out_of_range_options_are_usage_errors(runner, example_files, tmp_path, option):
     result = _assign(runner, example_files, tmp_path / "plan", *option)
@@ -171,7 +185,13 @@ def test_out_of_range_options_are_usage_errors(runner, example_files, tmp_path, 
 
 @pytest.mark.parametrize(
     ("options", "where"),
-    [({"seed": 2**31}, "seed"), ({"seed": -1}, "seed"), ({"time_limit": math.nan}, "time_limit"), ({"time_limit": -1.0}, "time_limit"), ({"workers": 0}, "workers")],
+    [
+        ({"seed": 2**31}, "seed"),
+        ({"seed": -1}, "seed"),
+        ({"time_limit": math.nan}, "time_limit"),
+        ({"time_limit": -1.0}, "time_limit"),
+        ({"workers": 0}, "workers"),
+    ],
 )
 def test_library_options_out_of_range_raise_option_error(example_engine, example_users, options, where):
     with pytest.raises(OptionError) as caught:
@@ -189,7 +209,11 @@ def test_control_characters_from_data_do_not_reach_the_terminal(runner, tmp_path
     rules = tmp_path / "rules.yaml"
     rules.write_text(rules_text(WEST_EAST, fields="{state: string}", measures="{accounts: {constant: 1}}"), encoding="utf-8")
     hostile = "A\x1b[2J\u202e1"
-    accounts = write_csv(tmp_path / "accounts.csv", [{"id": hostile, "state": "CA", "owner_id": "e1", "locked": "true"}], ["id", "state", "owner_id", "locked"])
+    accounts = write_csv(
+        tmp_path / "accounts.csv",
+        [{"id": hostile, "state": "CA", "owner_id": "e1", "locked": "true"}],
+        ["id", "state", "owner_id", "locked"],
+    )
     users = tmp_path / "users.csv"
     users.write_text("id\nw1\nw2\ne1\ne2\n", encoding="utf-8")
     files = {"rules": rules, "accounts": accounts, "users": users}
@@ -198,10 +222,11 @@ def test_control_characters_from_data_do_not_reach_the_terminal(runner, tmp_path
     assert "conflict:" in result.stdout  # locked to e1, who is not an owner of west
     assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
     assert "A\\x1b[2J\\u202e1" in result.stdout
-    explained = runner.invoke(main, ["explain", hostile, "--rules", str(rules), "--accounts", str(accounts), "--users", str(users), "--workers", "1", "-q"])
+    explained = runner.invoke(
+        main, ["explain", hostile, "--rules", str(rules), "--accounts", str(accounts), "--users", str(users), "--workers", "1", "-q"]
+    )
     assert explained.exit_code == 0, explained.output
     assert "\x1b" not in explained.stdout and "\\x1b" in explained.stdout
-
 
 
 def test_a_folder_of_exports_with_plan_file_names_is_not_a_plan(runner, example_files, tmp_path):
@@ -232,7 +257,10 @@ def test_unresolvable_out_is_a_usage_error(runner, example_files, tmp_path, kind
 def test_inputs_that_cannot_be_read_twice_or_at_all_are_located_errors(runner, example_files, tmp_path):
     fifo = tmp_path / "accounts.fifo"
     os.mkfifo(fifo)
-    for accounts, message in ((fifo, "the accounts file must be a regular file"), (tmp_path / "none.csv", "cannot read the accounts file: it does not exist")):
+    for accounts, message in (
+        (fifo, "the accounts file must be a regular file"),
+        (tmp_path / "none.csv", "cannot read the accounts file: it does not exist"),
+    ):
         result = _assign(runner, {**example_files, "accounts": accounts}, tmp_path / "plan")
         assert result.exit_code == 1, result.output
         assert result.stderr == f"{accounts}: {message}" + ("\n" if "exist" in message else ", not a directory, pipe or device\n")

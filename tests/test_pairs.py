@@ -130,7 +130,12 @@ def test_bad_pair_rows_are_located():
 
 def test_pairs_file_through_the_cli(tmp_path):
     (tmp_path / "rules.yaml").write_text(
-        rules_text(POOL, fields="{country: string}", measures="{effort: {pair: workload}}", assignment="{hierarchy: independent, balance: [], objectives: [affinity], pair_eligibility: listed}"),
+        rules_text(
+            POOL,
+            fields="{country: string}",
+            measures="{effort: {pair: workload}}",
+            assignment="{hierarchy: independent, balance: [], objectives: [affinity], pair_eligibility: listed}",
+        ),
         encoding="utf-8",
     )
     write_csv(tmp_path / "accounts.csv", [{"id": "A", "country": "US"}, {"id": "B", "country": "US"}], ["id", "country"])
@@ -142,10 +147,21 @@ def test_pairs_file_through_the_cli(tmp_path):
         {"account_id": "B", "user_id": "a2", "cost": 3, "workload": 1},
     ]
     write_csv(tmp_path / "pairs.csv", pairs, ["account_id", "user_id", "cost", "workload"])
-    args = ["assign", "--rules", str(tmp_path / "rules.yaml"), "--accounts", str(tmp_path / "accounts.csv"), "--users", str(tmp_path / "users.csv")]
+    args = [
+        "assign",
+        "--rules",
+        str(tmp_path / "rules.yaml"),
+        "--accounts",
+        str(tmp_path / "accounts.csv"),
+        "--users",
+        str(tmp_path / "users.csv"),
+    ]
     result = CliRunner().invoke(main, [*args, "--pairs", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    owners = {r["account_id"]: r["owner_id"] for r in map(json.loads, (tmp_path / "out" / "accounts.jsonl").read_text(encoding="utf-8").splitlines())}
+    owners = {
+        r["account_id"]: r["owner_id"]
+        for r in map(json.loads, (tmp_path / "out" / "accounts.jsonl").read_text(encoding="utf-8").splitlines())
+    }
     assert owners == {"A": "a0", "B": "a2"}  # cost 1 + 3 beats 4 + 1
 
 
@@ -159,7 +175,7 @@ def test_room_first_start_places_what_cheapest_first_leaves_out():
     users = [User("a0", capacity={"effort": 10}), User("a1", capacity={"effort": 10}), User("a2", capacity={"effort": 10})]
     records = [{"id": f"j{j}", "country": "US"} for j in range(4)]
     problem = engine.prepare(engine.table(records), users, pairs=full_pairs(cost, load)).problem
-    (members, units), = components(problem)
+    ((members, units),) = components(problem)
     part = Component(problem, members, units)
     assert part.scores(part.greedy())["unassigned"] == 1  # the second job of load 6 is left out
     placed = part.greedy(room_first=True)
@@ -174,7 +190,9 @@ def test_room_first_start_places_what_cheapest_first_leaves_out():
     st.lists(st.integers(0, 3), min_size=6, max_size=6),  # fixed loads (locked accounts)
     st.integers(0, 2),  # an agent with no cap on the first capacity
 )
-@example(([[0, 0], [100, 100], [100, 100]], [[5, 5], [5, 5], [5, 5]], [10, 10, 10]), [10, 0, 0, 0, 0, 0], [0] * 6, 0)  # the free agent takes all
+@example(
+    ([[0, 0], [100, 100], [100, 100]], [[5, 5], [5, 5], [5, 5]], [10, 10, 10]), [10, 0, 0, 0, 0, 0], [0] * 6, 0
+)  # the free agent takes all
 def test_any_non_negative_capacity_prices_give_a_lower_bound(instance, prices, fixed, uncapped):
     """The bound reported from the LP's duals must hold whatever prices the LP solver returns,
     with fixed loads, an uncapped agent and a second capacity (an account count of 2 per agent)."""
@@ -188,7 +206,9 @@ def test_any_non_negative_capacity_prices_give_a_lower_bound(instance, prices, f
     capacity[uncapped] = 0  # not in force: a price on it must not count
     first = LoadRows(load.T.reshape(-1), capacity, capped, fixed[0])
     count = LoadRows(np.ones(3 * n, dtype=np.int64), np.full(3, 2 + 3), np.ones(3, dtype=bool), fixed[1])
-    bound = lagrangian_bound(np.arange(0, 3 * n + 1, 3), np.tile(np.arange(3), n), cost.T.reshape(-1), [first, count], np.array(prices).reshape(2, 3))
+    bound = lagrangian_bound(
+        np.arange(0, 3 * n + 1, 3), np.tile(np.arange(3), n), cost.T.reshape(-1), [first, count], np.array(prices).reshape(2, 3)
+    )
     optimum = None  # brute force over the same constraints
     for choice in itertools.product(range(3), repeat=n):
         used = fixed[0] + np.bincount(choice, weights=[load[i, j] for j, i in enumerate(choice)], minlength=3)
@@ -239,7 +259,9 @@ def test_a_band_floor_raises_the_bound_to_the_cost_of_meeting_it():
     from assignment_engine.optimize.relaxation import LoadRows, lagrangian_bound, relax
 
     ptr, pair_user, objective = np.array([0, 2, 4]), np.array([0, 1, 0, 1]), np.array([0, 10, 0, 10])
-    rows = [LoadRows(np.ones(4, dtype=np.int64), np.array([2, 2]), np.ones(2, dtype=bool), np.zeros(2, dtype=np.int64), floor=np.array([0, 1]))]
+    rows = [
+        LoadRows(np.ones(4, dtype=np.int64), np.array([2, 2]), np.ones(2, dtype=bool), np.zeros(2, dtype=np.int64), floor=np.array([0, 1]))
+    ]
     relaxed = relax(ptr, pair_user, [np.array([0, 2]), np.array([1, 3])], objective, rows, effort=10.0)
     assert relaxed is not None and relaxed.bound == pytest.approx(10)
     assert lagrangian_bound(ptr, pair_user, objective, rows, np.zeros((1, 2)), np.array([[0.0, 10.0]])) == pytest.approx(10)
@@ -254,8 +276,10 @@ def test_lp_guided_start_holds_capacities_and_its_bound_is_below_the_optimum(ins
     capacity = np.full(3, np.floor(load.mean(axis=0).sum() / 3 * slack))
     engine = gap_engine()
     users = [User(f"a{i}", capacity={"effort": float(capacity[i])}) for i in range(3)]
-    problem = engine.prepare(engine.table([{"id": f"j{j}", "country": "US"} for j in range(n)]), users, pairs=full_pairs(cost, load)).problem
-    (members, units), = components(problem)
+    problem = engine.prepare(
+        engine.table([{"id": f"j{j}", "country": "US"} for j in range(n)]), users, pairs=full_pairs(cost, load)
+    ).problem
+    ((members, units),) = components(problem)
     part = Component(problem, members, units)
     guided = part._lp_guided("affinity")
     optimum = brute_force(cost, load, capacity)
@@ -273,7 +297,12 @@ def test_pair_numbers_out_of_bounds_are_located():
     engine = gap_engine()
     table = engine.table([{"id": "A", "country": "US"}, {"id": "B", "country": "US"}])
     users = [User("a0"), User("a1")]
-    columns = {"account_id": ["A", "B", "A", "B"], "user_id": ["a0", "a0", "a1", "a1"], "cost": ["1e300", "-1e16", "-5", "1e15"], "workload": ["-1", "1e16", "0", "1e15"]}
+    columns = {
+        "account_id": ["A", "B", "A", "B"],
+        "user_id": ["a0", "a0", "a1", "a1"],
+        "cost": ["1e300", "-1e16", "-5", "1e15"],
+        "workload": ["-1", "1e16", "0", "1e15"],
+    }
     with pytest.raises(DataError) as error:
         pairs_from_columns(columns, table, users, source="pairs.csv")
     assert sorted(str(f) for f in error.value.findings) == [
@@ -287,14 +316,23 @@ def test_pair_numbers_out_of_bounds_are_located():
 def test_a_plan_with_values_at_the_bound_runs_to_completion(tmp_path):
     """Capacity, cost, workload and revenue of 1e15 (the documented bound) on a few accounts: every account placed."""
     measures = "{revenue: {field: revenue}, effort: {pair: workload, field: revenue}, accounts: {constant: 1}}"
-    rules = rules_text(POOL, fields="{country: string, revenue: number}", measures=measures, assignment="{hierarchy: independent, balance: [{measure: revenue, tolerance: 0.5}], objectives: [affinity, balance, continuity]}")
+    rules = rules_text(
+        POOL,
+        fields="{country: string, revenue: number}",
+        measures=measures,
+        assignment="{hierarchy: independent, balance: [{measure: revenue, tolerance: 0.5}], objectives: [affinity, balance, continuity]}",
+    )
     (tmp_path / "rules.yaml").write_text(rules, encoding="utf-8")
     accounts = [{"id": f"j{j}", "country": "US", "revenue": "1e15" if j < 3 else "999999999999999", "owner_id": "a0"} for j in range(5)]
     write_csv(tmp_path / "accounts.csv", accounts, ["id", "country", "revenue", "owner_id"])
-    (tmp_path / "users.csv").write_text("id,max_revenue,max_effort,max_accounts\na0,1e15,1e15,1e15\na1,1e15,,\na2,,1e15,\n", encoding="utf-8")
+    (tmp_path / "users.csv").write_text(
+        "id,max_revenue,max_effort,max_accounts\na0,1e15,1e15,1e15\na1,1e15,,\na2,,1e15,\n", encoding="utf-8"
+    )
     pairs = [{"account_id": f"j{j}", "user_id": f"a{j % 3}", "cost": "1e15" if j % 2 else "-1e15", "workload": "1e15"} for j in range(5)]
     write_csv(tmp_path / "pairs.csv", pairs, ["account_id", "user_id", "cost", "workload"])
-    plan, _ = plan_files(tmp_path / "rules.yaml", tmp_path / "accounts.csv", tmp_path / "users.csv", pairs=tmp_path / "pairs.csv", effort=2.0)
+    plan, _ = plan_files(
+        tmp_path / "rules.yaml", tmp_path / "accounts.csv", tmp_path / "users.csv", pairs=tmp_path / "pairs.csv", effort=2.0
+    )
     assert [r["account_id"] for r in plan.rows()] == [f"j{j}" for j in range(5)]
     counts = plan.summary()["status_counts"]
     assert (counts["assigned"], counts["unassigned"]) == (3, 2)  # each user has room for one account of about 1e15, no more
@@ -305,6 +343,8 @@ def test_a_zero_cost_above_a_negative_bound_has_a_gap_not_a_division_by_zero():
     from assignment_engine.optimize import ComponentResult, Objective, Solution
     from assignment_engine.plan.result import solver_summary
 
-    component = ComponentResult(["a0", "a1"], units=2, pairs=4, objectives=[Objective("affinity", 0.0, -3.0, 0.0, "FEASIBLE")], moves=0, moves_bound=0, seconds=0.1)
+    component = ComponentResult(
+        ["a0", "a1"], units=2, pairs=4, objectives=[Objective("affinity", 0.0, -3.0, 0.0, "FEASIBLE")], moves=0, moves_bound=0, seconds=0.1
+    )
     summary = solver_summary(Solution(np.zeros(2, dtype=np.int64), {}, [component]))
     assert summary["objectives"]["affinity"]["gap"] == component.objectives[0].gap > 0

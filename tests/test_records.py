@@ -64,7 +64,10 @@ def test_none_says_unknown_and_the_trace_says_missing(example_engine):
 @pytest.mark.parametrize(
     ("changes", "says"),
     [
-        ({"postal_code": 5000}, "<record>:1:postal_code: postal_code must be text, got int 5000 (a number is not taken as text: 5000 may have been '05000')"),
+        (
+            {"postal_code": 5000},
+            "<record>:1:postal_code: postal_code must be text, got int 5000 (a number is not taken as text: 5000 may have been '05000')",
+        ),
         ({"country": ["US"]}, "<record>:1:country: country must be text, got list ['US']"),
         ({"country": {"code": "US"}}, "<record>:1:country: country must be text, got dict {'code': 'US'}"),
         ({"country": True}, "<record>:1:country: country must be text, got bool True"),
@@ -83,7 +86,13 @@ def test_a_value_of_the_wrong_type_is_named_with_its_key(example_engine, changes
 
 
 def test_text_for_numbers_and_dates_is_parsed_as_a_file_cell_is():
-    engine = engine_of(rules_text("[{id: t, type: geo, rules: [{when: {since: {gte: 2020-01-01}}}], members: [{user: u}]}]", fields="{since: date, size: number}", measures="{size: {field: size}}"))
+    engine = engine_of(
+        rules_text(
+            "[{id: t, type: geo, rules: [{when: {since: {gte: 2020-01-01}}}], members: [{user: u}]}]",
+            fields="{since: date, size: number}",
+            measures="{size: {field: size}}",
+        )
+    )
     assert engine.match({"id": "a", "since": "2021-05-01", "size": " 42 "}).territories == ["t"]
     assert engine.match({"id": "a", "since": dt.datetime(2021, 5, 1, 9), "size": 42}).territories == ["t"]
     assert engine.match({"id": "a", "since": dt.date(2019, 5, 1), "size": None}).territories == []
@@ -98,7 +107,12 @@ def test_a_batch_names_each_bad_record_by_position(example_engine):
     records = [GOOD, record(id="A2", postal_code=1000), None, record(id="A4", Industry="x", industry=...)]
     with pytest.raises(DataError) as info:
         example_engine.table(records)
-    assert [str(f.location) for f in info.value.findings] == ["<accounts>:2:postal_code", "<accounts>:3", "<accounts>:4:Industry", "<accounts>:4:industry"]
+    assert [str(f.location) for f in info.value.findings] == [
+        "<accounts>:2:postal_code",
+        "<accounts>:3",
+        "<accounts>:4:Industry",
+        "<accounts>:4:industry",
+    ]
     with pytest.raises(DataError, match="expected a list of records, got dict"):
         example_engine.table(GOOD)  # type: ignore[arg-type]
     with pytest.raises(DataError, match="expected a list of records, got generator"):
@@ -117,7 +131,10 @@ def test_records_from_a_plan_round_trip(example_engine, example_users):
 @pytest.mark.parametrize(
     ("user", "says"),
     [
-        (lambda: User("u1", capacity={"revenue": 1e308}), "<users>: user 'u1': max_revenue must be a number between 0 and 1e15, got 1e+308"),
+        (
+            lambda: User("u1", capacity={"revenue": 1e308}),
+            "<users>: user 'u1': max_revenue must be a number between 0 and 1e15, got 1e+308",
+        ),
         (lambda: User("u1", capacity={"accounts": -1}), "<users>: user 'u1': max_accounts must be a number between 0 and 1e15, got -1"),
         (lambda: User("u1", weight=float("nan")), "<users>: user 'u1': weight must be a number between 0 and 1e15, got nan"),
         (lambda: User("u1", capacity={"accounts": "3"}), "<users>: user 'u1': max_accounts must be a number between 0 and 1e15, got '3'"),

@@ -21,7 +21,16 @@ from assignment_engine.review.report import charts, render_report, report_availa
 from conftest import WEST_EAST, rules_text, write_csv
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 SCRIPT = "<script>window.pwned = 1</script>"
 IMAGE = '<img src=x onerror="window.pwned = 2">'
@@ -35,7 +44,11 @@ def hostile_plan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("hostile")
     rules = base / "rules.yaml"
     rules.write_text(
-        rules_text(WEST_EAST, fields="{state: string, revenue: number}", assignment="{hierarchy: independent, balance: [{measure: revenue, tolerance: 0.5}]}"),
+        rules_text(
+            WEST_EAST,
+            fields="{state: string, revenue: number}",
+            assignment="{hierarchy: independent, balance: [{measure: revenue, tolerance: 0.5}]}",
+        ),
         encoding="utf-8",
     )
     accounts = [
@@ -76,7 +89,9 @@ def page(browser: Any, hostile_plan: Path) -> Iterator[Any]:
     opened = browser.new_page(viewport={"width": 1280, "height": 900})
     opened.requests = []
     opened.on("request", lambda request: opened.requests.append(request.url))
-    opened.add_init_script("window.violations = []; document.addEventListener('securitypolicyviolation', e => window.violations.push(e.blockedURI));")
+    opened.add_init_script(
+        "window.violations = []; document.addEventListener('securitypolicyviolation', e => window.violations.push(e.blockedURI));"
+    )
     opened.goto((hostile_plan / "report.html").as_uri())
     opened.wait_for_function("Array.from(document.querySelectorAll('.js-plotly-plot')).every(plot => plot.querySelector('.main-svg'))")
     opened.wait_for_timeout(300)  # let any late request (a font, a map tile) show itself
@@ -92,7 +107,13 @@ def test_no_request_leaves_the_page(page, hostile_plan):
 
 def test_the_charts_are_drawn(page):
     titles = page.locator("section.chart h2").all_inner_texts()
-    assert titles == ["Load per user: revenue", "Balance bands", "Gained and lost: revenue", "Flow of accounts between owners", "Unassigned accounts by reason"]
+    assert titles == [
+        "Load per user: revenue",
+        "Balance bands",
+        "Gained and lost: revenue",
+        "Flow of accounts between owners",
+        "Unassigned accounts by reason",
+    ]
     assert page.locator(".js-plotly-plot").count() == len(titles)
     assert page.locator(".js-plotly-plot .main-svg").count() >= len(titles)
     assert page.locator(".js-plotly-plot .sankey-node").count() >= 2  # the flow has owners on both sides

@@ -19,8 +19,17 @@ from assignment_engine.review.diff import NONE, Load, Move, MovedAccount, compar
 
 def _account(account_id: str, previous: str, owner: str, territory: str, value: float) -> dict[str, Any]:
     return {
-        "account_id": account_id, "owner_id": owner, "territory_id": territory, "previous_owner_id": previous, "moved": owner != previous,
-        "status": "assigned" if territory else "unassigned", "rule": "", "reason": f"why {account_id}", "value": value, "ultimate_parent_id": "", "family_size": 1,
+        "account_id": account_id,
+        "owner_id": owner,
+        "territory_id": territory,
+        "previous_owner_id": previous,
+        "moved": owner != previous,
+        "status": "assigned" if territory else "unassigned",
+        "rule": "",
+        "reason": f"why {account_id}",
+        "value": value,
+        "ultimate_parent_id": "",
+        "family_size": 1,
     }
 
 
@@ -34,8 +43,24 @@ ACCOUNTS = [
     _account("X6", "b", "a", "t1", 5),
 ]
 DEALS = [
-    {"opportunity_id": "O1", "account_id": "X2", "owner_id": "b", "previous_owner_id": "a", "moved": True, "status": "follows_account", "reason": ""},
-    {"opportunity_id": "O2", "account_id": "X1", "owner_id": "a", "previous_owner_id": "gone", "moved": True, "status": "follows_account", "reason": ""},
+    {
+        "opportunity_id": "O1",
+        "account_id": "X2",
+        "owner_id": "b",
+        "previous_owner_id": "a",
+        "moved": True,
+        "status": "follows_account",
+        "reason": "",
+    },
+    {
+        "opportunity_id": "O2",
+        "account_id": "X1",
+        "owner_id": "a",
+        "previous_owner_id": "gone",
+        "moved": True,
+        "status": "follows_account",
+        "reason": "",
+    },
     {"opportunity_id": "O3", "account_id": "X1", "owner_id": "a", "previous_owner_id": "a", "moved": False, "status": "kept", "reason": ""},
 ]
 
@@ -53,8 +78,24 @@ def _summary(accounts: list[dict[str, Any]]) -> dict[str, Any]:
         "status_counts": {"assigned": 5, "locked": 0, "excluded": 0, "pinned": 0, "unassigned": 1},
         "moved": {"accounts": 5, "value": 115.0, "value_measure": "revenue"},
         "balance": [
-            {"balance": "revenue", "tolerance": 0.1, "max_deviation": 0.25, "min_deviation": -0.2, "max_deviation_before": 0.5, "min_deviation_before": -0.4, "users_outside_tolerance": ["a"]},
-            {"balance": "accounts", "tolerance": 0.2, "max_deviation": 0.0, "min_deviation": 0.0, "max_deviation_before": 0.0, "min_deviation_before": 0.0, "users_outside_tolerance": []},
+            {
+                "balance": "revenue",
+                "tolerance": 0.1,
+                "max_deviation": 0.25,
+                "min_deviation": -0.2,
+                "max_deviation_before": 0.5,
+                "min_deviation_before": -0.4,
+                "users_outside_tolerance": ["a"],
+            },
+            {
+                "balance": "accounts",
+                "tolerance": 0.2,
+                "max_deviation": 0.0,
+                "min_deviation": 0.0,
+                "max_deviation_before": 0.0,
+                "min_deviation_before": 0.0,
+                "users_outside_tolerance": [],
+            },
         ],
         "users": [
             {"user_id": "a", "weight": 1.0, "active": True, "loads": _loads((150, 125, 100), (2, 3, 2.5))},
@@ -69,7 +110,9 @@ def _summary(accounts: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def write_saved_plan(directory: Path, accounts: list[dict[str, Any]], *, book: str = "book-1", deals: list[dict[str, Any]] | None = DEALS) -> Path:
+def write_saved_plan(
+    directory: Path, accounts: list[dict[str, Any]], *, book: str = "book-1", deals: list[dict[str, Any]] | None = DEALS
+) -> Path:
     """A plan directory as assign writes it, with every figure chosen by hand; ``book`` stands for the accounts file's content."""
     directory.mkdir(parents=True)
     summary = _summary(accounts)
@@ -79,9 +122,18 @@ def write_saved_plan(directory: Path, accounts: list[dict[str, Any]], *, book: s
     (directory / "accounts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in accounts), encoding="utf-8")
     if deals is not None:
         (directory / "opportunities.jsonl").write_text("".join(json.dumps(r) + "\n" for r in deals), encoding="utf-8")
-    inputs = [InputFile("rules", "/in/rules.yaml", "0" * 64), InputFile("accounts", "/in/accounts.csv", hashlib.sha256(book.encode()).hexdigest(), len(accounts))]
+    inputs = [
+        InputFile("rules", "/in/rules.yaml", "0" * 64),
+        InputFile("accounts", "/in/accounts.csv", hashlib.sha256(book.encode()).hexdigest(), len(accounts)),
+    ]
     outputs = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
-    manifest = Manifest("test", inputs, {"seed": 0, "time_limit": 1.0, "as_of": None, "hierarchy_errors": "raise", "workers": 1}, {"accounts": len(accounts), "moved": 5}, outputs)
+    manifest = Manifest(
+        "test",
+        inputs,
+        {"seed": 0, "time_limit": 1.0, "as_of": None, "hierarchy_errors": "raise", "workers": 1},
+        {"accounts": len(accounts), "moved": 5},
+        outputs,
+    )
     (directory / "plan.json").write_text(json.dumps(manifest.to_json()), encoding="utf-8")
     return directory
 
@@ -113,11 +165,23 @@ def test_territories_moves_and_largest(saved):
         ("t2", 2, 50, 2, 50, 1, 2),  # X4 had no owner: not counted as one
         (NONE, 1, 10, 1, 10, 1, 0),
     ]
-    assert d.moves == [Move("a", "b", 1, 50), Move("gone", "b", 1, 30), Move(NONE, "a", 1, 20), Move("b", NONE, 1, 10), Move("b", "a", 1, 5)]
-    assert d.largest == [MovedAccount("X2", "a", "b", "t1", 50, "assigned", "why X2"), MovedAccount("X3", "gone", "b", "t2", 30, "assigned", "why X3")]
+    assert d.moves == [
+        Move("a", "b", 1, 50),
+        Move("gone", "b", 1, 30),
+        Move(NONE, "a", 1, 20),
+        Move("b", NONE, 1, 10),
+        Move("b", "a", 1, 5),
+    ]
+    assert d.largest == [
+        MovedAccount("X2", "a", "b", "t1", 50, "assigned", "why X2"),
+        MovedAccount("X3", "gone", "b", "t2", 30, "assigned", "why X3"),
+    ]
     assert (d.accounts, d.moved, d.value_moved, d.deals, d.deals_moved) == (6, 5, 115, 3, 2)
     assert d.unassigned == {"matched no territory": 1}
-    assert [(b.measure, b.tolerance, b.min_before, b.max_after, b.users_outside) for b in d.bands] == [("revenue", 0.1, -0.4, 0.25, ["a"]), ("accounts", 0.2, 0.0, 0.0, [])]
+    assert [(b.measure, b.tolerance, b.min_before, b.max_after, b.users_outside) for b in d.bands] == [
+        ("revenue", 0.1, -0.4, 0.25, ["a"]),
+        ("accounts", 0.2, 0.0, 0.0, []),
+    ]
 
 
 def test_a_plan_without_deals(tmp_path):
@@ -136,15 +200,38 @@ def test_json_output(saved):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert set(data) == {
-        "directory", "plan_id", "value_measure", "headline", "accounts", "moved", "value_moved", "bands", "users", "territories", "moves", "largest", "unassigned", "deals", "deals_moved",
+        "directory",
+        "plan_id",
+        "value_measure",
+        "headline",
+        "accounts",
+        "moved",
+        "value_moved",
+        "bands",
+        "users",
+        "territories",
+        "moves",
+        "largest",
+        "unassigned",
+        "deals",
+        "deals_moved",
     }
     assert data["users"][0] == {
-        "user_id": "a", "is_user": True, "active": True, "accounts_before": 2, "accounts_after": 3, "gained": 2, "lost": 1, "value_gained": 25.0, "value_lost": 50.0,
+        "user_id": "a",
+        "is_user": True,
+        "active": True,
+        "accounts_before": 2,
+        "accounts_after": 3,
+        "gained": 2,
+        "lost": 1,
+        "value_gained": 25.0,
+        "value_lost": 50.0,
         "loads": {
             "revenue": {"before": 150, "after": 125, "fair_share": 100, "share_before": 1.5, "share_after": 1.25},
             "accounts": {"before": 2, "after": 3, "fair_share": 2.5, "share_before": 0.8, "share_after": 1.2},
         },
-        "deals_gained": 1, "deals_lost": 1,
+        "deals_gained": 1,
+        "deals_lost": 1,
     }
     assert data["moves"][0] == {"from_id": "a", "to_id": "b", "accounts": 1, "value": 50.0}
     assert [m["account_id"] for m in data["largest"]] == ["X2"]

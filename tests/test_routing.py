@@ -47,7 +47,9 @@ TEAM = """
 """
 
 
-def router_for(users: list[User], routing: str = "", *, balance: str = "[{measure: accounts, tolerance: 1}]", state: State | None = None) -> Router:
+def router_for(
+    users: list[User], routing: str = "", *, balance: str = "[{measure: accounts, tolerance: 1}]", state: State | None = None
+) -> Router:
     text = rules_text(TEAM, types=TYPES, assignment=f"{{hierarchy: independent, balance: {balance}}}") + routing
     engine = engine_of(text)
     plan = engine.assign(engine.table([]), users)  # an empty book: every member starts at zero load
@@ -93,7 +95,11 @@ def test_caps_availability_and_away_go_to_the_fallback_with_every_reason():
     assert first.owner_id == "a"
     second = router.route(ca(2), today=DAY)
     assert (second.owner_id, second.status) == ("e", "fallback")
-    assert "a is at its daily cap of 1" in second.reason and "b is not available" in second.reason and "c is away until 2026-06-01" in second.reason
+    assert (
+        "a is at its daily cap of 1" in second.reason
+        and "b is not available" in second.reason
+        and "c is away until 2026-06-01" in second.reason
+    )
     tomorrow = router.route(ca(3), today=DAY + dt.timedelta(days=1))
     assert tomorrow.owner_id in ("a", "c")  # a new day, and c is back
 
@@ -108,7 +114,9 @@ def test_without_a_fallback_the_record_stays_unassigned_with_the_reason():
 
 
 def test_a_capacity_is_never_passed():
-    router = router_for([User("a", capacity={"accounts": 1}), User("b", capacity={"accounts": 0}), User("c", capacity={"accounts": 0}), User("e")])
+    router = router_for(
+        [User("a", capacity={"accounts": 1}), User("b", capacity={"accounts": 0}), User("c", capacity={"accounts": 0}), User("e")]
+    )
     assert router.route(ca(1), today=DAY).owner_id == "a"
     routed = router.route(ca(2), today=DAY)
     assert routed.owner_id is None and "a would pass max_accounts 1" in routed.reason
@@ -140,7 +148,11 @@ def test_routing_mistakes_in_the_rule_file_are_located():
 
 
 def test_users_file_routing_columns(tmp_path):
-    path = write_csv(tmp_path / "u.csv", [{"id": "a", "max_new_per_day": "5", "available": "no", "away_until": "2026-12-24"}, {"id": "b"}], ["id", "max_new_per_day", "available", "away_until"])
+    path = write_csv(
+        tmp_path / "u.csv",
+        [{"id": "a", "max_new_per_day": "5", "available": "no", "away_until": "2026-12-24"}, {"id": "b"}],
+        ["id", "max_new_per_day", "available", "away_until"],
+    )
     a, b = read_users(path, [])
     assert (a.max_new_per_day, a.available, a.away_until) == (5.0, False, dt.date(2026, 12, 24))
     assert (b.max_new_per_day, b.available, b.away_until) == (None, True, None)
@@ -150,7 +162,15 @@ def test_a_router_from_a_saved_plan_matches_one_from_memory(tmp_path):
     files = demo_files()
     run = assign_files(files["rules"], files["accounts"], files["users"], tmp_path / "plan", report=False)
     engine = Engine.from_file(files["rules"])
-    record = {"id": "NEW", "country": "US", "state": "CA", "postal_code": "94105", "industry": "software", "annual_revenue": 5e6, "employees": None}
+    record = {
+        "id": "NEW",
+        "country": "US",
+        "state": "CA",
+        "postal_code": "94105",
+        "industry": "software",
+        "annual_revenue": 5e6,
+        "employees": None,
+    }
     saved, memory = engine.router(tmp_path / "plan").route(record, today=DAY), engine.router(run.plan).route(record, today=DAY)
     assert (saved.owner_id, saved.territory_id, saved.reason) == (memory.owner_id, memory.territory_id, memory.reason)
     assert engine.match(record).owning == [saved.territory_id]
@@ -186,8 +206,9 @@ def test_one_record_matches_as_in_the_whole_table(records):
     for i in range(len(rows)):
         one = matcher.match(typed(table.record(i), DEMO.field_types), DAY)
         assert one.owning == [whole.territory_ids[t] for t in whole.owning_candidates(i)]
-        assert one.territories == [whole.territory_ids[t] for t in whole.territories_of(i) if not DEMO.territories[whole.territory_ids[t]].overlay]
-
+        assert one.territories == [
+            whole.territory_ids[t] for t in whole.territories_of(i) if not DEMO.territories[whole.territory_ids[t]].overlay
+        ]
 
 
 def _leaf_rule(draw, slot: int | None) -> str:
@@ -229,7 +250,10 @@ def _sibling_groups(draw) -> str:
             leaves.append(f"    - {{id: g{g}l{i}, type: {'specialist' if overlay else 'geo'}, rules: [{rules}], members: [{{user: a}}]}}")
         inherit = draw(st.sampled_from(["", "{inherit: true, when: {revenue: {gte: 5}}}", "{when: {state: {exists: true}}}"]))
         children = "\n".join(leaves)
-        groups.append(f"- id: g{g}\n  type: {draw(st.sampled_from(['geo', 'named']))}\n  rules: [{inherit}]\n  members: [{{user: a}}]\n" + (f"  children:\n{children}\n" if leaves else ""))
+        groups.append(
+            f"- id: g{g}\n  type: {draw(st.sampled_from(['geo', 'named']))}\n  rules: [{inherit}]\n  members: [{{user: a}}]\n"
+            + (f"  children:\n{children}\n" if leaves else "")
+        )
     return "".join(groups)
 
 
@@ -253,8 +277,11 @@ def test_indexed_sibling_leaves_match_as_the_whole_table(territories, records):
     matcher = RecordMatcher(rules)
     for i in range(len(records)):
         one = matcher.match(typed(table.record(i), rules.field_types), DAY)
-        assert one.territories == [whole.territory_ids[t] for t in whole.territories_of(i) if not rules.territories[whole.territory_ids[t]].overlay]
+        assert one.territories == [
+            whole.territory_ids[t] for t in whole.territories_of(i) if not rules.territories[whole.territory_ids[t]].overlay
+        ]
         assert one.owning == [whole.territory_ids[t] for t in whole.owning_candidates(i)]
+
 
 # -- state shared by processes ---------------------------------------------------------------------
 
@@ -270,7 +297,9 @@ def round_robin_plan(tmp_path: Path) -> Path:
     """A saved plan of TEAM routing by round robin (users a, b, c in west, e in east)."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(rules_text(TEAM, types=TYPES, assignment="{hierarchy: independent}") + "routing: {policy: round_robin}\n")
-    accounts = write_csv(tmp_path / "a.csv", [{"id": "X", "state": "NY", "country": "US", "revenue": "1"}], ["id", "country", "state", "revenue"])
+    accounts = write_csv(
+        tmp_path / "a.csv", [{"id": "X", "state": "NY", "country": "US", "revenue": "1"}], ["id", "country", "state", "revenue"]
+    )
     users = write_csv(tmp_path / "u.csv", [{"id": u} for u in "abce"], ["id"])
     assign_files(rules, accounts, users, tmp_path / "plan", report=False)
     return tmp_path / "plan"
@@ -298,7 +327,15 @@ LEAD_RULES = """
 
 def lead_plan(tmp_path: Path) -> Path:
     rules = tmp_path / "rules.yaml"
-    rules.write_text(rules_text(LEAD_RULES, fields="{country: string, state: string, revenue: number, website: string}", types=TYPES, assignment="{hierarchy: independent}") + "routing: {website_field: website}\n")
+    rules.write_text(
+        rules_text(
+            LEAD_RULES,
+            fields="{country: string, state: string, revenue: number, website: string}",
+            types=TYPES,
+            assignment="{hierarchy: independent}",
+        )
+        + "routing: {website_field: website}\n"
+    )
     rows = [
         {"id": "ACME", "name": "Acme, Inc.", "state": "CA", "website": "https://www.acme.com/about", "owner_id": "a", "revenue": "5"},
         {"id": "GLOBEX", "name": "Globex Corporation", "state": "CA", "website": "", "owner_id": "b", "revenue": "5"},
@@ -324,10 +361,37 @@ def test_a_lead_goes_to_its_accounts_owner_by_domain_or_name(tmp_path):
 
 def test_route_cli_writes_accounts_leads_and_new_accounts(tmp_path):
     plan = lead_plan(tmp_path)
-    new = write_csv(tmp_path / "new.csv", [{"id": "N1", "state": "CA", "revenue": "1"}, {"id": "N2", "state": "TX", "revenue": "1"}], ["id", "country", "state", "revenue", "website"])
-    leads = write_csv(tmp_path / "leads.csv", [{"id": "L1", "company": "Acme Inc", "email": "x@acme.com"}, {"id": "L2", "company": "Hooli", "email": "y@hooli.xyz", "state": "CA"}], ["id", "company", "email", "state"])
+    new = write_csv(
+        tmp_path / "new.csv",
+        [{"id": "N1", "state": "CA", "revenue": "1"}, {"id": "N2", "state": "TX", "revenue": "1"}],
+        ["id", "country", "state", "revenue", "website"],
+    )
+    leads = write_csv(
+        tmp_path / "leads.csv",
+        [
+            {"id": "L1", "company": "Acme Inc", "email": "x@acme.com"},
+            {"id": "L2", "company": "Hooli", "email": "y@hooli.xyz", "state": "CA"},
+        ],
+        ["id", "company", "email", "state"],
+    )
     out = tmp_path / "routed"
-    result = CliRunner().invoke(main, ["route", "--plan", str(plan), "--accounts", str(new), "--leads", str(leads), "--state", str(tmp_path / "s.db"), "--out", str(out), "-q"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "route",
+            "--plan",
+            str(plan),
+            "--accounts",
+            str(new),
+            "--leads",
+            str(leads),
+            "--state",
+            str(tmp_path / "s.db"),
+            "--out",
+            str(out),
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "routed 2 accounts, 2 leads (1 matched an account)" in result.output and "1 left unassigned" in result.output
     accounts = (out / "accounts.csv").read_text().splitlines()
@@ -348,10 +412,18 @@ def test_route_and_validate_refuse_the_measure_values_assign_refuses_at_their_ce
 
     plan = lead_plan(tmp_path)
     columns = ["id", "country", "state", "revenue", "website"]
-    new = write_csv(tmp_path / "new.csv", [{"id": "N1", "state": "CA", "revenue": "1"}, {"id": "N2", "state": "CA", "revenue": "-999999999999999"}], columns)
+    new = write_csv(
+        tmp_path / "new.csv",
+        [{"id": "N1", "state": "CA", "revenue": "1"}, {"id": "N2", "state": "CA", "revenue": "-999999999999999"}],
+        columns,
+    )
     with pytest.raises(DataError, match=r"new\.csv:3:revenue: measure 'revenue' must be between 0 and 1e15"):
         route_files(plan, tmp_path / "out", accounts=new, state=tmp_path / "s.db")
-    leads = write_csv(tmp_path / "leads.csv", [{"id": "L1", "company": "Initech", "state": "CA", "revenue": "1e300"}], ["id", "company", "state", "revenue"])
+    leads = write_csv(
+        tmp_path / "leads.csv",
+        [{"id": "L1", "company": "Initech", "state": "CA", "revenue": "1e300"}],
+        ["id", "company", "state", "revenue"],
+    )
     with pytest.raises(DataError, match=r"leads\.csv:2:revenue: measure 'revenue' must be between 0 and 1e15, got 1e300"):
         route_files(plan, tmp_path / "out", leads=leads)
     assert not (tmp_path / "out").exists()
@@ -361,7 +433,13 @@ def test_route_and_validate_refuse_the_measure_values_assign_refuses_at_their_ce
 
 def test_least_loaded_weighs_each_band_by_its_own_tolerance():
     """a is at the edge of the ±5 % revenue band and b well inside both bands: the record must not push a out."""
-    rules = compile_rules(rules_text(TEAM, types=TYPES, assignment="{hierarchy: independent, balance: [{measure: revenue, tolerance: 0.05}, {measure: accounts, tolerance: 0.5}]}"))
+    rules = compile_rules(
+        rules_text(
+            TEAM,
+            types=TYPES,
+            assignment="{hierarchy: independent, balance: [{measure: revenue, tolerance: 0.05}, {measure: accounts, tolerance: 0.5}]}",
+        )
+    )
     users = [User("a"), User("b"), User("c", available=False), User("e")]
     loads = {"a": {"revenue": 104.0, "accounts": 50.0}, "b": {"revenue": 100.0, "accounts": 140.0}}
     fair = {u: {"revenue": 100.0, "accounts": 100.0} for u in ("a", "b")}
@@ -402,11 +480,20 @@ def test_processes_opening_a_new_state_file_together_all_get_it(tmp_path):
 def test_route_writes_ids_exactly_and_counts_the_formula_like_cells(tmp_path):
     """Ids that start like a formula are the CRM's ids: written as they are (as apply does), the summary line warns."""
     plan = lead_plan(tmp_path)
-    new = write_csv(tmp_path / "new.csv", [{"id": "-N1", "state": "CA", "revenue": "1"}, {"id": "+x", "state": "CA", "revenue": "1"}], ["id", "country", "state", "revenue", "website"])
-    rows = [{"id": "=L2", "company": "Hooli", "email": "y@hooli.xyz", "state": "CA"}, {"id": "@y", "company": "Acme Inc", "email": "x@acme.com"}]
+    new = write_csv(
+        tmp_path / "new.csv",
+        [{"id": "-N1", "state": "CA", "revenue": "1"}, {"id": "+x", "state": "CA", "revenue": "1"}],
+        ["id", "country", "state", "revenue", "website"],
+    )
+    rows = [
+        {"id": "=L2", "company": "Hooli", "email": "y@hooli.xyz", "state": "CA"},
+        {"id": "@y", "company": "Acme Inc", "email": "x@acme.com"},
+    ]
     leads = write_csv(tmp_path / "leads.csv", rows, ["id", "company", "email", "state"])
     out = tmp_path / "routed"
-    result = CliRunner().invoke(main, ["route", "--plan", str(plan), "--accounts", str(new), "--leads", str(leads), "--out", str(out), "-q"])
+    result = CliRunner().invoke(
+        main, ["route", "--plan", str(plan), "--accounts", str(new), "--leads", str(leads), "--out", str(out), "-q"]
+    )
     assert result.exit_code == 0, result.output
 
     def first_column(name: str) -> list[str]:
@@ -432,7 +519,9 @@ def state_of(path: Path) -> dict[str, list[tuple]]:
 
 
 def new_accounts(path: Path, n: int) -> Path:
-    return write_csv(path, [{"id": f"N{i}", "country": "US", "state": "CA", "revenue": "1"} for i in range(n)], ["id", "country", "state", "revenue"])
+    return write_csv(
+        path, [{"id": f"N{i}", "country": "US", "state": "CA", "revenue": "1"} for i in range(n)], ["id", "country", "state", "revenue"]
+    )
 
 
 def decisions(path: Path) -> int:
@@ -511,7 +600,22 @@ def test_a_route_run_stopped_midway_leaves_the_state_as_it_was(tmp_path, stop):
     route_files(plan, out, accounts=first, state=state, today=DAY)
     before, written = state_of(state), (out / "accounts.csv").read_bytes()
     many = new_accounts(tmp_path / "many.csv", 40_000)
-    command = [sys.executable, "-m", "assignment_engine", "route", "--plan", str(plan), "--accounts", str(many), "--state", str(state), "--today", "2026-06-01", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "assignment_engine",
+        "route",
+        "--plan",
+        str(plan),
+        "--accounts",
+        str(many),
+        "--state",
+        str(state),
+        "--today",
+        "2026-06-01",
+        "--out",
+        str(out),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(".routed.partial-*/accounts.csv")) and time.monotonic() < deadline:  # routing has begun
@@ -639,16 +743,41 @@ def route_cli(tmp_path: Path, plan: Path, state: Path):
     accounts = tmp_path / "new.csv"
     if not accounts.exists():
         new_accounts(accounts, 3)
-    return CliRunner().invoke(main, ["route", "--plan", str(plan), "--accounts", str(accounts), "--state", str(state), "--today", "2026-06-01", "--out", str(tmp_path / "routed"), "-q"])
+    return CliRunner().invoke(
+        main,
+        [
+            "route",
+            "--plan",
+            str(plan),
+            "--accounts",
+            str(accounts),
+            "--state",
+            str(state),
+            "--today",
+            "2026-06-01",
+            "--out",
+            str(tmp_path / "routed"),
+            "-q",
+        ],
+    )
 
 
 @pytest.mark.parametrize(
     "make, message",
     [
-        (_sqlite("CREATE TABLE people (name TEXT)", "INSERT INTO people VALUES ('Ann')"), "a SQLite database this engine did not make (application_id 0; people)"),
-        (_sqlite("CREATE TABLE turns (x)", "CREATE TABLE daily (x)", "CREATE TABLE added (x)"), "did not make (application_id 0; added, daily, turns)"),
+        (
+            _sqlite("CREATE TABLE people (name TEXT)", "INSERT INTO people VALUES ('Ann')"),
+            "a SQLite database this engine did not make (application_id 0; people)",
+        ),
+        (
+            _sqlite("CREATE TABLE turns (x)", "CREATE TABLE daily (x)", "CREATE TABLE added (x)"),
+            "did not make (application_id 0; added, daily, turns)",
+        ),
         (_sqlite("PRAGMA application_id=1234"), "did not make (application_id 1234; no tables)"),
-        (_sqlite(f"PRAGMA application_id={routestate.APPLICATION_ID}", "PRAGMA user_version=2"), "made by a newer version of the engine (state format 2"),
+        (
+            _sqlite(f"PRAGMA application_id={routestate.APPLICATION_ID}", "PRAGMA user_version=2"),
+            "made by a newer version of the engine (state format 2",
+        ),
         (lambda path: path.write_text("id,owner\nA1,u1\n"), "is not a SQLite database, so not a routing state file"),
     ],
 )
@@ -708,7 +837,10 @@ def test_a_damaged_state_file_is_a_clear_error(tmp_path):
         handle.seek(4096)  # every page but the first (the schema): the tables' pages
         handle.write(b"\xff" * (size - 4096))
     result = route_cli(tmp_path, plan, state)
-    assert result.exit_code == 2 and f"--state: {state}: is damaged or not a SQLite database (database disk image is malformed)" in result.output, result.output
+    assert (
+        result.exit_code == 2
+        and f"--state: {state}: is damaged or not a SQLite database (database disk image is malformed)" in result.output
+    ), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 

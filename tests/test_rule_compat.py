@@ -126,7 +126,7 @@ def test_a_new_place_that_is_not_a_mapping_is_the_models_error():
 @given(
     day=st.dates().map(str),
     assignment=st.sampled_from(["", "assignment: {seed: 3}\n", "assignment:\n  hierarchy: independent\n"]),
-    opportunities=st.sampled_from(["opportunities: {{as_of: '{day}'}}\n", "opportunities:\n  closed_stages: [won]\n  as_of: \"{day}\"\n"]),
+    opportunities=st.sampled_from(["opportunities: {{as_of: '{day}'}}\n", 'opportunities:\n  closed_stages: [won]\n  as_of: "{day}"\n']),
 )
 def test_the_old_place_compiles_as_the_new_for_any_date_and_layout(day, assignment, opportunities):
     old = compile_rules(BASE + assignment + opportunities.format(day=day), "old.yaml")
@@ -146,7 +146,12 @@ def _schema_node(schema: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any
 
 def _deprecated(schema: dict[str, Any]) -> set[tuple[str, str]]:
     """(definition, key) of every property the schema marks deprecated."""
-    return {(name, key) for name, d in [("", schema), *schema["$defs"].items()] for key, p in d.get("properties", {}).items() if p.get("deprecated")}
+    return {
+        (name, key)
+        for name, d in [("", schema), *schema["$defs"].items()]
+        for key, p in d.get("properties", {}).items()
+        if p.get("deprecated")
+    }
 
 
 def test_the_moved_key_table_the_models_and_the_schema_agree():
@@ -157,7 +162,9 @@ def test_the_moved_key_table_the_models_and_the_schema_agree():
         old = _schema_node(schema, key.old[:-1])["properties"][key.old[-1]]
         new = _schema_node(schema, key.new[:-1])["properties"][key.new[-1]]
         assert old["deprecated"] is True and key.new_name in old["description"]
-        assert {k: v for k, v in old.items() if k not in ("deprecated", "description")} == {k: v for k, v in new.items() if k != "description"}
+        assert {k: v for k, v in old.items() if k not in ("deprecated", "description")} == {
+            k: v for k, v in new.items() if k != "description"
+        }
         model: Any = RuleFile
         for step in key.old[:-1]:
             model = model.model_fields[step].annotation
@@ -174,11 +181,25 @@ def test_docs_list_every_moved_key():
 
 def test_assign_prints_the_deprecation_and_keeps_it_in_the_summary(tmp_path):
     rules = tmp_path / "rules.yaml"
-    rules.write_text(BASE.replace("type: geo}", "type: geo, members: [{user: u1}]}") + 'opportunities: {as_of: "2026-11-22", keep_owner: {closing_within_days: 30}}\n', encoding="utf-8")
+    rules.write_text(
+        BASE.replace("type: geo}", "type: geo, members: [{user: u1}]}")
+        + 'opportunities: {as_of: "2026-11-22", keep_owner: {closing_within_days: 30}}\n',
+        encoding="utf-8",
+    )
     (tmp_path / "accounts.csv").write_text("id\nA1\n", encoding="utf-8")
     (tmp_path / "users.csv").write_text("id\nu1\n", encoding="utf-8")
     out = tmp_path / "plan"
-    args = ["assign", "--rules", str(rules), "--accounts", str(tmp_path / "accounts.csv"), "--users", str(tmp_path / "users.csv"), "--out", str(out)]
+    args = [
+        "assign",
+        "--rules",
+        str(rules),
+        "--accounts",
+        str(tmp_path / "accounts.csv"),
+        "--users",
+        str(tmp_path / "users.csv"),
+        "--out",
+        str(out),
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert f"warning: {rules}:4:17: {MOVED_AS_OF}" in " ".join(result.output.split()), result.output  # rich wraps long lines

@@ -36,7 +36,9 @@ def reseal(plan: Path, **changes: Any) -> None:
     forger would, so that what catches the edit is the readers' own checks; ``changes`` replace manifest keys."""
     data = {**json.loads((plan / "plan.json").read_text(encoding="utf-8")), **changes}
     data["outputs"] = {name: hashlib.sha256((plan / name).read_bytes()).hexdigest() for name in data["outputs"]}
-    manifest = Manifest(data["engine_version"], [InputFile(**f) for f in data["inputs"]], data["settings"], data["headline"], data["outputs"])
+    manifest = Manifest(
+        data["engine_version"], [InputFile(**f) for f in data["inputs"]], data["settings"], data["headline"], data["outputs"]
+    )
     data["plan_id"] = (manifest if data["format"] == FORMAT else replace(manifest, format=data["format"])).plan_id
     (plan / "plan.json").write_text(json.dumps(data), encoding="utf-8")
 
@@ -59,7 +61,12 @@ def test_manifest_names_every_input_with_its_fingerprint(demo_plan):
         ("users", str(files["users"].resolve()), 40),
         ("opportunities", str(files["opportunities"].resolve()), 1203),
     ]
-    assert data["settings"]["seed"] == 0 and data["settings"]["effort"] == 0.5 and data["settings"]["time_limit"] is None and data["settings"]["workers"] == 1
+    assert (
+        data["settings"]["seed"] == 0
+        and data["settings"]["effort"] == 0.5
+        and data["settings"]["time_limit"] is None
+        and data["settings"]["workers"] == 1
+    )
     assert data["headline"]["accounts"] == 2000
     assert data["headline"]["moved"] == run.summary["moved"]["accounts"]
     assert Manifest.read(out).plan_id == data["plan_id"] and len(data["plan_id"]) == 16
@@ -75,7 +82,9 @@ def test_plan_id_depends_on_content_and_settings_not_on_workers(demo_plan):
     assert other_seed.plan_id != manifest.plan_id
     for name in ("accounts.jsonl", "opportunities.jsonl"):  # the rows are part of the id
         assert replace(manifest, outputs={**manifest.outputs, name: "0" * 64}).plan_id != manifest.plan_id
-    assert replace(manifest, outputs={**manifest.outputs, "summary.json": "0" * 64}).plan_id == manifest.plan_id  # it holds wall-clock seconds
+    assert (
+        replace(manifest, outputs={**manifest.outputs, "summary.json": "0" * 64}).plan_id == manifest.plan_id
+    )  # it holds wall-clock seconds
     assert demo_plan[1].manifest == manifest  # assign_files returns the manifest written
 
 
@@ -166,7 +175,9 @@ TINY_ACCOUNTS = (
     "P,Parent,,x9,CA,100,true,,parent.example\nC,Child,P,w1,CA,50,,,\nW1,Acme,,w1,CA,200,,,acme.example\nW2,Bolt,,w1,CA,300,,,\n"
     "E1,Delta,,e1,NY,400,,,\nE2,Echo,,,NY,500,,,\nEX,Golf,,x9,CA,600,,true,\nU,Hotel,,w1,TX,700,,,\n"
 )
-TINY_DEALS = "id,account_id,owner_id,stage,amount\nD1,W1,w1,prospecting,10\nD2,C,w1,prospecting,20\nD3,U,w1,prospecting,30\nD4,,e1,prospecting,40\n"
+TINY_DEALS = (
+    "id,account_id,owner_id,stage,amount\nD1,W1,w1,prospecting,10\nD2,C,w1,prospecting,20\nD3,U,w1,prospecting,30\nD4,,e1,prospecting,40\n"
+)
 TINY_USERS = "id,name\nw1,W one\nw2,W two\ne1,E one\ne2,E two\n"
 
 
@@ -178,7 +189,16 @@ def tiny_plan(directory: Path) -> Path:
     for name, text in texts.items():
         (directory / name).write_text(text, encoding="utf-8")
     out = directory / "plan"
-    assign_files(directory / "rules.yaml", directory / "accounts.csv", directory / "users.csv", out, opportunities=directory / "opportunities.csv", workers=1, effort=0.5, report=False)
+    assign_files(
+        directory / "rules.yaml",
+        directory / "accounts.csv",
+        directory / "users.csv",
+        out,
+        opportunities=directory / "opportunities.csv",
+        workers=1,
+        effort=0.5,
+        report=False,
+    )
     return out
 
 
@@ -209,7 +229,9 @@ def readers(plan: Path, out: Path) -> dict[str, Callable[[], object]]:
 
     def route() -> object:
         router = Router.from_directory(plan)
-        return router.route({"id": "N1", "state": "CA", "revenue": 5.0, "website": None}), router.route_lead({"id": "L1", "company": "Acme", "email": "jo@acme.example"})
+        return router.route({"id": "N1", "state": "CA", "revenue": 5.0, "website": None}), router.route_lead(
+            {"id": "L1", "company": "Acme", "email": "jo@acme.example"}
+        )
 
     return {
         "read": lambda: Manifest.read(plan),
@@ -252,7 +274,10 @@ def test_a_plan_without_outputs_is_refused(copy, tmp_path):
     (copy / "plan.json").write_text(json.dumps(data), encoding="utf-8")
     found = failures(copy, tmp_path / "updates")
     assert set(found) == set(readers(copy, tmp_path / "updates"))
-    assert all(str(e).startswith(f"{copy / 'plan.json'}: damaged plan manifest: it records no sha256 of the plan's own files") for e in found.values())
+    assert all(
+        str(e).startswith(f"{copy / 'plan.json'}: damaged plan manifest: it records no sha256 of the plan's own files")
+        for e in found.values()
+    )
     assert not (tmp_path / "updates").exists()
 
 
@@ -284,7 +309,12 @@ def test_a_format_1_plan_keeps_its_id(copy, tiny):
         ("accounts", "P", {"owner_id": "w1"}, "account 'P' is locked but its owner changes from 'x9' to 'w1'"),
         ("accounts", "EX", {"owner_id": "w1"}, "account 'EX' is excluded but its owner changes from 'x9' to 'w1'"),
         ("accounts", "C", {"owner_id": "w2"}, "account 'C' is pinned to 'P' but has owner 'w2', not its parent's 'x9'"),
-        ("accounts", "C", {"ultimate_parent_id": "W1"}, "account 'C' is pinned to 'W1', which is no locked or excluded account of the plan"),
+        (
+            "accounts",
+            "C",
+            {"ultimate_parent_id": "W1"},
+            "account 'C' is pinned to 'W1', which is no locked or excluded account of the plan",
+        ),
         ("accounts", "U", {"owner_id": "w1"}, "account 'U' is unassigned but has owner 'w1'"),
         ("accounts", "W2", {"status": "promoted"}, "account 'W2' has an unknown status 'promoted'"),
         ("opportunities", "D1", {"owner_id": "=1+1"}, "opportunity 'D1' follows its account to '=1+1', who owns no account of the plan"),
@@ -321,7 +351,10 @@ def test_plan_load_refuses_an_owner_outside_the_accounts_territories(copy):
     reseal(copy)
     with pytest.raises(DataError) as caught:
         Plan.load(copy)
-    assert str(caught.value) == f"{copy / 'accounts.jsonl'}:{line}: owner 'e2' is not an active owner member of a territory account 'W1' matches"
+    assert (
+        str(caught.value)
+        == f"{copy / 'accounts.jsonl'}:{line}: owner 'e2' is not an active owner member of a territory account 'W1' matches"
+    )
 
 
 def test_roles_recorded_twice_are_refused(copy, tiny):
@@ -371,14 +404,20 @@ HUGE = "1" + "0" * 5000  # past Python's 4,300 digits: int() refuses it with a V
 def test_an_integer_of_5000_digits_is_a_located_error(copy, tmp_path, name):
     path = copy / name
     text = path.read_text(encoding="utf-8")
-    key, huge = ('"family_size": 1', f'"family_size": {HUGE}') if name == "accounts.jsonl" else ('"accounts": ', f'"accounts": {HUGE}, "x": ')
+    key, huge = (
+        ('"family_size": 1', f'"family_size": {HUGE}') if name == "accounts.jsonl" else ('"accounts": ', f'"accounts": {HUGE}, "x": ')
+    )
     line = text[: text.index(key)].count("\n") + 1
     path.write_text(text.replace(key, huge, 1), encoding="utf-8")
     if name != "plan.json":
         reseal(copy)
     found = failures(copy, tmp_path / "updates")
     assert found, "a reader read the number"
-    where = f"{path}:{line}: damaged plan file: Exceeds the limit" if name == "accounts.jsonl" else f"{path}: cannot read the plan {'manifest' if name == 'plan.json' else 'summary'}: Exceeds the limit"
+    where = (
+        f"{path}:{line}: damaged plan file: Exceeds the limit"
+        if name == "accounts.jsonl"
+        else f"{path}: cannot read the plan {'manifest' if name == 'plan.json' else 'summary'}: Exceeds the limit"
+    )
     assert all(str(e).startswith(where) for e in found.values()), found
 
 
@@ -422,7 +461,11 @@ def test_a_damaged_summary_is_located(copy, tmp_path, damage):
     reseal(copy)
     found = failures(copy, tmp_path / "updates")
     assert {"route", "diff", "load", "explain account"} <= set(found)
-    key = {"no users": "users: Field required", "loads of text": "users.0.loads.accounts.after: Input should be a valid number", "no solver": "solver: Field required"}[damage]
+    key = {
+        "no users": "users: Field required",
+        "loads of text": "users.0.loads.accounts.after: Input should be a valid number",
+        "no solver": "solver: Field required",
+    }[damage]
     assert all(str(e) == f"{copy / 'summary.json'}: damaged plan summary: {key}" for e in found.values()), found
 
 
@@ -431,7 +474,12 @@ def test_a_rule_file_path_naming_another_file_is_not_quoted(copy, tiny):
     data = json.loads((copy / "plan.json").read_text(encoding="utf-8"))
     data["inputs"][0].update(path=str(other), sha256=hashlib.sha256(other.read_bytes()).hexdigest())
     reseal(copy, inputs=data["inputs"])
-    for read in (lambda: apply_plan(copy, copy.parent / "updates"), lambda: explain_saved(copy, "C"), lambda: Router.from_directory(copy), lambda: Plan.load(copy)):
+    for read in (
+        lambda: apply_plan(copy, copy.parent / "updates"),
+        lambda: explain_saved(copy, "C"),
+        lambda: Router.from_directory(copy),
+        lambda: Plan.load(copy),
+    ):
         with pytest.raises(RuleFileError) as caught:
             read()
         assert str(caught.value).startswith(f"{copy / 'plan.json'}: the plan's rule file {other} does not compile (")
@@ -453,19 +501,25 @@ for name in readers(plan, plan.parent / "updates"):
 """
 
 
-@pytest.mark.parametrize("standing_in_for", ["plan.json", "accounts.jsonl", "summary.json", "opportunities.jsonl", "users input", "rules input"])
+@pytest.mark.parametrize(
+    "standing_in_for", ["plan.json", "accounts.jsonl", "summary.json", "opportunities.jsonl", "users input", "rules input"]
+)
 def test_a_fifo_or_device_in_a_plan_is_refused_not_waited_on(copy, tmp_path, standing_in_for):
     """Every reader in a fresh process, which a reader waiting on the pipe would keep past the timeout."""
     if standing_in_for.endswith("input"):
         data = json.loads((copy / "plan.json").read_text(encoding="utf-8"))
         fifo = tmp_path / "users.csv"
         os.mkfifo(fifo)
-        data["inputs"][2 if standing_in_for == "users input" else 0]["path"] = str(fifo) if standing_in_for == "users input" else "/dev/zero"
+        data["inputs"][2 if standing_in_for == "users input" else 0]["path"] = (
+            str(fifo) if standing_in_for == "users input" else "/dev/zero"
+        )
         (copy / "plan.json").write_text(json.dumps(data), encoding="utf-8")  # paths are not part of the plan id
     else:
         (copy / standing_in_for).unlink()
         os.mkfifo(copy / standing_in_for)
-    result = subprocess.run([sys.executable, "-c", _READ_ALL, str(copy), str(Path(__file__).parent)], capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", _READ_ALL, str(copy), str(Path(__file__).parent)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, result.stderr
     outcomes = dict(line.split(" | ", 1) for line in result.stdout.splitlines())
     assert set(outcomes) == set(readers(copy, tmp_path))
@@ -475,7 +529,10 @@ def test_a_fifo_or_device_in_a_plan_is_refused_not_waited_on(copy, tmp_path, sta
     if standing_in_for == "plan.json":
         assert outcomes["read"] == f"{copy / 'plan.json'}: cannot read the plan manifest: not a regular file (a directory, pipe or device)"
     elif standing_in_for == "users input":
-        assert outcomes["route"] == f"{copy / 'plan.json'}: users file {tmp_path / 'users.csv'} cannot be read: not a regular file (a directory, pipe or device)"
+        assert (
+            outcomes["route"]
+            == f"{copy / 'plan.json'}: users file {tmp_path / 'users.csv'} cannot be read: not a regular file (a directory, pipe or device)"
+        )
         assert outcomes["diff"] == "read"  # a review reads no input
 
 
@@ -483,7 +540,12 @@ def test_a_fifo_or_device_in_a_plan_is_refused_not_waited_on(copy, tmp_path, sta
 def test_routing_verifies_the_files_it_reads_and_no_others(tmp_path, changed):
     plan = tiny_plan(tmp_path / "book")
     path = tmp_path / "book" / changed
-    added = {"opportunities.csv": "D9,W1,w1,prospecting,5\n", "accounts.csv": "Z1,Zed,,w1,CA,1,,,\n", "users.csv": "w3,W three\n", "rules.yaml": "# reviewed\n"}[changed]
+    added = {
+        "opportunities.csv": "D9,W1,w1,prospecting,5\n",
+        "accounts.csv": "Z1,Zed,,w1,CA,1,,,\n",
+        "users.csv": "w3,W three\n",
+        "rules.yaml": "# reviewed\n",
+    }[changed]
     path.write_text(path.read_text(encoding="utf-8") + added, encoding="utf-8")
     why = f"{plan / 'plan.json'}: {changed.split('.')[0]} file {path} changed since the plan was made (sha256 "
     with pytest.raises(DataError) as caught:

@@ -17,7 +17,14 @@ from assignment_engine.matching.families import build_families
 from assignment_engine.tables.cells import FieldType, OptionalTexts, Texts
 from conftest import EXAMPLE_FIELDS, EXAMPLE_RULES, EXAMPLE_USERS, rows_by_id, write_csv, write_jsonl
 
-FIELDS = {"country": "string", "state": "string", "postal_code": "string", "industry": "string", "annual_revenue": "number", "employees": "integer"}
+FIELDS = {
+    "country": "string",
+    "state": "string",
+    "postal_code": "string",
+    "industry": "string",
+    "annual_revenue": "number",
+    "employees": "integer",
+}
 HEADER = "id,name,country,state,postal_code,industry,annual_revenue,employees"
 
 
@@ -42,7 +49,9 @@ def test_csv_codes_stay_strings(tmp_path):
 
 def test_excel_bom_and_whitespace_in_header_are_accepted(tmp_path):
     path = tmp_path / "a.csv"
-    path.write_bytes(("\ufeff" + "id , country,state,postal_code,industry,annual_revenue,employees\nA1,US,CA,02139,x,1,1\n").encode("utf-8"))
+    path.write_bytes(
+        ("\ufeff" + "id , country,state,postal_code,industry,annual_revenue,employees\nA1,US,CA,02139,x,1,1\n").encode("utf-8")
+    )
     table = read_accounts(path, FIELDS)
     assert table.ids == ["A1"]
     assert table.record(0)["postal_code"] == "02139"
@@ -185,10 +194,51 @@ def test_users_file_errors(tmp_path):
 
 
 ROWS = [
-    {"id": "W1", "name": "West", "owner_id": "u010", "country": "US", "state": "CA", "postal_code": "01234", "industry": "tech", "annual_revenue": 500.5, "employees": 5},
-    {"id": "E1", "name": "East", "owner_id": "u012", "country": "US", "state": "NY", "postal_code": "10001", "industry": "", "annual_revenue": 300, "employees": None},
-    {"id": "E2", "name": "Zip", "owner_id": "", "country": "us", "state": "PA", "postal_code": "15000", "industry": "retail", "annual_revenue": None, "employees": 7},
-    {"id": "N1", "name": "Nordic", "owner_id": "u013", "country": "NO", "state": "ON", "postal_code": "00501", "industry": "oil", "annual_revenue": 2e9, "employees": 9, "parent_id": "W1"},
+    {
+        "id": "W1",
+        "name": "West",
+        "owner_id": "u010",
+        "country": "US",
+        "state": "CA",
+        "postal_code": "01234",
+        "industry": "tech",
+        "annual_revenue": 500.5,
+        "employees": 5,
+    },
+    {
+        "id": "E1",
+        "name": "East",
+        "owner_id": "u012",
+        "country": "US",
+        "state": "NY",
+        "postal_code": "10001",
+        "industry": "",
+        "annual_revenue": 300,
+        "employees": None,
+    },
+    {
+        "id": "E2",
+        "name": "Zip",
+        "owner_id": "",
+        "country": "us",
+        "state": "PA",
+        "postal_code": "15000",
+        "industry": "retail",
+        "annual_revenue": None,
+        "employees": 7,
+    },
+    {
+        "id": "N1",
+        "name": "Nordic",
+        "owner_id": "u013",
+        "country": "NO",
+        "state": "ON",
+        "postal_code": "00501",
+        "industry": "oil",
+        "annual_revenue": 2e9,
+        "employees": 9,
+        "parent_id": "W1",
+    },
 ]
 
 
@@ -209,7 +259,9 @@ def test_jsonl_input_gives_the_same_table_and_plan_as_csv(tmp_path):
 
 
 def test_codes_survive_into_the_plan_explanation(example_engine, example_users):
-    table = example_engine.table([{"id": "A", "country": "US", "state": "NY", "postal_code": "01234", "industry": None, "annual_revenue": 1, "employees": None}])
+    table = example_engine.table(
+        [{"id": "A", "country": "US", "state": "NY", "postal_code": "01234", "industry": None, "annual_revenue": 1, "employees": None}]
+    )
     assert table.record(0)["postal_code"] == "01234"
     plan = example_engine.assign(table, example_users, effort=1.0)
     assert rows_by_id(plan)["A"]["territory_id"] == "amer-east"
@@ -224,7 +276,9 @@ def test_string_columns_round_trip_stripped_and_empty_as_missing(values):
         assert table.record(i)["s"] == expected
 
 
-@given(st.lists(st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False, width=32), st.integers(-10**9, 10**9)), max_size=20))
+@given(
+    st.lists(st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False, width=32), st.integers(-(10**9), 10**9)), max_size=20)
+)
 def test_number_columns_round_trip(values):
     table = AccountTable.from_records([{"id": str(i), "x": v} for i, v in enumerate(values)], {"x": "number"})
     got = table.fields["x"].values
@@ -317,7 +371,9 @@ def test_a_measure_value_that_cannot_be_a_load_is_located(tmp_path, example_engi
 
 
 def test_negative_values_of_a_field_no_measure_uses_are_fine(example_engine, example_users):
-    table = example_engine.table([{"id": "A", "country": "US", "state": "CA", "postal_code": "9", "industry": "x", "annual_revenue": 5, "employees": -3}])
+    table = example_engine.table(
+        [{"id": "A", "country": "US", "state": "CA", "postal_code": "9", "industry": "x", "annual_revenue": 5, "employees": -3}]
+    )
     assert example_engine.assign(table, example_users, effort=1.0).owner_ids[0] in ("u010", "u011")
 
 

@@ -32,14 +32,20 @@ from conftest import EXAMPLE_RULES, strip_timing, table_of
 LIMIT = 2.0  # wall-clock seconds given to the runs below
 SLACK = 0.75  # seconds past the limit and the measured overhead a run may take (a loaded machine's scheduling)
 
+
 def _gap_rules(agents: int) -> str:
     """Jobs in one pool, ``agents`` members each with a capacity of the pair measure ``load`` (YAML read as JSON)."""
     pool = {"id": "all", "type": "pool", "rules": [{"when": {"pool": "gap"}}], "members": [{"user": f"a{i}"} for i in range(agents)]}
-    return json.dumps({
-        "version": 1, "fields": {"pool": "string"}, "measures": {"load": {"pair": "workload"}},
-        "territory_types": [{"name": "pool", "priority": 1}], "territories": [pool],
-        "assignment": {"hierarchy": "independent", "balance": [], "objectives": ["affinity"], "pair_eligibility": "listed"},
-    })
+    return json.dumps(
+        {
+            "version": 1,
+            "fields": {"pool": "string"},
+            "measures": {"load": {"pair": "workload"}},
+            "territory_types": [{"name": "pool", "priority": 1}],
+            "territories": [pool],
+            "assignment": {"hierarchy": "independent", "balance": [], "objectives": ["affinity"], "pair_eligibility": "listed"},
+        }
+    )
 
 
 def _gap(agents: int, jobs: int, seed: int = 1) -> tuple[Engine, Any, list[User], PairTable]:
@@ -53,8 +59,10 @@ def _gap(agents: int, jobs: int, seed: int = 1) -> tuple[Engine, Any, list[User]
     table = table_of(engine, [{"id": f"j{j}", "pool": "gap"} for j in range(jobs)])
     users = [User(f"a{i}", capacity={"load": float(capacity[i])}) for i in range(agents)]
     pairs = PairTable(
-        account=np.tile(np.arange(jobs), agents), user=np.repeat(np.arange(agents), jobs),
-        cost=cost.reshape(-1).astype(np.float64), workload=load.reshape(-1).astype(np.float64),
+        account=np.tile(np.arange(jobs), agents),
+        user=np.repeat(np.arange(agents), jobs),
+        cost=cost.reshape(-1).astype(np.float64),
+        workload=load.reshape(-1).astype(np.float64),
     )
     return engine, table, users, pairs
 
@@ -63,7 +71,11 @@ def _book(directory: Path, accounts: int, users: int, territories: int, seed: in
     """A synthetic book (many components) written to ``directory`` and read back."""
     generate_book(accounts, users, territories, seed=seed).write(directory)
     engine = Engine.from_file(directory / "rules.yaml")
-    return engine, read_accounts(directory / "accounts.csv", engine.rules.field_types), read_users(directory / "users.csv", list(engine.rules.measures))
+    return (
+        engine,
+        read_accounts(directory / "accounts.csv", engine.rules.field_types),
+        read_users(directory / "users.csv", list(engine.rules.measures)),
+    )
 
 
 def _timed(run: Any) -> tuple[Any, float]:
@@ -146,7 +158,17 @@ def _rules(extra: str) -> str:
 
 
 @pytest.mark.parametrize("key", ["effort", "time_limit"])
-@pytest.mark.parametrize(("value", "fragment"), [("0", "greater than 0"), ("-1", "greater than 0"), ("86401", "less than or equal to 86400"), ("'5'", "valid number"), ("true", "valid number"), (".inf", "valid number")])
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("0", "greater than 0"),
+        ("-1", "greater than 0"),
+        ("86401", "less than or equal to 86400"),
+        ("'5'", "valid number"),
+        ("true", "valid number"),
+        (".inf", "valid number"),
+    ],
+)
 def test_the_rule_file_takes_a_positive_number_of_seconds_up_to_a_day(key, value, fragment):
     with pytest.raises(RuleFileError) as caught:
         compile_rules(_rules(f"{key}: {value}"))
@@ -163,7 +185,15 @@ def test_the_rule_file_limits_load_as_floats():
 @pytest.mark.parametrize("option", ["--effort", "--time-limit"])
 @pytest.mark.parametrize("value", ["nan", "-1", "inf", "0", "86401", "soon"])
 def test_out_of_range_limits_are_usage_errors(example_files, tmp_path, option, value):
-    args = ["assign", "--rules", str(example_files["rules"]), "--accounts", str(example_files["accounts"]), "--users", str(example_files["users"])]
+    args = [
+        "assign",
+        "--rules",
+        str(example_files["rules"]),
+        "--accounts",
+        str(example_files["accounts"]),
+        "--users",
+        str(example_files["users"]),
+    ]
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "plan"), "--workers", "1", option, value])
     assert result.exit_code == 2
     assert f"Invalid value for '{option}'" in result.stderr
@@ -189,9 +219,13 @@ def _old_plan_id(manifest: dict[str, Any]) -> str:
 
 
 def test_the_manifest_records_effort_and_time_limit(example_files, tmp_path):
-    run = assign_files(example_files["rules"], example_files["accounts"], example_files["users"], tmp_path / "a", workers=1, report=False, effort=0.5)
+    run = assign_files(
+        example_files["rules"], example_files["accounts"], example_files["users"], tmp_path / "a", workers=1, report=False, effort=0.5
+    )
     assert (run.manifest.settings["effort"], run.manifest.settings["time_limit"]) == (0.5, None)
-    run = assign_files(example_files["rules"], example_files["accounts"], example_files["users"], tmp_path / "b", workers=1, report=False, time_limit=30)
+    run = assign_files(
+        example_files["rules"], example_files["accounts"], example_files["users"], tmp_path / "b", workers=1, report=False, time_limit=30
+    )
     assert (run.manifest.settings["effort"], run.manifest.settings["time_limit"]) == (None, 30)
     assert load_plan(tmp_path / "b").owner_ids == run.plan.owner_ids
     assert Manifest.read(tmp_path / "a").plan_id != Manifest.read(tmp_path / "b").plan_id  # both shape the plan

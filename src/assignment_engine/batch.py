@@ -106,7 +106,12 @@ def run_files(
         scheduler=scheduler,
     )
     deal_plan = assign_deals(plan, deal_table, as_of=run_date, workers=workers, progress=say) if deal_table is not None else None
-    rows = {"accounts": len(table), "users": len(user_list), "opportunities": None if deal_table is None else len(deal_table.table), "pairs": None if pair_table is None else len(pair_table.account)}
+    rows = {
+        "accounts": len(table),
+        "users": len(user_list),
+        "opportunities": None if deal_table is None else len(deal_table.table),
+        "pairs": None if pair_table is None else len(pair_table.account),
+    }
     time_limit = policy.time_limit if time_limit is None else time_limit
     manifest = Manifest(
         engine_version(),
@@ -144,7 +149,9 @@ def _fingerprints(sources: dict[str, str | Path | None]) -> dict[str, str]:
     return digests
 
 
-def validate_files(rules: CompiledRules, *, users: str | Path | None = None, accounts: str | Path | None = None, opportunities: str | Path | None = None) -> list[Finding]:
+def validate_files(
+    rules: CompiledRules, *, users: str | Path | None = None, accounts: str | Path | None = None, opportunities: str | Path | None = None
+) -> list[Finding]:
     """Read the data files given through the rule file's ``inputs:`` as a run would; raise on the first bad file, return the warnings.
 
     Users are checked against the territories' members; opportunities need the accounts they refer to.
@@ -154,7 +161,9 @@ def validate_files(rules: CompiledRules, *, users: str | Path | None = None, acc
     if users is not None:
         Engine(rules).check_members(read_users(users, list(rules.measures), rules.inputs["users"]), f"users file {users}")
     if opportunities is not None and accounts is None:
-        raise OptionError([Finding(Location("--opportunities"), "checking opportunities needs --accounts: deals are read against their accounts")])
+        raise OptionError(
+            [Finding(Location("--opportunities"), "checking opportunities needs --accounts: deals are read against their accounts")]
+        )
     if accounts is not None:
         table = read_accounts(accounts, rules.field_types, rules.inputs["accounts"])
         measure_values(rules, table)  # the values a run refuses as loads
@@ -191,7 +200,9 @@ def assign_files(
     run = run_files(rules, accounts, users, **options)
     if strict and (conflicts := run.plan.conflicts()):
         raise InfeasibleError(conflicts)
-    run.summary = write_plan(run.plan, out, options.get("progress"), deals=run.deals, inputs=inputs, manifest=run.manifest, report=report, parquet=parquet)
+    run.summary = write_plan(
+        run.plan, out, options.get("progress"), deals=run.deals, inputs=inputs, manifest=run.manifest, report=report, parquet=parquet
+    )
     run.manifest = Manifest.read(out)  # as written: with the sha256 of the plan's files, which its id covers
     return run
 

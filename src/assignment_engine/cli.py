@@ -40,7 +40,9 @@ from .rules.ruleset import MAX_SECONDS, json_schema
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
-FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="output for people or for machines")
+FORMAT = click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="output for people or for machines"
+)
 
 
 def _progress(quiet: bool):
@@ -139,8 +141,14 @@ def main() -> None:
 
 @main.command()
 @click.argument("rules", type=click.Path(dir_okay=False))
-@click.option("--users", type=click.Path(exists=True, dir_okay=False), help="also read the users file and check that every member is a user")
-@click.option("--accounts", type=click.Path(exists=True, dir_okay=False), help="also read the accounts file through the rule file's inputs: columns, types, values")
+@click.option(
+    "--users", type=click.Path(exists=True, dir_okay=False), help="also read the users file and check that every member is a user"
+)
+@click.option(
+    "--accounts",
+    type=click.Path(exists=True, dir_okay=False),
+    help="also read the accounts file through the rule file's inputs: columns, types, values",
+)
 @click.option("--opportunities", type=click.Path(exists=True, dir_okay=False), help="also read the opportunities file (needs --accounts)")
 @FORMAT
 def validate(rules: str, users: str | None, accounts: str | None, opportunities: str | None, fmt: str) -> None:
@@ -150,12 +158,26 @@ def validate(rules: str, users: str | None, accounts: str | None, opportunities:
         warnings = validate_files(compiled, users=users, accounts=accounts, opportunities=opportunities)
     except AssignmentEngineError as exc:
         if fmt == "json":
-            click.echo(json.dumps({"valid": False, "findings": [{"location": str(f.location), "message": f.message} for f in exc.findings]}, indent=2))
+            click.echo(
+                json.dumps(
+                    {"valid": False, "findings": [{"location": str(f.location), "message": f.message} for f in exc.findings]}, indent=2
+                )
+            )
             sys.exit(1)
         _fail(exc)
     owners = {m.user for t in compiled.territories.values() for m in t.members}
     if fmt == "json":
-        click.echo(json.dumps({"valid": True, "territories": len(compiled.territories), "members": len(owners), "warnings": [str(w) for w in warnings], "deprecations": [str(d) for d in compiled.deprecations]}))
+        click.echo(
+            json.dumps(
+                {
+                    "valid": True,
+                    "territories": len(compiled.territories),
+                    "members": len(owners),
+                    "warnings": [str(w) for w in warnings],
+                    "deprecations": [str(d) for d in compiled.deprecations],
+                }
+            )
+        )
         return
     for warning in warnings:
         err.print(printable(f"warning: {warning}"), markup=False, soft_wrap=True)
@@ -168,18 +190,68 @@ def _assign_options(f=None, *, required: bool = True):
     for option in reversed(
         [
             click.option("--rules", required=required, type=click.Path(dir_okay=False), help="rule file (YAML)"),
-            click.option("--accounts", required=required, type=click.Path(dir_okay=False), help="accounts (CSV, JSON Lines, .xlsx or Parquet)"),
+            click.option(
+                "--accounts", required=required, type=click.Path(dir_okay=False), help="accounts (CSV, JSON Lines, .xlsx or Parquet)"
+            ),
             click.option("--users", required=required, type=click.Path(dir_okay=False), help="users (CSV, JSON Lines, .xlsx or Parquet)"),
-            click.option("--pairs", type=click.Path(dir_okay=False), default=None, help="per account–user cost and workload (CSV, JSON Lines, .xlsx or Parquet)"),
-            click.option("--opportunities", type=click.Path(dir_okay=False), default=None, help="open and closed deals (CSV, JSON Lines, .xlsx or Parquet)"),
-            click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), default=None, help="run date for within_days, older_than_days and closing-soon protection (default: the rule file's, else today)"),
+            click.option(
+                "--pairs",
+                type=click.Path(dir_okay=False),
+                default=None,
+                help="per account–user cost and workload (CSV, JSON Lines, .xlsx or Parquet)",
+            ),
+            click.option(
+                "--opportunities",
+                type=click.Path(dir_okay=False),
+                default=None,
+                help="open and closed deals (CSV, JSON Lines, .xlsx or Parquet)",
+            ),
+            click.option(
+                "--as-of",
+                type=click.DateTime(["%Y-%m-%d"]),
+                default=None,
+                help="run date for within_days, older_than_days and closing-soon protection (default: the rule file's, else today)",
+            ),
             click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="solver seed (default: the rule file's)"),
-            click.option("--time-limit", type=_Seconds(), default=None, help="wall-clock seconds for the whole run: the best plan found by then (not reproducible if it stops a component; the summary says which)"),
-            click.option("--effort", type=_Seconds(), default=None, help="solver work per component, deterministic seconds: the same plan on any machine (default 1.5, or none under a time limit)"),
-            click.option("--hierarchy-errors", type=click.Choice(["raise", "independent"]), default="raise", show_default=True, help="on a bad parent link: stop, or report and treat the accounts as independent"),
-            click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="CPU count", help="processes for independent components (same plan for any number)"),
-            click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True, help="where components are solved: local processes, or a Dask cluster (needs the distributed extra; same plan)"),
-            click.option("--scheduler", metavar="ADDRESS", default=None, help="the Dask scheduler for --executor dask, e.g. tcp://host:8786 (default: a local cluster of --workers processes, started for the run)"),
+            click.option(
+                "--time-limit",
+                type=_Seconds(),
+                default=None,
+                help="wall-clock seconds for the whole run: the best plan found by then (not reproducible if it stops a component; the summary says which)",
+            ),
+            click.option(
+                "--effort",
+                type=_Seconds(),
+                default=None,
+                help="solver work per component, deterministic seconds: the same plan on any machine (default 1.5, or none under a time limit)",
+            ),
+            click.option(
+                "--hierarchy-errors",
+                type=click.Choice(["raise", "independent"]),
+                default="raise",
+                show_default=True,
+                help="on a bad parent link: stop, or report and treat the accounts as independent",
+            ),
+            click.option(
+                "--workers",
+                type=click.IntRange(min=1),
+                default=os.cpu_count() or 1,
+                show_default="CPU count",
+                help="processes for independent components (same plan for any number)",
+            ),
+            click.option(
+                "--executor",
+                type=click.Choice(["local", "dask"]),
+                default="local",
+                show_default=True,
+                help="where components are solved: local processes, or a Dask cluster (needs the distributed extra; same plan)",
+            ),
+            click.option(
+                "--scheduler",
+                metavar="ADDRESS",
+                default=None,
+                help="the Dask scheduler for --executor dask, e.g. tcp://host:8786 (default: a local cluster of --workers processes, started for the run)",
+            ),
             click.option("--quiet", "-q", is_flag=True, help="no progress on stderr"),
         ]
     ):
@@ -192,16 +264,60 @@ def _assign_options(f=None, *, required: bool = True):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="directory for accounts.csv, accounts.jsonl, summary.json")
 @click.option("--strict", is_flag=True, help="fail (exit 1, nothing written) when capacity or locks cannot all hold")
 @click.option("--parquet", is_flag=True, help="also write accounts.parquet / opportunities.parquet (needs the parquet extra)")
-@click.option("--from-plan", type=click.Path(file_okay=False), default=None, help="a saved plan: replan only accounts that changed since it, keep the others (--out may be the same directory)")
+@click.option(
+    "--from-plan",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="a saved plan: replan only accounts that changed since it, keep the others (--out may be the same directory)",
+)
 @FORMAT
-def assign(rules: str, accounts: str, users: str, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, effort: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, executor: str, scheduler: str | None, quiet: bool, out: str, strict: bool, parquet: bool, from_plan: str | None, fmt: str) -> None:
+def assign(
+    rules: str,
+    accounts: str,
+    users: str,
+    pairs: str | None,
+    opportunities: str | None,
+    as_of,
+    seed: int | None,
+    time_limit: float | None,
+    effort: float | None,
+    hierarchy_errors: Literal["raise", "independent"],
+    workers: int,
+    executor: str,
+    scheduler: str | None,
+    quiet: bool,
+    out: str,
+    strict: bool,
+    parquet: bool,
+    from_plan: str | None,
+    fmt: str,
+) -> None:
     """Assign every account to a territory and an owner; write the plan to --out.
 
     With --from-plan DIR, only new accounts and accounts that changed since that plan (fields, owner, territory,
     an owner who left, their family) are replanned; every other account keeps the plan's owner and counts as load.
     """
     with _running(out):
-        run = assign_files(rules, accounts, users, out, strict=strict, parquet=parquet, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(), seed=seed, time_limit=time_limit, effort=effort, on_hierarchy_error=hierarchy_errors, workers=workers, executor=executor, scheduler=scheduler, progress=_progress(quiet), from_plan=from_plan)
+        run = assign_files(
+            rules,
+            accounts,
+            users,
+            out,
+            strict=strict,
+            parquet=parquet,
+            pairs=pairs,
+            opportunities=opportunities,
+            as_of=as_of and as_of.date(),
+            seed=seed,
+            time_limit=time_limit,
+            effort=effort,
+            on_hierarchy_error=hierarchy_errors,
+            workers=workers,
+            executor=executor,
+            scheduler=scheduler,
+            progress=_progress(quiet),
+            from_plan=from_plan,
+        )
         _report(run.summary, fmt, out)
         if fmt == "text" and "incremental" in run.summary:
             inc = run.summary["incremental"]
@@ -212,10 +328,34 @@ def assign(rules: str, accounts: str, users: str, pairs: str | None, opportuniti
 
 @main.command()
 @click.argument("account_id")
-@click.option("--plan", "saved", type=click.Path(file_okay=False, exists=True), default=None, help="a saved plan (assign --out): explain from it, nothing re-run")
+@click.option(
+    "--plan",
+    "saved",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="a saved plan (assign --out): explain from it, nothing re-run",
+)
 @_assign_options(required=False)
 @FORMAT
-def explain(account_id: str, saved: str | None, rules: str | None, accounts: str | None, users: str | None, pairs: str | None, opportunities: str | None, as_of, seed: int | None, time_limit: float | None, effort: float | None, hierarchy_errors: Literal["raise", "independent"], workers: int, executor: str, scheduler: str | None, quiet: bool, fmt: str) -> None:
+def explain(
+    account_id: str,
+    saved: str | None,
+    rules: str | None,
+    accounts: str | None,
+    users: str | None,
+    pairs: str | None,
+    opportunities: str | None,
+    as_of,
+    seed: int | None,
+    time_limit: float | None,
+    effort: float | None,
+    hierarchy_errors: Literal["raise", "independent"],
+    workers: int,
+    executor: str,
+    scheduler: str | None,
+    quiet: bool,
+    fmt: str,
+) -> None:
     """Why ACCOUNT_ID (or an opportunity id) lands where it does: rules matched or failed, territory, owner.
 
     With --plan, from a saved plan (nothing re-run); otherwise the plan is computed from the files given.
@@ -228,8 +368,20 @@ def explain(account_id: str, saved: str | None, rules: str | None, accounts: str
     else:
         with _running():
             plan, deals = plan_files(
-                rules, accounts, users, pairs=pairs, opportunities=opportunities, as_of=as_of and as_of.date(),
-                seed=seed, time_limit=time_limit, effort=effort, on_hierarchy_error=hierarchy_errors, workers=workers, executor=executor, scheduler=scheduler, progress=_progress(quiet),
+                rules,
+                accounts,
+                users,
+                pairs=pairs,
+                opportunities=opportunities,
+                as_of=as_of and as_of.date(),
+                seed=seed,
+                time_limit=time_limit,
+                effort=effort,
+                on_hierarchy_error=hierarchy_errors,
+                workers=workers,
+                executor=executor,
+                scheduler=scheduler,
+                progress=_progress(quiet),
             )
         if (i := plan.accounts.position(account_id)) is not None:
             record = plan.row(i)
@@ -238,7 +390,12 @@ def explain(account_id: str, saved: str | None, rules: str | None, accounts: str
             record = next(r for r in deals.rows() if r["opportunity_id"] == account_id)
             lines = deals.explain(account_id)
         else:
-            click.echo(printable(f"'{account_id}' is neither an account of {accounts} nor an opportunity{' of ' + opportunities if opportunities else ''}"), err=True)
+            click.echo(
+                printable(
+                    f"'{account_id}' is neither an account of {accounts} nor an opportunity{' of ' + opportunities if opportunities else ''}"
+                ),
+                err=True,
+            )
             sys.exit(1)
     if fmt == "json":
         click.echo(json.dumps({**record, "explanation": lines}, indent=2))
@@ -263,8 +420,20 @@ def schema(out: str | None) -> None:
 
 @main.command()
 @click.argument("plan", type=click.Path(file_okay=False))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="directory for the update files and the applied accounts file (replaced whole)")
-@click.option("--format", "crm", type=click.Choice(UPDATE_FORMATS), default="csv", show_default=True, help="update files for review (csv) or for a CRM's import (salesforce: Id,OwnerId for Data Loader)")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="directory for the update files and the applied accounts file (replaced whole)",
+)
+@click.option(
+    "--format",
+    "crm",
+    type=click.Choice(UPDATE_FORMATS),
+    default="csv",
+    show_default=True,
+    help="update files for review (csv) or for a CRM's import (salesforce: Id,OwnerId for Data Loader)",
+)
 @click.option("--quiet", "-q", is_flag=True, help="no progress on stderr")
 def apply(plan: str, out: str, crm: str, quiet: bool) -> None:
     """Write the saved plan in PLAN as update files (changed owners only) and the next run's accounts file.
@@ -279,17 +448,31 @@ def apply(plan: str, out: str, crm: str, quiet: bool) -> None:
 @main.command()
 @click.option("--plan", "plan_dir", required=True, type=click.Path(file_okay=False), help="the saved plan to route against (assign --out)")
 @click.option("--accounts", type=click.Path(dir_okay=False), default=None, help="new accounts (the accounts file's format)")
-@click.option("--leads", type=click.Path(dir_okay=False), default=None, help="leads: id, company, email, website and declared account fields")
-@click.option("--state", type=click.Path(dir_okay=False), default=None, help="SQLite file keeping turns, daily counts and added loads across runs and processes; this run's decisions are saved with its output")
+@click.option(
+    "--leads", type=click.Path(dir_okay=False), default=None, help="leads: id, company, email, website and declared account fields"
+)
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="SQLite file keeping turns, daily counts and added loads across runs and processes; this run's decisions are saved with its output",
+)
 @click.option("--today", type=click.DateTime(["%Y-%m-%d"]), default=None, help="the day for daily caps and away_until (default: today)")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="directory for accounts.csv, leads.csv, lead_accounts.csv (replaced whole)")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="directory for accounts.csv, leads.csv, lead_accounts.csv (replaced whole)",
+)
 @click.option("--quiet", "-q", is_flag=True, help="no progress on stderr")
 def route(plan_dir: str, accounts: str | None, leads: str | None, state: str | None, today, out: str, quiet: bool) -> None:
     """Give owners to new accounts and leads against a saved plan, without re-solving it."""
     if accounts is None and leads is None:
         raise click.UsageError("give --accounts, --leads or both")
     with _running(out):
-        result = route_files(plan_dir, out, accounts=accounts, leads=leads, state=state, today=today and today.date(), progress=_progress(quiet))
+        result = route_files(
+            plan_dir, out, accounts=accounts, leads=leads, state=state, today=today and today.date(), progress=_progress(quiet)
+        )
         click.echo(printable(result.line()))
 
 
@@ -303,8 +486,13 @@ def demo(out: str | None, quiet: bool, fmt: str) -> None:
     target = out or tempfile.mkdtemp(prefix="assignment-engine-demo-")
     with _running(target):
         run = assign_files(
-            files["rules"], files["accounts"], files["users"], target,
-            opportunities=files["opportunities"], workers=os.cpu_count() or 1, progress=_progress(quiet),
+            files["rules"],
+            files["accounts"],
+            files["users"],
+            target,
+            opportunities=files["opportunities"],
+            workers=os.cpu_count() or 1,
+            progress=_progress(quiet),
         )
         _report(run.summary, fmt, target)
 
@@ -312,7 +500,9 @@ def demo(out: str | None, quiet: bool, fmt: str) -> None:
 @main.command()
 @click.argument("plan", type=click.Path(file_okay=False))
 @click.argument("other", required=False, type=click.Path(file_okay=False))
-@click.option("--largest", type=click.IntRange(min=0), default=LARGEST, show_default=True, help="moved accounts to list, largest value first")
+@click.option(
+    "--largest", type=click.IntRange(min=0), default=LARGEST, show_default=True, help="moved accounts to list, largest value first"
+)
 @FORMAT
 def diff(plan: str, other: str | None, largest: int, fmt: str) -> None:
     """What the saved plan in PLAN changes: per user, per territory, from → to. With OTHER: two plans of the same book side by side."""
@@ -340,8 +530,12 @@ def _diff_text(d: PlanDiff) -> None:
         loads = [_load_change(u.loads[m], tolerance[m]) if m in u.loads else "" for m in measures]
         name = _cell(u.user_id) + ("" if u.is_user else " (not a user)") + ("" if u.active or not u.is_user else " (inactive)")
         users.add_row(
-            name, f"{u.accounts_before:,} → {u.accounts_after:,}", f"+{u.gained:,} / -{u.lost:,}", f"+{compact(u.value_gained)} / -{compact(u.value_lost)}",
-            *loads, f"+{u.deals_gained:,} / -{u.deals_lost:,}",
+            name,
+            f"{u.accounts_before:,} → {u.accounts_after:,}",
+            f"+{u.gained:,} / -{u.lost:,}",
+            f"+{compact(u.value_gained)} / -{compact(u.value_lost)}",
+            *loads,
+            f"+{u.deals_gained:,} / -{u.deals_lost:,}",
         )
     out.print(users)
     if len(changed) < len(d.users):
@@ -351,7 +545,14 @@ def _diff_text(d: PlanDiff) -> None:
         territories.add_column(column, justify="left" if column == "territory" else "right")
     for t in d.territories:
         if t.moved:
-            territories.add_row(_cell(t.territory_id), f"{t.accounts:,}", compact(t.value), f"{t.moved:,}", compact(t.value_moved), f"{t.owners_before} → {t.owners_after}")
+            territories.add_row(
+                _cell(t.territory_id),
+                f"{t.accounts:,}",
+                compact(t.value),
+                f"{t.moved:,}",
+                compact(t.value_moved),
+                f"{t.owners_before} → {t.owners_after}",
+            )
     out.print(territories)
     _moves_text(d.moves, "Moves: from → to", "from", "to")
     _largest_text(d.largest, "Largest moved accounts")
@@ -395,7 +596,9 @@ def _comparison_text(c: PlanComparison) -> None:
         pairs = [(u.a.get(m), u.b.get(m)) for m in measures]
         if any(x is None or y is None or x.after != y.after for x, y in pairs):
             shown += 1
-            loads.add_row(_cell(u.user_id), *(" | ".join("-" if x is None else _share(x.after, x.fair_share or 0) for x in pair) for pair in pairs))
+            loads.add_row(
+                _cell(u.user_id), *(" | ".join("-" if x is None else _share(x.after, x.fair_share or 0) for x in pair) for pair in pairs)
+            )
     out.print(loads)
     if shown < len(c.users):
         out.print(f"({len(c.users) - shown} users with the same loads in A and B: not shown)")
@@ -500,13 +703,22 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
         f"(proven lower bound {solver['moves_lower_bound']}), {solver['seconds']:.1f}s"
     )
     if solver.get("stopped_on_time"):
-        out.print(f"  {len(solver['stopped_on_time'])} components stopped on the time limit: another run may give another plan (--effort alone reproduces one)", markup=False)
+        out.print(
+            f"  {len(solver['stopped_on_time'])} components stopped on the time limit: another run may give another plan (--effort alone reproduces one)",
+            markup=False,
+        )
     deals = summary.get("opportunities")
     if deals:
         moved = deals["moved"]
-        out.print(f"opportunities: {deals['opportunities']:,}  {deals['status_counts']}  moved: {moved['opportunities']:,} ({moved['amount']:,.0f})", markup=False)
+        out.print(
+            f"opportunities: {deals['opportunities']:,}  {deals['status_counts']}  moved: {moved['opportunities']:,} ({moved['amount']:,.0f})",
+            markup=False,
+        )
         for b in deals["overlay_balance"]:
-            out.print(f"  overlay {b['balance']}: deviation {_pct(b['min_deviation'])} / {_pct(b['max_deviation'])} (±{b['tolerance']:.0%}), {len(b['users_outside_tolerance'])} outside", markup=False)
+            out.print(
+                f"  overlay {b['balance']}: deviation {_pct(b['min_deviation'])} / {_pct(b['max_deviation'])} (±{b['tolerance']:.0%}), {len(b['users_outside_tolerance'])} outside",
+                markup=False,
+            )
     out.print(f"plan written to {target}", markup=False)
     if (Path(target) / "report.html").is_file():
         out.print(f"review it: {Path(target) / 'report.html'}  (or: assignment-engine diff {target})", markup=False)

@@ -232,7 +232,9 @@ class Engine:
             delta = np.where(given, np.nan_to_num(workload) - v[account], 0.0)
             per_key = np.bincount(key_of_pair, weights=delta[listed], minlength=len(keys))
             base = per_unit(v)
-            overrides = {(int(q // n_users), int(q % n_users)): float(base[q // n_users] + d) for q, d in zip(keys.tolist(), per_key.tolist()) if d}
+            overrides = {
+                (int(q // n_users), int(q % n_users)): float(base[q // n_users] + d) for q, d in zip(keys.tolist(), per_key.tolist()) if d
+            }
             fixed_delta = np.bincount(pairs.user[fixed_listed], weights=delta[fixed_listed], minlength=n_users)
             return overrides, fixed_delta
 
@@ -247,7 +249,15 @@ class Engine:
         dims = []
         for spec in rules.balance:
             scope = balance_scope(spec, accounts, tier, tier_names)
-            dims.append(dim(spec.label, spec.measure, balance_values(spec, values, scope), everywhere if scope is None else scope, tolerance=spec.tolerance))
+            dims.append(
+                dim(
+                    spec.label,
+                    spec.measure,
+                    balance_values(spec, values, scope),
+                    everywhere if scope is None else scope,
+                    tolerance=spec.tolerance,
+                )
+            )
         for key in sorted({k for u in users for k in u.capacity}):
             v = np.ones(n) if key == "accounts" and key not in values else values[key]
             caps = np.array([u.capacity.get(key, np.inf) for u in users], dtype=np.float64)
@@ -259,7 +269,11 @@ class Engine:
             if policy.pair_eligibility == "listed":
                 members_listed = np.bincount(key_of_pair, minlength=len(keys))
                 unit_size = np.bincount(unit_of_free, minlength=len(unit_roots))
-                pair_allowed = {(int(q // n_users), int(q % n_users)) for q, c in zip(keys.tolist(), members_listed.tolist()) if c == unit_size[q // n_users]}
+                pair_allowed = {
+                    (int(q // n_users), int(q % n_users))
+                    for q, c in zip(keys.tolist(), members_listed.tolist())
+                    if c == unit_size[q // n_users]
+                }
 
         holders = free & (owner_at >= 0)
         held = Holdings.build(unit[holders], owner_at[holders], value[holders], n_users)
@@ -326,8 +340,14 @@ def _check_solver_options(seed: int | None, time_limit: float | None, effort: fl
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
         findings.append(Finding(Location("seed"), f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}"))
     for name, seconds in (("time_limit", time_limit), ("effort", effort)):
-        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS)):
-            findings.append(Finding(Location(name), f"{name} must be a positive, finite number of seconds up to {MAX_SECONDS:,}, got {seconds!r}"))
+        if seconds is not None and (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS)
+        ):
+            findings.append(
+                Finding(Location(name), f"{name} must be a positive, finite number of seconds up to {MAX_SECONDS:,}, got {seconds!r}")
+            )
     if findings:
         raise OptionError(findings)
 
@@ -341,7 +361,15 @@ def _limits(policy: Assignment, time_limit: float | None, effort: float | None, 
     }
 
 
-def _replan(rules: CompiledRules, accounts: AccountTable, matches: Matches, root: np.ndarray, status: np.ndarray, baseline: Baseline, users: Sequence[User]) -> Incremental:
+def _replan(
+    rules: CompiledRules,
+    accounts: AccountTable,
+    matches: Matches,
+    root: np.ndarray,
+    status: np.ndarray,
+    baseline: Baseline,
+    users: Sequence[User],
+) -> Incremental:
     """Which free accounts an incremental run replans, and why; every other free account keeps the plan's owner.
 
     Replanned, under the first reason that holds (:data:`REPLAN_WHY`): an account not in the plan (``new``);
@@ -420,7 +448,9 @@ def _replan(rules: CompiledRules, accounts: AccountTable, matches: Matches, root
     )
 
 
-def _fair_shares(problem: Problem, rules: CompiledRules, matches: Matches, kept_roots: np.ndarray, active: set[str], user_index: dict[str, int]) -> dict[str, np.ndarray]:
+def _fair_shares(
+    problem: Problem, rules: CompiledRules, matches: Matches, kept_roots: np.ndarray, active: set[str], user_index: dict[str, int]
+) -> dict[str, np.ndarray]:
     """Fair shares over the whole book's components, as a full run computes them (for the summary).
 
     The optimizer sees only the replanned units, so users who compete for none of them would each be a
@@ -467,7 +497,13 @@ def _fair_shares(problem: Problem, rules: CompiledRules, matches: Matches, kept_
             unit_values = unit_values.copy()
             for (k, _u), v in d.pair_values.items():
                 unit_values[k] += (v - d.unit_values[k]) / max(int(sizes[k]), 1)
-        total = np.bincount(component, weights=d.fixed, minlength=n_users) + np.bincount(unit_component[placed], weights=unit_values[placed], minlength=n_users)
+        total = np.bincount(component, weights=d.fixed, minlength=n_users) + np.bincount(
+            unit_component[placed], weights=unit_values[placed], minlength=n_users
+        )
         with np.errstate(divide="ignore", invalid="ignore"):
-            fair[d.label] = np.where(weight_total[component] > 0, problem.weight * total[component] / np.where(weight_total[component] > 0, weight_total[component], 1), 0.0)
+            fair[d.label] = np.where(
+                weight_total[component] > 0,
+                problem.weight * total[component] / np.where(weight_total[component] > 0, weight_total[component], 1),
+                0.0,
+            )
     return fair

@@ -69,7 +69,9 @@ def write_plan(
             rows = deals.rows()
             write_table(staging / "opportunities", DEAL_COLUMNS, rows if review is None else review.deals(rows), parquet=parquet)
         written = {p.name: fingerprint(p) for p in sorted(staging.iterdir())}  # what review and apply check the plan against
-        manifest = replace(manifest or Manifest(engine_version(), [], {}), headline=headline(summary), outputs=written)  # from memory: no inputs
+        manifest = replace(
+            manifest or Manifest(engine_version(), [], {}), headline=headline(summary), outputs=written
+        )  # from memory: no inputs
         write_json(staging / MANIFEST, manifest.to_json())
         if review is not None:
             say(f"writing {Path(out) / 'report.html'}")
@@ -108,7 +110,14 @@ def read_baseline(directory: str | Path, ids: Sequence[str], *, recorded: bool =
             if recorded:
                 why.append(codes[row["replanned"]])
         except (KeyError, ValueError):
-            raise DataError([Finding(Location(str(Path(directory) / "accounts.jsonl"), line), "damaged plan row: 16 hex digits of fingerprint and why it was replanned (or '') expected")]) from None
+            raise DataError(
+                [
+                    Finding(
+                        Location(str(Path(directory) / "accounts.jsonl"), line),
+                        "damaged plan row: 16 hex digits of fingerprint and why it was replanned (or '') expected",
+                    )
+                ]
+            ) from None
         at[row["account_id"]] = len(owners)
         owners.append(sys.intern(row["owner_id"]) or None)  # interned: a few distinct values a million times
         previous.append(sys.intern(row["previous_owner_id"]) or None)
@@ -150,18 +159,36 @@ def load_plan(directory: str | Path) -> Plan:
     sources = {f.role: f.path for f in manifest.inputs}
     settings = manifest.current_settings  # an old plan's time_limit is its effort
     engine = Engine(manifest.rules(directory))
-    table, user_list, pair_table, deal_table = read_inputs(engine, sources["accounts"], sources["users"], sources.get("pairs"), sources.get("opportunities"))
+    table, user_list, pair_table, deal_table = read_inputs(
+        engine, sources["accounts"], sources["users"], sources.get("pairs"), sources.get("opportunities")
+    )
     summary = read_summary(directory)
     baseline = None
     if settings.get("from_plan"):  # an incremental plan: what it kept and replanned, as its rows record
         if summary.get("incremental") is None:
-            raise DataError([Finding(Location(str(Path(directory) / "summary.json")), "damaged plan summary: an incremental plan's summary has an incremental section")])
+            raise DataError(
+                [
+                    Finding(
+                        Location(str(Path(directory) / "summary.json")),
+                        "damaged plan summary: an incremental plan's summary has an incremental section",
+                    )
+                ]
+            )
         baseline = read_baseline(directory, table.ids, recorded=True)
         baseline.plan_id = settings["from_plan"]
         baseline.removed = summary["incremental"]["removed"]
     prepared = engine.prepare(
-        table, user_list, seed=settings["seed"], time_limit=settings["time_limit"], effort=settings["effort"], on_hierarchy_error=settings["hierarchy_errors"],
-        users_source=f"users file {sources['users']}", pairs=pair_table, deals=deal_table, as_of=manifest.as_of, baseline=baseline,
+        table,
+        user_list,
+        seed=settings["seed"],
+        time_limit=settings["time_limit"],
+        effort=settings["effort"],
+        on_hierarchy_error=settings["hierarchy_errors"],
+        users_source=f"users file {sources['users']}",
+        pairs=pair_table,
+        deals=deal_table,
+        as_of=manifest.as_of,
+        baseline=baseline,
     )
     owner = _unit_owners(directory, table.ids, prepared, user_list)
     solution = replay(prepared.problem, owner, results_of(summary["solver"]))
@@ -182,7 +209,14 @@ def _unit_owners(directory: str | Path, ids: Sequence[str], prepared: Prepared, 
             if u < 0:
                 raise DataError([Finding(Location(str(path), i + 1), f"owner {shown(row['owner_id'])} is not in the users file")])
             if u not in prepared.candidate_sets[prepared.unit_set[k]]:
-                raise DataError([Finding(Location(str(path), i + 1), f"owner {shown(row['owner_id'])} is not an active owner member of a territory account {shown(account_id)} matches")])
+                raise DataError(
+                    [
+                        Finding(
+                            Location(str(path), i + 1),
+                            f"owner {shown(row['owner_id'])} is not an active owner member of a territory account {shown(account_id)} matches",
+                        )
+                    ]
+                )
             owner[k] = u
     return owner
 

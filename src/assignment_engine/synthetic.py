@@ -30,8 +30,28 @@ REGIONS: dict[str, list[tuple[str, float, int]]] = {
 UNCOVERED = [("ZA", 0.01, 4), ("AE", 0.01, 5)]  # countries no territory covers: unassigned by design
 US_STATES = ["CA", "NY", "TX", "FL", "WA", "MA", "IL", "NJ", "OR", "NV", "GA", "PA"]
 CA_PROVINCES = ["ON", "QC", "BC", "AB"]
-INDUSTRIES = ["software", "healthcare", "pharma", "retail", "banking", "insurance", "manufacturing", "energy", "media", "logistics", "education", "public"]
-STAGES = [("prospecting", 0.25), ("qualification", 0.2), ("proposal", 0.15), ("negotiation", 0.1), ("closed_won", 0.18), ("closed_lost", 0.12)]
+INDUSTRIES = [
+    "software",
+    "healthcare",
+    "pharma",
+    "retail",
+    "banking",
+    "insurance",
+    "manufacturing",
+    "energy",
+    "media",
+    "logistics",
+    "education",
+    "public",
+]
+STAGES = [
+    ("prospecting", 0.25),
+    ("qualification", 0.2),
+    ("proposal", 0.15),
+    ("negotiation", 0.1),
+    ("closed_won", 0.18),
+    ("closed_lost", 0.12),
+]
 PRODUCT_LINES = [("core", 0.6), ("analytics", 0.25), ("security", 0.15)]
 PRESETS = {
     "demo": {"n_accounts": 2_000, "n_users": 40, "n_territories": 12},
@@ -111,7 +131,7 @@ def generate_book(
     weights = np.array([w for _, w, _ in countries])
     country_index = rng.choice(len(countries), size=n_accounts, p=weights / weights.sum())
     digits = np.array([d for _, _, d in countries])[country_index]
-    postal_number = (rng.random(n_accounts) * (10.0 ** digits)).astype(np.int64)
+    postal_number = (rng.random(n_accounts) * (10.0**digits)).astype(np.int64)
     country = np.array([c for c, _, _ in countries])[country_index]
     postal = [f"{p:0{d}d}" for p, d in zip(postal_number.tolist(), digits.tolist())]
     state = np.full(n_accounts, "", dtype=object)

@@ -125,7 +125,11 @@ class InputFile:
             now = fingerprint(self.path)
         except OSError as exc:
             return f"{self.role} file {self.path} cannot be read: {exc.strerror}"
-        return None if now == self.sha256 else f"{self.role} file {self.path} changed since the plan was made (sha256 {now[:12]}…, was {self.sha256[:12]}…)"
+        return (
+            None
+            if now == self.sha256
+            else f"{self.role} file {self.path} changed since the plan was made (sha256 {now[:12]}…, was {self.sha256[:12]}…)"
+        )
 
 
 def _absolute(path: str) -> str:
@@ -202,7 +206,9 @@ class _ManifestJson(BaseModel):
 class Manifest:
     engine_version: str
     inputs: list[InputFile]
-    settings: dict[str, Any]  # seed, time_limit (wall clock), effort, workers, as_of, hierarchy_errors (effective values); from_plan (a plan id) when incremental
+    settings: dict[
+        str, Any
+    ]  # seed, time_limit (wall clock), effort, workers, as_of, hierarchy_errors (effective values); from_plan (a plan id) when incremental
     headline: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # plan file → sha256, as written
     format: int = FORMAT  # as read; a manifest written now is of FORMAT
@@ -276,13 +282,27 @@ class Manifest:
         try:
             data = json.loads(read_text(path))
         except FileNotFoundError:
-            raise DataError([Finding(Location(str(directory)), f"not a saved plan: no {MANIFEST} (plans are written by 'assignment-engine assign --out DIR')")]) from None
+            raise DataError(
+                [
+                    Finding(
+                        Location(str(directory)),
+                        f"not a saved plan: no {MANIFEST} (plans are written by 'assignment-engine assign --out DIR')",
+                    )
+                ]
+            ) from None
         except OSError as exc:
             raise DataError([Finding(where, f"cannot read the plan manifest: {exc.strerror}")]) from None
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, or an integer past Python's 4,300 digits
             raise DataError([Finding(where, f"cannot read the plan manifest: {exc}")]) from None
         if isinstance(data, dict) and "outputs" not in data:
-            raise DataError([Finding(where, "damaged plan manifest: it records no sha256 of the plan's own files (outputs), so its rows cannot be checked; re-run assign")])
+            raise DataError(
+                [
+                    Finding(
+                        where,
+                        "damaged plan manifest: it records no sha256 of the plan's own files (outputs), so its rows cannot be checked; re-run assign",
+                    )
+                ]
+            )
         try:
             parsed = _ManifestJson.model_validate(data)
         except ValidationError as exc:
@@ -311,14 +331,18 @@ class Manifest:
         if twice is not None:
             return f"inputs: {twice} is recorded {roles.count(twice)} times"
         deals = "opportunities" in roles or "opportunities.csv" in self.outputs
-        unrecorded = [name for name in ("accounts.jsonl", "summary.json", *(["opportunities.jsonl"] if deals else [])) if name not in self.outputs]
+        unrecorded = [
+            name for name in ("accounts.jsonl", "summary.json", *(["opportunities.jsonl"] if deals else [])) if name not in self.outputs
+        ]
         if unrecorded:
             return f"outputs: no sha256 of {', '.join(unrecorded)}"
         missing = [k for k in _PLAN_SHAPING if k not in self.settings] if self.inputs else []
         return f"settings: no {', '.join(missing)}" if missing else None
 
     @classmethod
-    def verified(cls, directory: str | Path, *, inputs: tuple[str, ...] = (), optional: Collection[str] = (), consequence: str = "") -> Manifest:
+    def verified(
+        cls, directory: str | Path, *, inputs: tuple[str, ...] = (), optional: Collection[str] = (), consequence: str = ""
+    ) -> Manifest:
         """The manifest, once the plan's own files are as written, the ``inputs`` roles (rules, accounts, …) are
         recorded and byte for byte what the plan was made from, and so are the ``optional`` roles that are
         recorded; else a :class:`DataError` per problem. Other inputs are not read: a caller names every role it reads.
@@ -363,9 +387,22 @@ class Shape:
     rows cost a fraction of what parsing them does; a block that fails is searched row by row for the message.
     """
 
-    _TYPES = ((frozenset({str}), "text"), (frozenset({int, float}), "a number"), (frozenset({bool}), "true or false"), (frozenset({list}), "a list of text"))
+    _TYPES = (
+        (frozenset({str}), "text"),
+        (frozenset({int, float}), "a number"),
+        (frozenset({bool}), "true or false"),
+        (frozenset({list}), "a list of text"),
+    )
 
-    def __init__(self, text: tuple[str, ...] = (), numbers: tuple[str, ...] = (), flags: tuple[str, ...] = (), lists: tuple[str, ...] = (), *, hints: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        text: tuple[str, ...] = (),
+        numbers: tuple[str, ...] = (),
+        flags: tuple[str, ...] = (),
+        lists: tuple[str, ...] = (),
+        *,
+        hints: Mapping[str, str] | None = None,
+    ):
         self.keys = text + numbers + flags + lists
         self._groups = [(keys, types, what) for keys, (types, what) in zip((text, numbers, flags, lists), self._TYPES, strict=True) if keys]
         self._lists = lists
@@ -428,7 +465,9 @@ def plan_rows(directory: str | Path, table: str = "accounts", *, shape: Shape) -
                 number += len(lines)
                 yield from block
         except UnicodeDecodeError as exc:
-            raise DataError([Finding(Location(str(path), _undecodable_line(path)), f"damaged plan file: not UTF-8 text ({exc.reason})")]) from None
+            raise DataError(
+                [Finding(Location(str(path), _undecodable_line(path)), f"damaged plan file: not UTF-8 text ({exc.reason})")]
+            ) from None
 
 
 def _block(lines: list[str], path: Path, number: int) -> list[Any]:
@@ -580,7 +619,14 @@ class OwnerCheck:
     An owner the plan invents, such as ``=HYPERLINK("x")``, is a :class:`DataError` at its row.
     """
 
-    ACCOUNT_KEYS = ("account_id", "owner_id", "previous_owner_id", "territory_id", "status", "ultimate_parent_id")  # text, as checked (Shape)
+    ACCOUNT_KEYS = (
+        "account_id",
+        "owner_id",
+        "previous_owner_id",
+        "territory_id",
+        "status",
+        "ultimate_parent_id",
+    )  # text, as checked (Shape)
     DEAL_KEYS = ("opportunity_id", "owner_id", "previous_owner_id", "status")
     _KEEPS = frozenset({"locked", "excluded", "closed", "kept", "no_account"})
 
@@ -616,7 +662,11 @@ class OwnerCheck:
         """Check one opportunity row (its :attr:`DEAL_KEYS` checked as text), once every account row was."""
         owner, status = row["owner_id"], row["status"]
         if status == "follows_account":
-            why = None if owner and owner in self._account_owners else f"follows its account to {shown(owner)}, who owns no account of the plan"
+            why = (
+                None
+                if owner and owner in self._account_owners
+                else f"follows its account to {shown(owner)}, who owns no account of the plan"
+            )
         elif status in self._KEEPS:
             why = self._kept(row)
         else:
@@ -628,16 +678,34 @@ class OwnerCheck:
         """Check the pinned accounts against their ultimate parents' owners."""
         for where, account, parent, owner in self._pinned:
             if parent not in self._fixed:
-                raise DataError([Finding(where, f"account {shown(account)} is pinned to {shown(parent)}, which is no locked or excluded account of the plan")])
+                raise DataError(
+                    [
+                        Finding(
+                            where,
+                            f"account {shown(account)} is pinned to {shown(parent)}, which is no locked or excluded account of the plan",
+                        )
+                    ]
+                )
             if self._fixed[parent] != owner:
-                raise DataError([Finding(where, f"account {shown(account)} is pinned to {shown(parent)} but has owner {shown(owner)}, not its parent's {shown(self._fixed[parent])}")])
+                raise DataError(
+                    [
+                        Finding(
+                            where,
+                            f"account {shown(account)} is pinned to {shown(parent)} but has owner {shown(owner)}, not its parent's {shown(self._fixed[parent])}",
+                        )
+                    ]
+                )
 
     def _member(self, owner: str, territory: str) -> str | None:
         if owner not in self._users:
             return f"has owner {shown(owner)}, who is not in the users file {self._users_file}"
         if territory not in self._members:
             return f"has territory {shown(territory)}, which is not in the rule file"
-        return None if owner in self._members[territory] else f"has owner {shown(owner)}, who is not an active owner member of its territory {territory}"
+        return (
+            None
+            if owner in self._members[territory]
+            else f"has owner {shown(owner)}, who is not an active owner member of its territory {territory}"
+        )
 
     @staticmethod
     def _kept(row: dict[str, Any]) -> str | None:

@@ -42,7 +42,17 @@ from .parquet import write_parquet
 
 PLAN_ACCOUNT_COLUMNS = ["account_id", "owner_id", "territory_id", "previous_owner_id", "moved", "status", "rule", "reason"]
 PLAN_FILES = frozenset(
-    {MANIFEST, "accounts.csv", "accounts.jsonl", "accounts.parquet", "opportunities.csv", "opportunities.jsonl", "opportunities.parquet", "summary.json", "report.html"}
+    {
+        MANIFEST,
+        "accounts.csv",
+        "accounts.jsonl",
+        "accounts.parquet",
+        "opportunities.csv",
+        "opportunities.jsonl",
+        "opportunities.parquet",
+        "summary.json",
+        "report.html",
+    }
 )
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # cells a spreadsheet would run
 _PARTIAL = ".partial-"  # staging directories: .<name>.partial-<host>-<pid>-<random>
@@ -50,7 +60,11 @@ _HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64] or "host"
 
 
 def check_output(
-    out: str | Path, inputs: Iterable[str | Path | None] = (), option: str = "--out", owned: frozenset[str] = PLAN_FILES, marker: str = MANIFEST
+    out: str | Path,
+    inputs: Iterable[str | Path | None] = (),
+    option: str = "--out",
+    owned: frozenset[str] = PLAN_FILES,
+    marker: str = MANIFEST,
 ) -> Path:
     """The resolved output directory, or :class:`OptionError` saying why it cannot be one.
 
@@ -195,7 +209,11 @@ def formula_like(cells: Iterable[Any]) -> int:
 
 def formula_note(cells: int) -> str:
     """The clause a command's summary line adds for the cells :func:`formula_like` counted ('' for none)."""
-    return f"; {cells:,} cell{'' if cells == 1 else 's'} starting with = + - @ written exactly: import, do not open in a spreadsheet" if cells else ""
+    return (
+        f"; {cells:,} cell{'' if cells == 1 else 's'} starting with = + - @ written exactly: import, do not open in a spreadsheet"
+        if cells
+        else ""
+    )
 
 
 def write_json(path: Path, data: Any) -> None:

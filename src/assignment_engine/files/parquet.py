@@ -69,7 +69,13 @@ def parquet_chunks(path: Path, wanted: set[str] | None, size: int) -> Iterator[t
             try:
                 columns[nfc(name.strip())] = _values(table.column(name))
             except _NotText as exc:
-                raise DataError([Finding(Location(str(path), start + exc.at, column=nfc(name.strip())), f"{shown(exc.value)} is binary, not UTF-8 text")]) from None
+                raise DataError(
+                    [
+                        Finding(
+                            Location(str(path), start + exc.at, column=nfc(name.strip())), f"{shown(exc.value)} is binary, not UTF-8 text"
+                        )
+                    ]
+                ) from None
             except (pa.ArrowException, ValueError, OverflowError) as exc:  # bytes that are not UTF-8, a date past 9999
                 raise _unreadable(path, name, start, exc) from None
         yield columns, range(start, start + batch.num_rows)

@@ -46,7 +46,9 @@ def read_columns(path: str | Path, wanted: set[str] | None = None, sheet: str | 
     return columns, rows
 
 
-def read_chunks(path: str | Path, wanted: set[str] | None = None, sheet: str | None = None, size: int | None = None) -> Iterator[tuple[Columns, Sequence[int]]]:
+def read_chunks(
+    path: str | Path, wanted: set[str] | None = None, sheet: str | None = None, size: int | None = None
+) -> Iterator[tuple[Columns, Sequence[int]]]:
     """:func:`read_columns` ``size`` (default :data:`CHUNK`) records at a time, at least one chunk (empty when the file
     has no records): a reader that converts each chunk before the next holds one chunk of Python values, not the file's.
     Spreadsheets and JSON Lines come as one chunk (a JSON record's keys are its columns: known at the file's end)."""
@@ -98,13 +100,17 @@ def _csv_chunks(path: Path, wanted: set[str] | None, size: int) -> Iterator[tupl
                     start = reader.line_num + 1
                     continue
                 if len(record) != width:
-                    raise DataError([Finding(Location(str(path), start), f"expected {width} columns as in the header, found {len(record)}")])
+                    raise DataError(
+                        [Finding(Location(str(path), start), f"expected {width} columns as in the header, found {len(record)}")]
+                    )
                 for column, cache, i in zip(columns, caches, keep):
                     value = record[i]
                     if cache is not None:
                         value = cache.setdefault(value, value)
                         if len(cache) > DISTINCT:
-                            caches[next(j for j, c in enumerate(caches) if c is cache)] = None  # by identity: equal caches are not the same column
+                            caches[next(j for j, c in enumerate(caches) if c is cache)] = (
+                                None  # by identity: equal caches are not the same column
+                            )
                     column.append(value)
                 rows.append(start)
                 start = reader.line_num + 1
@@ -124,7 +130,9 @@ def _jsonl_chunks(path: Path, wanted: set[str] | None) -> Iterator[tuple[Columns
     rows = array("l")
     paths = [w for w in wanted or () if "." in w]
     if wanted is not None:  # keys as a Mac writes them (decomposed) too: normalised once each at the end, not per record
-        wanted = wanted | {unicodedata.normalize("NFD", w) for w in wanted if not w.isascii()}  # BillingAddress.country: a field of a JSON object
+        wanted = wanted | {
+            unicodedata.normalize("NFD", w) for w in wanted if not w.isascii()
+        }  # BillingAddress.country: a field of a JSON object
     with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -212,7 +220,13 @@ def read_accounts(path: str | Path, field_types: dict[str, FieldType], columns: 
             if missing and "id" in data:
                 present = list(read_columns(path, sheet=columns.sheet)[0])  # every column, for the suggestion (an error path: cost is fine)
                 raise DataError(
-                    [Finding(Location(str(path), 1), f"missing column {' or '.join(map(repr, columns.candidates(f)))}, declared in the rule file's fields{suggest(columns.candidates(f)[0], present)}") for f in missing]
+                    [
+                        Finding(
+                            Location(str(path), 1),
+                            f"missing column {' or '.join(map(repr, columns.candidates(f)))}, declared in the rule file's fields{suggest(columns.candidates(f)[0], present)}",
+                        )
+                        for f in missing
+                    ]
                 )
             yield data, rows
 
@@ -271,7 +285,9 @@ def read_pairs(path: str | Path, accounts: AccountTable, users: Sequence[User], 
         return pairs_from_columns(data, accounts, users, source=str(path), rows=rows)
 
 
-def find_record(path: str | Path, value: str, field_types: dict[str, FieldType], columns: ColumnMap, wanted: set[str]) -> AccountTable | None:
+def find_record(
+    path: str | Path, value: str, field_types: dict[str, FieldType], columns: ColumnMap, wanted: set[str]
+) -> AccountTable | None:
     """The first record whose id is ``value`` as a one-row typed table (its own row number kept), None when absent.
 
     Explaining one account reads up to its row only, and parses nothing else
@@ -281,7 +297,11 @@ def find_record(path: str | Path, value: str, field_types: dict[str, FieldType],
     path = Path(path)
     keys = columns.candidates("id")
     raw_wanted = columns.wanted(wanted)
-    found = _scan(path, keys, value, raw_wanted) if path.suffix.lower() in (".csv", ".jsonl", ".ndjson", ".txt", "") else _pick(path, keys, value, raw_wanted, columns)
+    found = (
+        _scan(path, keys, value, raw_wanted)
+        if path.suffix.lower() in (".csv", ".jsonl", ".ndjson", ".txt", "")
+        else _pick(path, keys, value, raw_wanted, columns)
+    )
     if found is None:
         return None
     raw, rows = found
@@ -294,7 +314,9 @@ def find_record(path: str | Path, value: str, field_types: dict[str, FieldType],
     return named_as_in_file(table, columns, headers)
 
 
-def _pick(path: Path, keys: tuple[str, ...], value: str, wanted: set[str] | None, columns: ColumnMap) -> tuple[Columns, Sequence[int]] | None:
+def _pick(
+    path: Path, keys: tuple[str, ...], value: str, wanted: set[str] | None, columns: ColumnMap
+) -> tuple[Columns, Sequence[int]] | None:
     data, rows = read_columns(path, wanted, columns.sheet)
     key = next((k for k in keys if k in data), None)
     if key is None:

@@ -36,7 +36,25 @@ MAX_UNPACKED = 1 << 30  # bytes a workbook's parts unpack to, together (a millio
 MAX_RATIO = 200  # unpacked : packed of one part over 1 MiB (sheets pack 10-20 to 1; a zip bomb 500 to 1 and more)
 _CHUNK = 1 << 24  # bytes of XML looked at a time
 _HOW = "save the sheet as CSV, or remove what lies outside the data"
-ERROR_VALUES = ("#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA", "#SPILL!", "#CALC!", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#BUSY!", "#UNKNOWN!", "#EXTERNAL!", "#PYTHON!")
+ERROR_VALUES = (
+    "#NULL!",
+    "#DIV/0!",
+    "#VALUE!",
+    "#REF!",
+    "#NAME?",
+    "#NUM!",
+    "#N/A",
+    "#GETTING_DATA",
+    "#SPILL!",
+    "#CALC!",
+    "#FIELD!",
+    "#BLOCKED!",
+    "#CONNECT!",
+    "#BUSY!",
+    "#UNKNOWN!",
+    "#EXTERNAL!",
+    "#PYTHON!",
+)
 
 
 def read_sheet(path: Path, wanted: set[str] | None, sheet: str | None) -> tuple[Columns, Sequence[int]]:
@@ -49,13 +67,22 @@ def read_sheet(path: Path, wanted: set[str] | None, sheet: str | None) -> tuple[
     try:
         from python_calamine import CalamineError, CalamineWorkbook
     except ImportError:
-        raise DataError([Finding(Location(str(path)), f"reading {path.suffix.lower()} needs the xlsx extra: pip install 'assignment-engine[xlsx]'")]) from None
+        raise DataError(
+            [Finding(Location(str(path)), f"reading {path.suffix.lower()} needs the xlsx extra: pip install 'assignment-engine[xlsx]'")]
+        ) from None
     suspects = check_workbook(path, sheet)
     try:
         with CalamineWorkbook.from_path(path) as workbook:
             if sheet is not None and sheet not in workbook.sheet_names:
                 names = workbook.sheet_names
-                raise DataError([Finding(Location(str(path)), f"no sheet named {shown(sheet)}{suggest(sheet, names)}; the sheets are {', '.join(map(shown, names))}")])
+                raise DataError(
+                    [
+                        Finding(
+                            Location(str(path)),
+                            f"no sheet named {shown(sheet)}{suggest(sheet, names)}; the sheets are {', '.join(map(shown, names))}",
+                        )
+                    ]
+                )
             grid = workbook.get_sheet_by_name(sheet) if sheet is not None else workbook.get_sheet_by_index(0)
             columns, rows, header = _columns(path, grid.iter_rows(), wanted)
             first = grid.start[1] if grid.start else 0  # iter_rows starts at row 1 but at the first column used
@@ -85,7 +112,9 @@ def _columns(path: Path, lines: Any, wanted: set[str] | None) -> tuple[Columns, 
                 names = [header[i] for i in named]
                 duplicated = sorted({h for h in names if names.count(h) > 1})
                 if duplicated:
-                    raise DataError([Finding(Location(str(path), number), f"duplicate column(s) in header: {', '.join(map(shown, duplicated))}")])
+                    raise DataError(
+                        [Finding(Location(str(path), number), f"duplicate column(s) in header: {', '.join(map(shown, duplicated))}")]
+                    )
                 keep = [i for i in named if wanted is None or header[i] in wanted]
                 columns = [[] for _ in keep]
                 caches = [{} for _ in keep]
@@ -180,7 +209,14 @@ class _Archive:
     def unpack(self, info: zipfile.ZipInfo) -> Iterator[bytes]:
         """One part's bytes as calamine would unpack them, refused past the limits."""
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise DataError([Finding(Location(str(self.path)), f"cannot read: part {shown(info.filename)} is packed with method {info.compress_type}, not deflate")])
+            raise DataError(
+                [
+                    Finding(
+                        Location(str(self.path)),
+                        f"cannot read: part {shown(info.filename)} is packed with method {info.compress_type}, not deflate",
+                    )
+                ]
+            )
         self.handle.seek(info.header_offset)
         local = self.handle.read(30)
         if local[:4] != b"PK\x03\x04":
@@ -203,10 +239,17 @@ class _Archive:
     def _count(self, info: zipfile.ZipInfo, piece: int, size: int) -> None:
         self.unpacked += piece
         if self.unpacked > MAX_UNPACKED:
-            raise DataError([Finding(Location(str(self.path)), f"the workbook unpacks to more than {MAX_UNPACKED:,} bytes, the limit: {_HOW}")])
+            raise DataError(
+                [Finding(Location(str(self.path)), f"the workbook unpacks to more than {MAX_UNPACKED:,} bytes, the limit: {_HOW}")]
+            )
         if size > 1 << 20 and size > MAX_RATIO * max(info.compress_size, 1):
             raise DataError(
-                [Finding(Location(str(self.path)), f"part {shown(info.filename)} unpacks to more than {MAX_RATIO} times its {info.compress_size:,} packed bytes, the limit (a zip bomb?): {_HOW}")]
+                [
+                    Finding(
+                        Location(str(self.path)),
+                        f"part {shown(info.filename)} unpacks to more than {MAX_RATIO} times its {info.compress_size:,} packed bytes, the limit (a zip bomb?): {_HOW}",
+                    )
+                ]
             )
 
     def read(self, name: str) -> bytes:
@@ -273,7 +316,9 @@ _NS = r"(?:[\w.-]+:)?"
 # an error cell; a formula cell with no value or an empty one (its cached value never calculated)
 _FORMULA = rf"<{_NS}f\b[^>]*(?:/>|>[^<]*</{_NS}f>)"
 _ERROR = re.compile(rf'<{_NS}c\s([^>]*\bt=["\']e["\'][^>]*)>\s*(?:{_FORMULA})?\s*<{_NS}v>([^<]*)</{_NS}v>'.encode())
-_UNCALCULATED = re.compile(rf'<{_NS}c\s((?:(?!\bt=["\']str)[^>])*)>\s*{_FORMULA}\s*(?:<{_NS}v\s*/>|<{_NS}v>\s*</{_NS}v>)?\s*</{_NS}c>'.encode())
+_UNCALCULATED = re.compile(
+    rf'<{_NS}c\s((?:(?!\bt=["\']str)[^>])*)>\s*{_FORMULA}\s*(?:<{_NS}v\s*/>|<{_NS}v>\s*</{_NS}v>)?\s*</{_NS}c>'.encode()
+)
 
 
 def column_number(letters: bytes | str) -> int:
@@ -306,7 +351,9 @@ def _above(value: str, digits: bool) -> str:
 
 def _too_big(path: Path, what: str, cells: int) -> None:
     if cells > MAX_CELLS:
-        raise DataError([Finding(Location(str(path)), f"{what}, a grid of {cells:,} cells from A1: over the limit of {MAX_CELLS:,}: {_HOW}")])
+        raise DataError(
+            [Finding(Location(str(path)), f"{what}, a grid of {cells:,} cells from A1: over the limit of {MAX_CELLS:,}: {_HOW}")]
+        )
 
 
 @dataclass
@@ -339,11 +386,20 @@ class _XlsxScan:
         lo, hi = max(xml.find(b"<sheetData"), 0), xml.find(b"</sheetData")
         hi = len(xml) if hi < 0 else hi  # in sheetData only rows, cells and their parts start with <c or <row
         cells, rows = xml.count(b"<c", lo, hi), xml.count(b"<row", lo, hi)
-        if xml.count(b'<c r="', lo, hi) != cells or xml.count(b'<row r="', lo, hi) != rows or xml.find(b":c", lo, hi) >= 0 or xml.find(b":row", lo, hi) >= 0:
+        if (
+            xml.count(b'<c r="', lo, hi) != cells
+            or xml.count(b'<row r="', lo, hi) != rows
+            or xml.find(b":c", lo, hi) >= 0
+            or xml.find(b":row", lo, hi) >= 0
+        ):
             self._implied(xml)
             return
-        self._grow(max(map(int, _ROW_TAGS.findall(xml)), default=0), max(map(column_number, set(_COLUMNS.findall(xml, 0, 1 << 16))), default=0))
-        lower = re.findall(rf'<c r="[A-Z]+0*({_above(str(self.rows), True)})"'.encode(), xml)  # a cell below its row (calamine goes by the cell's)
+        self._grow(
+            max(map(int, _ROW_TAGS.findall(xml)), default=0), max(map(column_number, set(_COLUMNS.findall(xml, 0, 1 << 16))), default=0)
+        )
+        lower = re.findall(
+            rf'<c r="[A-Z]+0*({_above(str(self.rows), True)})"'.encode(), xml
+        )  # a cell below its row (calamine goes by the cell's)
         wider = re.findall(rf'<c r="({_above(column_letters(self.columns), False)})[0-9]'.encode(), xml)
         self._grow(max(map(int, lower), default=0), max(map(column_number, wider), default=0))
         self.row, self.column = self.rows, 0
@@ -360,7 +416,11 @@ class _XlsxScan:
 
     def _grow(self, row: int, column: int) -> None:
         self.rows, self.columns = max(self.rows, row), max(self.columns, column)
-        _too_big(self.path, f"the sheet holds a cell in row {self.rows:,} and one in column {column_letters(self.columns)}", self.rows * self.columns)
+        _too_big(
+            self.path,
+            f"the sheet holds a cell in row {self.rows:,} and one in column {column_letters(self.columns)}",
+            self.rows * self.columns,
+        )
 
 
 _ODS_TAG = re.compile(rb"<(/?)table:(table-row|table-cell|covered-table-cell|table)(?=[\s/>])([^>]*?)(/?)>")
@@ -390,7 +450,9 @@ class _OdsScan:
                 if not close:
                     self.tables += 1
                     name = _ODS_NAME.search(attributes)
-                    self.reading = (self.tables == 1) if self.name is None else (name is not None and name[1].decode("utf-8", "replace") == self.name)
+                    self.reading = (
+                        (self.tables == 1) if self.name is None else (name is not None and name[1].decode("utf-8", "replace") == self.name)
+                    )
                 continue
             if not self.reading:
                 continue
@@ -404,7 +466,11 @@ class _OdsScan:
             elif not close:
                 if not empty or b"value-type" in attributes:  # a cell with content: calamine keeps it
                     self.rows, self.columns = max(self.rows, self.row + self.repeat), max(self.columns, self.column + count)
-                    _too_big(self.path, f"the sheet holds, its repeated rows and cells counted out, {self.rows:,} rows by {self.columns:,} columns", self.rows * self.columns)
+                    _too_big(
+                        self.path,
+                        f"the sheet holds, its repeated rows and cells counted out, {self.rows:,} rows by {self.columns:,} columns",
+                        self.rows * self.columns,
+                    )
                 self.column += count
 
 
@@ -414,7 +480,10 @@ def _error_cells(path: Path, member: str | None) -> Iterator[tuple[int, int, str
         book = _Archive(path, handle, archive)
         for xml in _whole_pieces(book.unpack(archive.getinfo(str(member))), None):
             found = [(m.start(), m[1], f"{m[2].decode('utf-8', 'replace')} is an Excel error, not a value") for m in _ERROR.finditer(xml)]
-            found += [(m.start(), m[1], "a formula without a calculated value (the file was saved by a program that does not calculate)") for m in _UNCALCULATED.finditer(xml)]
+            found += [
+                (m.start(), m[1], "a formula without a calculated value (the file was saved by a program that does not calculate)")
+                for m in _UNCALCULATED.finditer(xml)
+            ]
             for _, attributes, what in sorted(found):
                 ref = _REF.search(attributes)
                 if ref is None or not ref[1] or not ref[2]:

@@ -42,7 +42,12 @@ def build_families(table: AccountTable, on_error: Literal["raise", "independent"
     bad = np.flatnonzero((parent < 0) | (parent == child))
     for i, p in zip(child[bad].tolist(), parent[bad].tolist()):
         if p < 0:
-            problems.append(Finding(table.location(i, "parent_id"), f"account {shown(table.ids[i])} names parent {shown(table.parent_ids[i])}, which is not in the accounts file"))
+            problems.append(
+                Finding(
+                    table.location(i, "parent_id"),
+                    f"account {shown(table.ids[i])} names parent {shown(table.parent_ids[i])}, which is not in the accounts file",
+                )
+            )
         elif p == i:
             problems.append(Finding(table.location(i, "parent_id"), f"account {shown(table.ids[i])} is its own parent"))
     linked = (parent >= 0) & (parent != child)

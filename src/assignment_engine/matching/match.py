@@ -44,7 +44,9 @@ class Matches:
         """Membership regrouped by account (CSR: offsets, territory indices), built once."""
         n = len(self.owning)
         rows = np.concatenate([*self.members, np.empty(0, dtype=np.int64)])
-        territory = np.concatenate([np.full(len(m), t, dtype=np.int64) for t, m in enumerate(self.members)] or [np.empty(0, dtype=np.int64)])
+        territory = np.concatenate(
+            [np.full(len(m), t, dtype=np.int64) for t, m in enumerate(self.members)] or [np.empty(0, dtype=np.int64)]
+        )
         order = np.lexsort((territory, rows))
         return np.searchsorted(rows[order], np.arange(n + 1)), territory[order]
 
@@ -112,7 +114,9 @@ def match_accounts(rules: CompiledRules, table: AccountTable, *, overlay: bool =
     in_subtree: dict[str, np.ndarray] = {}
     for node in rules.post_order():
         matched = territory_rows(node) if node.overlay == overlay else None
-        below = np.unique(np.concatenate([in_subtree.pop(child) for child in node.children])) if node.children else np.empty(0, dtype=np.int64)
+        below = (
+            np.unique(np.concatenate([in_subtree.pop(child) for child in node.children])) if node.children else np.empty(0, dtype=np.int64)
+        )
         if matched is None:
             in_subtree[node.id] = below
             continue
@@ -195,7 +199,9 @@ def rule_trace(rules: CompiledRules, table: AccountTable, row: int, *, overlay: 
             lines.append(f"{node.id}: no rules (manual assignments only)")
             continue
         held_all = all(bool(r.condition.mask(table)[row]) for r in node.applicable)
-        lines.append(f"{node.id} ({node.type}, priority {node.priority}{', overlay' if node.overlay else ''}): {'MATCHED' if held_all else 'no match'}")
+        lines.append(
+            f"{node.id} ({node.type}, priority {node.priority}{', overlay' if node.overlay else ''}): {'MATCHED' if held_all else 'no match'}"
+        )
         for r in node.applicable:
             origin = "" if r.territory == node.id else f", inherited from {r.territory}"
             for depth, text, held in r.condition.trace(table, row):

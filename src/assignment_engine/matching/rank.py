@@ -36,7 +36,9 @@ def measure_values(rules: CompiledRules, table: AccountTable) -> dict[str, np.nd
     return out
 
 
-def rank_tiers(rules: CompiledRules, table: AccountTable, values: dict[str, np.ndarray], ranked: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def rank_tiers(
+    rules: CompiledRules, table: AccountTable, values: dict[str, np.ndarray], ranked: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
     """Tier index per account (-1 for accounts not ranked, e.g. excluded) and the tier names."""
     tier = np.full(len(table), -1, dtype=np.int8)
     spec = rules.model.tiers
@@ -47,7 +49,9 @@ def rank_tiers(rules: CompiledRules, table: AccountTable, values: dict[str, np.n
     order = rows[np.lexsort((ids, -values[spec.by][rows]))]
     start = 0
     for level_index, level in enumerate(spec.levels):
-        stop = len(order) if level.top is None else min(len(order), math.ceil(round(level.top * len(order), 9)))  # 0.07 × 100 is 7.000000000000001
+        stop = (
+            len(order) if level.top is None else min(len(order), math.ceil(round(level.top * len(order), 9)))
+        )  # 0.07 × 100 is 7.000000000000001
         tier[order[start:stop]] = level_index
         start = max(start, stop)
     return tier, [lv.name for lv in spec.levels]

@@ -269,4 +269,3 @@ def _index(entries: list[tuple[TerritoryNode, Required]]) -> _Candidates:
             leaves = [leaf for leaf, _ in inside]
             return _ByRange(name, [b[0] for b in bounds], [b[1] for b in bounds], leaves, _index(rest))
     return _Scan([leaf for leaf, _ in entries])
-

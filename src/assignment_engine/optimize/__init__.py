@@ -42,4 +42,17 @@ from .executors import replay, solve
 from .limits import Band  # tests build and read bands
 from .problem import MAX_SEED, ComponentResult, Holdings, LoadDim, Objective, Problem, Solution, components
 
-__all__ = ["MAX_SEED", "Band", "Component", "ComponentResult", "Holdings", "LoadDim", "Objective", "Problem", "Solution", "components", "replay", "solve"]
+__all__ = [
+    "MAX_SEED",
+    "Band",
+    "Component",
+    "ComponentResult",
+    "Holdings",
+    "LoadDim",
+    "Objective",
+    "Problem",
+    "Solution",
+    "components",
+    "replay",
+    "solve",
+]

@@ -28,6 +28,7 @@ from .start import greedy_start, lp_guided_start
 # team of 125 specialists (19M pairs) took 13 GB and the machine's memory before this limit.
 MAX_MODEL_PAIRS = 2_000_000
 
+
 class Component:
     """One independent part. Pairs are stored flat: unit k owns pairs ``ptr[k]:ptr[k+1]``."""
 
@@ -80,7 +81,11 @@ class Component:
         moves = np.repeat(self.size, np.diff(self.ptr)).astype(np.int64) - held_accounts
         moved_value = problem.unit_value[global_unit].astype(np.float64) - held_value
         total_value = float(problem.unit_value[units].sum())
-        steps = np.round(moved_value / total_value * VALUE_STEPS).astype(np.int64) if total_value > 0 else np.zeros(len(global_unit), dtype=np.int64)
+        steps = (
+            np.round(moved_value / total_value * VALUE_STEPS).astype(np.int64)
+            if total_value > 0
+            else np.zeros(len(global_unit), dtype=np.int64)
+        )
         self.moves = moves
         self.continuity = moves * (VALUE_STEPS + 1) + steps
         self.cost = np.zeros(len(global_unit), dtype=np.int64)
@@ -114,7 +119,10 @@ class Component:
     def loads(self, chosen: np.ndarray) -> list[np.ndarray]:
         """Per dim, the integer load of every local user for chosen pairs (-1 = unit unassigned)."""
         picked = chosen[chosen >= 0]
-        return [d.fixed + np.bincount(self.pair_user[picked], weights=d.values[picked], minlength=len(self.users)).astype(np.int64) for d in self.dims]
+        return [
+            d.fixed + np.bincount(self.pair_user[picked], weights=d.values[picked], minlength=len(self.users)).astype(np.int64)
+            for d in self.dims
+        ]
 
     def scores(self, chosen: np.ndarray) -> dict[str, int]:
         picked = chosen[chosen >= 0]
@@ -132,7 +140,10 @@ class Component:
     def lower_bounds(self, complete: bool = False) -> dict[str, int]:
         """Bounds a phase whose start value meets needs no solving: the cheapest pair of every unit,
         and for plans that place every unit (``complete``) the LP relaxation's bound when one was solved."""
-        cheapest = {name: int(self.per_unit(np.minimum, values, empty=0).sum()) for name, values in (("continuity", self.continuity), ("affinity", self.cost))}
+        cheapest = {
+            name: int(self.per_unit(np.minimum, values, empty=0).sum())
+            for name, values in (("continuity", self.continuity), ("affinity", self.cost))
+        }
         bounds = {"unassigned": 0, "balance": 0, **cheapest}
         for name, bound in self.lp_bounds.items() if complete else ():
             bounds[name] = max(bounds[name], integral(bound))
@@ -171,7 +182,16 @@ class Component:
         moves_bound = moves if continuity is None else accounts_moved_bound(continuity.bound)
         users = np.asarray(self.users, dtype=np.int64)
         owner = np.where(chosen >= 0, users[self.pair_user[np.maximum(chosen, 0)]] if len(self.pair_user) else -1, -1)
-        result = ComponentResult(self.user_ids, len(self.units), len(self.pair_user), objectives, moves, min(moves_bound, moves), time.perf_counter() - start, stopped_on)
+        result = ComponentResult(
+            self.user_ids,
+            len(self.units),
+            len(self.pair_user),
+            objectives,
+            moves,
+            min(moves_bound, moves),
+            time.perf_counter() - start,
+            stopped_on,
+        )
         return owner, result
 
     # the steps, also as methods: a component's tests and callers need not know which file holds each
@@ -184,7 +204,9 @@ class Component:
         """The start rounded from the LP relaxation (start.lp_guided_start)."""
         return lp_guided_start(self, name)
 
-    def _neighbourhood_search(self, chosen: np.ndarray, name: str, earlier: list[str], bands: dict[int, tuple[np.ndarray, np.ndarray]], budget: float) -> tuple[np.ndarray, float]:
+    def _neighbourhood_search(
+        self, chosen: np.ndarray, name: str, earlier: list[str], bands: dict[int, tuple[np.ndarray, np.ndarray]], budget: float
+    ) -> tuple[np.ndarray, float]:
         """Re-solving small groups of users exactly (neighbourhood.neighbourhood_search)."""
         return neighbourhood_search(self, chosen, name, earlier, bands, budget)
 
@@ -203,6 +225,8 @@ def _candidate_pairs(problem: Problem, units: np.ndarray) -> tuple[np.ndarray, n
     pair_user = np.concatenate(members)[starts[inverse][pair_unit] + within] if members else np.empty(0, dtype=np.int64)
     if problem.pair_allowed is not None:
         allowed = problem.pair_allowed
-        keep = np.fromiter(((u, user) in allowed for u, user in zip(units[pair_unit].tolist(), pair_user.tolist())), dtype=bool, count=len(pair_unit))
+        keep = np.fromiter(
+            ((u, user) in allowed for u, user in zip(units[pair_unit].tolist(), pair_user.tolist())), dtype=bool, count=len(pair_unit)
+        )
         pair_unit, pair_user = pair_unit[keep], pair_user[keep]
     return pair_unit, pair_user

@@ -65,7 +65,9 @@ def check_executor(executor: str, scheduler: object = None) -> None:
 # -- what travels -------------------------------------------------------------------
 
 
-def on_dask(problem: Problem, parts: Sequence[Component | Pending], scheduler: str | Client | None = None, workers: int = 1) -> list[tuple[np.ndarray, ComponentResult]]:
+def on_dask(
+    problem: Problem, parts: Sequence[Component | Pending], scheduler: str | Client | None = None, workers: int = 1
+) -> list[tuple[np.ndarray, ComponentResult]]:
     """Every part solved on a Dask cluster, results in the order of ``parts`` (owners as global user indices).
 
     ``scheduler``: an address, a ``distributed.Client``, or None for a
@@ -82,7 +84,9 @@ def on_dask(problem: Problem, parts: Sequence[Component | Pending], scheduler: s
         try:
             for rank, i in enumerate(order):
                 shipment = ship(problem, parts[i].users, parts[i].units, tables, parts[i])
-                futures.append(client.submit(solve_shipment, shipment, key=f"assignment-component-{i}-{run}", priority=len(order) - rank, pure=False))
+                futures.append(
+                    client.submit(solve_shipment, shipment, key=f"assignment-component-{i}-{run}", priority=len(order) - rank, pure=False)
+                )
             gathered = _gather(client, futures, [parts[i] for i in order], where)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -94,7 +98,9 @@ def on_dask(problem: Problem, parts: Sequence[Component | Pending], scheduler: s
     return results
 
 
-def _gather(client: Client, futures: list[Future], parts: Sequence[Component | Pending], where: str) -> list[tuple[np.ndarray, ComponentResult]]:
+def _gather(
+    client: Client, futures: list[Future], parts: Sequence[Component | Pending], where: str
+) -> list[tuple[np.ndarray, ComponentResult]]:
     """Results in submission order, read as they complete (a failure ends the run at once, not when its turn
     comes); every failure as an ``AssignmentEngineError`` that says what happened where.
 
@@ -162,7 +168,9 @@ def _client(scheduler: str | Client | None, workers: int) -> Iterator[tuple[Clie
             try:
                 client.wait_for_workers(1, timeout=WORKERS_TIMEOUT)
             except TimeoutError:
-                raise _error(f"the Dask scheduler at {scheduler} has no workers (none joined within {WORKERS_TIMEOUT} s)", "scheduler") from None
+                raise _error(
+                    f"the Dask scheduler at {scheduler} has no workers (none joined within {WORKERS_TIMEOUT} s)", "scheduler"
+                ) from None
         yield client, str(scheduler)
     finally:
         with contextlib.suppress(Exception):

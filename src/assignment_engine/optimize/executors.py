@@ -112,7 +112,9 @@ def _in_processes(problem: Problem, pending: list[Pending], workers: int) -> lis
         timed = any(p.deadline is not None for p in pending)  # one at a time, in order: each part's deadline assumes it
         solved = list(pool.map(solve_shipment, shipments, chunksize=1 if timed else max(1, len(pending) // (8 * workers))))
     except BrokenProcessPool:
-        raise AssignmentEngineError([Finding(Location("workers"), "a worker process died (killed, or out of memory?); nothing was written. Try fewer workers")]) from None
+        raise AssignmentEngineError(
+            [Finding(Location("workers"), "a worker process died (killed, or out of memory?); nothing was written. Try fewer workers")]
+        ) from None
     except BaseException:
         running = getattr(pool, "_processes", None) or {}  # Python 3.14's terminate_workers(), by hand
         for process in list(running.values()):

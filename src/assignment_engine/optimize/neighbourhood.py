@@ -26,7 +26,13 @@ MAX_TRIPLES = 2_000  # the neighbourhood search re-solves every three users of a
 
 
 def neighbourhood_search(
-    part: Component, chosen: np.ndarray, name: str, earlier: list[str], bands: dict[int, tuple[np.ndarray, np.ndarray]], budget: float, until: float = math.inf
+    part: Component,
+    chosen: np.ndarray,
+    name: str,
+    earlier: list[str],
+    bands: dict[int, tuple[np.ndarray, np.ndarray]],
+    budget: float,
+    until: float = math.inf,
 ) -> tuple[np.ndarray, float]:
     """Large-neighbourhood search on a complete plan: re-solve small groups of users exactly.
 
@@ -55,7 +61,7 @@ def neighbourhood_search(
     if size == 2:  # many users: only pairs that exchange units at all
         shared = np.zeros((n_users, n_users), dtype=bool)
         for k in range(len(part.units)):
-            users = part.pair_user[part.ptr[k]:part.ptr[k + 1]]
+            users = part.pair_user[part.ptr[k] : part.ptr[k + 1]]
             shared[np.ix_(users, users)] = True
         groups = [g for g in groups if shared[g[0], g[1]]]
     chosen = chosen.copy()

@@ -167,7 +167,11 @@ def _phases(
     has_caps = any(isinstance(d, Cap) for d in part.dims)
     counts = np.diff(part.ptr)
     unplaced = np.ones(len(part.units), dtype=bool) if has_caps and not strict else counts == 0  # units with an 'unassigned' option
-    present = {"balance": not strict and bool(part.users) and any(isinstance(d, Band) for d in part.dims), "continuity": True, "affinity": bool(part.cost.any())}
+    present = {
+        "balance": not strict and bool(part.users) and any(isinstance(d, Band) for d in part.dims),
+        "continuity": True,
+        "affinity": bool(part.cost.any()),
+    }
     relevant = ["unassigned"] * bool(unplaced.any()) + [name for name in part.order if present[name]]
     if until is not None:
         relevant = relevant[: relevant.index(until) + 1] if until in relevant else relevant
@@ -207,14 +211,20 @@ def _phases(
         objectives.append(Objective("unassigned", 0, 0, greedy_scores["unassigned"], "OPTIMAL"))
         if any(isinstance(d, Band) for d in part.dims) and bands is None:
             objectives.append(Objective("balance", 0, 0, greedy_scores["balance"], "OPTIMAL"))
-    if best is not None and best_scores is not None and strict and all(_close(part, best_scores[n], bounds[n], n) for n in relevant):  # by the LP
+    if (
+        best is not None and best_scores is not None and strict and all(_close(part, best_scores[n], bounds[n], n) for n in relevant)
+    ):  # by the LP
         states = {n: "OPTIMAL" if best_scores[n] <= bounds[n] else "START" if best is start else "FEASIBLE" for n in relevant}
-        return _scaled(part, best, objectives + [Objective(n, best_scores[n], min(bounds[n], best_scores[n]), greedy_scores[n], states[n]) for n in relevant])
+        return _scaled(
+            part,
+            best,
+            objectives + [Objective(n, best_scores[n], min(bounds[n], best_scores[n]), greedy_scores[n], states[n]) for n in relevant],
+        )
     model = cp_model.CpModel()
     x = [model.new_bool_var("") for _ in range(len(part.pair_user))]
     unplaced_terms = []
     for k in range(len(part.units)):
-        row = x[part.ptr[k]:part.ptr[k + 1]]
+        row = x[part.ptr[k] : part.ptr[k + 1]]
         if unplaced[k]:
             none = model.new_bool_var("")
             model.add_exactly_one([*row, none])
@@ -384,7 +394,9 @@ def _holds(part: Component, chosen: np.ndarray, bands: dict[int, tuple[np.ndarra
 
 def _kept(name: str, scores: dict[str, int], bounds: dict[str, int]) -> Objective:
     """A phase not solved for want of time: the start's value, proven only if it meets its bound."""
-    return Objective(name, scores[name], min(bounds[name], scores[name]), scores[name], "OPTIMAL" if scores[name] <= bounds[name] else "START")
+    return Objective(
+        name, scores[name], min(bounds[name], scores[name]), scores[name], "OPTIMAL" if scores[name] <= bounds[name] else "START"
+    )
 
 
 def _scaled(part: Component, chosen: np.ndarray, objectives: list[Objective]) -> tuple[np.ndarray, list[Objective]]:

@@ -123,7 +123,12 @@ def relax(
     request = linear_solver_pb2.MPModelRequest(
         model=model,
         solver_type=linear_solver_pb2.MPModelRequest.GLOP_LINEAR_PROGRAMMING,
-        solver_specific_parameters="use_dual_simplex: true" + "".join(f" {name}: {limit}" for name, limit in (("max_deterministic_time", effort), ("max_time_in_seconds", seconds)) if math.isfinite(limit)),
+        solver_specific_parameters="use_dual_simplex: true"
+        + "".join(
+            f" {name}: {limit}"
+            for name, limit in (("max_deterministic_time", effort), ("max_time_in_seconds", seconds))
+            if math.isfinite(limit)
+        ),
     )
     response = linear_solver_pb2.MPSolutionResponse()
     pywraplp.Solver.SolveWithProto(request, response)
@@ -178,7 +183,6 @@ def lagrangian_bound(
     return float(np.minimum.reduceat(priced, ptr[:-1]).sum()) - room
 
 
-
 def strict_relaxation(
     part: Component,
     target: np.ndarray,
@@ -216,7 +220,9 @@ def _strict_rows(part: Component, bands: dict[int, tuple[np.ndarray, np.ndarray]
 BRANCH_WIDTH = 1.0
 
 
-def branched(part: Component, target: np.ndarray, bands: dict[int, tuple[np.ndarray, np.ndarray]], relaxation: Relaxation) -> list[Relaxation] | None:
+def branched(
+    part: Component, target: np.ndarray, bands: dict[int, tuple[np.ndarray, np.ndarray]], relaxation: Relaxation
+) -> list[Relaxation] | None:
     """The LPs of ``target`` (as ``strict_relaxation``), one for each place of the split unit largest against
     its candidates' bands (at least BRANCH_WIDTH band widths), each over the plans that put the unit there;
     places in no plan are left out, so every plan is in one of the LPs and the least of their bounds is a
@@ -240,7 +246,7 @@ def branched(part: Component, target: np.ndarray, bands: dict[int, tuple[np.ndar
         if barred[p]:
             continue  # in no plan
         excluded = np.zeros(len(part.pair_user), dtype=bool)
-        excluded[part.ptr[k]:part.ptr[k + 1]] = True
+        excluded[part.ptr[k] : part.ptr[k + 1]] = True
         excluded[p] = False
         status: list[int] = []
         branch = strict_relaxation(part, target, bands, excluded, status)

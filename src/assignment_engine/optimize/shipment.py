@@ -68,7 +68,9 @@ class Shipment:
         problem = dataclasses.replace(
             p,
             pair_cost=None if self.pair_cost is None else table(*self.pair_cost),
-            pair_allowed=None if self.pair_allowed is None else set(zip((self.pair_allowed // n_users).tolist(), (self.pair_allowed % n_users).tolist())),
+            pair_allowed=None
+            if self.pair_allowed is None
+            else set(zip((self.pair_allowed // n_users).tolist(), (self.pair_allowed % n_users).tolist())),
             dims=[dataclasses.replace(d, pair_values=None if pv is None else table(*pv)) for d, pv in zip(p.dims, self.pair_values)],
         )
         part = Component(problem, list(range(n_users)), np.arange(p.n_units, dtype=np.int64))
@@ -132,7 +134,13 @@ class PairTables:
     def __init__(self, problem: Problem):
         self.n_users = len(problem.user_ids)
         self.cost = None if problem.pair_cost is None else self._arrays(problem.pair_cost)
-        self.allowed = None if problem.pair_allowed is None else np.unique(np.fromiter((u * self.n_users + c for u, c in problem.pair_allowed), dtype=np.int64, count=len(problem.pair_allowed)))
+        self.allowed = (
+            None
+            if problem.pair_allowed is None
+            else np.unique(
+                np.fromiter((u * self.n_users + c for u, c in problem.pair_allowed), dtype=np.int64, count=len(problem.pair_allowed))
+            )
+        )
         self.values = [None if d.pair_values is None else self._arrays(d.pair_values) for d in problem.dims]
 
     def _arrays(self, table: dict[tuple[int, int], float]) -> tuple[np.ndarray, np.ndarray]:
@@ -142,7 +150,9 @@ class PairTables:
         return keys[order], values[order]
 
 
-def ship(problem: Problem, users: list[int], units: np.ndarray, tables: PairTables | None = None, part: Component | Pending | None = None) -> Shipment:
+def ship(
+    problem: Problem, users: list[int], units: np.ndarray, tables: PairTables | None = None, part: Component | Pending | None = None
+) -> Shipment:
     """The component ``(users, units)`` of ``problem`` (as ``components`` gives them: both sorted) as a :class:`Shipment`.
 
     With ``part`` (that component, or its :class:`Pending`), the deadline an executor gave it travels too."""
@@ -170,7 +180,13 @@ def ship(problem: Problem, users: list[int], units: np.ndarray, tables: PairTabl
     at, keys = restrict(problem.held.keys)
     held = Holdings(keys, problem.held.accounts[at], problem.held.value[at], m)  # keys stay sorted: the renumbering keeps order
     dims = [
-        dataclasses.replace(d, unit_values=d.unit_values[units], fixed=d.fixed[user_index], capacity=None if d.capacity is None else d.capacity[user_index], pair_values=None)
+        dataclasses.replace(
+            d,
+            unit_values=d.unit_values[units],
+            fixed=d.fixed[user_index],
+            capacity=None if d.capacity is None else d.capacity[user_index],
+            pair_values=None,
+        )
         for d in problem.dims
     ]
 
@@ -219,4 +235,3 @@ def payload_bytes(problem: Problem, parts: list[Component]) -> tuple[int, int]:
     shipped = sum(len(pickle.dumps(ship(problem, p.users, p.units, tables), protocol=5)) for p in parts)
     whole = sum(len(pickle.dumps(p, protocol=5)) for p in parts)
     return shipped, whole
-

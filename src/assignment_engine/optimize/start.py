@@ -70,14 +70,18 @@ def greedy_start(part: Component, room_first: bool = False) -> np.ndarray:
         pending.sort(key=lambda k: (-float(hardest[k]), k))
     else:
         size_key = part.dims[bands[0][0]].values if bands else part.cost
-        pending.sort(key=lambda k: (-int(size_key[part.ptr[k]:part.ptr[k + 1]].max(initial=0)), k))
+        pending.sort(key=lambda k: (-int(size_key[part.ptr[k] : part.ptr[k + 1]].max(initial=0)), k))
     for k in pending:
         best, best_key = -1, None
         for p in range(part.ptr[k], part.ptr[k + 1]):
             if not fits(p):
                 continue
             c = part.pair_user[p]
-            fill = max(((load[i][c] + d.values[p]) / max(int(d.hi[c]), 1) for i, d in bands), default=0.0) if share is None else float(share[p])
+            fill = (
+                max(((load[i][c] + d.values[p]) / max(int(d.hi[c]), 1) for i, d in bands), default=0.0)
+                if share is None
+                else float(share[p])
+            )
             key = (fill, int(part.cost[p]), p)
             if best_key is None or key < best_key:
                 best, best_key = p, key
@@ -179,7 +183,7 @@ def _repair(
                         new_t = load[i][t] + v[a_dst][:, None] - v[b_src][None, :]
                         after = after + viol(i, s, new_s) + viol(i, t, new_t)
                     gain = base - after
-                    for (ci, d) in cap_dims:
+                    for ci, d in cap_dims:
                         v = d.values
                         ok_t = load[ci][t] + v[a_dst][:, None] - v[b_src][None, :] <= d.cap[t]
                         ok_s = load[ci][s] - v[a_src][:, None] + v[b_dst][None, :] <= d.cap[s]
@@ -267,7 +271,9 @@ def lp_guided_start(part: Component, name: str) -> np.ndarray | None:
 SPLIT_UNITS = 200  # past this many units the LP split, rounding it is left to CP-SAT on the whole component
 
 
-def lp_rounded_start(part: Component, values: np.ndarray, target: np.ndarray, bands: dict[int, tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
+def lp_rounded_start(
+    part: Component, values: np.ndarray, target: np.ndarray, bands: dict[int, tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray | None:
     """A plan within capacities and ``bands`` from an LP solution (``values`` per pair) of ``target``.
 
     A basic solution splits at most one unit per load row, so the units it
@@ -299,7 +305,9 @@ def lp_rounded_start(part: Component, values: np.ndarray, target: np.ndarray, ba
     return None
 
 
-def _place_exactly(part: Component, chosen: np.ndarray, free: np.ndarray, target: np.ndarray, bands: dict[int, tuple[np.ndarray, np.ndarray]]) -> bool:
+def _place_exactly(
+    part: Component, chosen: np.ndarray, free: np.ndarray, target: np.ndarray, bands: dict[int, tuple[np.ndarray, np.ndarray]]
+) -> bool:
     """Place the ``free`` units (unplaced in ``chosen``) at the least ``target`` within capacities and
     ``bands`` around the others, by CP-SAT; False when they cannot all be placed so (or time is up)."""
     pairs = np.concatenate([np.arange(part.ptr[k], part.ptr[k + 1]) for k in free.tolist()])

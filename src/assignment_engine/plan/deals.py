@@ -33,7 +33,17 @@ from ..tables.table import AccountTable
 from .result import Plan, deviation, extreme, solver_summary
 
 NO_ACCOUNT = -1  # the account index of a deal without an account
-DEAL_COLUMNS = ["opportunity_id", "account_id", "owner_id", "territory_id", "overlay_owner_ids", "previous_owner_id", "moved", "status", "reason"]
+DEAL_COLUMNS = [
+    "opportunity_id",
+    "account_id",
+    "owner_id",
+    "territory_id",
+    "overlay_owner_ids",
+    "previous_owner_id",
+    "moved",
+    "status",
+    "reason",
+]
 
 
 @dataclass
@@ -74,14 +84,20 @@ def deals_from_columns(
         raise DataError([Finding(Location(source, 1), "missing required column 'account_id'")])
     account = np.empty(n, dtype=np.int64)
     findings = []
-    loads = {m.deals: name for name, m in rules.measures.items() if m.deals} | {m.field: name for name, m in deals.measures.items() if m.field}
+    loads = {m.deals: name for name, m in rules.measures.items() if m.deals} | {
+        m.field: name for name, m in deals.measures.items() if m.field
+    }
     for field_name, measure in loads.items():
         column = table.fields[field_name]
         assert isinstance(column, NumericColumn)
         findings += bound_findings(column.values, f"measure '{measure}'", partial(table.location, column=field_name))
     keys = ["" if raw is None else as_text(raw).strip() for raw in columns["account_id"]]
     account[:] = accounts.ids.positions(keys)  # -1: unknown, or NO_ACCOUNT where the key is empty
-    findings += [Finding(table.location(i, "account_id"), f"unknown account {shown(columns['account_id'][i])}") for i in np.flatnonzero(account < 0).tolist() if keys[i]]
+    findings += [
+        Finding(table.location(i, "account_id"), f"unknown account {shown(columns['account_id'][i])}")
+        for i in np.flatnonzero(account < 0).tolist()
+        if keys[i]
+    ]
     if findings:
         raise DataError(findings[:50])
     raw_overlay = columns.get("overlay_owner_ids", [None] * n)
@@ -122,7 +138,9 @@ def joined(deals: DealTable, accounts: AccountTable) -> AccountTable:
         else:
             fields[name] = NumericColumn(np.append(column.values, np.nan)[deals.account], column.kind)
     t = deals.table
-    return AccountTable(t.ids, t.names, t.parent_ids, t.owner_ids, t.locked, t.excluded, fields, t.source, t.rows, t.headers, as_of=accounts.as_of)
+    return AccountTable(
+        t.ids, t.names, t.parent_ids, t.owner_ids, t.locked, t.excluded, fields, t.source, t.rows, t.headers, as_of=accounts.as_of
+    )
 
 
 class DealStatus:
@@ -202,7 +220,9 @@ class DealPlan:
                         "tolerance": spec.tolerance,
                         "max_deviation": extreme(dev, np.nanmax),
                         "min_deviation": extreme(dev, np.nanmin),
-                        "users_outside_tolerance": [users[k].id for k in np.flatnonzero(np.abs(np.nan_to_num(dev)) > spec.tolerance + 1e-9)],
+                        "users_outside_tolerance": [
+                            users[k].id for k in np.flatnonzero(np.abs(np.nan_to_num(dev)) > spec.tolerance + 1e-9)
+                        ],
                         "per_user": {users[k].id: {"load": float(load[k]), "fair_share": float(fair[k])} for k in np.flatnonzero(fair > 0)},
                     }
                 )
@@ -211,7 +231,9 @@ class DealPlan:
             "status_counts": counts,
             "owners_not_users": strangers,
             "moved": {"opportunities": int(moved.sum()), "amount": float(amount[moved].sum())},
-            "pipeline": {u.id: {"before": float(before[k]), "after": float(after[k])} for k, u in enumerate(users) if before[k] or after[k]},
+            "pipeline": {
+                u.id: {"before": float(before[k]), "after": float(after[k])} for k, u in enumerate(users) if before[k] or after[k]
+            },
             "overlay_balance": overlay,
             "overlay_solver": solver_summary(self.overlay_solution) if self.overlay_solution else None,
         }
@@ -245,7 +267,9 @@ class DealPlan:
             raise KeyError(deal_id)
         row = next(r for k, r in enumerate(self.rows()) if k == i)
         one = joined(
-            DealTable(AccountTable.from_records([self.deals.table.record(i)], self.rules.deal_field_types), self.deals.account[i : i + 1], []),
+            DealTable(
+                AccountTable.from_records([self.deals.table.record(i)], self.rules.deal_field_types), self.deals.account[i : i + 1], []
+            ),
             self.plan.accounts,
         )
         return explain_deal(self.rules, one, row)
@@ -333,9 +357,15 @@ def assign_deals(
         elif t.locked[i]:
             status[i], reasons[i] = DealStatus.LOCKED, f"locked: keeps owner {current or '(none)'}"
         elif keep[i]:
-            status[i], reasons[i] = DealStatus.KEPT, f"protected by keep_owner ({_protection(rules, t, i, protect_days)}): stays with {current or '(none)'}"
+            status[i], reasons[i] = (
+                DealStatus.KEPT,
+                f"protected by keep_owner ({_protection(rules, t, i, protect_days)}): stays with {current or '(none)'}",
+            )
         elif account_owner is None:
-            status[i], reasons[i] = DealStatus.KEPT, f"account {accounts.ids[a]} has no owner ({plan.reason(a)}): keeps owner {current or '(none)'}"
+            status[i], reasons[i] = (
+                DealStatus.KEPT,
+                f"account {accounts.ids[a]} has no owner ({plan.reason(a)}): keeps owner {current or '(none)'}",
+            )
         else:
             owner_ids[i] = account_owner
             status[i] = DealStatus.FOLLOWS
@@ -377,7 +407,9 @@ def _top_territories(plan: Plan, account: int) -> list[int]:
     return [x for x in options if nodes[ids[x]].priority == best]
 
 
-def _choose_territory(options: list[int], nodes, ids: list[str], owner: str | None, current: str | None, account_territory: int, policy: str) -> tuple[int, str]:
+def _choose_territory(
+    options: list[int], nodes, ids: list[str], owner: str | None, current: str | None, account_territory: int, policy: str
+) -> tuple[int, str]:
     if not options:
         return -1, "the account matched no territory"
     if len(options) == 1:
@@ -390,11 +422,18 @@ def _choose_territory(options: list[int], nodes, ids: list[str], owner: str | No
     if policy == "prefer_current":
         current_holding = [x for x in options if current in nodes[x].owners]
         chosen = (current_holding or holding or options)[0]
-        return chosen, f"tie between {names}: {ids[chosen]}, where the current owner {current or '(none)'} is a member" if current_holding else f"tie between {names}: first in file order {ids[chosen]} (current owner in none)"
+        return (
+            chosen,
+            f"tie between {names}: {ids[chosen]}, where the current owner {current or '(none)'} is a member"
+            if current_holding
+            else f"tie between {names}: first in file order {ids[chosen]} (current owner in none)",
+        )
     return options[0], f"tie between {names}: first in file order {ids[options[0]]}"
 
 
-def _assign_overlays(plan: Plan, deals: DealTable, matches: Matches, movable: np.ndarray, workers: int) -> tuple[list[list[str]], Solution | None]:
+def _assign_overlays(
+    plan: Plan, deals: DealTable, matches: Matches, movable: np.ndarray, workers: int
+) -> tuple[list[list[str]], Solution | None]:
     """One specialist per (deal, matched overlay territory), balanced on the deal measures."""
     rules, users = plan.rules, plan.users
     n = len(deals)
@@ -431,7 +470,9 @@ def _assign_overlays(plan: Plan, deals: DealTable, matches: Matches, movable: np
         unit_set[k] = set_of[x]
         held = [user_index[u] for u in deals.previous_overlay[i] if u in user_index and user_index[u] in candidate_sets[set_of[x]]]
         holder[k] = held[0] if held else -1
-    dims = [LoadDim(spec.label, values[spec.measure][slot_deal], fixed[spec.label], tolerance=spec.tolerance) for spec in rules.overlay_balance]
+    dims = [
+        LoadDim(spec.label, values[spec.measure][slot_deal], fixed[spec.label], tolerance=spec.tolerance) for spec in rules.overlay_balance
+    ]
     problem = Problem(
         user_ids=[u.id for u in users],
         weight=np.array([u.weight if u.active else 0.0 for u in users]),

@@ -113,7 +113,9 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 def _text_hashes(values: Sequence[str]) -> np.ndarray:
     return np.fromiter(
-        (int.from_bytes(hashlib.blake2b(v.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little") for v in values), dtype=np.uint64, count=len(values)
+        (int.from_bytes(hashlib.blake2b(v.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little") for v in values),
+        dtype=np.uint64,
+        count=len(values),
     )
 
 
@@ -285,7 +287,11 @@ class Plan:
                     if not matches.owning_candidates(r):
                         status[i] = Status.UNASSIGNED
                         chosen_user[i] = -1
-                        reasons[i] = "matched no territory" if r == i else _shared(texts, f"its ultimate parent {accounts.ids[r]} matched no territory")
+                        reasons[i] = (
+                            "matched no territory"
+                            if r == i
+                            else _shared(texts, f"its ultimate parent {accounts.ids[r]} matched no territory")
+                        )
                         continue
                     if not candidate_sets[s]:
                         status[i] = Status.UNASSIGNED
@@ -304,15 +310,31 @@ class Plan:
                     if key not in owner_text:
                         cands = candidate_sets[s]
                         owner_text[key] = (
-                            f"sole owner {user_ids[chosen]}" if len(cands) == 1 else f"balanced between {_names([user_ids[u] for u in cands])} on {balanced_on}"
+                            f"sole owner {user_ids[chosen]}"
+                            if len(cands) == 1
+                            else f"balanced between {_names([user_ids[u] for u in cands])} on {balanced_on}"
                         )
                     reasons[i] = owner_text[key]
         placed = chosen_user >= 0
         owner_ids[placed] = np.array(user_ids, dtype=TEXT)[chosen_user[placed]]
         owner_ids[chosen_user == -1] = ""
         return cls(
-            rules, accounts, users, matches, prepared.families, root, status, OptionalTexts(owner_ids), territory, reasons, solution,
-            prepared.values, prepared.tier, prepared.tier_names, prepared.value_measure, incremental,
+            rules,
+            accounts,
+            users,
+            matches,
+            prepared.families,
+            root,
+            status,
+            OptionalTexts(owner_ids),
+            territory,
+            reasons,
+            solution,
+            prepared.values,
+            prepared.tier,
+            prepared.tier_names,
+            prepared.value_measure,
+            incremental,
         )
 
     @classmethod
@@ -511,12 +533,22 @@ class Plan:
             for key, cap in sorted(user.capacity.items()):
                 load = held_count[k] if key == "accounts" and key not in self.values else fixed[key][k]
                 if load > cap + 1e-9:
-                    findings.append(Finding(Location("users"), f"user {user.id}: {what} accounts already carry {load:,.0f} {key}, above max_{key} {cap:,.0f}"))
+                    findings.append(
+                        Finding(
+                            Location("users"),
+                            f"user {user.id}: {what} accounts already carry {load:,.0f} {key}, above max_{key} {cap:,.0f}",
+                        )
+                    )
         for i in np.flatnonzero(self.status == Status.LOCKED):
             t = int(self.territory[i])
             owner = self.owner_ids[i]
             if t >= 0 and owner not in nodes[ids[t]].owners:
-                findings.append(Finding(self.accounts.location(int(i), "owner_id"), f"account {self.accounts.ids[i]} is locked to {owner or '(no owner)'}, who is not an owner of its territory {ids[t]}"))
+                findings.append(
+                    Finding(
+                        self.accounts.location(int(i), "owner_id"),
+                        f"account {self.accounts.ids[i]} is locked to {owner or '(no owner)'}, who is not an owner of its territory {ids[t]}",
+                    )
+                )
         by_reason: dict[str, list[int]] = {}
         for i in np.flatnonzero(self.status == Status.UNASSIGNED):
             reason = self.reasons_owner[i]
@@ -524,7 +556,9 @@ class Plan:
                 by_reason.setdefault(reason, []).append(int(i))
         for reason, rows in by_reason.items():
             names = ", ".join(self.accounts.ids[i] for i in rows[:5]) + (" …" if len(rows) > 5 else "")
-            findings.append(Finding(self.accounts.location(rows[0], "id"), f"{len(rows)} account(s) could not be placed, {reason} ({names})"))
+            findings.append(
+                Finding(self.accounts.location(rows[0], "id"), f"{len(rows)} account(s) could not be placed, {reason} ({names})")
+            )
         return findings
 
     def summary(self) -> dict[str, Any]:
@@ -560,7 +594,10 @@ class Plan:
                     entry["deviation"] = (entry["after"] - share) / share if share > 0 else None
                 loads[name] = entry
             users.append({"user_id": u.id, "weight": u.weight, "active": u.active, "loads": loads})
-        unassigned = [{"account_id": self.accounts.ids[i], "reason": self.reason(i)} for i in np.flatnonzero(self.status == Status.UNASSIGNED).tolist()]
+        unassigned = [
+            {"account_id": self.accounts.ids[i], "reason": self.reason(i)}
+            for i in np.flatnonzero(self.status == Status.UNASSIGNED).tolist()
+        ]
         solver = solver_summary(self.solution)
         out = {
             "accounts": len(self.accounts),
@@ -618,7 +655,9 @@ def solver_summary(solution: Solution) -> dict[str, Any]:
             t["bound"] += o.bound
             t["greedy_start"] += o.greedy
     for t in totals.values():
-        t["gap"] = (t["value"] - t["bound"]) / max(abs(t["value"]), 1e-9) if t["value"] > t["bound"] else 0.0  # as Objective.gap: a value of 0 above a negative bound (negative costs)
+        t["gap"] = (
+            (t["value"] - t["bound"]) / max(abs(t["value"]), 1e-9) if t["value"] > t["bound"] else 0.0
+        )  # as Objective.gap: a value of 0 above a negative bound (negative costs)
     moves = sum(c.moves for c in comps)
     bound = sum(c.moves_bound for c in comps)
     statuses: dict[str, int] = {}
@@ -642,7 +681,10 @@ def solver_summary(solution: Solution) -> dict[str, Any]:
                 "status": c.status,
                 "moves": c.moves,
                 "moves_lower_bound": c.moves_bound,
-                "objectives": {o.name: {"status": o.status, "gap": o.gap, "value": o.value, "bound": o.bound, "greedy_start": o.greedy} for o in c.objectives},
+                "objectives": {
+                    o.name: {"status": o.status, "gap": o.gap, "value": o.value, "bound": o.bound, "greedy_start": o.greedy}
+                    for o in c.objectives
+                },
                 "seconds": round(c.seconds, 3),
                 "stopped_on": c.stopped_on,
             }
@@ -655,9 +697,13 @@ def results_of(solver: dict[str, Any]) -> list[ComponentResult]:
     """The component results a summary's ``solver`` section records (see :func:`solver_summary`)."""
     return [
         ComponentResult(
-            c["users"], c["units"], c["pairs"],
+            c["users"],
+            c["units"],
+            c["pairs"],
             [Objective(name, o["value"], o["bound"], o["greedy_start"], o["status"]) for name, o in c["objectives"].items()],
-            c["moves"], c["moves_lower_bound"], c["seconds"],
+            c["moves"],
+            c["moves_lower_bound"],
+            c["seconds"],
             c.get("stopped_on", "optimal" if c["status"] != "FEASIBLE" else "effort"),  # not recorded before time limits
         )
         for c in solver["per_component"]
@@ -665,7 +711,11 @@ def results_of(solver: dict[str, Any]) -> list[ComponentResult]:
 
 
 def explain_account(
-    rules: CompiledRules, record: AccountTable, row: dict[str, Any], territories: list[str], loads: dict[str, dict[str, tuple[float, float]]]
+    rules: CompiledRules,
+    record: AccountTable,
+    row: dict[str, Any],
+    territories: list[str],
+    loads: dict[str, dict[str, tuple[float, float]]],
 ) -> list[str]:
     """The explanation of one account, from its input ``record`` (a one-row table), its plan ``row`` and the
     ``loads`` after the plan (user → balance label → (load, fair share)): shared by a plan in memory and a saved one."""

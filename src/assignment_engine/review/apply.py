@@ -81,8 +81,17 @@ class _Table:
     shape: Shape  # what is read of the plan's rows: the columns written, and what the owner check reads
 
 
-_ACCOUNTS = _Table("accounts", "account_updates.csv", "account_id", (), {"salesforce": ("Id", "OwnerId")}, Shape((*OwnerCheck.ACCOUNT_KEYS, "reason")))
-_DEALS = _Table("opportunities", "opportunity_updates.csv", "opportunity_id", ("account_id",), {"salesforce": ("Id", "OwnerId")}, Shape((*OwnerCheck.DEAL_KEYS, "account_id", "territory_id")))
+_ACCOUNTS = _Table(
+    "accounts", "account_updates.csv", "account_id", (), {"salesforce": ("Id", "OwnerId")}, Shape((*OwnerCheck.ACCOUNT_KEYS, "reason"))
+)
+_DEALS = _Table(
+    "opportunities",
+    "opportunity_updates.csv",
+    "opportunity_id",
+    ("account_id",),
+    {"salesforce": ("Id", "OwnerId")},
+    Shape((*OwnerCheck.DEAL_KEYS, "account_id", "territory_id")),
+)
 
 
 @dataclass(frozen=True)
@@ -153,7 +162,13 @@ def apply_plan(plan_dir: str | Path, out: str | Path, *, format: str = "csv", pr
     deals_input = manifest.input("opportunities")
     for source in (accounts_input, deals_input):
         if source is not None and Path(source.path).suffix.lower() in (*SPREADSHEETS, ".parquet"):
-            raise DataError([Finding(Location(source.path), "apply rewrites CSV and JSON Lines inputs only; export this file as CSV, plan it, then apply")])
+            raise DataError(
+                [
+                    Finding(
+                        Location(source.path), "apply rewrites CSV and JSON Lines inputs only; export this file as CSV, plan it, then apply"
+                    )
+                ]
+            )
     rules = manifest.rules(plan_dir)
     owners = OwnerCheck(rules, read_users(manifest.path("users"), list(rules.measures), rules.inputs["users"]), manifest.path("users"))
     files: list[str] = []
@@ -184,7 +199,14 @@ def apply_plan(plan_dir: str | Path, out: str | Path, *, format: str = "csv", pr
 
 
 def _apply_table(
-    kind: _Table, plan_dir: Path, source: InputFile, staging: Path, format: str, files: list[str], columns: ColumnMap, check: Callable[[Location, dict[str, Any]], None]
+    kind: _Table,
+    plan_dir: Path,
+    source: InputFile,
+    staging: Path,
+    format: str,
+    files: list[str],
+    columns: ColumnMap,
+    check: Callable[[Location, dict[str, Any]], None],
 ) -> _Counts:
     """One pass over the input file and the plan's rows: the update file, the applied copy (and unassigned.csv).
     Each row's owner is ``check``ed (see :class:`files.manifest.OwnerCheck`) before anything is written of it."""
@@ -212,12 +234,21 @@ def _apply_table(
             row = next(plan, None)
             if row is None or row[kind.id_column] != record_id.strip():  # the plan holds ids as the engine reads them, stripped
                 found = "no more rows" if row is None else f"{kind.id_column} {row[kind.id_column]!r}"
-                raise DataError([Finding(Location(source.path, number), f"the plan's {kind.role}.jsonl has {found} where this file has {record_id!r}: the plan in {plan_dir} was not made from this file")])
+                raise DataError(
+                    [
+                        Finding(
+                            Location(source.path, number),
+                            f"the plan's {kind.role}.jsonl has {found} where this file has {record_id!r}: the plan in {plan_dir} was not made from this file",
+                        )
+                    ]
+                )
             counts.rows += 1
             check(Location(plan_file, counts.rows), row)
             owner, previous, status = row["owner_id"], row["previous_owner_id"], row["status"]
             moves = owner != previous and bool(owner) and status not in _NO_CHANGE
-            if not owner and status not in ("locked", "excluded") and unassigned is not None:  # unassigned, or pinned to an owner-less parent
+            if (
+                not owner and status not in ("locked", "excluded") and unassigned is not None
+            ):  # unassigned, or pinned to an owner-less parent
                 counts.unassigned += 1
                 counts.unassigned_keeping_owner += bool(previous)
                 unassigned.writerow([record_id, previous, status, row["reason"]])
@@ -234,11 +265,25 @@ def _apply_table(
             counts.formula_like += formula_like(cells)
             updates.writerow(cells)
         if next(plan, None) is not None:
-            raise DataError([Finding(Location(source.path), f"the plan's {kind.role}.jsonl has more rows than this file: the plan in {plan_dir} was not made from this file")])
+            raise DataError(
+                [
+                    Finding(
+                        Location(source.path),
+                        f"the plan's {kind.role}.jsonl has more rows than this file: the plan in {plan_dir} was not made from this file",
+                    )
+                ]
+            )
         while text.read(1 << 20):  # hash to the end (trailing blank lines)
             pass
         if hashing.hexdigest() != source.sha256:
-            raise DataError([Finding(Location(source.path), "changed while the plan was being applied; nothing was written: re-run assign and review the new plan")])
+            raise DataError(
+                [
+                    Finding(
+                        Location(source.path),
+                        "changed while the plan was being applied; nothing was written: re-run assign and review the new plan",
+                    )
+                ]
+            )
     if source.rows is not None and counts.rows != source.rows:
         raise DataError([Finding(Location(source.path), f"{counts.rows} rows read, the plan's manifest says {source.rows}")])
     files += [updates_name, copy_name, *(["unassigned.csv"] if kind is _ACCOUNTS else [])]
@@ -325,10 +370,21 @@ def _jsonl_records(text: IO[str], copy: IO[str], path: str, columns: ColumnMap) 
             raise DataError([Finding(Location(path, number), f"invalid JSON: {exc}")]) from None
         if not isinstance(record, dict):
             raise DataError([Finding(Location(path, number, 1), "each line must be a JSON object")])
-        key_of = {name: next((c for c in columns.candidates(name) if _has(record, c)), columns.candidates(name)[0]) for name in ("id", "owner_id", "territory_id")}
+        key_of = {
+            name: next((c for c in columns.candidates(name) if _has(record, c)), columns.candidates(name)[0])
+            for name in ("id", "owner_id", "territory_id")
+        }
         raw_id, territory = _value(record, key_of["id"]), _value(record, key_of["territory_id"])
 
-        def rewrite(owner: str | None, line: str = line, record: dict[str, Any] = record, bom: str = bom, end: str = end, number: int = number, key: str = key_of["owner_id"]) -> None:
+        def rewrite(
+            owner: str | None,
+            line: str = line,
+            record: dict[str, Any] = record,
+            bom: str = bom,
+            end: str = end,
+            number: int = number,
+            key: str = key_of["owner_id"],
+        ) -> None:
             if owner is None:
                 copy.write(line)
             else:

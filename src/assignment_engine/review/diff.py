@@ -63,8 +63,13 @@ class Band:
     @classmethod
     def of(cls, entry: dict[str, Any]) -> Band:
         return cls(
-            entry["balance"], entry["tolerance"], entry["min_deviation_before"], entry["max_deviation_before"],
-            entry["min_deviation"], entry["max_deviation"], list(entry["users_outside_tolerance"]),
+            entry["balance"],
+            entry["tolerance"],
+            entry["min_deviation_before"],
+            entry["max_deviation_before"],
+            entry["min_deviation"],
+            entry["max_deviation"],
+            list(entry["users_outside_tolerance"]),
         )
 
 
@@ -214,7 +219,9 @@ class _Moves:
                 heapq.heapreplace(self._heap, entry)
 
     def moves(self) -> list[Move]:
-        return sorted((Move(f, t, int(n), v) for (f, t), (n, v) in self.pairs.items()), key=lambda m: (-m.value, -m.accounts, m.from_id, m.to_id))
+        return sorted(
+            (Move(f, t, int(n), v) for (f, t), (n, v) in self.pairs.items()), key=lambda m: (-m.value, -m.accounts, m.from_id, m.to_id)
+        )
 
     def largest(self) -> list[MovedAccount]:
         return [moved for _v, _o, moved in sorted(self._heap, reverse=True)]
@@ -230,7 +237,12 @@ def compact(x: float) -> str:
 
 # the columns a review reads from a saved plan, and their types (a plan of an older engine lacks some)
 _OLDER = "; re-run assign with this engine version"
-ACCOUNT_FIELDS = Shape(("account_id", "owner_id", "previous_owner_id", "territory_id", "status", "reason"), ("value",), ("moved",), hints=dict.fromkeys(["value"], _OLDER))
+ACCOUNT_FIELDS = Shape(
+    ("account_id", "owner_id", "previous_owner_id", "territory_id", "status", "reason"),
+    ("value",),
+    ("moved",),
+    hints=dict.fromkeys(["value"], _OLDER),
+)
 DEAL_FIELDS = Shape(("owner_id", "previous_owner_id"), (), ("moved",))
 _COMPARED = Shape(("account_id", "owner_id", "territory_id", "status", "reason"), ("value",), hints=dict.fromkeys(["value"], _OLDER))
 
@@ -380,7 +392,16 @@ def compare_plans(directory_a: str | Path, directory_b: str | Path, largest: int
     for directory, manifest in zip(directories, manifests, strict=True):
         bands, user_loads = _balance(read_summary(directory), directory)
         rules = manifest.input("rules")
-        sides.append(PlanSide(str(directory), manifest.plan_id, None if rules is None else rules.sha256, manifest.current_settings, manifest.headline, bands))
+        sides.append(
+            PlanSide(
+                str(directory),
+                manifest.plan_id,
+                None if rules is None else rules.sha256,
+                manifest.current_settings,
+                manifest.headline,
+                bands,
+            )
+        )
         loads.append(user_loads)
     moves = _Moves(largest)
     accounts = 0
@@ -388,7 +409,14 @@ def compare_plans(directory_a: str | Path, directory_b: str | Path, largest: int
         accounts += 1
         if row_a is None or row_b is None or row_a["account_id"] != row_b["account_id"]:
             got, had = (row_b or {}).get("account_id", "no row"), (row_a or {}).get("account_id", "no row")
-            raise DataError([Finding(Location(str(Path(directory_b) / "accounts.jsonl"), accounts), f"{got!r} where {directory_a} has {had!r}: a damaged plan file")])
+            raise DataError(
+                [
+                    Finding(
+                        Location(str(Path(directory_b) / "accounts.jsonl"), accounts),
+                        f"{got!r} where {directory_a} has {had!r}: a damaged plan file",
+                    )
+                ]
+            )
         if row_a["owner_id"] != row_b["owner_id"]:
             moves.add(row_a["owner_id"] or NONE, row_b["owner_id"] or NONE, row_b)
     pairs = moves.moves()
@@ -419,4 +447,6 @@ def _damaged(directory: str | Path, name: str) -> Iterator[None]:
     try:
         yield
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise DataError([Finding(Location(str(Path(directory) / name)), f"damaged plan file ({exc!r}); re-run assign with this engine version")]) from None
+        raise DataError(
+            [Finding(Location(str(Path(directory) / name)), f"damaged plan file ({exc!r}); re-run assign with this engine version")]
+        ) from None

@@ -27,8 +27,15 @@ from ..rules.inputs import ACCOUNT_INPUT_COLUMNS, DEAL_INPUT_COLUMNS
 from ..tables.cells import shown
 from ..tables.table import AccountTable
 
-_ACCOUNT = Shape(("account_id", "owner_id", "territory_id", "previous_owner_id", "status", "reason", "ultimate_parent_id"), ("family_size",), ("moved",))
-_DEAL = Shape(("opportunity_id", "account_id", "owner_id", "territory_id", "previous_owner_id", "status", "reason"), (), ("moved",), ("overlay_owner_ids",))
+_ACCOUNT = Shape(
+    ("account_id", "owner_id", "territory_id", "previous_owner_id", "status", "reason", "ultimate_parent_id"), ("family_size",), ("moved",)
+)
+_DEAL = Shape(
+    ("opportunity_id", "account_id", "owner_id", "territory_id", "previous_owner_id", "status", "reason"),
+    (),
+    ("moved",),
+    ("overlay_owner_ids",),
+)
 
 
 def explain_saved(directory: str | Path, record_id: str) -> tuple[dict[str, Any], list[str]]:
@@ -67,11 +74,20 @@ def _loads(directory: str | Path, rules: CompiledRules, where: Location, row: di
     }
     territory = row["territory_id"]
     if territory and territory not in rules.territories:
-        raise DataError([Finding(where, f"account {shown(row['account_id'])} has territory {shown(territory)}, which is not in the rule file")])
+        raise DataError(
+            [Finding(where, f"account {shown(row['account_id'])} has territory {shown(territory)}, which is not in the rule file")]
+        )
     owners = rules.territories[territory].owners if territory else ()
     missing = next(((u, spec.label) for u in owners for spec in rules.balance if spec.label not in loads.get(u, {})), None)
     if missing is not None:
-        raise DataError([Finding(Location(str(Path(directory) / "summary.json")), f"damaged plan summary: no {missing[1]} load for user {shown(missing[0])}")])
+        raise DataError(
+            [
+                Finding(
+                    Location(str(Path(directory) / "summary.json")),
+                    f"damaged plan summary: no {missing[1]} load for user {shown(missing[0])}",
+                )
+            ]
+        )
     return loads
 
 

@@ -69,12 +69,21 @@ def render_report(directory: str | Path, location: str | Path | None = None, rev
     from plotly.offline import get_plotlyjs
 
     d = review or diff_plan(directory, largest=MOVED_ROWS)
-    environment = jinja2.Environment(loader=jinja2.PackageLoader("assignment_engine", "templates"), autoescape=True, undefined=jinja2.StrictUndefined)
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("assignment_engine", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
     environment.filters["amount"] = compact
     environment.filters["share"] = _share
     # fixed element ids (plotly picks random ones): the same plan gives the same page, byte for byte
     drawn = [
-        (chart, Markup(plotly.io.to_html(chart.figure, include_plotlyjs=False, full_html=False, config=_CONFIG, validate=False, div_id=f"chart-{k}")))
+        (
+            chart,
+            Markup(
+                plotly.io.to_html(
+                    chart.figure, include_plotlyjs=False, full_html=False, config=_CONFIG, validate=False, div_id=f"chart-{k}"
+                )
+            ),
+        )
         for k, chart in enumerate(charts(d), start=1)
     ]  # figures are validated in the tests
     return environment.get_template("report.html.j2").render(
@@ -102,11 +111,29 @@ def charts(d: PlanDiff) -> list[Chart]:
     for band in d.bands:
         figure = _loads_chart(d.users, band.measure, band.tolerance)
         if figure is not None:
-            drawn.append(Chart(f"Load per user: {band.measure}", f"share of fair share before (grey) and after (blue); the green band is the tolerance ±{band.tolerance:.0%}", figure))
+            drawn.append(
+                Chart(
+                    f"Load per user: {band.measure}",
+                    f"share of fair share before (grey) and after (blue); the green band is the tolerance ±{band.tolerance:.0%}",
+                    figure,
+                )
+            )
     if d.bands:
-        drawn.append(Chart("Balance bands", "lowest to highest deviation from fair share across users, before and after, against the tolerance", _bands_chart(d)))
+        drawn.append(
+            Chart(
+                "Balance bands",
+                "lowest to highest deviation from fair share across users, before and after, against the tolerance",
+                _bands_chart(d),
+            )
+        )
     if d.moves:
-        drawn.append(Chart(f"Gained and lost: {d.value_measure}", f"the {GAINERS} users with the most {d.value_measure} changing hands", _gains_chart(d)))
+        drawn.append(
+            Chart(
+                f"Gained and lost: {d.value_measure}",
+                f"the {GAINERS} users with the most {d.value_measure} changing hands",
+                _gains_chart(d),
+            )
+        )
         drawn.append(
             Chart(
                 "Flow of accounts between owners",
@@ -127,7 +154,11 @@ def _loads_chart(users: list[UserChange], measure: str, tolerance: float) -> dic
     tells the real share): one user at 8,000% would otherwise flatten everyone
     else onto the band.
     """
-    shown = [(u.user_id, load) for u in users if (load := u.loads.get(measure)) is not None and load.share_before is not None and load.share_after is not None]
+    shown = [
+        (u.user_id, load)
+        for u in users
+        if (load := u.loads.get(measure)) is not None and load.share_before is not None and load.share_after is not None
+    ]
     if not shown:
         return None
     shown.sort(key=lambda pair: -(pair[1].share_before or 0))
@@ -138,26 +169,60 @@ def _loads_chart(users: list[UserChange], measure: str, tolerance: float) -> dic
 
     def points(shares: list[float], name: str, color: str) -> dict[str, Any]:
         return {
-            "type": "scatter", "mode": "markers", "name": name, "x": names, "y": [v if v <= top else None for v in shares],
-            "marker": {"color": color, "size": 7}, "hovertemplate": f"%{{x}}: %{{y:,.0f}}% {name}<extra></extra>",
+            "type": "scatter",
+            "mode": "markers",
+            "name": name,
+            "x": names,
+            "y": [v if v <= top else None for v in shares],
+            "marker": {"color": color, "size": 7},
+            "hovertemplate": f"%{{x}}: %{{y:,.0f}}% {name}<extra></extra>",
         }
 
-    above = [(name, v, when, color) for shares, when, color in ((before, "before", _BEFORE), (after, "after", _AFTER)) for name, v in zip(names, shares, strict=True) if v > top]
+    above = [
+        (name, v, when, color)
+        for shares, when, color in ((before, "before", _BEFORE), (after, "after", _AFTER))
+        for name, v in zip(names, shares, strict=True)
+        if v > top
+    ]
     capped = {
-        "type": "scatter", "mode": "markers", "name": f"above {top:,.0f}%", "x": [a[0] for a in above], "y": [top] * len(above), "customdata": [[a[1], a[2]] for a in above],
-        "marker": {"color": [a[3] for a in above], "size": 9, "symbol": "triangle-up"}, "hovertemplate": "%{x}: %{customdata[0]:,.0f}% %{customdata[1]}<extra></extra>",
+        "type": "scatter",
+        "mode": "markers",
+        "name": f"above {top:,.0f}%",
+        "x": [a[0] for a in above],
+        "y": [top] * len(above),
+        "customdata": [[a[1], a[2]] for a in above],
+        "marker": {"color": [a[3] for a in above], "size": 9, "symbol": "triangle-up"},
+        "hovertemplate": "%{x}: %{customdata[0]:,.0f}% %{customdata[1]}<extra></extra>",
     }
     line = {
-        "type": "scatter", "mode": "lines", "hoverinfo": "skip", "showlegend": False, "line": {"color": "#d0d7de", "width": 2},
-        "x": [x for name in names for x in (name, name, None)], "y": [y for b, a in zip(before, after, strict=True) for y in (min(b, top), min(a, top), None)],
+        "type": "scatter",
+        "mode": "lines",
+        "hoverinfo": "skip",
+        "showlegend": False,
+        "line": {"color": "#d0d7de", "width": 2},
+        "x": [x for name in names for x in (name, name, None)],
+        "y": [y for b, a in zip(before, after, strict=True) for y in (min(b, top), min(a, top), None)],
     }
-    band = {"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": 100 * (1 - tolerance), "y1": 100 * (1 + tolerance), "fillcolor": _BAND, "line": {"width": 0}, "layer": "below"}
+    band = {
+        "type": "rect",
+        "xref": "paper",
+        "x0": 0,
+        "x1": 1,
+        "yref": "y",
+        "y0": 100 * (1 - tolerance),
+        "y1": 100 * (1 + tolerance),
+        "fillcolor": _BAND,
+        "line": {"width": 0},
+        "layer": "below",
+    }
     layout = {
         "shapes": [band],
         "yaxis": {"title": {"text": "% of fair share"}, "ticksuffix": "%", "range": [0, top * 1.05]},
         "xaxis": {"type": "category", "showgrid": False, "showticklabels": len(names) <= 60},
     }
-    return _figure([line, points(before, "before", _BEFORE), points(after, "after", _AFTER), *([capped] if above else [])], layout, height=380)
+    return _figure(
+        [line, points(before, "before", _BEFORE), points(after, "after", _AFTER), *([capped] if above else [])], layout, height=380
+    )
 
 
 def _bands_chart(d: PlanDiff) -> dict[str, Any]:
@@ -168,8 +233,15 @@ def _bands_chart(d: PlanDiff) -> dict[str, Any]:
         base = [100 * (lo or 0) for lo in low]
         length = [100 * ((hi or 0) - (lo or 0)) for lo, hi in zip(low, high, strict=True)]
         return {
-            "type": "bar", "orientation": "h", "name": name, "y": names, "x": length, "base": base, "marker": {"color": color},
-            "customdata": [[b, b + n] for b, n in zip(base, length, strict=True)], "hovertemplate": f"%{{y}} {name}: %{{customdata[0]:+.1f}}% to %{{customdata[1]:+.1f}}%<extra></extra>",
+            "type": "bar",
+            "orientation": "h",
+            "name": name,
+            "y": names,
+            "x": length,
+            "base": base,
+            "marker": {"color": color},
+            "customdata": [[b, b + n] for b, n in zip(base, length, strict=True)],
+            "hovertemplate": f"%{{y}} {name}: %{{customdata[0]:+.1f}}% to %{{customdata[1]:+.1f}}%<extra></extra>",
         }
 
     data = [
@@ -177,7 +249,11 @@ def _bands_chart(d: PlanDiff) -> dict[str, Any]:
         spans([b.min_before for b in d.bands], [b.max_before for b in d.bands], "before", _BEFORE),
         spans([b.min_after for b in d.bands], [b.max_after for b in d.bands], "after", _AFTER),
     ]
-    layout = {"barmode": "group", "xaxis": {"title": {"text": "deviation from fair share"}, "ticksuffix": "%", "zeroline": True}, "yaxis": {"autorange": "reversed"}}
+    layout = {
+        "barmode": "group",
+        "xaxis": {"title": {"text": "deviation from fair share"}, "ticksuffix": "%", "zeroline": True},
+        "yaxis": {"autorange": "reversed"},
+    }
     return _figure(data, layout, height=120 + 90 * len(names))
 
 
@@ -186,10 +262,30 @@ def _gains_chart(d: PlanDiff) -> dict[str, Any]:
     top = sorted((u for u in d.users if u.changed), key=lambda u: -(u.value_gained + u.value_lost))[:GAINERS]
     names = [_label(u.user_id) for u in top]
     data = [
-        {"type": "bar", "orientation": "h", "name": "gained", "y": names, "x": [u.value_gained for u in top], "marker": {"color": _AFTER}, "hovertemplate": "%{y} gains %{x:,.0f}<extra></extra>"},
-        {"type": "bar", "orientation": "h", "name": "lost", "y": names, "x": [-u.value_lost for u in top], "marker": {"color": "#cf222e"}, "hovertemplate": "%{y} loses %{x:,.0f}<extra></extra>"},
+        {
+            "type": "bar",
+            "orientation": "h",
+            "name": "gained",
+            "y": names,
+            "x": [u.value_gained for u in top],
+            "marker": {"color": _AFTER},
+            "hovertemplate": "%{y} gains %{x:,.0f}<extra></extra>",
+        },
+        {
+            "type": "bar",
+            "orientation": "h",
+            "name": "lost",
+            "y": names,
+            "x": [-u.value_lost for u in top],
+            "marker": {"color": "#cf222e"},
+            "hovertemplate": "%{y} loses %{x:,.0f}<extra></extra>",
+        },
     ]
-    layout = {"barmode": "relative", "yaxis": {"autorange": "reversed", "type": "category"}, "xaxis": {"title": {"text": _label(d.value_measure)}}}
+    layout = {
+        "barmode": "relative",
+        "yaxis": {"autorange": "reversed", "type": "category"},
+        "xaxis": {"title": {"text": _label(d.value_measure)}},
+    }
     return _figure(data, layout, height=140 + 22 * len(names))
 
 
@@ -221,7 +317,12 @@ def _flow_chart(moves: list[Move]) -> dict[str, Any]:
     index = {("from", u): k for k, u in enumerate(sources)} | {("to", u): len(sources) + k for k, u in enumerate(targets)}
     sankey = {
         "type": "sankey",
-        "node": {"label": [_label(u) for u in (*sources, *targets)], "pad": 10, "thickness": 14, "color": [_BEFORE] * len(sources) + [_AFTER] * len(targets)},
+        "node": {
+            "label": [_label(u) for u in (*sources, *targets)],
+            "pad": 10,
+            "thickness": 14,
+            "color": [_BEFORE] * len(sources) + [_AFTER] * len(targets),
+        },
         "link": {
             "source": [index["from", s] for s, _ in links],
             "target": [index["to", t] for _, t in links],
@@ -238,7 +339,16 @@ def _unassigned_chart(reasons: dict[str, int]) -> dict[str, Any]:
     items = list(reasons.items())
     if len(items) > REASONS:
         items = [*items[: REASONS - 1], (f"{len(items) - REASONS + 1} other reasons", sum(n for _, n in items[REASONS - 1 :]))]
-    data = [{"type": "bar", "orientation": "h", "y": [_label(r) for r, _ in items], "x": [n for _, n in items], "marker": {"color": "#bf8700"}, "hovertemplate": "%{y}: %{x:,} accounts<extra></extra>"}]
+    data = [
+        {
+            "type": "bar",
+            "orientation": "h",
+            "y": [_label(r) for r, _ in items],
+            "x": [n for _, n in items],
+            "marker": {"color": "#bf8700"},
+            "hovertemplate": "%{y}: %{x:,} accounts<extra></extra>",
+        }
+    ]
     return _figure(data, {"yaxis": {"autorange": "reversed"}, "xaxis": {"title": {"text": "accounts"}}}, height=120 + 28 * len(items))
 
 
@@ -248,8 +358,12 @@ def _figure(data: list[dict[str, Any]], layout: dict[str, Any], height: int) -> 
         layout.setdefault(axis, {})["automargin"] = True
         layout[axis].setdefault("gridcolor", "#eaeef2")
     common = {
-        "height": height, "margin": {"l": 10, "r": 10, "t": 10, "b": 10}, "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom"},
-        "font": {"family": "system-ui, sans-serif", "color": "#1f2328"}, "paper_bgcolor": "#fff", "plot_bgcolor": "#fff",
+        "height": height,
+        "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+        "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom"},
+        "font": {"family": "system-ui, sans-serif", "color": "#1f2328"},
+        "paper_bgcolor": "#fff",
+        "plot_bgcolor": "#fff",
     }
     return {"data": data, "layout": {**common, **layout}}
 

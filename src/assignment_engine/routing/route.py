@@ -94,7 +94,9 @@ def route_files(
                 say(f"matching the leads of {leads} to the plan's accounts")
                 _route_leads(router, lead_table, staging, today, counts)
             write_json(staging / ROUTE_MANIFEST, {"plan_dir": str(Path(plan_dir).resolve()), "plan_id": manifest.plan_id, **asdict(counts)})
-    return RouteResult(manifest.plan_id, str(out), counts.accounts, counts.leads, counts.leads_matched, counts.unassigned, counts.formula_like_cells)
+    return RouteResult(
+        manifest.plan_id, str(out), counts.accounts, counts.leads, counts.leads_matched, counts.unassigned, counts.formula_like_cells
+    )
 
 
 @dataclass
@@ -122,7 +124,9 @@ def _route_accounts(router: Router, table: AccountTable, staging: Path, today: d
         writer = csv.writer(handle)
         writer.writerow(PLAN_ACCOUNT_COLUMNS)  # the plan's own columns
         for i, account_id in enumerate(table.ids):
-            routed = router.route_values(account_id, typed(table.record(i), router.rules.field_types), today=today, notes=table.notes.get(i, ()))
+            routed = router.route_values(
+                account_id, typed(table.record(i), router.rules.field_types), today=today, notes=table.notes.get(i, ())
+            )
             counts.unassigned += routed.owner_id is None
             counts.written(writer, _account_row(router, routed, table.owner_ids[i]))
     counts.accounts = len(table)
@@ -130,7 +134,16 @@ def _route_accounts(router: Router, table: AccountTable, staging: Path, today: d
 
 def _account_row(router: Router, routed: Routed, previous: str | None) -> list[Any]:
     rule = router.rules.territories[routed.territory_id].rule_label if routed.territory_id else ""
-    return [routed.account_id, routed.owner_id or "", routed.territory_id or "", previous or "", (routed.owner_id or None) != previous, routed.status, rule, routed.reason]
+    return [
+        routed.account_id,
+        routed.owner_id or "",
+        routed.territory_id or "",
+        previous or "",
+        (routed.owner_id or None) != previous,
+        routed.status,
+        rule,
+        routed.reason,
+    ]
 
 
 @dataclass(frozen=True)
@@ -147,7 +160,9 @@ def _lead_table(router: Router, path: str | Path) -> _Leads:
         raise DataError([Finding(Location(str(path), 1), "missing required column 'id'")])
     n = len(columns["id"])
     router.lead_index()
-    return _Leads(str(path), {name: columns.get(name, [None] * n) for name in ["id", "company", "email", "website", *router.rules.field_types]}, rows)
+    return _Leads(
+        str(path), {name: columns.get(name, [None] * n) for name in ["id", "company", "email", "website", *router.rules.field_types]}, rows
+    )
 
 
 def _route_leads(router: Router, leads: _Leads, staging: Path, today: dt.date | None, counts: _Counts) -> None:
@@ -163,10 +178,14 @@ def _route_leads(router: Router, leads: _Leads, staging: Path, today: dt.date | 
                 routed = router.route_lead(lead, today=today)
             except DataError as exc:
                 raise DataError([Finding(Location(leads.path, row, column=f.location.column), f.message) for f in exc.findings]) from None
-            counts.written(lead_out, [routed.lead_id, routed.account_id or "", routed.owner_id or "", routed.territory_id or "", routed.reason])
+            counts.written(
+                lead_out, [routed.lead_id, routed.account_id or "", routed.owner_id or "", routed.territory_id or "", routed.reason]
+            )
             if routed.account_id is not None:
                 counts.leads_matched += 1
                 continue
             counts.unassigned += routed.owner_id is None
-            counts.written(new_out, [routed.lead_id, as_text(lead["company"] or ""), routed.owner_id or "", *(lead[f] for f in rules.field_types)])
+            counts.written(
+                new_out, [routed.lead_id, as_text(lead["company"] or ""), routed.owner_id or "", *(lead[f] for f in rules.field_types)]
+            )
     counts.leads = len(leads.rows)

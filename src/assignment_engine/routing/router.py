@@ -114,13 +114,17 @@ class Router:
         fallbacks = [routing.fallback, *(t.fallback for t in routing.territories.values())]
         unknown = sorted({f for f in fallbacks if f is not None and f not in self.by_id})
         if unknown:
-            raise RuleFileError([Finding(Location(self.rules.source), f"routing fallback '{u}' is not among the users") for u in unknown], self.rules.lines)
+            raise RuleFileError(
+                [Finding(Location(self.rules.source), f"routing fallback '{u}' is not among the users") for u in unknown], self.rules.lines
+            )
         self.run_date = self.rules.run_date(self.as_of)
         self._lazy = threading.RLock()  # the lead book and index are built by the first thread to ask
         self._accounts: Book | None = None
         self._book_index: dict[str, int] = {}
         self._index: AccountIndex | None = None
-        self._owners = {tid: [u for u in node.owners if u in self.by_id and self.by_id[u].active] for tid, node in self.rules.territories.items()}
+        self._owners = {
+            tid: [u for u in node.owners if u in self.by_id and self.by_id[u].active] for tid, node in self.rules.territories.items()
+        }
 
     # -- building ---------------------------------------------------------------------
 
@@ -131,11 +135,14 @@ class Router:
         users = plan.users
         loads = {u.id: {label: float(v[k]) for label, v in loads_by_label.items()} for k, u in enumerate(users)}
         fair = {u.id: {label: float(v[k]) for label, v in plan.solution.fair.items()} for k, u in enumerate(users)}
+
         def book() -> Book:
             accounts = plan.accounts
             websites = _websites(plan.rules, accounts)
             ids = plan.matches.territory_ids
-            return Book(accounts.ids, accounts.names, websites, plan.owner_ids, [ids[t] if t >= 0 else None for t in plan.territory.tolist()])
+            return Book(
+                accounts.ids, accounts.names, websites, plan.owner_ids, [ids[t] if t >= 0 else None for t in plan.territory.tolist()]
+            )
 
         return cls(plan.rules, list(users), loads, fair, "", plan.accounts.as_of, state or MemoryState(), book)
 
@@ -153,10 +160,16 @@ class Router:
         fair: dict[str, dict[str, float]] = {}
         for entry in read_summary(directory)["users"]:
             loads[entry["user_id"]] = {label: float(e["after"]) for label, e in entry["loads"].items()}
-            fair[entry["user_id"]] = {label: float(e["fair_share"]) for label, e in entry["loads"].items() if e.get("fair_share") is not None}
+            fair[entry["user_id"]] = {
+                label: float(e["fair_share"]) for label, e in entry["loads"].items() if e.get("fair_share") is not None
+            }
 
         def book() -> Book:
-            accounts = read_accounts(manifest.unchanged(directory, "accounts", "; leads are matched against the plan's accounts"), rules.field_types, rules.inputs["accounts"])
+            accounts = read_accounts(
+                manifest.unchanged(directory, "accounts", "; leads are matched against the plan's accounts"),
+                rules.field_types,
+                rules.inputs["accounts"],
+            )
             websites = _websites(rules, accounts)
             owners = OwnerCheck(rules, users, manifest.path("users"))
             path = str(Path(directory) / "accounts.jsonl")
@@ -166,7 +179,13 @@ class Router:
                 rows[row["account_id"]] = row
             owners.done()
             owner_of = [rows[a]["owner_id"] or None if a in rows else None for a in accounts.ids]
-            return Book(accounts.ids, accounts.names, websites, owner_of, [rows[a]["territory_id"] or None if a in rows else None for a in accounts.ids])
+            return Book(
+                accounts.ids,
+                accounts.names,
+                websites,
+                owner_of,
+                [rows[a]["territory_id"] or None if a in rows else None for a in accounts.ids],
+            )
 
         return cls(rules, users, loads, fair, manifest.plan_id, manifest.as_of, state or MemoryState(), book)
 
@@ -193,7 +212,9 @@ class Router:
         lead_id = "" if lead.get("id") is None else str(lead["id"]).strip()
         if not lead_id:
             raise DataError([Finding(Location("<lead>", 1, column="id"), "a lead needs an id")])
-        found = self.lead_index().match(company=_text(lead.get("company")), email=_text(lead.get("email")), website=_text(lead.get("website")))
+        found = self.lead_index().match(
+            company=_text(lead.get("company")), email=_text(lead.get("email")), website=_text(lead.get("website"))
+        )
         if found is not None:
             book = self._book()
             k = self._book_index[found.account_id]
@@ -203,7 +224,9 @@ class Router:
             return RoutedLead(lead_id, found.account_id, owner, territory, why)
         values = typed({name: lead.get(name) for name in self.rules.field_types}, self.rules.field_types, "<lead>")
         routed = self.route_values(lead_id, values, today=today, source="<lead>")
-        return RoutedLead(lead_id, None, routed.owner_id, routed.territory_id, f"no account matches; routed as a new account: {routed.reason}", routed)
+        return RoutedLead(
+            lead_id, None, routed.owner_id, routed.territory_id, f"no account matches; routed as a new account: {routed.reason}", routed
+        )
 
     def _book(self) -> Book:
         with self._lazy:
@@ -225,7 +248,9 @@ class Router:
                 self._index = AccountIndex(book.ids, book.names, book.websites)
             return self._index
 
-    def route_values(self, account_id: str, values: Values, *, today: dt.date | None = None, notes: Sequence[str] = (), source: str = "<record>") -> Routed:
+    def route_values(
+        self, account_id: str, values: Values, *, today: dt.date | None = None, notes: Sequence[str] = (), source: str = "<record>"
+    ) -> Routed:
         """Route one record given as typed plain values (see :func:`matching.records.typed`); a measure value that
         :meth:`Engine.assign` would refuse is refused here too (errors at ``<record>:1:field``), before it can
         shift the loads every later record is weighed by."""
@@ -239,7 +264,9 @@ class Router:
             if not found.owning:
                 fallback = routing.fallback
                 if fallback is not None:
-                    return self._give(account_id, fallback, None, "fallback", f"matched no territory; fallback {fallback}{tail}", values, day)
+                    return self._give(
+                        account_id, fallback, None, "fallback", f"matched no territory; fallback {fallback}{tail}", values, day
+                    )
                 return Routed(account_id, None, None, "unassigned", f"matched no territory{tail}")
             best: tuple[tuple[float, ...], str, str, str] | None = None  # (score, territory, user, how)
             refusals: list[str] = []
@@ -256,7 +283,9 @@ class Router:
             fallback = (override.fallback if override else None) or routing.fallback
             why = "; ".join(refusals) or "no active owner member"
             if fallback is not None:
-                return self._give(account_id, fallback, tid, "fallback", f"{where}; no member can take it ({why}); fallback {fallback}{tail}", values, day)
+                return self._give(
+                    account_id, fallback, tid, "fallback", f"{where}; no member can take it ({why}); fallback {fallback}{tail}", values, day
+                )
             return Routed(account_id, None, tid, "unassigned", f"{where}; no member can take it ({why}){tail}")
 
     def _where(self, owning: list[str]) -> str:

@@ -175,7 +175,9 @@ class SqliteState:
         app, version = db.execute("PRAGMA application_id").fetchone()[0], db.execute("PRAGMA user_version").fetchone()[0]
         if app == APPLICATION_ID:
             if version > FORMAT:
-                raise self.refusal(f"made by a newer version of the engine (state format {version}, this one reads {FORMAT}); upgrade, or name a new file")
+                raise self.refusal(
+                    f"made by a newer version of the engine (state format {version}, this one reads {FORMAT}); upgrade, or name a new file"
+                )
             return "ours"
         objects = db.execute("SELECT name, sql FROM sqlite_master WHERE name NOT GLOB 'sqlite_*' ORDER BY name").fetchall()
         if app == 0 and version == 0:
@@ -184,7 +186,9 @@ class SqliteState:
             if objects == sorted((name, create.replace(" IF NOT EXISTS", "")) for name, create in _TABLES.items()):  # as SQLite keeps them
                 return "legacy"
         shown = ", ".join(name for name, _ in objects[:5]) + (", …" if len(objects) > 5 else "")
-        raise self.refusal(f"a SQLite database this engine did not make (application_id {app}; {shown or 'no tables'}); it was left as it is. Name a new file for the routing state")
+        raise self.refusal(
+            f"a SQLite database this engine did not make (application_id {app}; {shown or 'no tables'}); it was left as it is. Name a new file for the routing state"
+        )
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -217,7 +221,9 @@ class SqliteState:
     @_located
     def turns(self, territory: str, users: Iterable[str]) -> dict[str, int]:
         users = list(users)
-        rows = self.db.execute(f"SELECT user, n FROM turns WHERE plan=? AND territory=? AND user IN ({_marks(users)})", (self.plan, territory, *users))
+        rows = self.db.execute(
+            f"SELECT user, n FROM turns WHERE plan=? AND territory=? AND user IN ({_marks(users)})", (self.plan, territory, *users)
+        )
         found = dict(rows.fetchall())
         return {u: found.get(u, 0) for u in users}
 
@@ -232,7 +238,9 @@ class SqliteState:
     def added(self, users: Iterable[str]) -> dict[str, dict[str, float]]:
         users = list(users)
         out: dict[str, dict[str, float]] = {}
-        for user, load, amount in self.db.execute(f"SELECT user, load, amount FROM added WHERE plan=? AND user IN ({_marks(users)})", (self.plan, *users)):
+        for user, load, amount in self.db.execute(
+            f"SELECT user, load, amount FROM added WHERE plan=? AND user IN ({_marks(users)})", (self.plan, *users)
+        ):
             out.setdefault(user, {})[load] = amount
         return out
 
@@ -242,7 +250,8 @@ class SqliteState:
         db.execute("INSERT INTO turns VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE SET n = n + 1", (plan, territory, user))
         db.execute("INSERT INTO daily VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE SET n = n + 1", (plan, day, user))
         db.executemany(
-            "INSERT INTO added VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET amount = amount + excluded.amount", [(plan, user, load, amount) for load, amount in loads.items()]
+            "INSERT INTO added VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET amount = amount + excluded.amount",
+            [(plan, user, load, amount) for load, amount in loads.items()],
         )
 
     def close(self) -> None:
@@ -256,7 +265,9 @@ class SqliteState:
         """What a database error means to the user, by SQLite's primary result code."""
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
         if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            return self.refusal(f"another process holds the state file (waited {self.wait:g} s: a route run holds it until its output is written); try again when it is done")
+            return self.refusal(
+                f"another process holds the state file (waited {self.wait:g} s: a route run holds it until its output is written); try again when it is done"
+            )
         if code == sqlite3.SQLITE_READONLY:
             return self.refusal("is read-only; routing records its decisions there")
         if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):

@@ -223,8 +223,24 @@ def _order(f: Finding) -> tuple[int, int]:
 
 
 _MODELS: tuple[type[BaseModel], ...] = (
-    rs.RuleFile, rs.Measure, rs.TierLevel, rs.Tiers, rs.TerritoryType, rs.Rule, rs.Member, rs.Territory, rs.BalanceEntry, rs.Assignment,
-    rs.SegmentLevel, rs.Input, rs.Inputs, rs.Opportunities, rs.KeepOwner, rs.DealMeasure, rs.Routing, rs.TerritoryRouting,
+    rs.RuleFile,
+    rs.Measure,
+    rs.TierLevel,
+    rs.Tiers,
+    rs.TerritoryType,
+    rs.Rule,
+    rs.Member,
+    rs.Territory,
+    rs.BalanceEntry,
+    rs.Assignment,
+    rs.SegmentLevel,
+    rs.Input,
+    rs.Inputs,
+    rs.Opportunities,
+    rs.KeepOwner,
+    rs.DealMeasure,
+    rs.Routing,
+    rs.TerritoryRouting,
 )
 _KNOWN_KEYS = sorted({key for model in _MODELS for key in model.model_fields})
 
@@ -280,8 +296,21 @@ class _Compiler:
         self.check_routing()
         keep_owner = None
         if deals.keep_owner is not None and deals.keep_owner.when is not None:
-            keep_owner = self.condition(deals.keep_owner.when, ("opportunities", "keep_owner", "when"), {**self.rule_fields, **self.deal_fields})
-        return CompiledRules(self.loaded.file, self.model, self.nodes, balance, self.deal_fields, keep_owner, overlay_balance, self.loaded.lines, segments, inputs)
+            keep_owner = self.condition(
+                deals.keep_owner.when, ("opportunities", "keep_owner", "when"), {**self.rule_fields, **self.deal_fields}
+            )
+        return CompiledRules(
+            self.loaded.file,
+            self.model,
+            self.nodes,
+            balance,
+            self.deal_fields,
+            keep_owner,
+            overlay_balance,
+            self.loaded.lines,
+            segments,
+            inputs,
+        )
 
     def check_routing(self) -> None:
         """Routing overrides name owning territories; the website field is a declared text field."""
@@ -332,7 +361,10 @@ class _Compiler:
                 known = {lv.casefold(): lv for lv in levels[compare.field]}
                 for value in compare.shown:
                     if value.casefold() not in known:
-                        self.error((*path, compare.field), f"segment '{compare.field}' has no level '{value}'{suggest(value, levels[compare.field])}")
+                        self.error(
+                            (*path, compare.field),
+                            f"segment '{compare.field}' has no level '{value}'{suggest(value, levels[compare.field])}",
+                        )
 
     def inputs(self) -> dict[str, ColumnMap]:
         """Per input, the preset's candidates and the rule file's own columns; an engine name nobody knows is an error."""
@@ -349,7 +381,11 @@ class _Compiler:
             given: rs.Input = getattr(spec, role)
             for name in given.columns:
                 if name not in known[role]:
-                    self.error(("inputs", role, "columns", name), f"unknown {role} column '{name}'{suggest(name, known[role])}; map engine names (or declared fields) to the file's", key=True)
+                    self.error(
+                        ("inputs", role, "columns", name),
+                        f"unknown {role} column '{name}'{suggest(name, known[role])}; map engine names (or declared fields) to the file's",
+                        key=True,
+                    )
             where = {name: self.loaded.location(("inputs", role, "columns", name)) for name in given.columns}
             if given.address is not None and role != "accounts":
                 self.error(("inputs", role, "address"), "'address' applies to accounts only")
@@ -361,7 +397,13 @@ class _Compiler:
         """One file column read by one engine name only: ``owner_id: Id`` beside the preset's ``id`` made ``apply`` write owners into the ids."""
         for column, first, second in columns.shared(names):
             mapped = next((n for n in (first, second) if n in given.columns), None)
-            path = ("inputs", columns.role, "columns", mapped) if mapped else ("inputs", columns.role, "address") if second == "address" else ("inputs", "preset")
+            path = (
+                ("inputs", columns.role, "columns", mapped)
+                if mapped
+                else ("inputs", columns.role, "address")
+                if second == "address"
+                else ("inputs", "preset")
+            )
             self.error(
                 path,
                 f"column {column!r} would be read as both {first} ({columns.source(first)}) and {second} ({columns.source(second)}): "
@@ -381,13 +423,21 @@ class _Compiler:
         fields = {deals.stage_field: "string", deals.close_date_field: "date", **deals.fields}
         for name in deals.fields:
             if name in self.model.fields:
-                self.error(("opportunities", "fields", name), f"opportunity field '{name}' has the name of an account field; rename one", key=True)
+                self.error(
+                    ("opportunities", "fields", name), f"opportunity field '{name}' has the name of an account field; rename one", key=True
+                )
         for name, deal_measure in deals.measures.items():
             if deal_measure.field is not None and fields.get(deal_measure.field) not in ("integer", "number"):
-                self.error(("opportunities", "measures", name, "field"), f"deal measure '{name}' needs a numeric opportunity field{suggest(deal_measure.field, list(deals.fields))}")
+                self.error(
+                    ("opportunities", "measures", name, "field"),
+                    f"deal measure '{name}' needs a numeric opportunity field{suggest(deal_measure.field, list(deals.fields))}",
+                )
         for name, measure in self.model.measures.items():
             if measure.deals is not None and fields.get(measure.deals) not in ("integer", "number"):
-                self.error(("measures", name, "deals"), f"measure '{name}' needs a numeric opportunity field{suggest(measure.deals, list(deals.fields))}; declare it under opportunities.fields")
+                self.error(
+                    ("measures", name, "deals"),
+                    f"measure '{name}' needs a numeric opportunity field{suggest(measure.deals, list(deals.fields))}; declare it under opportunities.fields",
+                )
         return fields
 
     def check_types(self) -> None:
@@ -397,7 +447,10 @@ class _Compiler:
             if t.name in names:
                 self.error(("territory_types", i, "name"), f"duplicate territory type '{t.name}'")
             if t.priority in priorities:
-                self.error(("territory_types", i, "priority"), f"priority {t.priority} is already used by type '{priorities[t.priority]}'; priorities must be unique")
+                self.error(
+                    ("territory_types", i, "priority"),
+                    f"priority {t.priority} is already used by type '{priorities[t.priority]}'; priorities must be unique",
+                )
             names.add(t.name)
             priorities.setdefault(t.priority, t.name)
 
@@ -407,7 +460,9 @@ class _Compiler:
             if m.field is None:
                 continue
             if m.field not in fields:
-                self.error(("measures", name, "field"), f"unknown field '{m.field}'{suggest(m.field, list(fields))}; declare it under 'fields'")
+                self.error(
+                    ("measures", name, "field"), f"unknown field '{m.field}'{suggest(m.field, list(fields))}; declare it under 'fields'"
+                )
             elif fields[m.field] not in ("integer", "number"):
                 self.error(("measures", name, "field"), f"measure '{name}' needs a numeric field; '{m.field}' is {fields[m.field]}")
         tiers = self.model.tiers
@@ -427,7 +482,14 @@ class _Compiler:
                 self.error(("tiers", "levels", i, "top"), f"'top' must grow from level to level ({level.top} ≤ {previous})")
             previous = level.top or previous
 
-    def territory(self, t: rs.Territory, path: tuple[Any, ...], parent: TerritoryNode | None, inherited_type: str | None, inherited: list[CompiledRule]) -> None:
+    def territory(
+        self,
+        t: rs.Territory,
+        path: tuple[Any, ...],
+        parent: TerritoryNode | None,
+        inherited_type: str | None,
+        inherited: list[CompiledRule],
+    ) -> None:
         if t.id in self.nodes:
             self.error((*path, "id"), f"duplicate territory id '{t.id}'")
             return
@@ -468,7 +530,9 @@ class _Compiler:
         for k, child in enumerate(t.children):
             self.territory(child, (*path, "children", k), node, type_name, passed_on)
 
-    def balance(self, entries: list[rs.BalanceEntry] | None, path: tuple[Any, ...], measures: dict[str, Any], default: float, *, tiers: bool) -> list[BalanceSpec]:
+    def balance(
+        self, entries: list[rs.BalanceEntry] | None, path: tuple[Any, ...], measures: dict[str, Any], default: float, *, tiers: bool
+    ) -> list[BalanceSpec]:
         if entries is None:
             return [BalanceSpec(name, None, default) for name in measures]
         tier_names = {lv.name for lv in self.model.tiers.levels} if tiers and self.model.tiers else set()
@@ -478,16 +542,24 @@ class _Compiler:
             if b.measure not in measures:
                 self.error((*path, i, "measure"), f"unknown measure '{b.measure}'{suggest(b.measure, list(measures))}")
             if b.tier is not None and b.tier not in tier_names:
-                hint = suggest(b.tier, sorted(tier_names)) if tier_names else ("; declare 'tiers' first" if tiers else "; tiers apply to account balance only")
+                hint = (
+                    suggest(b.tier, sorted(tier_names))
+                    if tier_names
+                    else ("; declare 'tiers' first" if tiers else "; tiers apply to account balance only")
+                )
                 self.error((*path, i, "tier"), f"unknown tier '{b.tier}'{hint}")
             segment = None
             if b.segment is not None:
-                (name, level), = b.segment.items()
+                ((name, level),) = b.segment.items()
                 segment = (name, level)
                 if b.tier is not None:
                     self.error((*path, i, "segment"), "a balance entry takes a tier or a segment, not both")
                 elif name not in segments:
-                    hint = suggest(name, sorted(segments)) if segments else ("; declare 'segments' first" if tiers else "; segments apply to account balance only")
+                    hint = (
+                        suggest(name, sorted(segments))
+                        if segments
+                        else ("; declare 'segments' first" if tiers else "; segments apply to account balance only")
+                    )
                     self.error((*path, i, "segment", name), f"unknown segment '{name}'{hint}", key=True)
                 elif level not in segments[name]:
                     self.error((*path, i, "segment", name), f"unknown level '{level}' of segment '{name}'{suggest(level, segments[name])}")

@@ -44,7 +44,11 @@ def nfc(name: str) -> str:
 def presets() -> dict[str, dict[str, dict[str, tuple[str, ...]]]]:
     """Preset → input → engine name → candidate file columns (package data, kept as data)."""
     raw = json.loads(resources.files("assignment_engine").joinpath("data/presets.json").read_text(encoding="utf-8"))
-    return {name: {role: {k: tuple(v) for k, v in cols.items()} for role, cols in roles.items()} for name, roles in raw.items() if not name.startswith("_")}
+    return {
+        name: {role: {k: tuple(v) for k, v in cols.items()} for role, cols in roles.items()}
+        for name, roles in raw.items()
+        if not name.startswith("_")
+    }
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,9 @@ class ColumnMap:
             out.add(self.address)
         return out
 
-    def rename(self, columns: Columns, source: str, names: set[str] | None = None, header: Callable[[], list[str]] | None = None) -> tuple[Columns, dict[str, str]]:
+    def rename(
+        self, columns: Columns, source: str, names: set[str] | None = None, header: Callable[[], list[str]] | None = None
+    ) -> tuple[Columns, dict[str, str]]:
         """Columns under engine names, and the file column each engine name came from.
 
         A column consumed by a mapping is no longer there under its own name
@@ -145,7 +151,13 @@ class ColumnMap:
             if name not in out and (names is None or name in names):
                 tried = self.candidates(name)
                 everything = header() if header else list(columns)
-                raise DataError([Finding(Location(source, 1), f"missing required column {' or '.join(map(repr, tried))}{suggest(tried[0], everything)}")])
+                raise DataError(
+                    [
+                        Finding(
+                            Location(source, 1), f"missing required column {' or '.join(map(repr, tried))}{suggest(tried[0], everything)}"
+                        )
+                    ]
+                )
         return out, headers
 
     def located(self, findings: Sequence[Finding], headers: Mapping[str, str]) -> list[Finding]:

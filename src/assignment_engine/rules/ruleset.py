@@ -61,9 +61,12 @@ class Measure(_Strict):
     field: str | None = Field(None, description="numeric account field summed per user, e.g. annual_revenue")
     constant: float | None = Field(None, ge=0, le=MAX_CONSTANT, description="the same value for every account, e.g. 1 to count accounts")
     pair: Literal["workload"] | None = Field(
-        None, description="take the value from the pairs file (depends on the user); field or constant then give the value of unlisted pairs (default 0)"
+        None,
+        description="take the value from the pairs file (depends on the user); field or constant then give the value of unlisted pairs (default 0)",
     )
-    deals: str | None = Field(None, description="sum of this numeric opportunity field over the account's open deals, e.g. amount (pipeline)")
+    deals: str | None = Field(
+        None, description="sum of this numeric opportunity field over the account's open deals, e.g. amount (pipeline)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Measure:
@@ -138,7 +141,9 @@ class Assignment(_Strict):
         default_factory=lambda: list(get_args(Objective)),
         description="objective order after the hard constraints; leave one out to ignore it",
     )
-    pair_eligibility: Literal["any", "listed"] = Field("any", description="'listed': only account–user pairs in the pairs file are eligible")
+    pair_eligibility: Literal["any", "listed"] = Field(
+        "any", description="'listed': only account–user pairs in the pairs file are eligible"
+    )
     time_limit: float | None = Field(
         None,
         gt=0,
@@ -175,22 +180,31 @@ class DealMeasure(_Strict):
 class KeepOwner(_Strict):
     """Open deals that stay with their current owner whatever happens to the account."""
 
-    when: dict[str, Any] | None = Field(None, json_schema_extra=WHEN_SCHEMA, description="a condition on deal (and account) fields, e.g. {stage: {in: [negotiation]}}")
+    when: dict[str, Any] | None = Field(
+        None, json_schema_extra=WHEN_SCHEMA, description="a condition on deal (and account) fields, e.g. {stage: {in: [negotiation]}}"
+    )
     closing_within_days: int | None = Field(None, ge=0, le=36_500, description="deals closing within this many days of the run date")
 
 
 class Opportunities(_Strict):
     """How open deals follow accounts, which stay, and how overlay specialists are balanced."""
 
-    fields: dict[str, FieldTypeName] = Field(default_factory=dict, description="opportunity fields rules may use (amount, stage, close_date, product_line, …)")
+    fields: dict[str, FieldTypeName] = Field(
+        default_factory=dict, description="opportunity fields rules may use (amount, stage, close_date, product_line, …)"
+    )
     stage_field: str = "stage"
     close_date_field: str = "close_date"
-    closed_stages: list[str] = Field(default_factory=lambda: ["closed_won", "closed_lost"], description="deals in these stages are never reassigned")
+    closed_stages: list[str] = Field(
+        default_factory=lambda: ["closed_won", "closed_lost"], description="deals in these stages are never reassigned"
+    )
     keep_owner: KeepOwner | None = None
     territory_tie: Literal["balance", "prefer_current", "first_in_file"] = Field(
-        "balance", description="among equal-priority territories of the account: the account's balanced choice, the one of the deal's current owner, or file order"
+        "balance",
+        description="among equal-priority territories of the account: the account's balanced choice, the one of the deal's current owner, or file order",
     )
-    measures: dict[str, DealMeasure] = Field(default_factory=lambda: {"deals": DealMeasure(constant=1)}, description="overlay workload per deal")
+    measures: dict[str, DealMeasure] = Field(
+        default_factory=lambda: {"deals": DealMeasure(constant=1)}, description="overlay workload per deal"
+    )
     balance: list[BalanceEntry] | None = Field(None, description="overlay specialists' balance; default: every deal measure within ±15 %")
 
 
@@ -208,14 +222,18 @@ class Input(_Strict):
     columns: dict[str, Annotated[str, ColumnName]] = Field(default_factory=dict, description="e.g. {id: account, parent_id: subsidiary_of}")
     sheet: str | None = Field(None, min_length=1, description="spreadsheet sheet to read (default: the first)")
     address: str | None = Field(
-        None, min_length=1, description="a column holding a whole address, split into street, city, state, postal_code and country where those are declared fields"
+        None,
+        min_length=1,
+        description="a column holding a whole address, split into street, city, state, postal_code and country where those are declared fields",
     )
 
 
 class Inputs(_Strict):
     """Read CRM exports as they are: a preset of a CRM's column names, and per-file overrides."""
 
-    preset: Literal["salesforce", "hubspot", "dynamics"] | None = Field(None, description="the column names of a CRM's exports (API names and report labels)")
+    preset: Literal["salesforce", "hubspot", "dynamics"] | None = Field(
+        None, description="the column names of a CRM's exports (API names and report labels)"
+    )
     accounts: Input = Field(default_factory=Input)
     users: Input = Field(default_factory=Input)
     opportunities: Input = Field(default_factory=Input)
@@ -234,9 +252,12 @@ class Routing(_Strict):
     """How one record routed between batch runs gets its owner (Router, ``route``)."""
 
     policy: RoutingPolicy = Field(
-        "least_loaded", description="least_loaded: the member lowest against fair share after the addition; round_robin: turns weighted by the users' weight"
+        "least_loaded",
+        description="least_loaded: the member lowest against fair share after the addition; round_robin: turns weighted by the users' weight",
     )
-    fallback: str | None = Field(None, min_length=1, description="user who takes a record no member can take; none: it stays unassigned with the reason")
+    fallback: str | None = Field(
+        None, min_length=1, description="user who takes a record no member can take; none: it stays unassigned with the reason"
+    )
     territories: dict[str, TerritoryRouting] = Field(default_factory=dict, description="per-territory overrides, by territory id")
     website_field: str | None = Field(None, description="the account field holding its website, for matching leads by domain")
 

@@ -207,7 +207,12 @@ def _check_shape(text: str, file: str) -> None:
             if stack:
                 stack[-1].deepest = max(stack[-1].deepest, len(stack) + levels)
         if nodes > MAX_NODES:
-            raise _shape_error(text, file, event, f"too many nodes: the file expands to more than {MAX_NODES:,} values (aliases expanded), the limit for rule files")
+            raise _shape_error(
+                text,
+                file,
+                event,
+                f"too many nodes: the file expands to more than {MAX_NODES:,} values (aliases expanded), the limit for rule files",
+            )
 
 
 def _shape_error(text: str, file: str, event: yaml.Event, message: str) -> RuleFileError:

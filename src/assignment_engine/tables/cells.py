@@ -172,7 +172,9 @@ def parse_cell(v: Any, kind: FieldType) -> float:
         if isinstance(v, dt.date):  # a datetime too: its day
             return float(v.toordinal() - EPOCH.toordinal())
         if isinstance(v, (dt.time, dt.timedelta)):  # a spreadsheet shows its day 0, 1899-12-30, as a time
-            raise CellError(f"{v} is a {'time of day' if isinstance(v, dt.time) else 'duration'}, not a date (Excel's 1899-12-30 is read as the time 00:00): enter the date")
+            raise CellError(
+                f"{v} is a {'time of day' if isinstance(v, dt.time) else 'duration'}, not a date (Excel's 1899-12-30 is read as the time 00:00): enter the date"
+            )
         try:
             return float((dt.date.fromisoformat(_scalar_text(v)[:10]) - EPOCH).days)
         except ValueError:

@@ -56,7 +56,9 @@ def state_column(column: StringColumn, country: StringColumn | None) -> tuple[St
         r = places.subdivision_code(country.categories[c - 1] if c else None, column.categories[v - 1])
         codes.append(r.code)
         suggestions.append(r.suggestion)
-    by_pair = StringColumn(inverse.astype(np.int32).reshape(-1), [column.categories[p % width - 1] if p % width else "" for p in pairs.tolist()])
+    by_pair = StringColumn(
+        inverse.astype(np.int32).reshape(-1), [column.categories[p % width - 1] if p % width else "" for p in pairs.tolist()]
+    )
     missing = np.flatnonzero(pairs % width == 0)
     by_pair.codes[np.isin(by_pair.codes, missing)] = -1
     return _recode(by_pair, codes, suggestions)

@@ -39,6 +39,8 @@ from .geography import country_column, state_column
 
 ROUTING_COLUMNS = ("max_new_per_day", "available", "away_until")  # users-file columns only routing reads
 RECORD_KEYS = {"id": "string", "name": "string", "parent_id": "string", "owner_id": "string", "locked": "boolean", "excluded": "boolean"}
+
+
 @dataclass
 class AccountTable:
     """A book of accounts: identity, hierarchy, current owner, flags and typed fields."""
@@ -121,7 +123,9 @@ class AccountTable:
         return builder.table()
 
     @classmethod
-    def from_records(cls, records: Sequence[Mapping[str, Any]], field_types: dict[str, FieldType], *, source: str = "<accounts>") -> AccountTable:
+    def from_records(
+        cls, records: Sequence[Mapping[str, Any]], field_types: dict[str, FieldType], *, source: str = "<accounts>"
+    ) -> AccountTable:
         """Build from dicts, values converted as file cells are; row numbers are 1-based positions.
 
         Lenient like a file: an absent key is a missing value, other keys are
@@ -141,7 +145,9 @@ class _Builder:
 
     def __init__(self, field_types: dict[str, FieldType], source: str, noun: str) -> None:
         self.field_types, self.source, self.noun = field_types, source, noun
-        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ("id", "name", "parent_id", "owner_id", "locked", "excluded", "rows", *field_types)}
+        self.parts: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("id", "name", "parent_id", "owner_id", "locked", "excluded", "rows", *field_types)
+        }
         self.categories: dict[str, dict[str, int]] = {name: {} for name, kind in field_types.items() if kind in TEXT_KINDS}
         self.text_numbers: dict[str, tuple[int, int, Any]] = {}  # field → numbers read as text: count, first row, first value
         self.empty: list[Finding] = []  # empty ids: reported first, then repeated ids, then bad cells
@@ -209,7 +215,10 @@ class _Builder:
             self.table()  # raises them
 
     def table(self) -> AccountTable:
-        whole = {k: np.concatenate(v) if v else np.empty(0, dtype=TEXT if k in ("id", "name", "parent_id", "owner_id") else np.float64) for k, v in self.parts.items()}
+        whole = {
+            k: np.concatenate(v) if v else np.empty(0, dtype=TEXT if k in ("id", "name", "parent_id", "owner_id") else np.float64)
+            for k, v in self.parts.items()
+        }
         rows = whole["rows"].astype(np.int64)
 
         def where(i: int, column: str) -> Location:
@@ -217,7 +226,11 @@ class _Builder:
 
         ids = Texts(whole["id"])
         again, first = ids.repeats()
-        repeated = [Finding(where(i, "id"), f"duplicate {self.noun} id {shown(ids[i])} (first at row {rows[j]})") for i, j in zip(again.tolist(), first.tolist()) if ids[i]]
+        repeated = [
+            Finding(where(i, "id"), f"duplicate {self.noun} id {shown(ids[i])} (first at row {rows[j]})")
+            for i, j in zip(again.tolist(), first.tolist())
+            if ids[i]
+        ]
         rank = {name: k for k, name in enumerate([*self.field_types, "locked", "excluded"])}
         cells = sorted(self.findings, key=lambda f: (f.location.line or 0, rank.get(f.location.column or "", 0)))  # by row, however chunked
         findings = [*self.empty, *repeated[:50], *cells]
@@ -256,7 +269,13 @@ class _Builder:
         )
 
 
-def _as_places(typed: dict[str, Column], field_types: Mapping[str, FieldType], where: Callable[[int, str], Location], warnings: list[Finding], notes: dict[int, list[str]]) -> None:
+def _as_places(
+    typed: dict[str, Column],
+    field_types: Mapping[str, FieldType],
+    where: Callable[[int, str], Location],
+    warnings: list[Finding],
+    notes: dict[int, list[str]],
+) -> None:
     """Country and state fields as ISO codes (countries first: a state is read against its row's country)."""
 
     countries = [name for name, kind in field_types.items() if kind == "country"]
@@ -271,7 +290,9 @@ def _as_places(typed: dict[str, Column], field_types: Mapping[str, FieldType], w
         what = "country" if field_types[name] == "country" else "state or province"
         for u in unrecognised:
             first = int(u.rows[0])
-            warnings.append(Finding(where(first, name), f"{shown(u.value)} is not a {what} we know{u.hint()}: read as missing ({len(u.rows):,} row(s))"))
+            warnings.append(
+                Finding(where(first, name), f"{shown(u.value)} is not a {what} we know{u.hint()}: read as missing ({len(u.rows):,} row(s))")
+            )
             note = f"{name} {shown(u.value)} not recognised, read as missing"
             for i in u.rows.tolist():
                 notes.setdefault(i, []).append(note)
@@ -287,7 +308,15 @@ _RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "date": (dt.date, str),
 }
 _EXACT = {kind: set(types) for kind, types in _RECORD_TYPES.items()}  # the common case, checked without isinstance
-_EXPECTED = {"string": "text", "country": "a country name or code", "state": "a state name or code", "integer": "a whole number", "number": "a number", "boolean": "true or false", "date": "a date"}
+_EXPECTED = {
+    "string": "text",
+    "country": "a country name or code",
+    "state": "a state name or code",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "date": "a date",
+}
 
 
 def check_records(records: Any, field_types: dict[str, FieldType], source: str) -> None:
@@ -312,12 +341,28 @@ def check_records(records: Any, field_types: dict[str, FieldType], source: str) 
         for key, v in record.items():
             kind = kinds.get(key)
             if kind is None:
-                findings.append(Finding(Location(source, row, column=label(key)), f"unknown key {shown(key)}{suggest(str(key), list(kinds))}"))
-            elif v is not None and type(v) not in _EXACT[kind] and (not isinstance(v, _RECORD_TYPES[kind]) or (isinstance(v, bool) and kind != "boolean")):
-                hint = " (a number is not taken as text: 5000 may have been '05000')" if kind in TEXT_KINDS and isinstance(v, (int, float)) and not isinstance(v, bool) else ""
-                findings.append(Finding(Location(source, row, column=key), f"{key} must be {_EXPECTED[kind]}, got {type(v).__name__} {shown(v)}{hint}"))
+                findings.append(
+                    Finding(Location(source, row, column=label(key)), f"unknown key {shown(key)}{suggest(str(key), list(kinds))}")
+                )
+            elif (
+                v is not None
+                and type(v) not in _EXACT[kind]
+                and (not isinstance(v, _RECORD_TYPES[kind]) or (isinstance(v, bool) and kind != "boolean"))
+            ):
+                hint = (
+                    " (a number is not taken as text: 5000 may have been '05000')"
+                    if kind in TEXT_KINDS and isinstance(v, (int, float)) and not isinstance(v, bool)
+                    else ""
+                )
+                findings.append(
+                    Finding(Location(source, row, column=key), f"{key} must be {_EXPECTED[kind]}, got {type(v).__name__} {shown(v)}{hint}")
+                )
         if not record.keys() >= required.keys():
-            findings += [Finding(Location(source, row, column=k), f"missing key '{k}' (pass None for an unknown value)") for k in required if k not in record]
+            findings += [
+                Finding(Location(source, row, column=k), f"missing key '{k}' (pass None for an unknown value)")
+                for k in required
+                if k not in record
+            ]
         if len(findings) >= 50:
             break
     if findings:
@@ -345,7 +390,9 @@ class User:
         """A library caller's user is held to a users file's bounds: a capacity of 1e308 would overflow the optimizer."""
         numbers = {"weight": self.weight, **{f"max_{key}": v for key, v in self.capacity.items()}}
         findings = [
-            Finding(Location("<users>"), f"user {shown(self.id)}: {name} must be a number between 0 and {compact_number(LIMIT)}, got {shown(v)}")
+            Finding(
+                Location("<users>"), f"user {shown(self.id)}: {name} must be a number between 0 and {compact_number(LIMIT)}, got {shown(v)}"
+            )
             for name, v in numbers.items()
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= LIMIT  # NaN fails the comparison too
         ]
@@ -353,7 +400,9 @@ class User:
             raise DataError(findings)
 
 
-def users_from_columns(columns: Mapping[str, Sequence[Any]], measures: Sequence[str], *, source: str = "<users>", rows: Sequence[int] | None = None) -> list[User]:
+def users_from_columns(
+    columns: Mapping[str, Sequence[Any]], measures: Sequence[str], *, source: str = "<users>", rows: Sequence[int] | None = None
+) -> list[User]:
     """Users from raw columns: ``id`` (or ``user_id``), ``name``, ``weight``, ``active``, ``max_<measure>``,
     and for routing ``max_new_per_day``, ``available``, ``away_until``."""
     id_column = "id" if "id" in columns else "user_id"
@@ -366,7 +415,11 @@ def users_from_columns(columns: Mapping[str, Sequence[Any]], measures: Sequence[
     for measure, column in caps.items():
         if measure != "accounts" and measure not in measures:
             known = ["max_accounts", *(f"max_{m}" for m in measures)]
-            findings.append(Finding(Location(source, 1, column=label(column)), f"capacity column {shown(column)} names no measure{suggest(column, known)}"))
+            findings.append(
+                Finding(
+                    Location(source, 1, column=label(column)), f"capacity column {shown(column)} names no measure{suggest(column, known)}"
+                )
+            )
 
     def at(i: int, column: str) -> Location:
         return Location(source, rows_[i], column=column)
@@ -425,7 +478,14 @@ class PairTable:
     workload: np.ndarray
 
 
-def pairs_from_columns(columns: Mapping[str, Sequence[Any]], accounts: AccountTable, users: Sequence[User], *, source: str = "<pairs>", rows: Sequence[int] | None = None) -> PairTable:
+def pairs_from_columns(
+    columns: Mapping[str, Sequence[Any]],
+    accounts: AccountTable,
+    users: Sequence[User],
+    *,
+    source: str = "<pairs>",
+    rows: Sequence[int] | None = None,
+) -> PairTable:
     """Pairs from raw columns ``account_id, user_id[, cost][, workload]``; unknown ids are errors."""
     for required in ("account_id", "user_id"):
         if required not in columns:

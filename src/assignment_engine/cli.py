@@ -16,10 +16,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import click
 from rich.console import Console
@@ -38,11 +38,13 @@ from .routing.route import route_files
 from .rules.compile import load_rules
 from .rules.ruleset import MAX_SECONDS, json_schema
 
+F = TypeVar("F", bound=Callable[..., Any])
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 FORMAT = click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="output for people or for machines"
 )
+QUIET = click.option("--quiet", "-q", is_flag=True, help="no progress on stderr")
 
 
 def _progress(quiet: bool):
@@ -184,83 +186,92 @@ def validate(rules: str, users: str | None, accounts: str | None, opportunities:
     click.echo(f"{rules}: valid ({len(compiled.territories)} territories, {len(owners)} members)")
 
 
-def _assign_options(f=None, *, required: bool = True):
-    if f is None:
-        return lambda g: _assign_options(g, required=required)
-    for option in reversed(
-        [
-            click.option("--rules", required=required, type=click.Path(dir_okay=False), help="rule file (YAML)"),
-            click.option(
-                "--accounts", required=required, type=click.Path(dir_okay=False), help="accounts (CSV, JSON Lines, .xlsx or Parquet)"
-            ),
-            click.option("--users", required=required, type=click.Path(dir_okay=False), help="users (CSV, JSON Lines, .xlsx or Parquet)"),
-            click.option(
-                "--pairs",
-                type=click.Path(dir_okay=False),
-                default=None,
-                help="per account–user cost and workload (CSV, JSON Lines, .xlsx or Parquet)",
-            ),
-            click.option(
-                "--opportunities",
-                type=click.Path(dir_okay=False),
-                default=None,
-                help="open and closed deals (CSV, JSON Lines, .xlsx or Parquet)",
-            ),
-            click.option(
-                "--as-of",
-                type=click.DateTime(["%Y-%m-%d"]),
-                default=None,
-                help="run date for within_days, older_than_days and closing-soon protection (default: the rule file's, else today)",
-            ),
-            click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="solver seed (default: the rule file's)"),
-            click.option(
-                "--time-limit",
-                type=_Seconds(),
-                default=None,
-                help="wall-clock seconds for the whole run: the best plan found by then (not reproducible if it stops a component; the summary says which)",
-            ),
-            click.option(
-                "--effort",
-                type=_Seconds(),
-                default=None,
-                help="solver work per component, deterministic seconds: the same plan on any machine (default 1.5, or none under a time limit)",
-            ),
-            click.option(
-                "--hierarchy-errors",
-                type=click.Choice(["raise", "independent"]),
-                default="raise",
-                show_default=True,
-                help="on a bad parent link: stop, or report and treat the accounts as independent",
-            ),
-            click.option(
-                "--workers",
-                type=click.IntRange(min=1),
-                default=os.cpu_count() or 1,
-                show_default="CPU count",
-                help="processes for independent components (same plan for any number)",
-            ),
-            click.option(
-                "--executor",
-                type=click.Choice(["local", "dask"]),
-                default="local",
-                show_default=True,
-                help="where components are solved: local processes, or a Dask cluster (needs the distributed extra; same plan)",
-            ),
-            click.option(
-                "--scheduler",
-                metavar="ADDRESS",
-                default=None,
-                help="the Dask scheduler for --executor dask, e.g. tcp://host:8786 (default: a local cluster of --workers processes, started for the run)",
-            ),
-            click.option("--quiet", "-q", is_flag=True, help="no progress on stderr"),
-        ]
-    ):
-        f = option(f)
-    return f
+def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
+    """The options as one decorator, shown by --help in the order given."""
+
+    def decorate(f: F) -> F:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+_TABLE = "(CSV, JSON Lines, .xlsx or Parquet)"
+
+
+def _data_options(*, required: bool) -> Callable[[F], F]:
+    """The book: the rule file and the data files of assign and explain."""
+    return _options(
+        click.option("--rules", required=required, type=click.Path(dir_okay=False), help="rule file (YAML)"),
+        click.option("--accounts", required=required, type=click.Path(dir_okay=False), help=f"accounts {_TABLE}"),
+        click.option("--users", required=required, type=click.Path(dir_okay=False), help=f"users {_TABLE}"),
+        click.option("--pairs", type=click.Path(dir_okay=False), default=None, help=f"per account–user cost and workload {_TABLE}"),
+        click.option("--opportunities", type=click.Path(dir_okay=False), default=None, help=f"open and closed deals {_TABLE}"),
+        click.option(
+            "--as-of",
+            type=click.DateTime(["%Y-%m-%d"]),
+            default=None,
+            help="run date for within_days, older_than_days and closing-soon protection (default: the rule file's, else today)",
+        ),
+    )
+
+
+SOLVER = _options(
+    click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="solver seed (default: the rule file's)"),
+    click.option(
+        "--time-limit",
+        type=_Seconds(),
+        default=None,
+        help=(
+            "wall-clock seconds for the whole run: the best plan found by then "
+            "(not reproducible if it stops a component; the summary says which)"
+        ),
+    ),
+    click.option(
+        "--effort",
+        type=_Seconds(),
+        default=None,
+        help="solver work per component, deterministic seconds: the same plan on any machine (default 1.5, or none under a time limit)",
+    ),
+    click.option(
+        "--hierarchy-errors",
+        type=click.Choice(["raise", "independent"]),
+        default="raise",
+        show_default=True,
+        help="on a bad parent link: stop, or report and treat the accounts as independent",
+    ),
+    click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=os.cpu_count() or 1,
+        show_default="CPU count",
+        help="processes for independent components (same plan for any number)",
+    ),
+    click.option(
+        "--executor",
+        type=click.Choice(["local", "dask"]),
+        default="local",
+        show_default=True,
+        help="where components are solved: local processes, or a Dask cluster (needs the distributed extra; same plan)",
+    ),
+    click.option(
+        "--scheduler",
+        metavar="ADDRESS",
+        default=None,
+        help=(
+            "the Dask scheduler for --executor dask, e.g. tcp://host:8786 "
+            "(default: a local cluster of --workers processes, started for the run)"
+        ),
+    ),
+)
+"""How the plan is solved: the options of assign and explain after the book's."""
 
 
 @main.command()
-@_assign_options
+@_data_options(required=True)
+@SOLVER
+@QUIET
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="directory for accounts.csv, accounts.jsonl, summary.json")
 @click.option("--strict", is_flag=True, help="fail (exit 1, nothing written) when capacity or locks cannot all hold")
 @click.option("--parquet", is_flag=True, help="also write accounts.parquet / opportunities.parquet (needs the parquet extra)")
@@ -322,7 +333,10 @@ def assign(
         if fmt == "text" and "incremental" in run.summary:
             inc = run.summary["incremental"]
             why = ", ".join(f"{name.replace('_', ' ')} {count:,}" for name, count in inc["why"].items() if count) or "nothing changed"
-            out_line = f"incremental from plan {inc['from_plan']}: replanned {inc['replanned']:,} ({why}); kept {inc['kept']:,}; no longer in the book {inc['removed']:,}"
+            out_line = (
+                f"incremental from plan {inc['from_plan']}: replanned {inc['replanned']:,} ({why}); kept {inc['kept']:,}; "
+                f"no longer in the book {inc['removed']:,}"
+            )
             click.echo(printable(out_line))
 
 
@@ -335,7 +349,9 @@ def assign(
     default=None,
     help="a saved plan (assign --out): explain from it, nothing re-run",
 )
-@_assign_options(required=False)
+@_data_options(required=False)
+@SOLVER
+@QUIET
 @FORMAT
 def explain(
     account_id: str,
@@ -392,7 +408,8 @@ def explain(
         else:
             click.echo(
                 printable(
-                    f"'{account_id}' is neither an account of {accounts} nor an opportunity{' of ' + opportunities if opportunities else ''}"
+                    f"'{account_id}' is neither an account of {accounts} "
+                    f"nor an opportunity{' of ' + opportunities if opportunities else ''}"
                 ),
                 err=True,
             )
@@ -434,7 +451,7 @@ def schema(out: str | None) -> None:
     show_default=True,
     help="update files for review (csv) or for a CRM's import (salesforce: Id,OwnerId for Data Loader)",
 )
-@click.option("--quiet", "-q", is_flag=True, help="no progress on stderr")
+@QUIET
 def apply(plan: str, out: str, crm: str, quiet: bool) -> None:
     """Write the saved plan in PLAN as update files (changed owners only) and the next run's accounts file.
 
@@ -455,7 +472,9 @@ def apply(plan: str, out: str, crm: str, quiet: bool) -> None:
     "--state",
     type=click.Path(dir_okay=False),
     default=None,
-    help="SQLite file keeping turns, daily counts and added loads across runs and processes; this run's decisions are saved with its output",
+    help=(
+        "SQLite file keeping turns, daily counts and added loads across runs and processes; this run's decisions are saved with its output"
+    ),
 )
 @click.option("--today", type=click.DateTime(["%Y-%m-%d"]), default=None, help="the day for daily caps and away_until (default: today)")
 @click.option(
@@ -464,7 +483,7 @@ def apply(plan: str, out: str, crm: str, quiet: bool) -> None:
     type=click.Path(file_okay=False),
     help="directory for accounts.csv, leads.csv, lead_accounts.csv (replaced whole)",
 )
-@click.option("--quiet", "-q", is_flag=True, help="no progress on stderr")
+@QUIET
 def route(plan_dir: str, accounts: str | None, leads: str | None, state: str | None, today, out: str, quiet: bool) -> None:
     """Give owners to new accounts and leads against a saved plan, without re-solving it."""
     if accounts is None and leads is None:
@@ -478,7 +497,7 @@ def route(plan_dir: str, accounts: str | None, leads: str | None, state: str | N
 
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="where to write the plan (default: a temporary directory)")
-@click.option("--quiet", "-q", is_flag=True, help="no progress on stderr")
+@QUIET
 @FORMAT
 def demo(out: str | None, quiet: bool, fmt: str) -> None:
     """Run on the embedded example book and show loads before and after."""
@@ -682,7 +701,8 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
     counts = summary["status_counts"]
     out.print(
         f"accounts: {summary['accounts']:,}  moved: {moved['accounts']:,} ({moved['value']:,.0f} {moved['value_measure']})  "
-        f"locked: {counts['locked']}  excluded: {counts['excluded']}  following a pinned parent: {counts['pinned']}  unassigned: {counts['unassigned']}"
+        f"locked: {counts['locked']}  excluded: {counts['excluded']}  following a pinned parent: {counts['pinned']}  "
+        f"unassigned: {counts['unassigned']}"
     )
     for name, levels in summary.get("segments", {}).items():
         out.print(printable(f"segment {name}: " + ", ".join(f"{level} {count:,}" for level, count in levels.items())), markup=False)
@@ -704,19 +724,22 @@ def _report(summary: dict[str, Any], fmt: str, target: str) -> None:
     )
     if solver.get("stopped_on_time"):
         out.print(
-            f"  {len(solver['stopped_on_time'])} components stopped on the time limit: another run may give another plan (--effort alone reproduces one)",
+            f"  {len(solver['stopped_on_time'])} components stopped on the time limit: "
+            "another run may give another plan (--effort alone reproduces one)",
             markup=False,
         )
     deals = summary.get("opportunities")
     if deals:
         moved = deals["moved"]
         out.print(
-            f"opportunities: {deals['opportunities']:,}  {deals['status_counts']}  moved: {moved['opportunities']:,} ({moved['amount']:,.0f})",
+            f"opportunities: {deals['opportunities']:,}  {deals['status_counts']}  "
+            f"moved: {moved['opportunities']:,} ({moved['amount']:,.0f})",
             markup=False,
         )
         for b in deals["overlay_balance"]:
             out.print(
-                f"  overlay {b['balance']}: deviation {_pct(b['min_deviation'])} / {_pct(b['max_deviation'])} (±{b['tolerance']:.0%}), {len(b['users_outside_tolerance'])} outside",
+                f"  overlay {b['balance']}: deviation {_pct(b['min_deviation'])} / {_pct(b['max_deviation'])} "
+                f"(±{b['tolerance']:.0%}), {len(b['users_outside_tolerance'])} outside",
                 markup=False,
             )
     out.print(f"plan written to {target}", markup=False)

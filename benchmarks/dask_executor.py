@@ -96,7 +96,7 @@ def same_plan(a: Solution, b: Solution) -> bool:
 
 def measure(problem: Problem) -> tuple[Solution, list[tuple[str, int, float, str]]]:
     """The optimize stage, local on 1 and 2 workers and on a 2-worker LocalCluster; the one-worker solution."""
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster  # noqa: PLC0415  the distributed extra
 
     rows = []
     started = time.perf_counter()
@@ -179,7 +179,8 @@ def main() -> int:
     print(f"M: {problem_m.n_units:,} units, {len(parts_m):,} components, {len(heavy_m):,} need CP-SAT; prepared in {prepare_m:.1f} s")
     print(
         f"shipped: {shipped / 2**20:.1f} MiB pickled for the {len(heavy_m)} components (as built components: {whole / 2**20:.1f} MiB); "
-        f"packing and pickling them took {ship_seconds:.2f} s in the run's process, unpickling and building them {build_seconds:.2f} s (on the workers)"
+        f"packing and pickling them took {ship_seconds:.2f} s in the run's process, "
+        f"unpickling and building them {build_seconds:.2f} s (on the workers)"
     )
     if args.skip_measure:
         reference = solve(problem_m, 1)
@@ -200,9 +201,11 @@ def main() -> int:
     a, k = power_law(pairs_solved, seconds_solved)
     rate_m = float(seconds_solved.sum() / pairs_solved.sum())
     print(
-        f"\nthe M run's per-component wall seconds (one worker, {len(solver_m)} components; solver.per_component): {rate_m * 1e6:.0f} µs a candidate pair "
+        f"\nthe M run's per-component wall seconds (one worker, {len(solver_m)} components; "
+        f"solver.per_component): {rate_m * 1e6:.0f} µs a candidate pair "
         f"in all; a power law fits them as seconds ≈ {a:.3g} × pairs^{k:.2f} (median error "
-        f"{np.median(np.abs(a * pairs_solved**k / np.maximum(seconds_solved, 1e-3) - 1)):.0%}): size alone explains little, the effort bounds most of them"
+        f"{np.median(np.abs(a * pairs_solved**k / np.maximum(seconds_solved, 1e-3) - 1)):.0%}): "
+        "size alone explains little, the effort bounds most of them"
     )
     print("preparing the L book (component sizes; nothing solved in full)", flush=True)
     problem_l, prepare_l = prepare("L")
@@ -264,17 +267,20 @@ def main() -> int:
         interval = f"{schedule(book_times(low_rate), workers):.0f}–{schedule(book_times(high_rate), workers):.0f}"
         print(f"{workers:>12}{span:>18.1f}{interval:>16}{max(critical, serial / workers):>15.1f}{schedule(from_m, workers):>15.1f}")
     print(
-        f"critical path: the largest component, {int(pairs.max()):,} candidate pairs and {len(heavy_l[order[0]].users)} users, {critical:.1f} s measured"
+        f"critical path: the largest component, {int(pairs.max()):,} candidate "
+        f"pairs and {len(heavy_l[order[0]].users)} users, {critical:.1f} s measured"
     )
     print(f"serial total (one worker): {serial:,.0f} s = {serial / 3600:.2f} h")
     strategic_l = heavy_l[strategic]
     units_10m, users_10m = COPIES * len(strategic_l.units), COPIES * len(strategic_l.users)
     big = units_10m * users_10m
     print(
-        f"the generator's own 10M book: its strategic team is one component of about {units_10m:,} units × {users_10m:,} users = {big:,} pairs "
+        "the generator's own 10M book: its strategic team is one component "
+        f"of about {units_10m:,} units × {users_10m:,} users = {big:,} pairs "
         f"(L's: {len(strategic_l.pair_user):,} pairs, {cpu[strategic]:.1f} s), "
         + (
-            f"past MAX_MODEL_PAIRS ({MAX_MODEL_PAIRS:,}): it would keep its greedy start, unproven (status GREEDY), in the time of the greedy alone "
+            f"past MAX_MODEL_PAIRS ({MAX_MODEL_PAIRS:,}): it would keep its greedy start, "
+            "unproven (status GREEDY), in the time of the greedy alone "
             "(not measured here); the critical path would then be the next largest component"
             if big > MAX_MODEL_PAIRS
             else "within MAX_MODEL_PAIRS"
@@ -282,8 +288,10 @@ def main() -> int:
     )
     ship_10m = ship_seconds / max(pairs_m, 1) * COPIES * float(pairs.sum())
     print(
-        f"not in these figures, serial in the run's process: reading, matching and building the problem ({COPIES} × L's {prepare_l:.0f} s here ≈ "
-        f"{COPIES * prepare_l:.0f} s), packing the components (≈ {ship_10m:.0f} s, while the first ones solve), the components without a choice "
+        "not in these figures, serial in the run's process: reading, "
+        f"matching and building the problem ({COPIES} × L's {prepare_l:.0f} s here ≈ "
+        f"{COPIES * prepare_l:.0f} s), packing the components (≈ {ship_10m:.0f} s, "
+        "while the first ones solve), the components without a choice "
         f"({COPIES} × {trivial_seconds:.1f} s), building and writing the plan"
     )
     print(f"load average {os.getloadavg()[0]:.1f} at the end")

@@ -154,9 +154,13 @@ def main() -> int:
     time_limit = 60.0 if args.time_limit is None and args.effort is None else args.time_limit
     names = args.only or list(BEST_KNOWN)
     print(
-        f"time limit {time_limit} s, effort {args.effort}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {time.strftime('%Y-%m-%d %H:%M')}"
+        f"time limit {time_limit} s, effort {args.effort}; "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {time.strftime('%Y-%m-%d %H:%M')}"
     )
-    header = f"{'instance':22} {'m×n':>8} {'best known':>11} {'engine':>20} {'proven bound':>13} {'status':>9} {'stopped on':>10} {'greedy':>20} {'round robin':>20} {'time s':>7}"
+    header = (
+        f"{'instance':22} {'m×n':>8} {'best known':>11} {'engine':>20} {'proven bound':>13} "
+        f"{'status':>9} {'stopped on':>10} {'greedy':>20} {'round robin':>20} {'time s':>7}"
+    )
     print(header)
     print("-" * len(header))
     for name in names:
@@ -166,13 +170,15 @@ def main() -> int:
         ours, bound, status, stopped = engine_solve(cost, load, capacity, time_limit, args.effort, args.workers)
         seconds = time.perf_counter() - start
         print(
-            f"{name:22} {f'{cost.shape[0]}×{cost.shape[1]}':>8} {best:>11,}{'' if proven else '*'} {_pct(ours, best):>20} {bound:>13,.0f} {status:>9} {stopped:>10} "
+            f"{name:22} {f'{cost.shape[0]}×{cost.shape[1]}':>8} {best:>11,}{'' if proven else '*'} "
+            f"{_pct(ours, best):>20} {bound:>13,.0f} {status:>9} {stopped:>10} "
             f"{_pct(greedy(cost, load, capacity), best):>20} {_pct(round_robin(cost, load, capacity), best):>20} {seconds:>7.2f}",
             flush=True,
         )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"\n* best known, not proven optimal. Peak memory {peak:,.0f} MiB. Python {sys.version.split()[0]}. Load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}."
+        f"\n* best known, not proven optimal. Peak memory {peak:,.0f} MiB. Python "
+        f"{sys.version.split()[0]}. Load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}."
     )
     return 0
 

@@ -131,7 +131,8 @@ def main() -> int:
     moved_inside = sum(1 for a in replanned if a in before and after[a]["owner_id"] != before[a]["owner_id"])
 
     print(
-        f"\npreset {args.preset}: {len(before):,} accounts; {len(new_ids):,} new and {len(changed_ids):,} with a changed revenue; workers {args.workers}"
+        f"\npreset {args.preset}: {len(before):,} accounts; {len(new_ids):,} new "
+        f"and {len(changed_ids):,} with a changed revenue; workers {args.workers}"
     )
     head = f"{'':6}{'full s':>8}{'incremental s':>15}{'ratio':>8}{'replanned':>11}{'kept':>9}{'moved outside changed set':>27}"
     print(head)
@@ -153,7 +154,8 @@ def main() -> int:
         )
     )
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; load average at the end {os.getloadavg()[0]:.1f}"
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; load average at the end {os.getloadavg()[0]:.1f}"
     )
     return 0 if not outside and not missed and lines == len(after) and not split else 1
 

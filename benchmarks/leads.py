@@ -186,7 +186,8 @@ def main() -> int:
     names, bare, websites = book(rng, args.accounts, vocab[:200_000])
     ids = [f"A{i:07d}" for i in range(args.accounts)]
     print(
-        f"{args.accounts:,} accounts, {len(set(names)):,} distinct names; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        f"{args.accounts:,} accounts, {len(set(names)):,} distinct names; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
 
     started = time.perf_counter()
@@ -197,7 +198,8 @@ def main() -> int:
     index = AccountIndex(ids, names, websites, threshold=args.threshold)
     build = time.perf_counter() - started
     print(
-        f"index built in {build:.1f} s (a dict of the names: {dict_build:.2f} s, ×{build / dict_build:.0f}); peak RSS {before:.0f} → {rss_mib():.0f} MiB"
+        f"index built in {build:.1f} s (a dict of the names: {dict_build:.2f} s, "
+        f"×{build / dict_build:.0f}); peak RSS {before:.0f} → {rss_mib():.0f} MiB"
     )
 
     picks = rng.integers(args.accounts, size=args.leads)
@@ -253,8 +255,10 @@ def recall(
         to_origin += got is not None and company_key(names[int(got.account_id[1:])]) == company_key(names[i])
     per_scan = (time.perf_counter() - started) / max(scanned, 1) * 1000
     print(
-        f"\nrecall of blocking, {len(picks)} leads with one typo in the name before its legal form ({exact} made another account's exact name and are left out): "
-        f"a full scan of {len(every):,} keys ({per_scan:.0f} ms a lead) matches {found_by_scan} of {scanned}, blocking finds {found_too} of those "
+        f"\nrecall of blocking, {len(picks)} leads with one typo in the name before "
+        f"its legal form ({exact} made another account's exact name and are left out): "
+        f"a full scan of {len(every):,} keys ({per_scan:.0f} ms a lead) "
+        f"matches {found_by_scan} of {scanned}, blocking finds {found_too} of those "
         f"({found_too / max(found_by_scan, 1):.1%}); {to_origin} of {scanned} went to an account of the name the typo came from"
     )
 

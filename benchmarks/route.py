@@ -253,7 +253,8 @@ def part1(quick: bool, profile: bool) -> None:
             f"{cpu_cell:>16}{slow_cell:>21}{p['p99'] / b99:>16,.0f}{'yes' if p['p99'] <= 1000 else 'NO':>12}"
         )
     print(
-        f"load average {_load()} at the end; wall time by perf_counter_ns, CPU time by thread_time_ns (a call slow in wall time only was preempted)"
+        f"load average {_load()} at the end; wall time by perf_counter_ns, "
+        "CPU time by thread_time_ns (a call slow in wall time only was preempted)"
     )
     print("routed (memory state): " + ", ".join(f"{k} {v:,}" for k, v in sorted(statuses.items())))
 
@@ -272,7 +273,8 @@ def part1(quick: bool, profile: bool) -> None:
 
 
 def new_accounts(preset: str, n: int, path: Path, saved: Path) -> dict[str, float]:
-    """``n`` new accounts in the preset book's format (its generator, seed 12, ids N…, no owner, lock or exclusion); returns id → revenue."""
+    """``n`` new accounts in the preset book's format (its generator, seed 12, ids N…, no owner, lock or exclusion);
+    returns id → revenue."""
     params = {**PRESETS[preset], "n_accounts": n}
     book = generate_book(**params, seed=12)
     rules = (saved.parent / preset / "rules.yaml").read_text(encoding="utf-8")
@@ -285,8 +287,8 @@ def new_accounts(preset: str, n: int, path: Path, saved: Path) -> dict[str, floa
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
-        writer.writerows(zip(*columns.values()))
-    return {i: float(v) for i, v in zip(columns["id"], columns["annual_revenue"])}
+        writer.writerows(zip(*columns.values(), strict=True))
+    return {i: float(v) for i, v in zip(columns["id"], columns["annual_revenue"], strict=True)}
 
 
 def timed(command: list[str], repeat: int, before=None) -> list[float]:
@@ -465,7 +467,8 @@ def bands(saved: Path, out: Path, revenue: dict[str, float]) -> None:
                             for u in (owner, keep[0])
                         }
                         examples.append(
-                            f"{r['account_id']} ({add['revenue']:,.0f} revenue) to {owner}, who left {'/'.join(left)} ({shown[owner]}); {keep[0]} would have stayed within every band's upper bound ({shown[keep[0]]})"
+                            f"{r['account_id']} ({add['revenue']:,.0f} revenue) to {owner}, who left {'/'.join(left)} ({shown[owner]}); "
+                            f"{keep[0]} would have stayed within every band's upper bound ({shown[keep[0]]})"
                         )
             receivers.add(owner)
             for label, v in add.items():
@@ -491,18 +494,20 @@ def bands(saved: Path, out: Path, revenue: dict[str, float]) -> None:
 
     n_routed = statuses.get("routed", 0)
     print(
-        f"\nbalance bands of the users who received records ({', '.join(f'{k} {v:,}' for k, v in sorted(statuses.items()))}); fair shares and tolerances "
+        "\nbalance bands of the users who received records "
+        f"({', '.join(f'{k} {v:,}' for k, v in sorted(statuses.items()))}); fair shares and tolerances "
         f"as in the plan; replaying least_loaded gives route's owner for {agree:,} of {n_routed:,} routed records"
     )
     head = f"{'choice':38}{'band':22}{'receivers':>10}{'inside before':>15}{'inside after':>14}{'went outside':>14}{'came inside':>13}"
     print(head)
     print("-" * len(head))
-    for policy, (n, rows, exits, avoidable, _) in results.items():
+    for policy, (_, rows, _, _, _) in results.items():
         for s, count, before, after, out_, in_ in rows:
             print(f"{policy:38}{f'{s.label} ±{s.tolerance:.0%}':22}{count:>10,}{before:>15,}{after:>14,}{out_:>14,}{in_:>13,}")
-    for policy, (n, rows, exits, avoidable, examples) in results.items():
+    for policy, (n, _, exits, avoidable, examples) in results.items():
         print(
-            f"{policy}: {n:,} receivers; {exits:,} records took their owner out of a band they were in, {avoidable:,} of them when another member would have stayed within every upper bound (avoidable)"
+            f"{policy}: {n:,} receivers; {exits:,} records took their owner out of a band they were in, "
+            f"{avoidable:,} of them when another member would have stayed within every upper bound (avoidable)"
         )
         for line in examples:
             print("  e.g. " + line)

@@ -58,8 +58,14 @@ APPLIED_ACCOUNTS = (
 )
 # CRLF line endings. D1 follows W1 to w2; D2 is closed; D3 is protected by keep_owner; D4's account
 # is unassigned; D5 had no owner and follows E2 to e2.
-DEALS = "id,account_id,owner_id,stage,amount\r\nD1,W1,w1,prospecting,10\r\nD2,W1,w1,closed_won,20\r\nD3,W2,w1,negotiation,30\r\nD4,U1,w1,prospecting,40\r\nD5,E2,,prospecting,50\r\n"
-APPLIED_DEALS = "id,account_id,owner_id,stage,amount\r\nD1,W1,w2,prospecting,10\r\nD2,W1,w1,closed_won,20\r\nD3,W2,w1,negotiation,30\r\nD4,U1,w1,prospecting,40\r\nD5,E2,e2,prospecting,50\r\n"
+DEALS = (
+    "id,account_id,owner_id,stage,amount\r\n"
+    "D1,W1,w1,prospecting,10\r\nD2,W1,w1,closed_won,20\r\nD3,W2,w1,negotiation,30\r\nD4,U1,w1,prospecting,40\r\nD5,E2,,prospecting,50\r\n"
+)
+APPLIED_DEALS = (
+    "id,account_id,owner_id,stage,amount\r\n"
+    "D1,W1,w2,prospecting,10\r\nD2,W1,w1,closed_won,20\r\nD3,W2,w1,negotiation,30\r\nD4,U1,w1,prospecting,40\r\nD5,E2,e2,prospecting,50\r\n"
+)
 
 
 def _book(directory: Path, accounts: str = ACCOUNTS, name: str = "accounts.csv", deals: str | None = DEALS) -> dict[str, Path]:
@@ -147,9 +153,9 @@ def test_applied_accounts_file_differs_from_the_input_only_in_changed_owner_cell
     before, after = _rows(book["accounts"]), _rows(out / "accounts.csv")
     owner = before[0].index("owner_id")
     assert len(before) == len(after) and before[0] == after[0]
-    changed = {b[0]: (b[owner], a[owner]) for b, a in zip(before[1:], after[1:]) if b != a}
+    changed = {b[0]: (b[owner], a[owner]) for b, a in zip(before[1:], after[1:], strict=True) if b != a}
     assert changed == {"W1": ("w1", "w2"), "W2": ("w1", "w2"), "E2": ("", "e2")}
-    for b, a in zip(before, after):
+    for b, a in zip(before, after, strict=True):
         assert b[:owner] + b[owner + 1 :] == a[:owner] + a[owner + 1 :]  # every other cell exactly as read
 
 
@@ -167,7 +173,7 @@ def test_json_lines_accounts_give_a_json_lines_copy(tmp_path):
     copy = (out / "accounts.jsonl").read_text(encoding="utf-8").split("\n")
     original = text.split("\n")
     assert len(copy) == len(original)
-    for before, after in zip(original, copy):
+    for before, after in zip(original, copy, strict=True):
         if not before:
             assert after == ""
             continue
@@ -413,7 +419,7 @@ def test_an_owner_with_a_line_break_is_quoted_and_the_applied_copy_reads_back(tm
     at = rows[0].index("owner_id")
     assert {r[0]: r[at] for r in rows[1:]} == planned
     columns, _ = read_columns(applied)  # the engine's own reader
-    assert dict(zip(columns["id"], columns["owner_id"])) == planned
+    assert dict(zip(columns["id"], columns["owner_id"], strict=True)) == planned
     again = assign_files(files["rules"], applied, files["users"], tmp_path / "plan2", workers=1, effort=0.5)
     assert again.summary["moved"]["accounts"] == 0 and _planned_owners(tmp_path / "plan2") == planned
 

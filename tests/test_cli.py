@@ -125,7 +125,7 @@ def test_assign_writes_plan_and_prints_json_summary(runner, example_files, tmp_p
     lines = (out / "accounts.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0].startswith("account_id,owner_id,territory_id,previous_owner_id,moved")
     assert len(lines) == 7
-    big = next(json.loads(l) for l in (out / "accounts.jsonl").read_text(encoding="utf-8").splitlines() if '"BIG"' in l)
+    big = next(json.loads(line) for line in (out / "accounts.jsonl").read_text(encoding="utf-8").splitlines() if '"BIG"' in line)
     assert (big["owner_id"], big["territory_id"]) == ("u001", "strategic")
 
 

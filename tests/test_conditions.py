@@ -37,7 +37,7 @@ def holding(when, records=BOOK, fields=FIELDS) -> list[str]:
     table = AccountTable.from_records(records, fields)
     mask = parse(when, fields).mask(table)
     assert mask.dtype == bool and mask.shape == (len(records),)
-    return [r["id"] for r, m in zip(records, mask) if m]
+    return [r["id"] for r, m in zip(records, mask, strict=True) if m]
 
 
 def errors_of(when, fields=FIELDS) -> list[str]:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from assignment_engine import DataError, Engine, RuleFileError, User, compile_rules, read_accounts
+from assignment_engine import DataError, Engine, RuleFileError, User, apply_plan, compile_rules, read_accounts
 from assignment_engine.batch import assign_files, plan_files, validate_files
 from assignment_engine.cli import main
 from assignment_engine.files.readers import read_users
@@ -356,7 +356,10 @@ def test_segments_take_the_first_level_that_holds_counted_from_the_run_date():
 
 
 def test_a_segment_level_can_be_balanced_like_a_tier():
-    balance = '{hierarchy: independent, as_of: "2026-06-01", balance: [{measure: accounts, tolerance: 1}, {measure: accounts, segment: {lifecycle: dormant}, tolerance: 0}]}'
+    balance = (
+        '{hierarchy: independent, as_of: "2026-06-01", '
+        "balance: [{measure: accounts, tolerance: 1}, {measure: accounts, segment: {lifecycle: dormant}, tolerance: 0}]}"
+    )
     engine = engine_of(rules_text(GEO, fields=SEGMENT_FIELDS, types=TYPES, extra=LIFECYCLE, assignment=balance))
     old = {"first_purchase": "2019-01-01", "last_purchase": "2020-01-01"}  # dormant
     recent = {"first_purchase": "2019-01-01", "last_purchase": "2026-05-01"}  # existing
@@ -425,7 +428,8 @@ def test_one_column_read_by_two_engine_names_is_a_rule_file_error_where_it_is_ma
     result = CliRunner().invoke(main, ["validate", str(rules)])
     assert result.exit_code == 1
     assert (
-        f"{rules}:{line}:{col}: column 'Id' would be read as both owner_id (inputs.accounts.columns.owner_id) and id (a candidate of the salesforce preset): "
+        f"{rules}:{line}:{col}: column 'Id' would be read as both owner_id "
+        "(inputs.accounts.columns.owner_id) and id (a candidate of the salesforce preset): "
         "a column is read by one engine name only: map one of them to another column"
     ) in result.output
     with pytest.raises(RuleFileError):
@@ -592,8 +596,6 @@ def test_every_reason_ends_with_the_accounts_segments():
 
 
 def test_apply_writes_the_next_runs_file_in_the_exports_own_column_names(tmp_path):
-    from assignment_engine import apply_plan
-
     shutil.copytree(SALESFORCE, tmp_path / "sf")
     sf = tmp_path / "sf"
     assign_files(
@@ -614,8 +616,6 @@ def test_apply_writes_the_next_runs_file_in_the_exports_own_column_names(tmp_pat
 
 
 def test_apply_refuses_a_spreadsheet_input_clearly(tmp_path):
-    from assignment_engine import apply_plan
-
     sf = SALESFORCE
     assign_files(sf / "rules.yaml", sf / "Account.xlsx", sf / "User.csv", tmp_path / "plan", report=False)
     with pytest.raises(DataError, match="apply rewrites CSV and JSON Lines inputs only"):

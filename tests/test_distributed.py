@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 distributed = pytest.importorskip("distributed")
 
-from assignment_engine import demo_files, plan_files
+from assignment_engine import Engine, demo_files, plan_files, read_accounts, read_users
 from assignment_engine.cli import main
 from assignment_engine.errors import AssignmentEngineError, OptionError
 from assignment_engine.optimize import Problem, solve
@@ -52,8 +52,6 @@ def book(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def book_problem(book: Path) -> Problem:
-    from assignment_engine import Engine, read_accounts, read_users
-
     engine = Engine.from_file(book / "rules.yaml")
     accounts = read_accounts(book / "accounts.csv", engine.rules.field_types)
     users = read_users(book / "users.csv", list(engine.rules.measures))
@@ -79,7 +77,10 @@ def pairs_problem() -> tuple[Any, list[dict[str, Any]], list[User], PairTable]:
             POOLS,
             fields="{country: string}",
             measures="{effort: {pair: workload}, accounts: {constant: 1}}",
-            assignment="{hierarchy: independent, balance: [{measure: accounts, tolerance: 0.5}], objectives: [balance, affinity], pair_eligibility: listed, effort: 0.5}",
+            assignment=(
+                "{hierarchy: independent, balance: [{measure: accounts, tolerance: 0.5}], "
+                "objectives: [balance, affinity], pair_eligibility: listed, effort: 0.5}"
+            ),
         )
     )
     records = [{"id": f"j{j}", "country": "US" if j % 3 else "BR"} for j in range(24)]
@@ -110,7 +111,7 @@ def _same(a: Any, b: Any, path: str) -> None:
             _same(a[k], b[k], f"{path}[{k}]")
     elif isinstance(a, list):
         assert len(a) == len(b), path
-        for k, (x, y) in enumerate(zip(a, b)):
+        for k, (x, y) in enumerate(zip(a, b, strict=True)):
             _same(x, y, f"{path}[{k}]")
     else:
         assert a == b, (path, a, b)

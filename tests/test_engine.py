@@ -125,7 +125,7 @@ def books(draw):
     order = draw(st.permutations(range(n)))  # parents need not come before their children
     records = [records[i] for i in order]
     capacities = draw(st.lists(st.one_of(st.none(), st.integers(0, 8)), min_size=6, max_size=6))
-    users = [User(u, capacity={} if c is None else {"accounts": c}) for u, c in zip(USER_IDS, capacities)]
+    users = [User(u, capacity={} if c is None else {"accounts": c}) for u, c in zip(USER_IDS, capacities, strict=True)]
     hierarchy = draw(st.sampled_from(sorted(ENGINES)))
     return records, users, hierarchy
 
@@ -284,7 +284,7 @@ def test_write_plan_files(tmp_path, example_engine, example_users):
         assert column in csv_rows[0], column
         assert column in jsonl_rows[0], column
     assert [r["account_id"] for r in csv_rows] == [r["account_id"] for r in jsonl_rows] == ["W1", "W2", "E1", "NOR", "L"]
-    for c, j in zip(csv_rows, jsonl_rows):
+    for c, j in zip(csv_rows, jsonl_rows, strict=True):
         for column in ("account_id", "owner_id", "territory_id", "previous_owner_id", "rule", "reason", "status"):
             assert c[column] == j[column]
         assert c["moved"] == ("true" if j["moved"] else "false")

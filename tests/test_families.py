@@ -196,7 +196,7 @@ def test_roots_are_found_by_climbing_each_accounts_links(links):
     n = len(links)
     ids = [f"A{i}" for i in range(n)]
     parents = [None if p is None else ids[p] if 0 <= p < n else "nobody" for p in links]
-    table = AccountTable.from_records([{"id": a, "parent_id": p} for a, p in zip(ids, parents)], {})
+    table = AccountTable.from_records([{"id": a, "parent_id": p} for a, p in zip(ids, parents, strict=True)], {})
     up = [p if p is not None and 0 <= p < n and p != i else -1 for i, p in enumerate(links)]
 
     def climbed(i: int) -> int | None:

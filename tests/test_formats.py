@@ -47,7 +47,7 @@ def write_xlsx(path: Path, sheets: dict[str, list[list[Any]]]) -> Path:
 
 def xlsx_of(path: Path, columns: Columns) -> Path:
     names = list(columns)
-    return write_xlsx(path, {"Export": [names, *map(list, zip(*columns.values()))]})
+    return write_xlsx(path, {"Export": [names, *map(list, zip(*columns.values(), strict=True))]})
 
 
 def parquet_of(path: Path, columns: Columns) -> Path:
@@ -439,15 +439,20 @@ def test_assign_parquet_without_pyarrow_stops_before_any_work(tmp_path, monkeypa
 
 _PARTS = {
     "[Content_Types].xml": '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-    '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/>'
+    '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default '
+    'Extension="xml" ContentType="application/xml"/>'
     '<Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
-    '<Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>',
+    '<Override PartName="/xl/worksheets/sheet1.xml" '
+    'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>',
     "_rels/.rels": '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-    '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>',
+    '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" '
+    'Target="xl/workbook.xml"/></Relationships>',
     "xl/workbook.xml": '<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
-    'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet name="S" sheetId="1" r:id="rId1"/></sheets></workbook>',
+    'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet '
+    'name="S" sheetId="1" r:id="rId1"/></sheets></workbook>',
     "xl/_rels/workbook.xml.rels": '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-    '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>',
+    '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" '
+    'Target="worksheets/sheet1.xml"/></Relationships>',
 }
 
 
@@ -468,7 +473,10 @@ def crafted_xlsx(path: Path, cells: str, dimension: str | None = None, padding: 
 
 def _read_in_a_child(path: Path) -> subprocess.CompletedProcess[str]:
     """Read ``path`` as accounts in another process: a regression aborting in calamine must not take pytest with it."""
-    code = f"from assignment_engine import read_accounts, DataError\ntry:\n    read_accounts({str(path)!r}, {{'revenue': 'number'}})\nexcept DataError as e:\n    print(e)\n    raise SystemExit(1)"
+    code = (
+        f"from assignment_engine import read_accounts, DataError\ntry:\n    read_accounts({str(path)!r}, "
+        "{'revenue': 'number'})\nexcept DataError as e:\n    print(e)\n    raise SystemExit(1)"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60, env=env)
 
@@ -541,9 +549,12 @@ def test_sizes_an_archive_declares_are_not_trusted(tmp_path, monkeypatch):
 def test_an_ods_repeating_one_cell_over_a_grid_is_refused(tmp_path):
     content = (
         '<?xml version="1.0" encoding="UTF-8"?><office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
-        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">'
-        '<office:body><office:spreadsheet><table:table table:name="S"><table:table-row><table:table-cell office:value-type="string"><text:p>id</text:p>'
-        '</table:table-cell></table:table-row><table:table-row table:number-rows-repeated="1000000"><table:table-cell table:number-columns-repeated="1000" '
+        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">'
+        "<office:body><office:spreadsheet><table:table "
+        'table:name="S"><table:table-row><table:table-cell office:value-type="string"><text:p>id</text:p>'
+        "</table:table-cell></table:table-row><table:table-row "
+        'table:number-rows-repeated="1000000"><table:table-cell table:number-columns-repeated="1000" '
         'office:value-type="string"><text:p>x</text:p></table:table-cell></table:table-row></table:table></office:spreadsheet></office:body></office:document-content>'
     )
     path = tmp_path / "r.ods"
@@ -594,12 +605,16 @@ def test_error_cells_written_by_openpyxl_are_located_in_the_sheets_own_columns(t
         read_columns(path)
     assert [str(f) for f in caught.value.findings] == [
         f"{path}:3:name: #REF! is an Excel error, not a value: fix it in the workbook (or clear the cell) and save again",
-        f"{path}:4:revenue: a formula without a calculated value (the file was saved by a program that does not calculate): fix it in the workbook (or clear the cell) and save again",
+        f"{path}:4:revenue: a formula without a calculated value (the file was saved by a program "
+        "that does not calculate): fix it in the workbook (or clear the cell) and save again",
     ]
 
 
 def test_a_formula_with_its_value_and_an_empty_text_result_are_values(tmp_path):
-    cells = '<row r="3"><c r="A3" t="inlineStr"><is><t>A3</t></is></c><c r="B3"><f>2+2</f><v>4</v></c><c r="C3" t="str"><f>""</f><v></v></c></row>'
+    cells = (
+        '<row r="3"><c r="A3" t="inlineStr"><is><t>A3</t></is></c><c '
+        'r="B3"><f>2+2</f><v>4</v></c><c r="C3" t="str"><f>""</f><v></v></c></row>'
+    )
     path = crafted_xlsx(tmp_path / "f.xlsx", _A + cells)
     assert read_columns(path)[0]["revenue"] == [5, 4]
 

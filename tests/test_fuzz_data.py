@@ -60,7 +60,11 @@ territories:
       - {id: west, rules: [{when: {state: {in: [CA, WA]}}}], members: [{user: u1}, {user: u2}]}
       - {id: east, rules: [{when: {any: [{state: NY}, {employees: {gte: 100}}]}}], members: [{user: u2}, {user: u3}]}
   - {id: analytics, type: specialist, rules: [{when: {product_line: analytics}}], members: [{user: s1, role: overlay}]}
-assignment: {hierarchy: follow_ultimate_parent, balance: [{measure: revenue, tolerance: 0.2}, {measure: accounts, tolerance: 0.5}], effort: 0.2, as_of: "2026-06-01"}
+assignment:
+  hierarchy: follow_ultimate_parent
+  balance: [{measure: revenue, tolerance: 0.2}, {measure: accounts, tolerance: 0.5}]
+  effort: 0.2
+  as_of: "2026-06-01"
 opportunities:
   fields: {amount: number, product_line: string}
   keep_owner: {when: {stage: negotiation}, closing_within_days: 30}
@@ -245,8 +249,9 @@ def write(path: Path, spec: dict[str, Any]) -> Path:
                 writer.writerow(cells + ["surplus"] if brk == "ragged row" and i == len(rows) - 1 else cells)
     else:
         lines = []
-        for row, hows in zip(rows, spec["json"]):
-            lines.append(json.dumps({c: json_value(row.get(c, ""), how) for c, how in zip(columns, hows)}))
+        # the header-only and empty breaks drop the rows, the column breaks a column, not their JSON kinds
+        for row, hows in zip(rows, spec["json"], strict=False):
+            lines.append(json.dumps({c: json_value(row.get(c, ""), how) for c, how in zip(columns, hows, strict=False)}))
         if brk == "deep json":
             lines.append('{"id": "A9", "notes": ' + "[" * 100_000 + "}")
         if brk == "not an object":
@@ -401,7 +406,7 @@ HEADERS = st.lists(
 
 
 def _workbook(rows: list[list[Any]]) -> Path:
-    import openpyxl
+    import openpyxl  # noqa: PLC0415  only the .xlsx cases write a workbook
 
     book = openpyxl.Workbook()
     for row in rows:

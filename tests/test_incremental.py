@@ -131,7 +131,7 @@ def test_fair_shares_and_balance_count_the_kept_accounts(tmp_path, first):
     base, accounts = first
     run, _ = replan(tmp_path, base, accounts)
     full = json.loads((base / "summary.json").read_text(encoding="utf-8"))
-    for mine, theirs in zip(run.summary["users"], full["users"]):
+    for mine, theirs in zip(run.summary["users"], full["users"], strict=True):
         for label in ("revenue", "accounts"):
             assert mine["loads"][label]["fair_share"] == pytest.approx(theirs["loads"][label]["fair_share"])
             assert mine["loads"][label]["after"] == pytest.approx(theirs["loads"][label]["after"])
@@ -463,7 +463,7 @@ def test_kept_accounts_carry_their_pair_workload(tmp_path, first):
     full = plan(files, tmp_path / "full", pairs=tmp_path / "pairs.csv")
     again = plan(files, tmp_path / "again", pairs=tmp_path / "pairs.csv", from_plan=tmp_path / "full")
     assert again.summary["incremental"]["replanned"] == 0
-    for mine, theirs in zip(again.summary["users"], full.summary["users"]):
+    for mine, theirs in zip(again.summary["users"], full.summary["users"], strict=True):
         assert mine["loads"]["work"]["after"] == pytest.approx(theirs["loads"]["work"]["after"])
         # a fair share counts a kept account at its owner's workload, a full run a unit at its candidates' mean
         assert mine["loads"]["work"]["fair_share"] == pytest.approx(theirs["loads"]["work"]["fair_share"], rel=0.05)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from assignment_engine import cli
 from assignment_engine.synthetic import generate_book
 
 STOP_WITHIN = 5.0  # seconds from the signal to the exit, workers included
@@ -202,8 +203,6 @@ def test_a_stop_after_the_work_ends_the_process_as_the_signal_does(stop: signal.
 
 
 def test_a_command_in_a_process_that_goes_on_leaves_the_signal_handlers_as_they_were() -> None:
-    from assignment_engine import cli
-
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with cli._running():
         pass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from importlib import resources
 
 import pytest
@@ -10,8 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rapidfuzz import fuzz
 
+from assignment_engine.batch import assign_files
 from assignment_engine.routing import leads
 from assignment_engine.routing.leads import AccountIndex, LeadMatch, company_key, domain, email_domain, is_free_mail
+from conftest import rules_text, write_csv
 
 FREE_MAIL = json.loads(resources.files("assignment_engine").joinpath("data", "free_mail.json").read_text(encoding="utf-8"))
 LEGAL = json.loads(resources.files("assignment_engine").joinpath("data", "legal_suffixes.json").read_text(encoding="utf-8"))
@@ -363,7 +367,7 @@ def test_an_account_matches_itself_or_an_earlier_twin(accounts):
     names = [name for name, _ in accounts]
     websites = [site for _, site in accounts]
     index = AccountIndex([str(i) for i in range(len(accounts))], names, websites)
-    for i, (name, website) in enumerate(accounts):
+    for name, website in accounts:
         host = domain(website)
         found = index.match(company=name, email=None, website=website)
         if host is not None and not is_free_mail(host):
@@ -415,12 +419,6 @@ def test_a_huge_leads_fuzzy_scoring_is_given_at_most_the_limit(monkeypatch):
 
 
 def test_a_560_kb_lead_routes_in_seconds(tmp_path):
-    import subprocess
-    import sys
-
-    from assignment_engine.batch import assign_files
-    from conftest import rules_text, write_csv
-
     rules = tmp_path / "rules.yaml"
     rules.write_text(
         rules_text(

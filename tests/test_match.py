@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 from assignment_engine import Engine, User, compile_rules
 from assignment_engine.matching.match import NO_TERRITORY, TIED, match_accounts
+from assignment_engine.rules.yamlfile import load_yaml
 from conftest import match_of, rows_by_id, rules_text, table_of
+from test_conditions import oracle
 
 TREE = rules_text(
     """
@@ -309,9 +311,6 @@ def test_non_owner_members_never_own():
 
 
 # ---------------------------------------------------------------- property: matching = an independent oracle
-
-from assignment_engine.rules.yamlfile import load_yaml
-from test_conditions import oracle
 
 
 def _oracle_territories(data: dict, record: dict) -> tuple[list[str], list[str]]:

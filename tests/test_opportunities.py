@@ -296,7 +296,7 @@ def test_every_deal_appears_exactly_once_and_closed_deals_never_move(specs):
     rows = list(deal_plan.rows())
     assert [r["opportunity_id"] for r in rows] == [d["id"] for d in deals]
     account_owner = {r["account_id"]: r["owner_id"] for r in deal_plan.plan.rows()}
-    for deal, row in zip(deals, rows):
+    for deal, row in zip(deals, rows, strict=True):
         assert row["reason"]
         assert row["previous_owner_id"] == deal["owner_id"]
         if deal["stage"].startswith("closed") or deal["locked"] or deal["stage"] == "negotiation":

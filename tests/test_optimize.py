@@ -13,8 +13,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from assignment_engine import Engine, User, compile_rules
+from assignment_engine.optimize import Band, Component, component, components
+from assignment_engine.optimize.phases import _lp_bound, moves_floor, widened_bands
+from assignment_engine.optimize.problem import accounts_moved_bound
+from assignment_engine.optimize.relaxation import branched, integral, strict_relaxation
+from assignment_engine.optimize.start import lp_rounded_start
 from assignment_engine.tables.table import PairTable
-from conftest import rows_by_id, rules_text, table_of
+from conftest import WEST_EAST, engine_of, rows_by_id, rules_text, table_of
 
 ONE_TERRITORY = """
 - id: all
@@ -339,7 +344,7 @@ def test_example_tiers_rank_by_revenue_with_ties_broken_by_id(example_engine, ex
     records[5]["annual_revenue"] = 100  # ties with A00: A00 ranks first by id
     records.append({"id": "X", "country": "US", "state": "CA", "annual_revenue": 1e6, "excluded": True})
     plan = example_engine.assign(table_of(example_engine, records), example_users, effort=1.0)
-    tiers = {aid: plan.tier_names[t] if t >= 0 else None for aid, t in zip(plan.accounts.ids, plan.tier.tolist())}
+    tiers = {aid: plan.tier_names[t] if t >= 0 else None for aid, t in zip(plan.accounts.ids, plan.tier.tolist(), strict=True)}
     assert tiers["X"] is None  # excluded accounts are not ranked
     assert [a for a, t in tiers.items() if t == "key"] == ["A00"]  # top 5 % of 20 = 1
     assert sorted(a for a, t in tiers.items() if t == "growth") == ["A01", "A02", "A03", "A04", "A05"]  # up to 30 % = 6
@@ -354,8 +359,6 @@ def test_example_tiers_rank_by_revenue_with_ties_broken_by_id(example_engine, ex
     st.integers(4, 5),
 )
 def test_neighbourhood_search_keeps_every_band_and_never_moves_more(accounts, n_users):
-    from assignment_engine.optimize import Band, Component, components
-
     engine = one_territory("[{measure: revenue, tolerance: 0.25}, {measure: accounts, tolerance: 0.25}]", users=n_users)
     records = [{"id": f"A{i}", "country": "US", "revenue": revenue, "owner_id": owner} for i, (revenue, owner) in enumerate(accounts)]
     problem = engine.prepare(table_of(engine, records), [User(f"u{i}") for i in range(1, n_users + 1)]).problem
@@ -382,10 +385,6 @@ def test_neighbourhood_search_keeps_every_band_and_never_moves_more(accounts, n_
 def test_the_lp_rounded_start_keeps_the_bands_and_its_bound_is_below_the_best_plan(accounts, tolerance):
     """The LP within the bands bounds the accounts moved by every plan within them (brute force), and the
     plan rounded from it holds every band, moves no fewer than the bound, and is found again the same."""
-    from assignment_engine.optimize import Band, Component, components
-    from assignment_engine.optimize.relaxation import integral, strict_relaxation
-    from assignment_engine.optimize.start import lp_rounded_start
-
     engine = one_territory(f"[{{measure: revenue, tolerance: {tolerance}}}, {{measure: accounts, tolerance: {tolerance}}}]", users=3)
     records = [{"id": f"A{i}", "country": "US", "revenue": revenue, "owner_id": owner} for i, (revenue, owner) in enumerate(accounts)]
     problem = engine.prepare(table_of(engine, records), [User(f"u{i}") for i in range(1, 4)]).problem
@@ -415,8 +414,6 @@ def test_the_lp_rounded_start_keeps_the_bands_and_its_bound_is_below_the_best_pl
 
 def _whale_part(accounts: list[tuple[int, str | None]], whale: int, tolerance: float):  # type: ignore[no-untyped-def]
     """A component of three users, the accounts given and one of revenue ``whale`` held by u1, and its bands."""
-    from assignment_engine.optimize import Band, Component, components
-
     engine = one_territory(f"[{{measure: revenue, tolerance: {tolerance}}}, {{measure: accounts, tolerance: {tolerance}}}]", users=3)
     records = [
         {"id": f"A{i}", "country": "US", "revenue": revenue, "owner_id": owner}
@@ -451,10 +448,6 @@ def test_the_lp_bounds_with_branching_on_a_large_unit_are_below_the_best_plan(ac
     """The LP's bound on continuity, its prices' bound on accounts moved alone, and the least bound of the
     LPs branched on a unit larger than the bands never exceed the best plan within the bands (brute force);
     branches that show no plan are right."""
-    from assignment_engine.optimize.phases import _lp_bound, moves_floor
-    from assignment_engine.optimize.problem import accounts_moved_bound
-    from assignment_engine.optimize.relaxation import branched, strict_relaxation
-
     part, bands = _whale_part(accounts, whale, tolerance)
     best = _best_within(part, bands)
     relaxation = strict_relaxation(part, part.continuity, bands)
@@ -474,10 +467,6 @@ def test_branching_on_an_account_larger_than_the_bands_lifts_the_bound_to_the_be
     """Three users, an account of 50 among eight of 2 to 40 (164 in all): the revenue band, ±10 % of 54.7, is
     11 wide. The LP splits the large account; branched on it, the bound on accounts moved rises from 2 to 3,
     the best plan's (brute force), and the component's plan meets it."""
-    from assignment_engine.optimize.phases import _lp_bound
-    from assignment_engine.optimize.problem import accounts_moved_bound
-    from assignment_engine.optimize.relaxation import branched, strict_relaxation
-
     accounts = [(2, "u3"), (5, "u1"), (2, "u2"), (5, "u2"), (40, "u3"), (40, "u3"), (10, "u3"), (10, None)]
     part, bands = _whale_part(accounts, 50, 0.1)
     best = _best_within(part, bands)
@@ -496,8 +485,6 @@ def test_branching_on_an_account_larger_than_the_bands_lifts_the_bound_to_the_be
 def test_branching_shows_bands_that_no_plan_holds():
     """An account of 80 among others of 146 (226 in all), bands ±10 % of 75.3: the LP holds the bands by splitting
     it, but no plan does (brute force), and every branch shows it has none."""
-    from assignment_engine.optimize.relaxation import branched, strict_relaxation
-
     accounts = [(10, "u1"), (5, "u1"), (40, None), (1, "u2"), (20, "u2"), (40, "u1"), (10, "u3"), (20, "u3")]
     part, bands = _whale_part(accounts, 80, 0.1)
     assert _best_within(part, bands) is None
@@ -511,9 +498,6 @@ def test_branching_shows_bands_that_no_plan_holds():
 def test_widened_bands_hold_the_plan_and_admit_no_plan_with_more_slack(accounts, whale, tolerance):
     """Bands redrawn around a plan contain it, and every plan that places all units within them has at
     most that plan's slack on each band (brute force over every placement)."""
-    from assignment_engine.optimize import Band, Component, components
-    from assignment_engine.optimize.phases import widened_bands
-
     engine = one_territory(f"[{{measure: revenue, tolerance: {tolerance}}}, {{measure: accounts, tolerance: {tolerance}}}]", users=3)
     records = [
         {"id": f"A{i}", "country": "US", "revenue": revenue, "owner_id": owner}
@@ -528,7 +512,7 @@ def test_widened_bands_hold_the_plan_and_admit_no_plan_with_more_slack(accounts,
     def slack(chosen: np.ndarray) -> dict[int, int]:
         return {
             i: int(np.maximum(load - d.hi, 0).sum() + np.maximum(d.lo - load, 0).sum())
-            for i, (d, load) in enumerate(zip(part.dims, part.loads(chosen)))
+            for i, (d, load) in enumerate(zip(part.dims, part.loads(chosen), strict=True))
             if isinstance(d, Band)
         }
 
@@ -637,9 +621,6 @@ def test_a_worker_that_dies_fails_the_run_instead_of_hanging(tmp_path):
 
 def test_a_component_too_large_for_a_model_keeps_its_greedy_start(monkeypatch):
     """Past MAX_MODEL_PAIRS no CP-SAT model is built (it would take gigabytes); the plan is the greedy start, said so."""
-    from assignment_engine.optimize import component
-    from conftest import WEST_EAST, engine_of, rules_text
-
     engine = engine_of(rules_text(WEST_EAST, assignment="{hierarchy: independent, balance: [{measure: revenue, tolerance: 0.1}]}"))
     book = [
         {"id": f"A{i}", "country": "US", "state": "CA" if i % 2 else "NY", "revenue": float(i + 1), "owner_id": "w1" if i % 2 else "e1"}

@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 
 from assignment_engine import DataError, User, plan_files
 from assignment_engine.cli import main
+from assignment_engine.optimize import Component, ComponentResult, Objective, Solution, components
+from assignment_engine.optimize.relaxation import LoadRows, lagrangian_bound, relax
+from assignment_engine.plan.result import solver_summary
 from assignment_engine.tables.table import PairTable, pairs_from_columns
 from conftest import engine_of, rules_text, write_csv
 
@@ -30,7 +33,9 @@ def gap_engine(eligibility: str = "listed", balance: str = "[]", objectives: str
             POOL,
             fields="{country: string}",
             measures="{effort: {pair: workload}, accounts: {constant: 1}}",
-            assignment=f"{{hierarchy: independent, balance: {balance}, objectives: {objectives}, pair_eligibility: {eligibility}, effort: 5}}",
+            assignment=(
+                f"{{hierarchy: independent, balance: {balance}, objectives: {objectives}, pair_eligibility: {eligibility}, effort: 5}}"
+            ),
         )
     )
 
@@ -167,8 +172,6 @@ def test_pairs_file_through_the_cli(tmp_path):
 
 def test_room_first_start_places_what_cheapest_first_leaves_out():
     """Two agents of capacity 10: cheapest-first puts both 4s on a0 and finds no room for the second 6."""
-    from assignment_engine.optimize import Component, components
-
     engine = gap_engine()
     load = np.array([[4, 4, 6, 6], [4, 4, 6, 6], [99, 99, 99, 99]], dtype=float)
     cost = np.array([[1, 1, 1, 1], [9, 9, 2, 2], [50, 50, 50, 50]], dtype=float)
@@ -196,8 +199,6 @@ def test_room_first_start_places_what_cheapest_first_leaves_out():
 def test_any_non_negative_capacity_prices_give_a_lower_bound(instance, prices, fixed, uncapped):
     """The bound reported from the LP's duals must hold whatever prices the LP solver returns,
     with fixed loads, an uncapped agent and a second capacity (an account count of 2 per agent)."""
-    from assignment_engine.optimize.relaxation import LoadRows, lagrangian_bound
-
     cost, load, capacity = (np.array(x) for x in instance)
     fixed = np.array(fixed).reshape(2, 3)
     n = cost.shape[1]
@@ -229,8 +230,6 @@ def test_any_non_negative_capacity_prices_give_a_lower_bound(instance, prices, f
 def test_band_rows_bound_every_plan_within_the_bands(instance, fixed, bands, prices):
     """A balance band is a two-sided row: the LP's bound, and the Lagrangian bound for any prices on either
     end, hold for every plan that keeps each user's load within its band (brute force over tiny instances)."""
-    from assignment_engine.optimize.relaxation import LoadRows, lagrangian_bound, relax
-
     cost, load = (np.array(x) for x in instance)
     n = cost.shape[1]
     lo, hi = np.array([sorted(b) for b in bands]).T
@@ -256,8 +255,6 @@ def test_band_rows_bound_every_plan_within_the_bands(instance, fixed, bands, pri
 def test_a_band_floor_raises_the_bound_to_the_cost_of_meeting_it():
     """Two accounts cost 0 with user a and 10 with user b, whose band needs at least one of them: every plan
     within the bands costs 10, and so do the LP's bound and the Lagrangian bound at the floor's price."""
-    from assignment_engine.optimize.relaxation import LoadRows, lagrangian_bound, relax
-
     ptr, pair_user, objective = np.array([0, 2, 4]), np.array([0, 1, 0, 1]), np.array([0, 10, 0, 10])
     rows = [
         LoadRows(np.ones(4, dtype=np.int64), np.array([2, 2]), np.ones(2, dtype=bool), np.zeros(2, dtype=np.int64), floor=np.array([0, 1]))
@@ -269,8 +266,6 @@ def test_a_band_floor_raises_the_bound_to_the_cost_of_meeting_it():
 
 @given(st.integers(2, 6).flatmap(lambda n: st.tuples(agents_by_jobs(n, 1, 30), agents_by_jobs(n, 2, 9), st.floats(1.0, 1.5))))
 def test_lp_guided_start_holds_capacities_and_its_bound_is_below_the_optimum(instance):
-    from assignment_engine.optimize import Component, components
-
     cost, load, slack = np.array(instance[0], dtype=float), np.array(instance[1], dtype=float), instance[2]
     n = cost.shape[1]
     capacity = np.full(3, np.floor(load.mean(axis=0).sum() / 3 * slack))
@@ -340,9 +335,6 @@ def test_a_plan_with_values_at_the_bound_runs_to_completion(tmp_path):
 
 def test_a_zero_cost_above_a_negative_bound_has_a_gap_not_a_division_by_zero():
     """Negative costs (a bonus for a pair) can leave the affinity total at 0 above a proven bound of -3."""
-    from assignment_engine.optimize import ComponentResult, Objective, Solution
-    from assignment_engine.plan.result import solver_summary
-
     component = ComponentResult(
         ["a0", "a1"], units=2, pairs=4, objectives=[Objective("affinity", 0.0, -3.0, 0.0, "FEASIBLE")], moves=0, moves_bound=0, seconds=0.1
     )

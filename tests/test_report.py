@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from assignment_engine import demo_files
 from assignment_engine.batch import assign_files
 from assignment_engine.review import report
 from assignment_engine.review.diff import diff_plan
@@ -75,7 +76,7 @@ def browser() -> Iterator[Any]:
         if os.environ.get("CI"):
             pytest.fail(f"the browser tests need {CHROMIUM} (Debian's chromium) and playwright; .ci/run installs them")
         pytest.skip(f"no {CHROMIUM} or no playwright: apt-get install chromium, pip install -e '.[test]'")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415  once the browser is known to be there
 
     with sync_playwright() as driver:
         launched = driver.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
@@ -160,7 +161,7 @@ def test_a_header_click_sorts(page):
 
 
 def test_every_chart_is_a_valid_plotly_figure(hostile_plan):
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # noqa: PLC0415  the report extra
 
     drawn = charts(diff_plan(hostile_plan))
     assert len(drawn) == 5
@@ -203,8 +204,6 @@ def test_the_same_plan_gives_the_same_page(hostile_plan):
 def test_the_page_written_with_a_plan_is_the_page_of_the_saved_plan(hostile_plan, tmp_path):
     """A new plan's page is added up from the rows as they are written (review.Review), not read back: the same
     page, byte for byte, as the saved plan gives; on the demo (opportunities, unassigned accounts) and the hostile plan."""
-    from assignment_engine import demo_files
-
     files = demo_files()
     base = hostile_plan.parent
     runs = [

@@ -21,16 +21,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from assignment_engine import DataError, Engine, OptionError, RuleFileError, User, compile_rules, demo_files
-from assignment_engine.batch import assign_files
+from assignment_engine.batch import assign_files, validate_files
 from assignment_engine.cli import main
 from assignment_engine.files.output import output_directory
 from assignment_engine.files.readers import read_accounts, read_users
 from assignment_engine.matching.match import match_accounts
 from assignment_engine.matching.records import RecordMatcher, typed
+from assignment_engine.routing import route
 from assignment_engine.routing import state as routestate
 from assignment_engine.routing.route import route_files
 from assignment_engine.routing.router import Router, State
 from assignment_engine.routing.state import MemoryState, SqliteState
+from assignment_engine.rules.compile import load_rules
 from conftest import engine_of, rules_text, write_csv
 
 DAY = dt.date(2026, 6, 1)
@@ -406,10 +408,6 @@ def test_route_cli_writes_accounts_leads_and_new_accounts(tmp_path):
 
 
 def test_route_and_validate_refuse_the_measure_values_assign_refuses_at_their_cells(tmp_path):
-    from assignment_engine.batch import validate_files
-    from assignment_engine.routing.route import route_files
-    from assignment_engine.rules.compile import load_rules
-
     plan = lead_plan(tmp_path)
     columns = ["id", "country", "state", "revenue", "website"]
     new = write_csv(
@@ -543,8 +541,6 @@ def test_a_route_run_that_fails_leaves_the_state_as_it_was(tmp_path):
 
 def test_a_route_run_reads_its_files_before_it_takes_the_state(tmp_path, monkeypatch):
     """Another process may decide while this run still reads its (possibly large) input files."""
-    from assignment_engine.routing import route
-
     plan, state = round_robin_plan(tmp_path), tmp_path / "s.db"
     route_files(plan, tmp_path / "first", accounts=new_accounts(tmp_path / "first.csv", 1), state=state, today=DAY)
     taken: list[bool] = []

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import assignment_engine.engine as engine_module
 from assignment_engine import AssignmentEngineError, DataError, Plan, RuleFileError, apply_plan, assign_files, demo_files
 from assignment_engine.cli import main
 from assignment_engine.files.manifest import FORMAT, InputFile, Manifest
@@ -90,7 +91,6 @@ def test_plan_id_depends_on_content_and_settings_not_on_workers(demo_plan):
 
 def test_load_rebuilds_the_same_plan_without_solving(demo_plan, monkeypatch):
     out, run = demo_plan
-    import assignment_engine.engine as engine_module
 
     monkeypatch.setattr(engine_module, "solve", lambda *a, **k: pytest.fail("Plan.load must not solve"))
     loaded = Plan.load(out)

@@ -233,7 +233,9 @@ class Engine:
             per_key = np.bincount(key_of_pair, weights=delta[listed], minlength=len(keys))
             base = per_unit(v)
             overrides = {
-                (int(q // n_users), int(q % n_users)): float(base[q // n_users] + d) for q, d in zip(keys.tolist(), per_key.tolist()) if d
+                (int(q // n_users), int(q % n_users)): float(base[q // n_users] + d)
+                for q, d in zip(keys.tolist(), per_key.tolist(), strict=True)
+                if d
             }
             fixed_delta = np.bincount(pairs.user[fixed_listed], weights=delta[fixed_listed], minlength=n_users)
             return overrides, fixed_delta
@@ -265,13 +267,13 @@ class Engine:
         pair_cost = pair_allowed = None
         if pairs is not None:
             cost = np.bincount(key_of_pair, weights=pairs.cost[listed], minlength=len(keys))
-            pair_cost = {(int(q // n_users), int(q % n_users)): float(c) for q, c in zip(keys.tolist(), cost.tolist()) if c}
+            pair_cost = {(int(q // n_users), int(q % n_users)): float(c) for q, c in zip(keys.tolist(), cost.tolist(), strict=True) if c}
             if policy.pair_eligibility == "listed":
                 members_listed = np.bincount(key_of_pair, minlength=len(keys))
                 unit_size = np.bincount(unit_of_free, minlength=len(unit_roots))
                 pair_allowed = {
                     (int(q // n_users), int(q % n_users))
-                    for q, c in zip(keys.tolist(), members_listed.tolist())
+                    for q, c in zip(keys.tolist(), members_listed.tolist(), strict=True)
                     if c == unit_size[q // n_users]
                 }
 
@@ -409,7 +411,7 @@ def _replan(
             in_territory[i] = int(plan_t[i]) in tied
             has_candidate[i] = bool(staffed[list(tied)].any())
         current = accounts.owner_ids
-        reassigned = np.array([c != o and c != p for c, o, p in zip(current, baseline.owner, baseline.previous)], dtype=bool)
+        reassigned = np.array([c != o and c != p for c, o, p in zip(current, baseline.owner, baseline.previous, strict=True)], dtype=bool)
         named = np.array([o is not None for o in baseline.owner], dtype=bool)  # the plan names an owner (a user or not)
         left = named & ~owned
         left[owned] = ~active[plan_owner[owned]]

@@ -213,7 +213,8 @@ def _unit_owners(directory: str | Path, ids: Sequence[str], prepared: Prepared, 
                     [
                         Finding(
                             Location(str(path), i + 1),
-                            f"owner {shown(row['owner_id'])} is not an active owner member of a territory account {shown(account_id)} matches",
+                            f"owner {shown(row['owner_id'])} is not an active owner "
+                            f"member of a territory account {shown(account_id)} matches",
                         )
                     ]
                 )

@@ -89,7 +89,7 @@ def _atomic_csv(path: Path, columns: dict[str, list[str]]) -> None:
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
-        writer.writerows(zip(*columns.values()))
+        writer.writerows(zip(*columns.values(), strict=True))
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
@@ -133,7 +133,7 @@ def generate_book(
     digits = np.array([d for _, _, d in countries])[country_index]
     postal_number = (rng.random(n_accounts) * (10.0**digits)).astype(np.int64)
     country = np.array([c for c, _, _ in countries])[country_index]
-    postal = [f"{p:0{d}d}" for p, d in zip(postal_number.tolist(), digits.tolist())]
+    postal = [f"{p:0{d}d}" for p, d in zip(postal_number.tolist(), digits.tolist(), strict=True)]
     state = np.full(n_accounts, "", dtype=object)
     us = country == "US"
     state[us] = rng.choice(US_STATES, size=int(us.sum()))
@@ -209,7 +209,7 @@ def _leaves(n_territories: int, owners: list[str]) -> list[_Leaf]:
     total = sum(w for _, _, w, _ in covered)
     counts = [max(1, round(n_territories * w / total)) for _, _, w, _ in covered]
     leaves: list[_Leaf] = []
-    for (region, country, _, digits), count in zip(covered, counts):
+    for (region, country, _, digits), count in zip(covered, counts, strict=True):
         top = 10**digits
         cuts = np.linspace(0, top, count + 1).astype(np.int64)
         for j in range(count):

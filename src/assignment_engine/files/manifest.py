@@ -38,6 +38,7 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import DataError, Finding, Location, RuleFileError
+from ..rules.compile import load_rules
 from ..tables.cells import shown
 
 if TYPE_CHECKING:
@@ -299,7 +300,8 @@ class Manifest:
                 [
                     Finding(
                         where,
-                        "damaged plan manifest: it records no sha256 of the plan's own files (outputs), so its rows cannot be checked; re-run assign",
+                        "damaged plan manifest: it records no sha256 of the plan's own "
+                        "files (outputs), so its rows cannot be checked; re-run assign",
                     )
                 ]
             )
@@ -369,13 +371,14 @@ class Manifest:
     def rules(self, directory: str | Path) -> CompiledRules:
         """The plan's rule file (verified), compiled. The path comes from ``plan.json``, which may name any file, so
         a file that does not compile is named, never quoted: its findings are for ``validate``."""
-        from ..rules.compile import load_rules
-
         path = self.path("rules")
         try:
             return load_rules(path)
         except RuleFileError as exc:
-            message = f"the plan's rule file {path} does not compile ({len(exc.findings)} problem(s)); check it with 'assignment-engine validate --rules FILE'"
+            message = (
+                f"the plan's rule file {path} does not compile ({len(exc.findings)} problem(s)); "
+                "check it with 'assignment-engine validate --rules FILE'"
+            )
             raise RuleFileError([Finding(Location(str(Path(directory) / MANIFEST)), message)]) from None
 
 
@@ -691,7 +694,8 @@ class OwnerCheck:
                     [
                         Finding(
                             where,
-                            f"account {shown(account)} is pinned to {shown(parent)} but has owner {shown(owner)}, not its parent's {shown(self._fixed[parent])}",
+                            f"account {shown(account)} is pinned to {shown(parent)} but has "
+                            f"owner {shown(owner)}, not its parent's {shown(self._fixed[parent])}",
                         )
                     ]
                 )

@@ -29,7 +29,7 @@ MISSING = "the parquet extra: pip install 'assignment-engine[parquet]'"
 def require_pyarrow(option: str = "--parquet") -> None:
     """:class:`OptionError` when pyarrow is missing: checked before a run, which would otherwise compute a plan it cannot write."""
     try:
-        import pyarrow  # noqa: F401
+        import pyarrow  # noqa: F401, PLC0415  the parquet extra, checked before a run
     except ImportError:
         raise OptionError([Finding(Location(option), f"writing Parquet needs {MISSING}")]) from None
 
@@ -38,8 +38,8 @@ def parquet_chunks(path: Path, wanted: set[str] | None, size: int) -> Iterator[t
     """The file's columns (``wanted`` only; struct fields as ``parent.field``), ``size`` records at a time, and
     each record's row (position + 2, as in a CSV); at least one chunk."""
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow as pa  # noqa: PLC0415  the parquet extra
+        import pyarrow.parquet as pq  # noqa: PLC0415  the parquet extra
     except ImportError:
         raise DataError([Finding(Location(str(path)), f"reading .parquet needs {MISSING}")]) from None
     try:
@@ -49,7 +49,7 @@ def parquet_chunks(path: Path, wanted: set[str] | None, size: int) -> Iterator[t
         duplicated = sorted({n for n in stripped if stripped.count(n) > 1})
         if duplicated:
             raise DataError([Finding(Location(str(path), 1), f"duplicate column(s) in header: {', '.join(map(shown, duplicated))}")])
-        chosen = [n for n, s in zip(names, stripped) if wanted is None or s in wanted]
+        chosen = [n for n, s in zip(names, stripped, strict=True) if wanted is None or s in wanted]
     except (pa.ArrowException, OSError) as exc:  # not Parquet, or a damaged footer (pyarrow's OSErrors carry no strerror)
         raise DataError([Finding(Location(str(path)), f"cannot read: {' '.join(str(exc).split())}")]) from None
     start = 2
@@ -92,8 +92,8 @@ def _unreadable(path: Path, column: str | None, start: int, exc: Exception) -> D
 
 def _damaged(path: Path, chosen: list[str]) -> str | None:
     """The first of ``chosen`` that cannot be read on its own (only after a batch failed: it reads the file again)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # noqa: PLC0415  the parquet extra
+    import pyarrow.parquet as pq  # noqa: PLC0415  the parquet extra
 
     for name in chosen:
         try:
@@ -106,7 +106,7 @@ def _damaged(path: Path, chosen: list[str]) -> str | None:
 
 def _leaf_names(schema: Any) -> list[str]:
     """Column names as a reader addresses them: a struct's fields as ``parent.field``, at any depth."""
-    import pyarrow as pa
+    import pyarrow as pa  # noqa: PLC0415  the parquet extra
 
     def walk(prefix: str, field: Any) -> Iterator[str]:
         name = prefix + field.name
@@ -121,7 +121,7 @@ def _leaf_names(schema: Any) -> list[str]:
 
 def _values(column: Any) -> list[Any]:
     """One column as Python values: text as str, numbers as int/float, dates as date/datetime, nulls as None."""
-    import pyarrow as pa
+    import pyarrow as pa  # noqa: PLC0415  the parquet extra
 
     kind = column.type
     if pa.types.is_decimal(kind):  # a currency amount: the engine computes in float64 anyway
@@ -177,17 +177,19 @@ def write_parquet(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]
     float64, bool, list of str → list<string>); a column with no value there
     is a string column.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # noqa: PLC0415  the parquet extra
+    import pyarrow.parquet as pq  # noqa: PLC0415  the parquet extra
 
     batches = _batches(columns, rows)
     first = next(batches, None)
     kinds = [_settled(pa.array(values).type) for values in first] if first is not None else [pa.string()] * len(columns)
-    schema = pa.schema([pa.field(c, kind) for c, kind in zip(columns, kinds)])
+    schema = pa.schema([pa.field(c, kind) for c, kind in zip(columns, kinds, strict=True)])
     with path.open("wb") as handle:
         with pq.ParquetWriter(handle, schema) as writer:
             for batch in itertools.chain([first], batches) if first is not None else ():
-                writer.write_batch(pa.record_batch([pa.array(values, type=kind) for values, kind in zip(batch, kinds)], schema=schema))
+                writer.write_batch(
+                    pa.record_batch([pa.array(values, type=kind) for values, kind in zip(batch, kinds, strict=True)], schema=schema)
+                )
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -197,7 +199,7 @@ def _batches(columns: list[str], rows: Iterable[dict[str, Any]]) -> Iterator[lis
     batch: list[list[Any]] = [[] for _ in columns]
     size = 0
     for row in rows:
-        for values, c in zip(batch, columns):
+        for values, c in zip(batch, columns, strict=True):
             values.append(row[c])
         size += 1
         if size == BATCH:
@@ -209,7 +211,7 @@ def _batches(columns: list[str], rows: Iterable[dict[str, Any]]) -> Iterator[lis
 
 def _settled(kind: Any) -> Any:
     """``kind`` with null (no value seen) as string: an all-empty column of owner ids is still text."""
-    import pyarrow as pa
+    import pyarrow as pa  # noqa: PLC0415  the parquet extra
 
     if pa.types.is_null(kind):
         return pa.string()

@@ -20,7 +20,10 @@ from typing import Any
 from ..errors import DataError, Finding, Location, suggest
 from ..rules.inputs import ACCOUNT_INPUT_COLUMNS, ColumnMap, Columns, nfc
 from ..tables.cells import DISTINCT, FieldType, as_text, shown
+from ..tables.places import split_address
 from ..tables.table import AccountTable, PairTable, User, pairs_from_columns, users_from_columns
+from .parquet import parquet_chunks
+from .sheets import read_sheet
 
 _NESTED = (dict, list)  # JSON values read as their JSON text (json.loads gives these exact types)
 SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods")
@@ -57,12 +60,8 @@ def read_chunks(
     suffix = path.suffix.lower()
     try:
         if suffix in SPREADSHEETS:
-            from .sheets import read_sheet
-
             yield read_sheet(path, wanted, sheet)
         elif suffix == ".parquet":
-            from .parquet import parquet_chunks
-
             yield from parquet_chunks(path, wanted, size)
         elif suffix in (".jsonl", ".ndjson"):
             yield from _jsonl_chunks(path, wanted)
@@ -103,7 +102,7 @@ def _csv_chunks(path: Path, wanted: set[str] | None, size: int) -> Iterator[tupl
                     raise DataError(
                         [Finding(Location(str(path), start), f"expected {width} columns as in the header, found {len(record)}")]
                     )
-                for column, cache, i in zip(columns, caches, keep):
+                for column, cache, i in zip(columns, caches, keep, strict=True):
                     value = record[i]
                     if cache is not None:
                         value = cache.setdefault(value, value)
@@ -115,13 +114,13 @@ def _csv_chunks(path: Path, wanted: set[str] | None, size: int) -> Iterator[tupl
                 rows.append(start)
                 start = reader.line_num + 1
                 if len(rows) == size:
-                    yield dict(zip(names, columns)), rows
+                    yield dict(zip(names, columns, strict=True)), rows
                     columns, rows = [[] for _ in keep], array("l")
                     chunks += 1
         except csv.Error as exc:
             raise DataError([Finding(Location(str(path), reader.line_num), f"CSV error: {exc}")]) from None
         if rows or not chunks:  # the last chunk, or the only one of a file without records
-            yield dict(zip(names, columns)), rows
+            yield dict(zip(names, columns, strict=True)), rows
 
 
 def _jsonl_chunks(path: Path, wanted: set[str] | None) -> Iterator[tuple[Columns, Sequence[int]]]:
@@ -223,7 +222,8 @@ def read_accounts(path: str | Path, field_types: dict[str, FieldType], columns: 
                     [
                         Finding(
                             Location(str(path), 1),
-                            f"missing column {' or '.join(map(repr, columns.candidates(f)))}, declared in the rule file's fields{suggest(columns.candidates(f)[0], present)}",
+                            f"missing column {' or '.join(map(repr, columns.candidates(f)))}, "
+                            f"declared in the rule file's fields{suggest(columns.candidates(f)[0], present)}",
                         )
                         for f in missing
                     ]
@@ -256,8 +256,6 @@ def split_addresses(values: Sequence[Any] | None, column: str, source: str) -> d
     """One address column as the columns street, city, state, postal_code and country (each distinct address split once)."""
     if values is None:
         raise DataError([Finding(Location(source, 1), f"no column {column!r} (inputs.accounts.address)")])
-    from ..tables.places import split_address
-
     parts: dict[str, dict[str, str | None]] = {}
     out: dict[str, list[Any]] = {k: [] for k in ADDRESS_PARTS}
     for v in values:

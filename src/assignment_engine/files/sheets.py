@@ -65,7 +65,7 @@ def read_sheet(path: Path, wanted: set[str] | None, sheet: str | None) -> tuple[
     An error cell or a formula without a value in a column read is an error at its cell.
     """
     try:
-        from python_calamine import CalamineError, CalamineWorkbook
+        from python_calamine import CalamineError, CalamineWorkbook  # noqa: PLC0415  the xlsx extra
     except ImportError:
         raise DataError(
             [Finding(Location(str(path)), f"reading {path.suffix.lower()} needs the xlsx extra: pip install 'assignment-engine[xlsx]'")]
@@ -122,12 +122,12 @@ def _columns(path: Path, lines: Any, wanted: set[str] | None) -> tuple[Columns, 
             continue
         if all(cells[i] == "" for i in named):
             continue
-        for column, cache, i in zip(columns, caches, keep):
+        for column, cache, i in zip(columns, caches, keep, strict=True):
             column.append(_cell(cells[i], cache))
         rows.append(number)
     if header is None:
         raise DataError([Finding(Location(str(path), 1), "the sheet is empty (expected a header row)")])
-    return dict(zip([header[i] for i in keep], columns)), rows, (start, {i: header[i] for i in keep})
+    return dict(zip([header[i] for i in keep], columns, strict=True)), rows, (start, {i: header[i] for i in keep})
 
 
 def _cell(value: Any, cache: dict[str, str]) -> Any:
@@ -247,7 +247,8 @@ class _Archive:
                 [
                     Finding(
                         Location(str(self.path)),
-                        f"part {shown(info.filename)} unpacks to more than {MAX_RATIO} times its {info.compress_size:,} packed bytes, the limit (a zip bomb?): {_HOW}",
+                        f"part {shown(info.filename)} unpacks to more than {MAX_RATIO} times its "
+                        f"{info.compress_size:,} packed bytes, the limit (a zip bomb?): {_HOW}",
                     )
                 ]
             )
@@ -379,7 +380,10 @@ class _XlsxScan:
             end = xml.find(b"sheetData")
             if (declared := _DIMENSION.search(xml, 0, end if end >= 0 else 1 << 20)) is not None:
                 last = (int(declared[4] or declared[2]), column_number(declared[3] or declared[1]))
-                area = f"{declared[1].decode()}{declared[2].decode()}:{(declared[3] or declared[1]).decode()}{(declared[4] or declared[2]).decode()}"
+                area = (
+                    f"{declared[1].decode()}{declared[2].decode()}:"
+                    f"{(declared[3] or declared[1]).decode()}{(declared[4] or declared[2]).decode()}"
+                )
                 _too_big(self.path, f"the sheet declares the cell area {area}", last[0] * last[1])
         formulas = b"<f" in xml or b":f" in xml
         self.suspect = self.suspect or b't="e"' in xml or b"t='e'" in xml or (formulas and _UNCALCULATED.search(xml) is not None)

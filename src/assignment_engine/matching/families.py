@@ -40,7 +40,7 @@ def build_families(table: AccountTable, on_error: Literal["raise", "independent"
     child = np.flatnonzero(table.parent_ids.array != "")
     parent = table.ids.positions(table.parent_ids.array[child])  # one sorted join, no dict of ids
     bad = np.flatnonzero((parent < 0) | (parent == child))
-    for i, p in zip(child[bad].tolist(), parent[bad].tolist()):
+    for i, p in zip(child[bad].tolist(), parent[bad].tolist(), strict=True):
         if p < 0:
             problems.append(
                 Finding(
@@ -63,7 +63,7 @@ def build_families(table: AccountTable, on_error: Literal["raise", "independent"
     root = np.where(cyclic, root, top)
     graph = nx.DiGraph()  # the families with a cycle only, to find and name it
     kids = np.flatnonzero(cyclic & (up >= 0))
-    graph.add_edges_from(zip(up[kids].tolist(), kids.tolist()))
+    graph.add_edges_from(zip(up[kids].tolist(), kids.tolist(), strict=True))
     for component in nx.weakly_connected_components(graph):
         cycle = [u for u, _ in nx.find_cycle(graph.subgraph(component))]
         first = min(cycle)

@@ -200,7 +200,8 @@ def rule_trace(rules: CompiledRules, table: AccountTable, row: int, *, overlay: 
             continue
         held_all = all(bool(r.condition.mask(table)[row]) for r in node.applicable)
         lines.append(
-            f"{node.id} ({node.type}, priority {node.priority}{', overlay' if node.overlay else ''}): {'MATCHED' if held_all else 'no match'}"
+            f"{node.id} ({node.type}, priority {node.priority}{', overlay' if node.overlay else ''}): "
+            f"{'MATCHED' if held_all else 'no match'}"
         )
         for r in node.applicable:
             origin = "" if r.territory == node.id else f", inherited from {r.territory}"

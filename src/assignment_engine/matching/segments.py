@@ -39,5 +39,7 @@ def segment_counts(rules: CompiledRules, table: AccountTable) -> dict[str, dict[
         column = table.fields[segment.name]
         assert isinstance(column, StringColumn)
         counts = np.bincount(column.codes + 1, minlength=len(column.categories) + 1)
-        out[segment.name] = {name: int(c) for name, c in zip(["none", *column.categories], counts.tolist()) if name != "none" or c}
+        out[segment.name] = {
+            name: int(c) for name, c in zip(["none", *column.categories], counts.tolist(), strict=True) if name != "none" or c
+        }
     return out

@@ -158,6 +158,6 @@ def share_time(parts: Sequence[T], deadline: float, workers: int, weigh: Callabl
         ends.append(start + weigh(part))
         heapq.heappush(free, ends[-1])
     makespan = max(max(ends), 1e-9)
-    for part, end in zip(order, ends):
+    for part, end in zip(order, ends, strict=True):
         part.deadline = now + window * end / makespan
     return order

@@ -48,12 +48,12 @@ class Component:
         self.size = problem.unit_size[units].astype(np.int64)
         global_unit = units[self.pair_unit] if len(units) else self.pair_unit
         keyed = problem.pair_cost or any(d.pair_values for d in problem.dims)  # a pairs file: values per (unit, user)
-        keys = list(zip(global_unit.tolist(), global_user.tolist())) if keyed else []
+        keys = list(zip(global_unit.tolist(), global_user.tolist(), strict=True)) if keyed else []
 
         def per_pair(unit_values: np.ndarray, overrides: dict[tuple[int, int], float] | None) -> np.ndarray:
             values = unit_values[global_unit].astype(np.float64)
             if overrides:
-                values = np.array([overrides.get(key, v) for key, v in zip(keys, values)], dtype=np.float64)
+                values = np.array([overrides.get(key, v) for key, v in zip(keys, values, strict=True)], dtype=np.float64)
             return values
 
         weight = problem.weight[users]
@@ -127,7 +127,7 @@ class Component:
     def scores(self, chosen: np.ndarray) -> dict[str, int]:
         picked = chosen[chosen >= 0]
         violation = 0
-        for d, load in zip(self.dims, self.loads(chosen)):
+        for d, load in zip(self.dims, self.loads(chosen), strict=True):
             if isinstance(d, Band):
                 violation += d.weight * int(np.maximum(load - d.hi, 0).sum() + np.maximum(d.lo - load, 0).sum())
         return {
@@ -226,7 +226,9 @@ def _candidate_pairs(problem: Problem, units: np.ndarray) -> tuple[np.ndarray, n
     if problem.pair_allowed is not None:
         allowed = problem.pair_allowed
         keep = np.fromiter(
-            ((u, user) in allowed for u, user in zip(units[pair_unit].tolist(), pair_user.tolist())), dtype=bool, count=len(pair_unit)
+            ((u, user) in allowed for u, user in zip(units[pair_unit].tolist(), pair_user.tolist(), strict=True)),
+            dtype=bool,
+            count=len(pair_unit),
         )
         pair_unit, pair_user = pair_unit[keep], pair_user[keep]
     return pair_unit, pair_user

@@ -57,7 +57,7 @@ def check_executor(executor: str, scheduler: object = None) -> None:
             raise OptionError([Finding(Location("scheduler"), "a scheduler is only used by the dask executor (--executor dask)")])
         return
     try:
-        import distributed  # noqa: F401
+        import distributed  # noqa: F401, PLC0415  the distributed extra, checked before a run
     except ImportError:
         raise OptionError([Finding(Location("executor"), f"the dask executor needs {MISSING}")]) from None
 
@@ -93,7 +93,7 @@ def on_dask(
                 client.cancel(futures, force=True)
             raise
     results: list[tuple[np.ndarray, ComponentResult]] = [None] * len(parts)  # type: ignore[list-item]
-    for i, (chosen, result) in zip(order, gathered):
+    for i, (chosen, result) in zip(order, gathered, strict=True):
         results[i] = (global_owners(parts[i].users, chosen), result)
     return results
 
@@ -108,9 +108,9 @@ def _gather(
     the process's default client, which is another one when the caller holds a client of its own (``with
     Client(...)``) and gave an address: a result then set from one loop's thread on an event another loop
     waits for can be missed, and the run waits forever (seen once in about 30 runs)."""
-    from distributed import as_completed
-    from distributed.client import FutureCancelledError
-    from distributed.scheduler import KilledWorker
+    from distributed import as_completed  # noqa: PLC0415  the distributed extra
+    from distributed.client import FutureCancelledError  # noqa: PLC0415  the distributed extra
+    from distributed.scheduler import KilledWorker  # noqa: PLC0415  the distributed extra
 
     lost = f"lost the Dask scheduler at {where} while solving; nothing was written. Is it still running?"
     position = {future.key: k for k, future in enumerate(futures)}
@@ -139,7 +139,7 @@ def _gather(
 @contextlib.contextmanager
 def _client(scheduler: str | Client | None, workers: int) -> Iterator[tuple[Client, str]]:
     """The client to submit with and a name for its scheduler; what this call started, it closes."""
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster  # noqa: PLC0415  the distributed extra
 
     if isinstance(scheduler, Client):
         yield scheduler, str(getattr(scheduler.scheduler, "address", None) or "the client's scheduler")

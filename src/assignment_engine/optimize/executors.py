@@ -56,14 +56,14 @@ def solve(problem: Problem, workers: int = 1, executor: str = "local", scheduler
     if problem.deadline is not None:  # each its share of the time left, by its work; largest first (clock.py)
         pending = share_time(pending, problem.deadline, workers, weigh=lambda p: p.work)
     if executor == "dask":
-        from .distributed import on_dask  # the distributed extra, imported only when asked for
+        from .distributed import on_dask  # noqa: PLC0415  the distributed extra, imported only when asked for
 
         solved = on_dask(problem, pending, scheduler, workers)
     elif workers > 1 and len(pending) > 1:
         solved = _in_processes(problem, pending, min(workers, len(pending)))
     else:
         solved = [p.component(problem).solve() for p in pending]
-    for p, (chosen, result) in zip(pending, solved):
+    for p, (chosen, result) in zip(pending, solved, strict=True):
         owner[p.units] = chosen
         results[p.index] = result
     return Solution(owner, fair, [r for r in results if r is not None])
@@ -122,7 +122,7 @@ def _in_processes(problem: Problem, pending: list[Pending], workers: int) -> lis
         pool.shutdown(wait=True, cancel_futures=True)  # nothing left to wait for but the pool's own thread
         raise
     pool.shutdown()
-    return [(global_owners(p.users, chosen), result) for p, (chosen, result) in zip(pending, solved)]
+    return [(global_owners(p.users, chosen), result) for p, (chosen, result) in zip(pending, solved, strict=True)]
 
 
 def _worker_start() -> None:

@@ -94,7 +94,7 @@ def neighbourhood_search(
                 values = objective[prior]
                 model.add(cp_model.LinearExpr.weighted_sum(x, values[pairs].tolist()) <= int(values[current].sum()))
             model.minimize(cp_model.LinearExpr.weighted_sum(x, target[pairs].tolist()))
-            for var, now in zip(x, np.isin(pairs, current).tolist()):
+            for var, now in zip(x, np.isin(pairs, current).tolist(), strict=True):
                 model.add_hint(var, now)
             clock.limit(solver, per_model, until)
             status = solver.solve(model)

@@ -112,7 +112,7 @@ def widened_bands(part: Component, best: np.ndarray) -> dict[int, tuple[np.ndarr
     loads = part.loads(best)
     counts = np.diff(part.ptr)
     widened = {}
-    for i, (d, load) in enumerate(zip(part.dims, loads)):
+    for i, (d, load) in enumerate(zip(part.dims, loads, strict=True)):
         if not isinstance(d, Band):
             continue
         below, above = load < d.lo, load > d.hi
@@ -386,7 +386,7 @@ def _holds(part: Component, chosen: np.ndarray, bands: dict[int, tuple[np.ndarra
     """Is the plan one of the strict model's: every unit placed, within every capacity and band?"""
     if np.any(chosen < 0):
         return False
-    for i, (d, load) in enumerate(zip(part.dims, part.loads(chosen))):
+    for i, (d, load) in enumerate(zip(part.dims, part.loads(chosen), strict=True)):
         if isinstance(d, Cap) and np.any(load > d.cap) or i in bands and (np.any(load < bands[i][0]) or np.any(load > bands[i][1])):
             return False
     return True
@@ -420,7 +420,7 @@ def _hint(model: cp_model.CpModel, x: list[cp_model.IntVar], chosen: np.ndarray)
     model.clear_hints()
     hinted = np.zeros(len(x), dtype=bool)
     hinted[chosen[chosen >= 0]] = True
-    for var, value in zip(x, hinted.tolist()):
+    for var, value in zip(x, hinted.tolist(), strict=True):
         model.add_hint(var, value)
 
 

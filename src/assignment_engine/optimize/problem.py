@@ -111,7 +111,8 @@ class ComponentResult:
     moves: int  # accounts moved
     moves_bound: int  # proven lower bound on accounts moved, given the earlier objectives
     seconds: float
-    stopped_on: str = "optimal"  # optimal (every objective proven, or nothing to choose), effort, time_limit (the wall clock), or size (too large for a model)
+    # optimal (every objective proven, or nothing to choose), effort, time_limit (the wall clock), or size (too large for a model)
+    stopped_on: str = "optimal"
 
     def objective(self, name: str) -> Objective | None:
         return next((o for o in self.objectives if o.name == name), None)

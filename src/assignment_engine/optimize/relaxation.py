@@ -138,7 +138,7 @@ def relax(
         return None
     values = np.clip(np.asarray(response.variable_value[: len(pair_user)], dtype=np.float64), 0.0, 1.0)
     prices, floor_prices = np.zeros((len(loads), n_users)), np.zeros((len(loads), n_users))
-    for (d, u), dual in zip(rows, response.dual_value[n_units:]):
+    for (d, u), dual in zip(rows, response.dual_value[n_units:], strict=True):
         prices[d, u] = max(-dual, 0.0)  # in a minimisation a binding ≤ side has a non-positive dual,
         floor_prices[d, u] = max(dual, 0.0)  # a binding ≥ side a non-negative one
     priced = Prices(ptr, pair_user, loads, prices, floor_prices, barred)

@@ -11,6 +11,7 @@ pool (executors.py) and the Dask executor (distributed.py) both send shipments.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,15 +64,18 @@ class Shipment:
         n_users = len(p.user_ids)
 
         def table(keys: np.ndarray, values: np.ndarray) -> dict[tuple[int, int], float]:
-            return dict(zip(zip((keys // n_users).tolist(), (keys % n_users).tolist()), values.tolist()))
+            return dict(zip(zip((keys // n_users).tolist(), (keys % n_users).tolist(), strict=True), values.tolist(), strict=True))
 
         problem = dataclasses.replace(
             p,
             pair_cost=None if self.pair_cost is None else table(*self.pair_cost),
             pair_allowed=None
             if self.pair_allowed is None
-            else set(zip((self.pair_allowed // n_users).tolist(), (self.pair_allowed % n_users).tolist())),
-            dims=[dataclasses.replace(d, pair_values=None if pv is None else table(*pv)) for d, pv in zip(p.dims, self.pair_values)],
+            else set(zip((self.pair_allowed // n_users).tolist(), (self.pair_allowed % n_users).tolist(), strict=True)),
+            dims=[
+                dataclasses.replace(d, pair_values=None if pv is None else table(*pv))
+                for d, pv in zip(p.dims, self.pair_values, strict=True)
+            ],
         )
         part = Component(problem, list(range(n_users)), np.arange(p.n_units, dtype=np.int64))
         if self.deadline is not None:
@@ -229,8 +233,6 @@ def global_owners(users: list[int], chosen: np.ndarray) -> np.ndarray:
 
 def payload_bytes(problem: Problem, parts: list[Component]) -> tuple[int, int]:
     """Pickled bytes of every part as shipped and as a whole ``Component`` (what the benchmark prints)."""
-    import pickle
-
     tables = PairTables(problem)
     shipped = sum(len(pickle.dumps(ship(problem, p.users, p.units, tables), protocol=5)) for p in parts)
     whole = sum(len(pickle.dumps(p, protocol=5)) for p in parts)

@@ -125,7 +125,7 @@ def _repair(
 
     def caps_ok(users: int, delta: list[np.ndarray]) -> np.ndarray:
         ok = np.ones(delta[0].shape if delta else (), dtype=bool)
-        for (i, d), change in zip(cap_dims, delta):
+        for (i, d), change in zip(cap_dims, delta, strict=True):
             ok &= load[i][users] + change <= d.cap[users]
         return ok
 
@@ -260,10 +260,10 @@ def lp_guided_start(part: Component, name: str) -> np.ndarray | None:
                 if in_lp and values[p] <= 1e-9:
                     break
                 c = part.pair_user[p]
-                if all(l[c] + cap.values[p] <= cap.cap[c] for l, cap in zip(load, capacities)):
+                if all(used[c] + cap.values[p] <= cap.cap[c] for used, cap in zip(load, capacities, strict=True)):
                     chosen[k] = p
-                    for l, cap in zip(load, capacities):
-                        l[c] += cap.values[p]
+                    for used, cap in zip(load, capacities, strict=True):
+                        used[c] += cap.values[p]
                     break
     return chosen
 
@@ -317,7 +317,7 @@ def _place_exactly(
     part.clock.limit(solver, part.clock.budget / 4)
     if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return False
-    for p, var in zip(pairs.tolist(), x):
+    for p, var in zip(pairs.tolist(), x, strict=True):
         if solver.boolean_value(var):
             chosen[part.pair_unit[p]] = p
     return True

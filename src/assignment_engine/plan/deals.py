@@ -168,7 +168,7 @@ class DealPlan:
 
     @property
     def moved(self) -> np.ndarray:
-        return np.array([o != p for o, p in zip(self.owner_ids, self.deals.table.owner_ids)], dtype=bool)
+        return np.array([o != p for o, p in zip(self.owner_ids, self.deals.table.owner_ids, strict=True)], dtype=bool)
 
     def rows(self) -> Iterator[dict[str, Any]]:
         ids = self.overlay_matches.territory_ids

@@ -150,7 +150,7 @@ class Incremental:
         return {
             "from_plan": self.from_plan,
             "replanned": int(counts[1:].sum()),
-            "why": {name: int(c) for name, c in zip(REPLAN_WHY[1:], counts[1:].tolist())},
+            "why": {name: int(c) for name, c in zip(REPLAN_WHY[1:], counts[1:].tolist(), strict=True)},
             "kept": int(np.count_nonzero(status == Status.UNCHANGED)),
             "removed": self.removed,
         }
@@ -246,7 +246,7 @@ class Plan:
             territory[kept] = incremental.kept_territory[kept]
             chosen_user[kept] = incremental.kept_owner[kept]
             kept_text: dict[int, str] = {}
-            for i, u in zip(kept.tolist(), incremental.kept_owner[kept].tolist()):
+            for i, u in zip(kept.tolist(), incremental.kept_owner[kept].tolist(), strict=True):
                 if u not in kept_text:
                     kept_text[u] = f"unchanged since plan {incremental.from_plan}: keeps owner {user_ids[u]}"
                 reasons[i] = kept_text[u]
@@ -340,7 +340,7 @@ class Plan:
     @classmethod
     def load(cls, directory: str | Path) -> Plan:
         """The plan saved in ``directory`` by ``assign --out``, rebuilt without solving (see :func:`saved.load_plan`)."""
-        from ..saved import load_plan
+        from ..saved import load_plan  # noqa: PLC0415  saved builds on plan: the declared upward import
 
         return load_plan(directory)
 
@@ -526,9 +526,11 @@ class Plan:
         nodes = self.rules.territories
         kept = np.isin(self.status, (Status.LOCKED, Status.EXCLUDED, Status.PINNED, Status.UNCHANGED))
         what = "locked, excluded, pinned and unchanged" if self.incremental is not None else "locked, excluded and pinned"
-        fixed = self.loads([o if k else None for o, k in zip(self.owner_ids, kept)])
+        fixed = self.loads([o if k else None for o, k in zip(self.owner_ids, kept, strict=True)])
         index = {u.id: k for k, u in enumerate(self.users)}
-        held_count = np.bincount([index[o] for o, k in zip(self.owner_ids, kept) if k and o in index], minlength=len(self.users))
+        held_count = np.bincount(
+            [index[o] for o, k in zip(self.owner_ids, kept, strict=True) if k and o in index], minlength=len(self.users)
+        )
         for k, user in enumerate(self.users):
             for key, cap in sorted(user.capacity.items()):
                 load = held_count[k] if key == "accounts" and key not in self.values else fixed[key][k]
@@ -546,7 +548,8 @@ class Plan:
                 findings.append(
                     Finding(
                         self.accounts.location(int(i), "owner_id"),
-                        f"account {self.accounts.ids[i]} is locked to {owner or '(no owner)'}, who is not an owner of its territory {ids[t]}",
+                        f"account {self.accounts.ids[i]} is locked to {owner or '(no owner)'}, "
+                        f"who is not an owner of its territory {ids[t]}",
                     )
                 )
         by_reason: dict[str, list[int]] = {}

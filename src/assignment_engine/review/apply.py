@@ -113,13 +113,19 @@ class ApplyResult:
 
     def line(self) -> str:
         """The one-line summary the command prints."""
-        text = f"plan {self.plan_id} applied to {self.out} ({self.format}): {_count(self.account_updates, 'account update')} of {_count(self.accounts, 'account')}"
+        text = (
+            f"plan {self.plan_id} applied to {self.out} ({self.format}): "
+            f"{_count(self.account_updates, 'account update')} of {_count(self.accounts, 'account')}"
+        )
         if self.account_updates != self.owner_changes:
             text += f" ({self.account_updates - self.owner_changes:,} territory only)"
         if "opportunity_updates.csv" in self.files:
             text += f", {_count(self.opportunity_updates, 'opportunity update')} of {self.opportunities:,}"
         if self.unassigned:
-            text += f"; not updated: {_count(self.unassigned, 'account')} without an owner in the plan, {self.unassigned_keeping_owner:,} keeping a current one (unassigned.csv)"
+            text += (
+                f"; not updated: {_count(self.unassigned, 'account')} without an owner in the plan, "
+                f"{self.unassigned_keeping_owner:,} keeping a current one (unassigned.csv)"
+            )
         text += formula_note(self.formula_like_cells)
         return text
 
@@ -238,7 +244,8 @@ def _apply_table(
                     [
                         Finding(
                             Location(source.path, number),
-                            f"the plan's {kind.role}.jsonl has {found} where this file has {record_id!r}: the plan in {plan_dir} was not made from this file",
+                            f"the plan's {kind.role}.jsonl has {found} where this file has {record_id!r}: "
+                            f"the plan in {plan_dir} was not made from this file",
                         )
                     ]
                 )

@@ -63,10 +63,10 @@ def render_report(directory: str | Path, location: str | Path | None = None, rev
     ``--out``. ``review`` is the plan's review when its writer added it up
     from the rows it wrote (``review.Review``); otherwise the rows are read.
     """
-    import jinja2
-    import plotly.io
-    from markupsafe import Markup
-    from plotly.offline import get_plotlyjs
+    import jinja2  # noqa: PLC0415  the report extra, only when a page is written
+    import plotly.io  # noqa: PLC0415  the report extra, only when a page is written
+    from markupsafe import Markup  # noqa: PLC0415  the report extra, only when a page is written
+    from plotly.offline import get_plotlyjs  # noqa: PLC0415  the report extra, only when a page is written
 
     d = review or diff_plan(directory, largest=MOVED_ROWS)
     environment = jinja2.Environment(

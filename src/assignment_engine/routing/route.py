@@ -55,7 +55,10 @@ class RouteResult:
 
     def line(self) -> str:
         leads = f", {self.leads:,} leads ({self.leads_matched:,} matched an account)" if self.leads else ""
-        text = f"routed {self.accounts:,} accounts{leads} against plan {self.plan_id}; {self.unassigned:,} left unassigned; written to {self.out}"
+        text = (
+            f"routed {self.accounts:,} accounts{leads} against plan {self.plan_id}; "
+            f"{self.unassigned:,} left unassigned; written to {self.out}"
+        )
         return text + formula_note(self.formula_like_cells)
 
 

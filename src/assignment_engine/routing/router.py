@@ -242,7 +242,7 @@ class Router:
         """The plan's accounts indexed for matching leads, built by the first call (the plan's accounts are read then)."""
         with self._lazy:
             if self._index is None:
-                from .leads import AccountIndex
+                from .leads import AccountIndex  # noqa: PLC0415  the leads extra, only when leads are routed
 
                 book = self._book()
                 self._index = AccountIndex(book.ids, book.names, book.websites)

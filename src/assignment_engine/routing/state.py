@@ -187,7 +187,8 @@ class SqliteState:
                 return "legacy"
         shown = ", ".join(name for name, _ in objects[:5]) + (", …" if len(objects) > 5 else "")
         raise self.refusal(
-            f"a SQLite database this engine did not make (application_id {app}; {shown or 'no tables'}); it was left as it is. Name a new file for the routing state"
+            f"a SQLite database this engine did not make (application_id {app}; "
+            f"{shown or 'no tables'}); it was left as it is. Name a new file for the routing state"
         )
 
     @contextmanager
@@ -266,7 +267,8 @@ class SqliteState:
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
         if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             return self.refusal(
-                f"another process holds the state file (waited {self.wait:g} s: a route run holds it until its output is written); try again when it is done"
+                f"another process holds the state file (waited {self.wait:g} s: "
+                "a route run holds it until its output is written); try again when it is done"
             )
         if code == sqlite3.SQLITE_READONLY:
             return self.refusal("is read-only; routing records its decisions there")

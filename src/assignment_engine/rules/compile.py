@@ -394,7 +394,8 @@ class _Compiler:
         return out
 
     def check_shared(self, columns: ColumnMap, given: rs.Input, names: list[str]) -> None:
-        """One file column read by one engine name only: ``owner_id: Id`` beside the preset's ``id`` made ``apply`` write owners into the ids."""
+        """One file column read by one engine name only: ``owner_id: Id`` beside the preset's ``id`` made ``apply``
+        write owners into the ids."""
         for column, first, second in columns.shared(names):
             mapped = next((n for n in (first, second) if n in given.columns), None)
             path = (
@@ -436,7 +437,8 @@ class _Compiler:
             if measure.deals is not None and fields.get(measure.deals) not in ("integer", "number"):
                 self.error(
                     ("measures", name, "deals"),
-                    f"measure '{name}' needs a numeric opportunity field{suggest(measure.deals, list(deals.fields))}; declare it under opportunities.fields",
+                    f"measure '{name}' needs a numeric opportunity field{suggest(measure.deals, list(deals.fields))}; "
+                    "declare it under opportunities.fields",
                 )
         return fields
 

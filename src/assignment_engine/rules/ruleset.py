@@ -62,7 +62,9 @@ class Measure(_Strict):
     constant: float | None = Field(None, ge=0, le=MAX_CONSTANT, description="the same value for every account, e.g. 1 to count accounts")
     pair: Literal["workload"] | None = Field(
         None,
-        description="take the value from the pairs file (depends on the user); field or constant then give the value of unlisted pairs (default 0)",
+        description=(
+            "take the value from the pairs file (depends on the user); field or constant then give the value of unlisted pairs (default 0)"
+        ),
     )
     deals: str | None = Field(
         None, description="sum of this numeric opportunity field over the account's open deals, e.g. amount (pipeline)"
@@ -148,13 +150,19 @@ class Assignment(_Strict):
         None,
         gt=0,
         le=MAX_SECONDS,
-        description="wall-clock seconds for the whole run: the plan is the best found by then; a plan a component of which stopped on it is not reproducible (the summary names them)",
+        description=(
+            "wall-clock seconds for the whole run: the plan is the best found by then; "
+            "a plan a component of which stopped on it is not reproducible (the summary names them)"
+        ),
     )
     effort: float | None = Field(
         None,
         gt=0,
         le=MAX_SECONDS,
-        description=f"solver work per component, in deterministic seconds (about a wall-clock second each): the same plan on any machine; default {DEFAULT_EFFORT:g}, or none when time_limit is set",
+        description=(
+            "solver work per component, in deterministic seconds (about a wall-clock second each): "
+            f"the same plan on any machine; default {DEFAULT_EFFORT:g}, or none when time_limit is set"
+        ),
     )
     seed: int = Field(0, ge=0, le=MAX_SEED)
     as_of: Annotated[str, BeforeValidator(_calendar_date)] | None = Field(
@@ -200,7 +208,10 @@ class Opportunities(_Strict):
     keep_owner: KeepOwner | None = None
     territory_tie: Literal["balance", "prefer_current", "first_in_file"] = Field(
         "balance",
-        description="among equal-priority territories of the account: the account's balanced choice, the one of the deal's current owner, or file order",
+        description=(
+            "among equal-priority territories of the account: the account's balanced choice, "
+            "the one of the deal's current owner, or file order"
+        ),
     )
     measures: dict[str, DealMeasure] = Field(
         default_factory=lambda: {"deals": DealMeasure(constant=1)}, description="overlay workload per deal"
@@ -224,7 +235,9 @@ class Input(_Strict):
     address: str | None = Field(
         None,
         min_length=1,
-        description="a column holding a whole address, split into street, city, state, postal_code and country where those are declared fields",
+        description=(
+            "a column holding a whole address, split into street, city, state, postal_code and country where those are declared fields"
+        ),
     )
 
 
@@ -253,7 +266,9 @@ class Routing(_Strict):
 
     policy: RoutingPolicy = Field(
         "least_loaded",
-        description="least_loaded: the member lowest against fair share after the addition; round_robin: turns weighted by the users' weight",
+        description=(
+            "least_loaded: the member lowest against fair share after the addition; round_robin: turns weighted by the users' weight"
+        ),
     )
     fallback: str | None = Field(
         None, min_length=1, description="user who takes a record no member can take; none: it stays unassigned with the reason"

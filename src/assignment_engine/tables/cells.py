@@ -63,7 +63,7 @@ class StringColumn:
         """Case-folded value → the codes that fold to it (computed once): equality without a pass over values."""
         order = np.argsort(self.folded, kind="stable")
         keys, starts = np.unique(self.folded[order], return_index=True)
-        return dict(zip(keys.tolist(), np.split(order, starts[1:])))
+        return dict(zip(keys.tolist(), np.split(order, starts[1:]), strict=False))  # no categories: one empty part, no key
 
     @cached_property
     def sorted_codes(self) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +173,8 @@ def parse_cell(v: Any, kind: FieldType) -> float:
             return float(v.toordinal() - EPOCH.toordinal())
         if isinstance(v, (dt.time, dt.timedelta)):  # a spreadsheet shows its day 0, 1899-12-30, as a time
             raise CellError(
-                f"{v} is a {'time of day' if isinstance(v, dt.time) else 'duration'}, not a date (Excel's 1899-12-30 is read as the time 00:00): enter the date"
+                f"{v} is a {'time of day' if isinstance(v, dt.time) else 'duration'}, "
+                "not a date (Excel's 1899-12-30 is read as the time 00:00): enter the date"
             )
         try:
             return float((dt.date.fromisoformat(_scalar_text(v)[:10]) - EPOCH).days)
@@ -265,7 +266,7 @@ class _TextArray(Sequence[T]):
         if isinstance(other, _TextArray):
             return type(other) is type(self) and bool(np.array_equal(self.array, other.array))
         if isinstance(other, Sequence) and not isinstance(other, str):
-            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]  # mutable array inside, as a list

@@ -218,7 +218,7 @@ def _variants() -> dict[str, Any]:
 
 @cache
 def _countries() -> _Countries:
-    import pycountry
+    import pycountry  # noqa: PLC0415  the places extra
 
     countries = list(pycountry.countries)
     variants: dict[str, list[str]] = _variants()["countries"]
@@ -239,7 +239,7 @@ def _countries() -> _Countries:
 
 @cache
 def _subdivisions() -> _Subdivisions:
-    import pycountry
+    import pycountry  # noqa: PLC0415  the places extra
 
     grouped: dict[str, list[Any]] = {}
     for subdivision in pycountry.subdivisions:

@@ -228,7 +228,7 @@ class _Builder:
         again, first = ids.repeats()
         repeated = [
             Finding(where(i, "id"), f"duplicate {self.noun} id {shown(ids[i])} (first at row {rows[j]})")
-            for i, j in zip(again.tolist(), first.tolist())
+            for i, j in zip(again.tolist(), first.tolist(), strict=True)
             if ids[i]
         ]
         rank = {name: k for k, name in enumerate([*self.field_types, "locked", "excluded"])}

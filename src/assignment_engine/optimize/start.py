@@ -123,12 +123,6 @@ def _repair(
     def user_violation() -> np.ndarray:
         return sum((viol(i, np.arange(n_users), load[i]) for i in band_index), np.zeros(n_users, dtype=np.int64))
 
-    def caps_ok(users: int, delta: list[np.ndarray]) -> np.ndarray:
-        ok = np.ones(delta[0].shape if delta else (), dtype=bool)
-        for (i, d), change in zip(cap_dims, delta, strict=True):
-            ok &= load[i][users] + change <= d.cap[users]
-        return ok
-
     unit_user = np.full(len(part.units), -1, dtype=np.int64)
     for _ in range(4 * len(part.units) + 50):
         if part.clock.over():

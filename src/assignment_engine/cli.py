@@ -30,6 +30,7 @@ from .batch import assign_files, demo_files, plan_files, validate_files
 from .errors import AssignmentEngineError, OptionError, printable
 from .files.output import write_text_atomically
 from .optimize import MAX_SEED
+from .plan.result import outside_band
 from .review.apply import FORMATS as UPDATE_FORMATS
 from .review.apply import apply_plan
 from .review.diff import LARGEST, Band, Load, Move, MovedAccount, PlanComparison, PlanDiff, compact, compare_plans, diff_plan
@@ -651,7 +652,7 @@ def _load_change(load: Load, tolerance: float) -> str:
     """Before → after as shares of the fair share; after in red when outside the band."""
     fair = load.fair_share or 0
     after = _share(load.after, fair)
-    if load.share_after is not None and abs(load.share_after - 1) > tolerance + 1e-9:
+    if load.share_after is not None and outside_band(load.share_after - 1, tolerance):
         after = f"[red]{after}[/red]"
     return f"{_share(load.before, fair)} → {after}"
 
@@ -762,6 +763,6 @@ def _share(load: float, fair: float, deviation: float | None = None, label: str 
     text = f"{load / fair:.0%}"
     if summary is not None and deviation is not None:
         tolerance = next(b["tolerance"] for b in summary["balance"] if b["balance"] == label)
-        if abs(deviation) > tolerance + 1e-9:
+        if outside_band(deviation, tolerance):
             return f"[red]{text}[/red]"
     return text

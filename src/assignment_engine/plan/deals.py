@@ -30,7 +30,7 @@ from ..rules.compile import CompiledRules
 from ..rules.inputs import DEAL_INPUT_COLUMNS
 from ..tables.cells import EPOCH, NumericColumn, StringColumn, as_text, bound_findings, owner_index, shown
 from ..tables.table import AccountTable
-from .result import Plan, deviation, extreme, solver_summary
+from .result import Plan, deviation, extreme, outside_band, solver_summary
 
 NO_ACCOUNT = -1  # the account index of a deal without an account
 DEAL_COLUMNS = [
@@ -220,9 +220,7 @@ class DealPlan:
                         "tolerance": spec.tolerance,
                         "max_deviation": extreme(dev, np.nanmax),
                         "min_deviation": extreme(dev, np.nanmin),
-                        "users_outside_tolerance": [
-                            users[k].id for k in np.flatnonzero(np.abs(np.nan_to_num(dev)) > spec.tolerance + 1e-9)
-                        ],
+                        "users_outside_tolerance": [users[k].id for k in np.flatnonzero(outside_band(dev, spec.tolerance))],
                         "per_user": {users[k].id: {"load": float(load[k]), "fair_share": float(fair[k])} for k in np.flatnonzero(fair > 0)},
                     }
                 )

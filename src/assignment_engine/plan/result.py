@@ -574,7 +574,7 @@ class Plan:
         for spec in self.rules.balance:
             fair = self.solution.fair[spec.label]
             dev_before, dev_after = deviation(before[spec.label], fair), deviation(after[spec.label], fair)
-            outside = [self.users[k].id for k in np.flatnonzero(np.abs(np.nan_to_num(dev_after)) > spec.tolerance + 1e-9)]
+            outside = [self.users[k].id for k in np.flatnonzero(outside_band(dev_after, spec.tolerance))]
             balance.append(
                 {
                     "balance": spec.label,
@@ -760,6 +760,14 @@ def _names(items: list[str]) -> str:
 def deviation(load: np.ndarray, fair: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(fair > 0, (load - fair) / np.where(fair > 0, fair, 1), np.nan)
+
+
+ROUNDING = 1e-9  # a deviation this close past its tolerance is inside the band: sums of floats are not exact
+
+
+def outside_band(dev: Any, tolerance: float) -> Any:
+    """Whether a deviation from fair share (a number or an array; NaN, no fair share, is inside) is outside ±``tolerance``."""
+    return np.abs(np.nan_to_num(dev)) > tolerance + ROUNDING
 
 
 def extreme(dev: np.ndarray, fn) -> float | None:

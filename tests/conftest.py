@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import re
 import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import openpyxl
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
@@ -251,3 +254,81 @@ def example_files(tmp_path: Path) -> dict[str, Path]:
     users = tmp_path / "users.csv"
     users.write_text("id,name\n" + "".join(f"{u},{u.upper()}\n" for u in EXAMPLE_USERS), encoding="utf-8")
     return {"rules": rules, "accounts": tmp_path / "accounts.csv", "users": users, "dir": tmp_path}
+
+
+def write_xlsx(path: Path, sheets: dict[str, list[list[Any]]]) -> Path:
+    """A workbook of the given sheets (in order), each a list of rows; None is an empty cell."""
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    book.save(path)
+    return path
+
+
+def _oracle_leaf(field: str, op: str, operand, raw_value, kinds: dict[str, str]) -> bool:
+    """Direct per-row reading of the documented semantics."""
+    text = kinds[field] == "string"
+    if text:
+        v = None if raw_value is None or str(raw_value).strip() == "" else str(raw_value).strip()
+    else:
+        v = None if raw_value is None or (isinstance(raw_value, float) and math.isnan(raw_value)) else float(raw_value)
+    if op == "exists":
+        return (v is not None) == operand
+    if op == "is_null":
+        return (v is None) == operand
+    items = operand if isinstance(operand, list) else [operand]
+    if op == "ne":
+        return not _oracle_leaf(field, "eq", operand, raw_value, kinds)
+    if op == "not_in":
+        return not _oracle_leaf(field, "in", operand, raw_value, kinds)
+    if v is None:
+        return False
+    if text:
+        fold = v.casefold()
+        if op == "eq":
+            return fold == str(operand).casefold()
+        if op == "in":
+            return fold in {str(x).casefold() for x in items}
+        if op == "starts_with":
+            return any(fold.startswith(x.casefold()) for x in items)
+        if op == "ends_with":
+            return any(fold.endswith(x.casefold()) for x in items)
+        if op == "contains":
+            return any(x.casefold() in fold for x in items)
+        if op == "matches":
+            return re.search(operand, v) is not None
+    else:
+        if op == "eq":
+            return v == float(operand)
+        if op == "in":
+            return any(v == float(x) for x in items)
+    if op == "between":
+        lo, hi = (str(x) if text else float(x) for x in items)
+        return lo <= v <= hi
+    x = str(operand) if text else float(operand)
+    return {"lt": v < x, "lte": v <= x, "gt": v > x, "gte": v >= x}[op]
+
+
+def oracle(condition, row: dict, kinds: dict[str, str] | None = None) -> bool:
+    """Does ``condition`` (rule-file form) hold for ``row``? ``kinds`` maps field → type (default s/n)."""
+    kinds = kinds or {"s": "string", "n": "number"}
+    if isinstance(condition, list):
+        return all(oracle(c, row, kinds) for c in condition)
+    results = []
+    for key, value in condition.items():
+        if key == "all":
+            results.append(all(oracle(c, row, kinds) for c in value))
+        elif key == "any":
+            results.append(any(oracle(c, row, kinds) for c in value))
+        elif key == "not":
+            results.append(not oracle(value, row, kinds))
+        else:
+            if isinstance(value, list):
+                value = {"in": value}
+            elif not isinstance(value, dict):
+                value = {"eq": value}
+            results.extend(_oracle_leaf(key, op, operand, row.get(key), kinds) for op, operand in value.items())
+    return all(results)

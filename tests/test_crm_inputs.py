@@ -20,8 +20,7 @@ from assignment_engine.cli import main
 from assignment_engine.files.readers import read_users
 from assignment_engine.plan.deals import read_deals
 from assignment_engine.review.explain import explain_saved
-from conftest import engine_of, rules_text, write_csv, write_jsonl
-from test_formats import write_xlsx
+from conftest import engine_of, rules_text, write_csv, write_jsonl, write_xlsx
 
 SALESFORCE = Path(__file__).parent.parent / "fixtures" / "salesforce"
 TYPES = "[{name: named, priority: 1}, {name: geo, priority: 2}, {name: specialist, priority: 3, overlay: true}]"

@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 from assignment_engine import Engine, User, compile_rules
 from assignment_engine.matching.match import NO_TERRITORY, TIED, match_accounts
 from assignment_engine.rules.yamlfile import load_yaml
-from conftest import match_of, rows_by_id, rules_text, table_of
-from test_conditions import oracle
+from conftest import match_of, oracle, rows_by_id, rules_text, table_of
 
 TREE = rules_text(
     """

@@ -463,7 +463,7 @@ def test_whole_numbers_are_fine_where_decimals_are_expected_and_limits_are_inclu
 
 
 def test_the_shipped_rule_file_loads_strictly():
-    rules = load_rules(Path(__file__).parent.parent / "rules" / "territories.yaml")
+    rules = load_rules(Path(__file__).parents[2] / "rules" / "territories.yaml")
     assert rules.model.assignment.as_of == "2026-11-22" and len(rules.territories) > 20
 
 

@@ -20,7 +20,7 @@ from assignment_engine.cli import main
 from assignment_engine.rules.ruleset import MOVED_KEYS, RuleFile
 from assignment_engine.rules.yamlfile import load_yaml
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 COMPAT = sorted((ROOT / "tests" / "compat" / "rules").glob("*.yaml"))
 OLD_AS_OF = ROOT / "tests" / "compat" / "rules" / "740d8a1-rules-territories.yaml"
 # the same file one commit later, with the key at its new place and nothing else changed

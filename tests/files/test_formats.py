@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import openpyxl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -29,20 +28,9 @@ from assignment_engine.files import sheets
 from assignment_engine.files.parquet import require_pyarrow, write_parquet
 from assignment_engine.files.readers import read_columns, read_pairs
 from assignment_engine.plan.deals import read_deals
+from conftest import write_xlsx
 
 Columns = dict[str, list[Any]]
-
-
-def write_xlsx(path: Path, sheets: dict[str, list[list[Any]]]) -> Path:
-    """A workbook of the given sheets (in order), each a list of rows; None is an empty cell."""
-    book = openpyxl.Workbook()
-    book.remove(book.active)
-    for title, rows in sheets.items():
-        sheet = book.create_sheet(title)
-        for row in rows:
-            sheet.append(row)
-    book.save(path)
-    return path
 
 
 def xlsx_of(path: Path, columns: Columns) -> Path:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from explain import saved_plan
 
-from assignment_engine.files.manifest import Manifest, Shape, plan_rows
+from assignment_engine.files.manifest import Manifest
+from assignment_engine.files.rows import Shape, plan_rows
 from assignment_engine.review.apply import apply_plan
 from assignment_engine.review.diff import diff_plan
 from assignment_engine.review.report import render_report

@@ -49,8 +49,9 @@ from explain import saved_plan
 from scale import OUT
 
 from assignment_engine import Engine, Plan, assign_files
-from assignment_engine.files.manifest import Manifest, read_summary
+from assignment_engine.files.manifest import Manifest
 from assignment_engine.files.readers import read_accounts, read_users
+from assignment_engine.files.rows import read_summary
 from assignment_engine.matching.records import typed
 from assignment_engine.routing.router import Routed, Router
 from assignment_engine.routing.state import MemoryState, SqliteState

@@ -20,10 +20,11 @@ import numpy as np
 
 from .engine import Engine
 from .errors import DataError, Finding, Location
-from .files.manifest import MANIFEST, ROLES, Manifest, Shape, engine_version, fingerprint, headline, plan_rows, read_summary
+from .files.manifest import MANIFEST, ROLES, Manifest, engine_version, fingerprint, headline
 from .files.output import PLAN_ACCOUNT_COLUMNS, durable_open, output_directory, write_json, write_table
 from .files.parquet import require_pyarrow
 from .files.readers import read_accounts, read_pairs, read_users
+from .files.rows import Shape, plan_rows, read_summary
 from .optimize import replay
 from .plan.deals import DEAL_COLUMNS, DealPlan, DealTable, read_deals
 from .plan.result import REPLAN_WHY, Baseline, Plan, Prepared, results_of

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from assignment_engine import DataError
 from assignment_engine.batch import assign_files
 from assignment_engine.cli import main
-from assignment_engine.files.manifest import InputFile, Manifest, read_summary
+from assignment_engine.files.manifest import InputFile, Manifest
+from assignment_engine.files.rows import read_summary
 from assignment_engine.review.diff import NONE, Load, Move, MovedAccount, compare_plans, diff_plan
 
 

@@ -22,7 +22,7 @@ byte (sha256) what the plan was made from: otherwise the reviewed plan is no
 longer the one that would be applied. The inputs are hashed again as they are
 copied, so a file changing during the run is caught too. Nor is it written
 unless every row's owner is one its status allows, given the (verified) users
-file and rule file (:class:`files.manifest.OwnerCheck`): a plan edited to hand an
+file and rule file (:class:`files.rows.OwnerCheck`): a plan edited to hand an
 account to anyone else is refused at that row.
 
 The input files and the plan's rows are read in lockstep (the plan lists the
@@ -45,9 +45,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import DataError, Finding, Location, OptionError
-from ..files.manifest import MANIFEST, ROLES, InputFile, Manifest, OwnerCheck, Shape, open_regular, plan_rows
+from ..files.manifest import MANIFEST, ROLES, InputFile, Manifest, open_regular
 from ..files.output import check_output, durable_open, formula_like, formula_note, output_directory, write_json
 from ..files.readers import SPREADSHEETS, read_users, value_at
+from ..files.rows import OwnerCheck, Shape, plan_rows
 from ..rules.inputs import ColumnMap
 from ..tables.cells import as_text
 
@@ -215,7 +216,7 @@ def _apply_table(
     check: Callable[[Location, dict[str, Any]], None],
 ) -> _Counts:
     """One pass over the input file and the plan's rows: the update file, the applied copy (and unassigned.csv).
-    Each row's owner is ``check``ed (see :class:`files.manifest.OwnerCheck`) before anything is written of it."""
+    Each row's owner is ``check``ed (see :class:`files.rows.OwnerCheck`) before anything is written of it."""
     counts = _Counts()
     jsonl = Path(source.path).suffix.lower() in (".jsonl", ".ndjson")
     copy_name = f"{kind.role}.{'jsonl' if jsonl else 'csv'}"

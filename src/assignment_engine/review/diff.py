@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, Finding, Location
-from ..files.manifest import MANIFEST, Manifest, Shape, plan_rows, read_summary
+from ..files.manifest import MANIFEST, Manifest
+from ..files.rows import Shape, plan_rows, read_summary
 
 NONE = "(none)"  # the owner of an account that has none (before the run, or unassigned after it)
 LARGEST = 20  # moved accounts listed by default, largest value first

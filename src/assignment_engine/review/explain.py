@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, Finding, Location
-from ..files.manifest import ROLES, Manifest, Shape, open_regular, read_summary
+from ..files.manifest import ROLES, Manifest, open_regular
 from ..files.readers import find_record
+from ..files.rows import Shape, read_summary
 from ..matching.match import match_accounts
 from ..matching.segments import derive as derive_segments
 from ..plan.deals import NO_ACCOUNT, DealTable, explain_deal, joined

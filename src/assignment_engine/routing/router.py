@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import DataError, Finding, Location, RuleFileError
-from ..files.manifest import Manifest, OwnerCheck, Shape, plan_rows, read_summary
+from ..files.manifest import Manifest
 from ..files.readers import read_accounts, read_users
+from ..files.rows import OwnerCheck, Shape, plan_rows, read_summary
 from ..matching.match import rule_trace
 from ..matching.records import RecordMatcher, Values, typed
 from ..matching.segments import derive as derive_segments
@@ -150,7 +151,7 @@ class Router:
     def from_directory(cls, directory: str | Path, state: State | None = None, manifest: Manifest | None = None) -> Router:
         """From a saved plan: its rule file and users file (verified unchanged) and the loads in ``summary.json``;
         the accounts are not read, so building costs the same for a thousand accounts or a million. The plan's
-        accounts file (verified then) and rows, each owner checked (:class:`files.manifest.OwnerCheck`), are read on
+        accounts file (verified then) and rows, each owner checked (:class:`files.rows.OwnerCheck`), are read on
         the first lead. ``manifest``: the plan's, already verified for the rules and users (the plan's files are
         hashed once)."""
         manifest = manifest or Manifest.verified(directory, inputs=("rules", "users"))

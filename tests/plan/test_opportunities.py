@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from hypothesis import given
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from assignment_engine import AccountTable, DataError, Engine, User, plan_files
 from assignment_engine.cli import main
 from assignment_engine.plan.deals import DealPlan, assign_deals, deals_from_columns, read_deals
+from assignment_engine.plan.result import outside_band
 from assignment_engine.synthetic import generate_book
 from conftest import WEST_EAST, engine_of, rows_by_id, rules_text, write_csv
 
@@ -445,3 +447,9 @@ def test_an_empty_json_lines_opportunities_file_has_no_deals(tmp_path):
     (tmp_path / "opps.jsonl").write_text("\n", encoding="utf-8")
     deals = read_deals(tmp_path / "opps.jsonl", engine.rules, engine.table([{"id": "A", "state": "CA", "industry": None, "revenue": None}]))
     assert len(deals) == 0 and deals.table.fields["amount"].values.size == 0
+
+
+def test_outside_band_is_one_rule_for_numbers_and_arrays():
+    """The summaries, the CLI's red cells and the report's all ask plan.result.outside_band."""
+    assert not outside_band(0.05 + 1e-12, 0.05) and outside_band(0.0501, 0.05) and outside_band(-0.2, 0.1)
+    assert outside_band(np.array([0.0, 0.2, -0.2, np.nan]), 0.1).tolist() == [False, True, True, False]  # NaN: no fair share

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files.manifest import Manifest
+from ..plan.result import outside_band
 from .diff import NONE, Move, PlanDiff, UserChange, compact, diff_plan
 
 MOVED_ROWS = 5_000  # moved accounts listed in the table, largest value first
@@ -74,6 +75,7 @@ def render_report(directory: str | Path, location: str | Path | None = None, rev
     )
     environment.filters["amount"] = compact
     environment.filters["share"] = _share
+    environment.tests["outside"] = outside_band  # {% if deviation is outside(tolerance) %}, as the summaries decide it
     # fixed element ids (plotly picks random ones): the same plan gives the same page, byte for byte
     drawn = [
         (
